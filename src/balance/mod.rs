@@ -1,0 +1,5 @@
+//! stub
+/// stub
+#[derive(Debug)] pub struct Balance;
+/// stub
+#[derive(Debug)] pub struct BalanceLayer;

@@ -1,0 +1,3 @@
+//! Discovery.
+mod weighted;
+pub use self::weighted::{Weight, Weighted};

@@ -1,0 +1,3 @@
+//! stub
+/// stub
+#[derive(Debug)] pub struct IpHash;

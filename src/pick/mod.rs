@@ -1,0 +1,195 @@
+//! Pickers: which endpoint gets the next request.
+//!
+//! A picker is split in two halves so that the request path stays cheap:
+//!
+//! * [`Prepare::prepare`] runs on the discovery worker whenever the endpoint
+//!   set changes. It sees each endpoint's [`Meta`] (its weight and the hash of
+//!   its key) and builds whatever table the picker needs: a smooth weighted
+//!   schedule, a hash ring, a Maglev lookup table.
+//! * [`Pick::pick`] runs on the caller's task for every request. It sees the
+//!   request, the table and the current [`Endpoints`], and returns an index.
+//!   It must not block, lock or allocate.
+//!
+//! | picker | cost per pick | weights | key |
+//! |---|---|---|---|
+//! | [`RoundRobin`] | O(1) | ignored (weight 0 skipped) | none |
+//! | [`WeightedRoundRobin`] | O(1) | smooth interleaving | none |
+//! | [`LeastConnections`] | O(n) | load ÷ weight | none |
+//! | [`P2c`] | O(1) | sampling ∝ weight | none |
+//! | [`IpHash`] | O(1) | ∝ weight | client address |
+//! | [`ConsistentHash`] | O(1) expected | virtual nodes ∝ weight | any [`HashKey`] |
+//! | [`Maglev`] | O(1) | table share ∝ weight | any [`HashKey`] |
+//!
+//! An endpoint with weight 0 receives no new requests from any picker: it is
+//! how an endpoint is drained without removing it.
+//!
+//! # Writing a picker
+//!
+//! ```
+//! use tower_lb::pick::{Endpoints, Meta, Pick, Prepare};
+//!
+//! /// Always the first endpoint that may be used.
+//! #[derive(Debug)]
+//! struct First;
+//!
+//! impl Prepare for First {
+//!     type Table = ();
+//!     fn prepare(&self, _endpoints: &[Meta]) {}
+//! }
+//!
+//! impl<Req, S> Pick<Req, S> for First {
+//!     fn pick(&self, _table: &(), endpoints: &Endpoints<'_, S>, _req: &Req) -> Option<usize> {
+//!         (0..endpoints.len()).find(|&i| endpoints.is_allowed(i))
+//!     }
+//! }
+//! ```
+
+mod consistent_hash;
+mod hash;
+mod http_key;
+mod ip_hash;
+mod least_connections;
+mod maglev;
+mod p2c;
+mod rng;
+mod round_robin;
+mod weighted_round_robin;
+
+pub use self::consistent_hash::{BoundedConsistentHash, ConsistentHash};
+pub use self::hash::{hash_bytes, hash_value, HashKey};
+pub use self::http_key::{ClientAddr, ClientIp, Header, Path};
+pub use self::ip_hash::IpHash;
+pub use self::least_connections::LeastConnections;
+pub use self::maglev::{InvalidTableSize, Maglev};
+pub use self::p2c::P2c;
+pub use self::round_robin::RoundRobin;
+pub use self::weighted_round_robin::WeightedRoundRobin;
+
+pub(crate) use self::rng::Rng;
+
+/// What a picker knows of an endpoint when it builds its table.
+///
+/// Both fields are fixed when the endpoint is inserted: the hash of its
+/// discovery key (stable across processes, so that hash rings agree between
+/// clients) and its weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    key_hash: u64,
+    weight: u32,
+}
+
+impl Meta {
+    /// Describes an endpoint by the hash of its key and its weight.
+    pub const fn new(key_hash: u64, weight: u32) -> Self {
+        Self { key_hash, weight }
+    }
+
+    /// The stable hash of the endpoint's discovery key.
+    pub const fn key_hash(&self) -> u64 {
+        self.key_hash
+    }
+
+    /// The endpoint's weight; 0 means it takes no new requests.
+    pub const fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+/// Builds a picker's table from the endpoint set, off the request path.
+///
+/// The balancer calls this on its discovery worker after every batch of
+/// changes and publishes the table together with the endpoints it was built
+/// from, so a table and the endpoints it indexes always match.
+pub trait Prepare: Send + Sync + 'static {
+    /// The picker's precomputed state for one endpoint set.
+    type Table: Send + Sync + 'static;
+
+    /// Builds the table for `endpoints`; index `i` of the slice is the index
+    /// [`Pick::pick`] returns for that endpoint.
+    fn prepare(&self, endpoints: &[Meta]) -> Self::Table;
+}
+
+/// Chooses the endpoint for one request.
+///
+/// `pick` runs on the caller's task for every request: it must not block,
+/// lock or allocate. It returns the index of an endpoint for which
+/// [`Endpoints::is_allowed`] holds, or `None` when there is none; the balancer
+/// then waits for the set to change and fails with
+/// [`NoEndpoints`](crate::error::NoEndpoints) if it does not.
+pub trait Pick<Req, S>: Prepare {
+    /// Picks an endpoint for `req`.
+    fn pick(&self, table: &Self::Table, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize>;
+}
+
+/// The endpoints a picker chooses from: their [`Meta`] and their services,
+/// index for index, and the endpoints this request must not use.
+#[derive(Debug)]
+pub struct Endpoints<'a, S> {
+    metas: &'a [Meta],
+    services: &'a [S],
+    excluded: &'a [usize],
+}
+
+impl<S> Clone for Endpoints<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Endpoints<'_, S> {}
+
+impl<'a, S> Endpoints<'a, S> {
+    /// A view of `metas` and `services`; if their lengths differ, the longer is
+    /// cut to the shorter.
+    pub fn new(metas: &'a [Meta], services: &'a [S]) -> Self {
+        let len = metas.len().min(services.len());
+        Self {
+            metas: &metas[..len],
+            services: &services[..len],
+            excluded: &[],
+        }
+    }
+
+    /// The same endpoints, with the indices in `excluded` ruled out for this
+    /// request (a retry uses it to avoid the endpoints it already tried).
+    #[must_use]
+    pub fn excluding(mut self, excluded: &'a [usize]) -> Self {
+        self.excluded = excluded;
+        self
+    }
+
+    /// How many endpoints there are, allowed or not.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Whether there are no endpoints at all.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    /// Every endpoint's [`Meta`], by index.
+    pub fn metas(&self) -> &'a [Meta] {
+        self.metas
+    }
+
+    /// Every endpoint's service, by index.
+    pub fn services(&self) -> &'a [S] {
+        self.services
+    }
+
+    /// Whether any endpoint is ruled out for this request; pickers use it to
+    /// skip the slower search when nothing is.
+    pub fn has_exclusions(&self) -> bool {
+        !self.excluded.is_empty()
+    }
+
+    /// Whether endpoint `i` may take this request: it exists, its weight is
+    /// not 0 and it is not excluded.
+    pub fn is_allowed(&self, i: usize) -> bool {
+        match self.metas.get(i) {
+            Some(meta) => meta.weight > 0 && !self.excluded.contains(&i),
+            None => false,
+        }
+    }
+}
