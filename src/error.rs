@@ -10,7 +10,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// Returned (boxed as [`BoxError`]) when the set was empty, every endpoint had
 /// weight 0, or the picker found none it may use, and the set did not change
-/// to allow one before [`BalanceBuilder::wait`](crate::balance::BalanceBuilder::wait)
+/// to allow one before [`BalanceLayer::wait`](crate::balance::BalanceLayer::wait)
 /// ran out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NoEndpoints {

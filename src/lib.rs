@@ -1,4 +1,58 @@
 //! Client-side load balancing as tower middleware.
+//!
+//! A program holds one [`Balance`]: a `tower::Service` that is `Clone + Send +
+//! Sync` and needs no `Buffer`. Behind it a [`Discover`](tower::discover::Discover)
+//! stream keeps a changing set of endpoints (hyper clients, tonic channels,
+//! any `Clone` service), and each request goes to the endpoint that a
+//! [picker](pick) chooses.
+//!
+//! * [`discover`]: where endpoints come from (a static list, a runtime
+//!   channel, or your own stream), each with a weight.
+//! * [`load`]: per-endpoint load through `tower::load::Load`: requests in
+//!   flight, counted until the response *body* ends, and Peak-EWMA latency.
+//! * [`pick`]: round robin, smooth weighted round robin, least connections,
+//!   power of two choices, IP hash, consistent hashing (with bounded load) and
+//!   Maglev; or your own [`Pick`](pick::Pick).
+//! * [`balance`]: the [`Balance`] service, its [`BalanceLayer`] and the
+//!   discovery [`Worker`](balance::Worker).
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use tower::{service_fn, Service, ServiceExt};
+//! use tower_lb::{discover, load::InFlightDiscover, pick::P2c, Balance};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_lb::BoxError> {
+//! let backend = |name: &'static str| {
+//!     service_fn(move |_req: ()| async move { Ok::<_, Infallible>(name) })
+//! };
+//! let (endpoints, discover) = discover::channel();
+//! endpoints.insert("10.0.0.1:8080", backend("one"))?;
+//! endpoints.insert_weighted("10.0.0.2:8080", backend("two"), 2)?;
+//!
+//! // Count requests in flight per endpoint; power of two choices reads them.
+//! let balance = Balance::new(
+//!     InFlightDiscover::with_completion(discover, tower_lb::load::CompleteOnResponse),
+//!     P2c::new(),
+//! );
+//! balance.wait_for(|keys| keys.len() == 2).await;
+//!
+//! // Clones share the endpoint set: hand one to every task.
+//! let mut handle = balance.clone();
+//! let answer = handle.ready().await?.call(()).await?;
+//! assert!(answer == "one" || answer == "two");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Errors
+//!
+//! The balancer's error type is [`BoxError`]. When no endpoint can be picked
+//! it waits for the set to change (one second by default, see
+//! [`BalanceLayer::wait`]) and then fails with [`NoEndpoints`]; the endpoint's
+//! own errors pass through unchanged inside the box.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

@@ -1,5 +1,61 @@
-//! stub
-/// stub
-#[derive(Debug)] pub struct Balance;
-/// stub
-#[derive(Debug)] pub struct BalanceLayer;
+//! The balancer: one `Service` in front of a changing set of endpoints.
+//!
+//! [`Balance`] is `Clone + Send + Sync`; clones share one endpoint set, so it
+//! needs no `Buffer` in front of it. Behind it, a [`Worker`] reads a
+//! `Discover` stream, applies each insert and remove, builds the picker's
+//! table and publishes the new set in one atomic swap.
+//!
+//! # The contract
+//!
+//! * **Always ready.** `poll_ready` returns `Ready(Ok(()))`: the balancer can
+//!   always accept a request. The request picks its endpoint in `call`, on the
+//!   caller's task, from the current set, without a lock or an allocation.
+//! * **Endpoint readiness is driven in the response future**, on a clone of
+//!   the picked endpoint (endpoint services must be `Clone`, as hyper clients
+//!   and tonic channels are). Backpressure therefore comes from the endpoint
+//!   itself, or from a concurrency-limit layer around each endpoint or around
+//!   the balancer; the balancer adds none of its own.
+//! * **Never pends forever.** When no endpoint can be picked (the set is
+//!   empty, every weight is 0, the picker finds none allowed) the request
+//!   waits for the set to change, up to [`BalanceLayer::wait`] (one second by
+//!   default), then fails with [`NoEndpoints`](crate::NoEndpoints).
+//! * **Removal drains.** A removed endpoint gets no new request from the next
+//!   publish on; requests already on it hold their own clone and finish.
+//!   Inserting a key that is already present replaces that endpoint.
+//! * **Discovery failures keep the set.** A discovery error is logged and the
+//!   current set stays; a stream that ends leaves the set as it last was.
+//! * The worker stops when the last handle is dropped.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use tower::{service_fn, Service, ServiceExt};
+//! use tower_lb::{discover, pick::RoundRobin, Balance};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_lb::BoxError> {
+//! let backend = |name: &'static str| service_fn(move |_req: ()| async move { Ok::<_, Infallible>(name) });
+//! let (endpoints, discover) = discover::channel();
+//! endpoints.insert("a", backend("a"))?;
+//! endpoints.insert("b", backend("b"))?;
+//!
+//! let mut balance = Balance::new(discover, RoundRobin::new());
+//! balance.wait_for(|keys| keys.len() == 2).await;
+//! let first = balance.ready().await?.call(()).await?;
+//! let second = balance.ready().await?.call(()).await?;
+//! assert_ne!(first, second);
+//! # Ok(())
+//! # }
+//! ```
+
+mod future;
+mod layer;
+mod service;
+mod snapshot;
+mod worker;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::BalanceLayer;
+pub use self::service::Balance;
+pub use self::worker::Worker;

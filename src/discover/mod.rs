@@ -1,3 +1,43 @@
-//! Discovery.
+//! Sources of endpoint changes.
+//!
+//! A balancer follows a [`tower::discover::Discover`]: a stream of
+//! `Change::Insert(key, service)` and `Change::Remove(key)`. This module gives
+//! the sources every program needs, and any other stream of changes
+//! (Kubernetes, Consul, etcd) plugs in the same way.
+//!
+//! * [`StaticList`]: a fixed set, weighted or not.
+//! * [`channel`]: application code inserts and removes endpoints while
+//!   requests flow.
+//! * [`DefaultWeight`]: gives weight 1 to the services of any other
+//!   `Discover`.
+//!
+//! Every endpoint carries a [`Weight`]; these sources wrap their services in
+//! [`Weighted`], default weight 1.
+//!
+//! ```
+//! use tower_lb::{discover, pick::WeightedRoundRobin, Balance};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let svc = |name: &'static str| {
+//!     tower::service_fn(move |_: ()| async move { Ok::<_, std::convert::Infallible>(name) })
+//! };
+//! let (endpoints, discover) = discover::channel();
+//! let balance = Balance::new(discover, WeightedRoundRobin::new());
+//! endpoints.insert_weighted("big", svc("big"), 3).unwrap();
+//! endpoints.insert("small", svc("small")).unwrap();
+//! balance.wait_for(|keys| keys.len() == 2).await;
+//! endpoints.remove("small").unwrap();
+//! balance.wait_for(|keys| keys.len() == 1).await;
+//! # }
+//! ```
+
+mod channel;
+mod default_weight;
+mod list;
 mod weighted;
+
+pub use self::channel::{channel, ChannelDiscover, Closed, EndpointSender};
+pub use self::default_weight::DefaultWeight;
+pub use self::list::StaticList;
 pub use self::weighted::{Weight, Weighted};

@@ -1,3 +1,184 @@
-//! stub
-/// stub
-#[derive(Debug)] pub struct RoundRobin;
+//! Plain round robin.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::weighted_round_robin::Schedule;
+use super::{Endpoints, Meta, Pick, Prepare};
+
+/// Round robin: each endpoint in turn, ignoring weights.
+///
+/// # Cost
+///
+/// * **pick**: O(1): one relaxed atomic add on a cursor in the picker and one
+///   read of the table.
+/// * **prepare**: O(n): the table lists the endpoints that may be picked.
+///
+/// # Weights
+///
+/// Every endpoint of non-zero weight gets the same share: over `k × m` picks
+/// from `m` such endpoints, each gets exactly `k`. Weight 0 is never picked.
+/// Use [`WeightedRoundRobin`](super::WeightedRoundRobin) for shares that
+/// follow weights.
+///
+/// # No endpoints, exclusions
+///
+/// With no endpoint of non-zero weight, `pick` returns `None`. An excluded
+/// endpoint's turn goes to the next allowed endpoint after it (at most one
+/// pass over the endpoints); whatever is returned satisfies
+/// [`Endpoints::is_allowed`].
+///
+/// # Example
+///
+/// ```
+/// use tower_lb::pick::{Endpoints, Meta, Pick, Prepare, RoundRobin};
+///
+/// let rr = RoundRobin::new();
+/// let metas = [Meta::new(1, 1), Meta::new(2, 0), Meta::new(3, 7)];
+/// let table = rr.prepare(&metas);
+/// let endpoints = Endpoints::new(&metas, &[(), (), ()]);
+/// let picks: Vec<usize> = (0..4)
+///     .map(|_| Pick::<(), ()>::pick(&rr, &table, &endpoints, &()).unwrap())
+///     .collect();
+/// assert_eq!(picks, [0, 2, 0, 2]);
+/// ```
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// A picker that starts at the first endpoint.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Prepare for RoundRobin {
+    type Table = Schedule;
+
+    fn prepare(&self, endpoints: &[Meta]) -> Schedule {
+        Schedule::new(
+            endpoints
+                .iter()
+                .take(u32::MAX as usize)
+                .enumerate()
+                .filter(|(_, meta)| meta.weight() > 0)
+                .map(|(i, _)| i as u32)
+                .collect(),
+        )
+    }
+}
+
+impl<Req, S> Pick<Req, S> for RoundRobin {
+    fn pick(&self, table: &Schedule, endpoints: &Endpoints<'_, S>, _req: &Req) -> Option<usize> {
+        let len = table.len();
+        if len == 0 {
+            return None;
+        }
+        let pos = self.next.fetch_add(1, Ordering::Relaxed) % len;
+        // The table is in index order, so walking it and then scanning the
+        // endpoints both step forward to the next allowed endpoint.
+        table.allowed_from(pos, endpoints)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metas(weights: &[u32]) -> Vec<Meta> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| Meta::new(i as u64, w))
+            .collect()
+    }
+
+    fn tally(
+        rr: &RoundRobin,
+        table: &Schedule,
+        endpoints: &Endpoints<'_, ()>,
+        picks: usize,
+    ) -> Vec<usize> {
+        let mut c = vec![0; endpoints.len()];
+        for _ in 0..picks {
+            c[Pick::<(), ()>::pick(rr, table, endpoints, &()).unwrap()] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn splits_exactly() {
+        let rr = RoundRobin::new();
+        let metas = metas(&[1, 1, 1]);
+        let table = rr.prepare(&metas);
+        let endpoints = Endpoints::new(&metas, &[(); 3]);
+        assert_eq!(tally(&rr, &table, &endpoints, 3000), [1000, 1000, 1000]);
+    }
+
+    #[test]
+    fn ignores_weights_but_skips_zero() {
+        let rr = RoundRobin::new();
+        let metas = metas(&[u32::MAX, 0, 1, 5]);
+        let table = rr.prepare(&metas);
+        let endpoints = Endpoints::new(&metas, &[(); 4]);
+        assert_eq!(tally(&rr, &table, &endpoints, 300), [100, 0, 100, 100]);
+    }
+
+    #[test]
+    fn none_without_endpoints() {
+        let rr = RoundRobin::new();
+        for weights in [&[][..], &[0, 0][..]] {
+            let metas = metas(weights);
+            let services = vec![(); metas.len()];
+            let table = rr.prepare(&metas);
+            let endpoints = Endpoints::new(&metas, &services);
+            assert_eq!(Pick::<(), ()>::pick(&rr, &table, &endpoints, &()), None);
+        }
+    }
+
+    #[test]
+    fn exclusions_step_forward() {
+        let rr = RoundRobin::new();
+        let metas = metas(&[1, 1, 1, 1]);
+        let table = rr.prepare(&metas);
+        let services = [(); 4];
+        let excluded = [1, 2];
+        let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+        // Turns of 0, 1, 2, 3 go to 0, 3, 3, 3.
+        assert_eq!(tally(&rr, &table, &endpoints, 400), [100, 0, 0, 300]);
+        let all = [3, 2, 1, 0];
+        let none = Endpoints::new(&metas, &services).excluding(&all);
+        assert_eq!(Pick::<(), ()>::pick(&rr, &table, &none, &()), None);
+    }
+
+    #[test]
+    fn thousands_of_endpoints() {
+        let rr = RoundRobin::new();
+        let metas = metas(&vec![1; 5000]);
+        let table = rr.prepare(&metas);
+        let services = vec![(); 5000];
+        let excluded: Vec<usize> = (0..4999).collect();
+        let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+        assert_eq!(
+            Pick::<(), ()>::pick(&rr, &table, &endpoints, &()),
+            Some(4999)
+        );
+    }
+
+    #[test]
+    fn cursor_wraps_without_panicking() {
+        let rr = RoundRobin {
+            next: AtomicUsize::new(usize::MAX - 1),
+        };
+        let metas = metas(&[1, 1, 1]);
+        let table = rr.prepare(&metas);
+        let endpoints = Endpoints::new(&metas, &[(); 3]);
+        for _ in 0..5 {
+            assert!(Pick::<(), ()>::pick(&rr, &table, &endpoints, &()).is_some());
+        }
+    }
+}

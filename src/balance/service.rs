@@ -1,0 +1,262 @@
+//! The `Balance` service.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tower::discover::Discover;
+use tower::Service;
+
+use super::future::{ResponseFuture, Wait};
+use super::snapshot::{Shared, Snapshot};
+use super::worker::Worker;
+use super::BalanceLayer;
+use crate::discover::Weight;
+use crate::error::{BoxError, NoEndpoints};
+use crate::pick::{Pick, Prepare};
+
+/// How long a request waits for an endpoint before it fails, by default.
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(1);
+
+/// A load balancer over a changing set of endpoints; see the
+/// [module docs](crate::balance) for the contract.
+///
+/// `K` is the discovery key, `S` the endpoint service, `P` the picker.
+/// Cloning is cheap (two `Arc`s) and every clone shares one endpoint set.
+pub struct Balance<K, S, P: Prepare> {
+    shared: Arc<Shared<K, S, P::Table>>,
+    picker: Arc<P>,
+    wait: Duration,
+    /// Dropped with the last handle, which tells the worker to stop.
+    _alive: Arc<oneshot::Sender<()>>,
+}
+
+impl<K, S, P: Prepare> Clone for Balance<K, S, P> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            picker: Arc::clone(&self.picker),
+            wait: self.wait,
+            _alive: Arc::clone(&self._alive),
+        }
+    }
+}
+
+impl<K, S, P> fmt::Debug for Balance<K, S, P>
+where
+    K: fmt::Debug,
+    P: Prepare + fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("endpoints", &self.shared.current.load().keys)
+            .field("picker", &self.picker)
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+impl<K, S, P> Balance<K, S, P>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    S: Weight + Clone + Send + Sync + 'static,
+    P: Prepare,
+{
+    /// A balancer over `discover` that picks with `picker`, with its
+    /// discovery worker spawned on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does; use
+    /// [`Balance::pair`] to run the worker elsewhere.
+    pub fn new<D>(discover: D, picker: P) -> Self
+    where
+        D: Discover<Key = K, Service = S> + Send + 'static,
+        D::Error: Into<BoxError>,
+    {
+        BalanceLayer::new(picker).spawn(discover)
+    }
+
+    /// A balancer and its discovery [`Worker`], for callers that run the
+    /// worker on an executor of their choosing. Until the worker runs, the
+    /// set is empty.
+    pub fn pair<D>(discover: D, picker: P) -> (Self, Worker)
+    where
+        D: Discover<Key = K, Service = S> + Send + 'static,
+        D::Error: Into<BoxError>,
+    {
+        BalanceLayer::new(picker).pair(discover)
+    }
+
+    pub(crate) fn from_parts<D>(discover: D, picker: Arc<P>, wait: Duration) -> (Self, Worker)
+    where
+        D: Discover<Key = K, Service = S> + Send + 'static,
+        D::Error: Into<BoxError>,
+    {
+        let shared = Arc::new(Shared::new(picker.prepare(&[])));
+        let (alive, closed) = oneshot::channel();
+        let worker = Worker::new(discover, Arc::clone(&picker), Arc::clone(&shared), closed);
+        let balance = Self {
+            shared,
+            picker,
+            wait,
+            _alive: Arc::new(alive),
+        };
+        (balance, worker)
+    }
+}
+
+impl<K, S, P: Prepare> Balance<K, S, P> {
+    /// How many endpoints the current set holds (usable or not).
+    pub fn len(&self) -> usize {
+        self.shared.current.load().keys.len()
+    }
+
+    /// Whether the current set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The keys of the current set, with each endpoint's weight.
+    pub fn endpoints(&self) -> Vec<(K, u32)>
+    where
+        K: Clone,
+    {
+        let snapshot = self.shared.current.load();
+        snapshot
+            .keys
+            .iter()
+            .zip(&snapshot.metas)
+            .map(|(key, meta)| (key.clone(), meta.weight()))
+            .collect()
+    }
+
+    /// Waits until the set's keys satisfy `ready`, checking now and after
+    /// every change the worker publishes.
+    ///
+    /// Useful at start-up ("wait for discovery to find three endpoints") and
+    /// to know that an insert or remove has taken effect. It waits for as long
+    /// as it takes: wrap it in `tokio::time::timeout` to bound it.
+    pub async fn wait_for<F>(&self, mut ready: F)
+    where
+        F: FnMut(&[K]) -> bool,
+    {
+        loop {
+            let notified = self.shared.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a publish in between is not missed.
+            notified.as_mut().enable();
+            if ready(&self.shared.current.load().keys) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// How long a request waits for an endpoint before failing with
+    /// [`NoEndpoints`].
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+}
+
+/// Picks from one snapshot; an index the picker returns that is not allowed
+/// counts as no pick, so a faulty picker cannot cause a panic.
+fn pick_from<K, S, P, Req>(
+    snapshot: &Snapshot<K, S, P::Table>,
+    picker: &P,
+    request: &Req,
+) -> Option<usize>
+where
+    P: Pick<Req, S>,
+{
+    let endpoints = snapshot.endpoints();
+    picker
+        .pick(&snapshot.table, &endpoints, request)
+        .filter(|&i| endpoints.is_allowed(i))
+}
+
+impl<K, S, P, Req> Service<Req> for Balance<K, S, P>
+where
+    K: fmt::Debug + Send + Sync + 'static,
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    P: Pick<Req, S>,
+    Req: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req>;
+
+    /// Always ready: readiness of the picked endpoint is driven inside the
+    /// response future.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let snapshot = self.shared.current.load();
+        match pick_from(&snapshot, &*self.picker, &request) {
+            Some(i) => {
+                let span = tracing::debug_span!("balance", endpoint = ?snapshot.keys[i]);
+                ResponseFuture::ready(snapshot.services[i].clone(), request, span)
+            }
+            None => {
+                let span = tracing::debug_span!("balance", endpoint = tracing::field::Empty);
+                let known = snapshot.keys.len();
+                drop(snapshot);
+                tracing::debug!(known, "no endpoint to pick; waiting for the set to change");
+                let wait = wait_for_endpoint(
+                    Arc::clone(&self.shared),
+                    Arc::clone(&self.picker),
+                    request,
+                    self.wait,
+                    span.clone(),
+                );
+                ResponseFuture::waiting(wait, span)
+            }
+        }
+    }
+}
+
+fn wait_for_endpoint<K, S, P, Req>(
+    shared: Arc<Shared<K, S, P::Table>>,
+    picker: Arc<P>,
+    request: Req,
+    wait: Duration,
+    span: tracing::Span,
+) -> Wait<S, Req>
+where
+    K: fmt::Debug + Send + Sync + 'static,
+    S: Clone + Send + Sync + 'static,
+    P: Pick<Req, S>,
+    Req: Send + 'static,
+{
+    Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = shared.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let known = {
+                let snapshot = shared.current.load();
+                if let Some(i) = pick_from(&snapshot, &*picker, &request) {
+                    span.record("endpoint", tracing::field::debug(&snapshot.keys[i]));
+                    return Ok((snapshot.services[i].clone(), request));
+                }
+                snapshot.keys.len()
+            };
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let error = NoEndpoints {
+                    waited: wait,
+                    known,
+                };
+                tracing::warn!(%error, "request failed: no endpoint");
+                return Err(error.into());
+            }
+        }
+    })
+}

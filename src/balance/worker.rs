@@ -1,0 +1,208 @@
+//! The discovery worker: applies changes and publishes snapshots.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::hash::Hash;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+use tower::discover::{Change, Discover};
+
+use super::snapshot::{Shared, Snapshot};
+use crate::discover::Weight;
+use crate::error::BoxError;
+use crate::pick::{hash_value, Meta, Prepare};
+
+/// The task that keeps a [`Balance`](super::Balance)'s endpoint set current.
+///
+/// It reads the `Discover` stream, applies each `Insert` and `Remove`, and
+/// after each batch of changes builds the picker's table and publishes the
+/// new set in one atomic swap. It finishes when every handle of its balancer
+/// has been dropped. [`Balance::new`](super::Balance::new) spawns it on tokio;
+/// [`Balance::pair`](super::Balance::pair) hands it back to run on any
+/// executor.
+#[must_use = "the balancer's endpoint set does not change unless the worker runs"]
+pub struct Worker {
+    inner: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
+impl Future for Worker {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl Worker {
+    pub(crate) fn new<D, P>(
+        discover: D,
+        picker: Arc<P>,
+        shared: Arc<Shared<D::Key, D::Service, P::Table>>,
+        closed: oneshot::Receiver<()>,
+    ) -> Self
+    where
+        D: Discover + Send + 'static,
+        D::Key: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+        D::Service: Weight + Clone + Send + Sync + 'static,
+        D::Error: Into<BoxError>,
+        P: Prepare,
+    {
+        Self {
+            inner: Box::pin(run(discover, picker, shared, closed)),
+        }
+    }
+}
+
+/// The worker's own, mutable copy of the set.
+struct Set<K, S> {
+    index: HashMap<K, usize>,
+    keys: Vec<K>,
+    metas: Vec<Meta>,
+    services: Vec<S>,
+}
+
+impl<K, S> Set<K, S>
+where
+    K: Hash + Eq + Clone + fmt::Debug,
+    S: Weight + Clone,
+{
+    fn apply(&mut self, change: Change<K, S>) -> bool {
+        match change {
+            Change::Insert(key, service) => {
+                let meta = Meta::new(hash_value(&key), service.weight());
+                if let Some(&i) = self.index.get(&key) {
+                    // Requests already on the old service keep their clone and
+                    // finish; new ones go to the replacement.
+                    tracing::info!(key = ?key, weight = meta.weight(), "endpoint replaced");
+                    self.metas[i] = meta;
+                    self.services[i] = service;
+                } else {
+                    tracing::info!(key = ?key, weight = meta.weight(), "endpoint inserted");
+                    self.index.insert(key.clone(), self.keys.len());
+                    self.keys.push(key);
+                    self.metas.push(meta);
+                    self.services.push(service);
+                }
+                true
+            }
+            Change::Remove(key) => match self.index.remove(&key) {
+                Some(i) => {
+                    tracing::info!(key = ?key, "endpoint removed");
+                    self.keys.swap_remove(i);
+                    self.metas.swap_remove(i);
+                    self.services.swap_remove(i);
+                    if let Some(moved) = self.keys.get(i) {
+                        self.index.insert(moved.clone(), i);
+                    }
+                    true
+                }
+                None => {
+                    tracing::warn!(key = ?key, "remove of an unknown endpoint ignored");
+                    false
+                }
+            },
+        }
+    }
+}
+
+async fn run<D, P>(
+    discover: D,
+    picker: Arc<P>,
+    shared: Arc<Shared<D::Key, D::Service, P::Table>>,
+    closed: oneshot::Receiver<()>,
+) where
+    D: Discover,
+    D::Key: Hash + Eq + Clone + fmt::Debug,
+    D::Service: Weight + Clone,
+    D::Error: Into<BoxError>,
+    P: Prepare,
+{
+    let mut discover = pin!(discover);
+    let mut closed = pin!(closed);
+    let mut set = Set {
+        index: HashMap::new(),
+        keys: Vec::new(),
+        metas: Vec::new(),
+        services: Vec::new(),
+    };
+    let mut ended = false;
+    loop {
+        let step = poll_fn(|cx| {
+            if closed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Closed);
+            }
+            if ended {
+                return Poll::Pending;
+            }
+            // Take every change that is ready now, so a burst (a DNS answer,
+            // a file edit) costs one table build rather than one per change.
+            let mut dirty = false;
+            let mut budget = BATCH;
+            loop {
+                if budget == 0 {
+                    // A stream that never pends (or errors forever) must not
+                    // starve the executor: publish what we have and come back.
+                    cx.waker().wake_by_ref();
+                    break;
+                }
+                budget -= 1;
+                match discover.as_mut().poll_discover(cx) {
+                    Poll::Ready(Some(Ok(change))) => dirty |= set.apply(change),
+                    Poll::Ready(Some(Err(error))) => {
+                        let error: BoxError = error.into();
+                        tracing::warn!(%error, "discovery error; keeping the current endpoints");
+                    }
+                    Poll::Ready(None) => {
+                        tracing::info!(
+                            endpoints = set.keys.len(),
+                            "discovery stream ended; keeping the current endpoints"
+                        );
+                        ended = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if dirty {
+                Poll::Ready(Step::Publish)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        match step {
+            Step::Closed => {
+                tracing::debug!("every balancer handle dropped; discovery worker stops");
+                return;
+            }
+            Step::Publish => {
+                let table = picker.prepare(&set.metas);
+                shared.publish(Snapshot {
+                    keys: set.keys.clone(),
+                    metas: set.metas.clone(),
+                    services: set.services.clone(),
+                    table,
+                });
+                tracing::debug!(endpoints = set.keys.len(), "endpoint set published");
+            }
+        }
+    }
+}
+
+/// How many changes one poll of the worker takes before yielding.
+const BATCH: usize = 1024;
+
+enum Step {
+    Closed,
+    Publish,
+}
