@@ -171,6 +171,7 @@ fn pick_from<K, S, P, Req>(
     request: &Req,
 ) -> Option<usize>
 where
+    S: Weight,
     P: Pick<Req, S>,
 {
     let endpoints = snapshot.endpoints();
@@ -182,7 +183,7 @@ where
 impl<K, S, P, Req> Service<Req> for Balance<K, S, P>
 where
     K: fmt::Debug + Send + Sync + 'static,
-    S: Service<Req> + Clone + Send + Sync + 'static,
+    S: Service<Req> + Weight + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     P: Pick<Req, S>,
     Req: Send + 'static,
@@ -231,7 +232,7 @@ fn wait_for_endpoint<K, S, P, Req>(
 ) -> Wait<S, Req>
 where
     K: fmt::Debug + Send + Sync + 'static,
-    S: Clone + Send + Sync + 'static,
+    S: Weight + Clone + Send + Sync + 'static,
     P: Pick<Req, S>,
     Req: Send + 'static,
 {

@@ -3,6 +3,7 @@
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::discover::Weight;
 use crate::pick::{Endpoints, Meta};
 
 /// One published endpoint set and the picker table built from it. Index `i`
@@ -15,9 +16,14 @@ pub(crate) struct Snapshot<K, S, T> {
     pub(crate) table: T,
 }
 
-impl<K, S, T> Snapshot<K, S, T> {
+impl<K, S: Weight, T> Snapshot<K, S, T> {
     pub(crate) fn endpoints(&self) -> Endpoints<'_, S> {
-        Endpoints::new(&self.metas, &self.services)
+        let endpoints = Endpoints::new(&self.metas, &self.services);
+        if S::GATED {
+            endpoints.with_availability(S::is_available)
+        } else {
+            endpoints
+        }
     }
 }
 

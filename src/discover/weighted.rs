@@ -5,20 +5,33 @@ use std::task::{Context, Poll};
 use tower::load::Load;
 use tower::Service;
 
-/// An endpoint service's share of traffic, relative to the other endpoints.
+/// What the balancer reads of an endpoint service: its share of traffic,
+/// relative to the other endpoints, and whether it may take requests now.
 ///
-/// The balancer reads it once, when the endpoint is inserted. Weight 0 means
+/// The balancer reads the weight once, when the endpoint is inserted. Weight 0 means
 /// the endpoint takes no new requests (it drains); there is no upper bound
 /// below `u32::MAX`, and pickers that expand weights into tables scale them
 /// down, keeping the proportions (see each picker's docs).
 ///
 /// The wrappers of this crate ([`InFlight`](crate::load::InFlight),
 /// [`PeakEwma`](crate::load::PeakEwma)) pass their inner service's weight
-/// through, so the weight can be set at the source with [`Weighted`] and
+/// and availability through, so the weight can be set at the source with [`Weighted`] and
 /// survive any number of layers.
 pub trait Weight {
+    /// Whether [`is_available`](Weight::is_available) can ever return
+    /// `false`. The balancer asks every candidate of every pick only when it
+    /// is `true` (health-checked endpoints), so plain endpoints pay nothing.
+    const GATED: bool = false;
+
     /// The endpoint's weight.
     fn weight(&self) -> u32;
+
+    /// Whether the endpoint may take new requests now (health checks set
+    /// it); read on every pick when [`GATED`](Weight::GATED) is `true`, so
+    /// it must be cheap: an atomic load.
+    fn is_available(&self) -> bool {
+        true
+    }
 }
 
 /// A service with a weight: what every discovery source of this crate yields.

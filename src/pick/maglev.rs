@@ -1,4 +1,7 @@
 //! stub
 /// stub
-#[derive(Debug)] pub struct Maglev; /// stub
-#[derive(Debug)] pub struct InvalidTableSize;
+#[derive(Debug)]
+pub struct Maglev;
+/// stub
+#[derive(Debug)]
+pub struct InvalidTableSize;

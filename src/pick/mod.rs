@@ -44,6 +44,8 @@
 //! }
 //! ```
 
+use std::fmt;
+
 mod consistent_hash;
 mod hash;
 mod http_key;
@@ -123,11 +125,26 @@ pub trait Pick<Req, S>: Prepare {
 
 /// The endpoints a picker chooses from: their [`Meta`] and their services,
 /// index for index, and the endpoints this request must not use.
-#[derive(Debug)]
+///
+/// An endpoint is *allowed* ([`is_allowed`](Endpoints::is_allowed)) when its
+/// weight is not 0, this request does not exclude it (a retry excludes the
+/// endpoints it already tried) and, if an availability check is set, the
+/// check passes (health checks set it).
 pub struct Endpoints<'a, S> {
     metas: &'a [Meta],
     services: &'a [S],
     excluded: &'a [usize],
+    available: Option<fn(&S) -> bool>,
+}
+
+impl<S> fmt::Debug for Endpoints<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("metas", &self.metas)
+            .field("excluded", &self.excluded)
+            .field("checks_availability", &self.available.is_some())
+            .finish()
+    }
 }
 
 impl<S> Clone for Endpoints<'_, S> {
@@ -147,7 +164,18 @@ impl<'a, S> Endpoints<'a, S> {
             metas: &metas[..len],
             services: &services[..len],
             excluded: &[],
+            available: None,
         }
+    }
+
+    /// The same endpoints, where endpoint `i` is allowed only while
+    /// `available(&services[i])` holds. The balancer sets it to
+    /// [`Weight::is_available`](crate::discover::Weight::is_available) for
+    /// health-checked endpoints; it must be cheap (an atomic load).
+    #[must_use]
+    pub fn with_availability(mut self, available: fn(&S) -> bool) -> Self {
+        self.available = Some(available);
+        self
     }
 
     /// The same endpoints, with the indices in `excluded` ruled out for this
@@ -178,18 +206,82 @@ impl<'a, S> Endpoints<'a, S> {
         self.services
     }
 
-    /// Whether any endpoint is ruled out for this request; pickers use it to
-    /// skip the slower search when nothing is.
+    /// Whether an endpoint of non-zero weight may still be ruled out for
+    /// this request (by exclusion or by its availability); pickers use it to
+    /// skip per-endpoint checks when nothing can be.
     pub fn has_exclusions(&self) -> bool {
-        !self.excluded.is_empty()
+        !self.excluded.is_empty() || self.available.is_some()
     }
 
     /// Whether endpoint `i` may take this request: it exists, its weight is
-    /// not 0 and it is not excluded.
+    /// not 0, it is not excluded and it is available.
     pub fn is_allowed(&self, i: usize) -> bool {
         match self.metas.get(i) {
-            Some(meta) => meta.weight > 0 && !self.excluded.contains(&i),
+            Some(meta) => {
+                meta.weight > 0
+                    && !self.excluded.contains(&i)
+                    && self
+                        .available
+                        .map_or(true, |available| available(&self.services[i]))
+            }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn availability_rules_endpoints_out() {
+        let metas = [Meta::new(1, 1), Meta::new(2, 1), Meta::new(3, 0)];
+        let services = [true, false, true];
+        let plain = Endpoints::new(&metas, &services);
+        assert!(!plain.has_exclusions());
+        assert!(plain.is_allowed(0) && plain.is_allowed(1));
+        assert!(!plain.is_allowed(2), "weight 0 is never allowed");
+        assert!(!plain.is_allowed(3), "out of range is never allowed");
+
+        let gated = plain.with_availability(|up: &bool| *up);
+        assert!(gated.has_exclusions());
+        assert!(gated.is_allowed(0));
+        assert!(!gated.is_allowed(1));
+        assert!(!gated.excluding(&[0]).is_allowed(0));
+    }
+
+    #[test]
+    fn every_picker_skips_unavailable_endpoints() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        #[derive(Clone)]
+        struct Up(bool, Arc<AtomicUsize>);
+        impl tower::load::Load for Up {
+            type Metric = u32;
+            fn load(&self) -> u32 {
+                self.1.load(Ordering::Relaxed) as u32
+            }
+        }
+        let metas: Vec<Meta> = (0..5).map(|i| Meta::new(i * 7919, 1 + i as u32)).collect();
+        let services: Vec<Up> = (0..5)
+            .map(|i| Up(i % 2 == 0, Arc::new(AtomicUsize::new(0))))
+            .collect();
+        let endpoints = Endpoints::new(&metas, &services).with_availability(|s: &Up| s.0);
+
+        fn check<P: Pick<u64, Up>>(picker: P, endpoints: &Endpoints<'_, Up>, metas: &[Meta]) {
+            let table = picker.prepare(metas);
+            for key in 0..200u64 {
+                let i = picker
+                    .pick(&table, endpoints, &key)
+                    .expect("an endpoint is up");
+                assert!(i % 2 == 0, "picked unavailable endpoint {i}");
+            }
+        }
+        check(RoundRobin::new(), &endpoints, &metas);
+        check(WeightedRoundRobin::new(), &endpoints, &metas);
+        check(LeastConnections::with_seed(1), &endpoints, &metas);
+        check(P2c::with_seed(1), &endpoints, &metas);
+        check(IpHash::with_key(|k: &u64| Some(*k)), &endpoints, &metas);
     }
 }

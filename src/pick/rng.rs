@@ -28,7 +28,10 @@ impl Rng {
     }
 
     pub(crate) fn next_u64(&self) -> u64 {
-        let z = self.state.fetch_add(GAMMA, Ordering::Relaxed).wrapping_add(GAMMA);
+        let z = self
+            .state
+            .fetch_add(GAMMA, Ordering::Relaxed)
+            .wrapping_add(GAMMA);
         mix64(z)
     }
 
