@@ -17,8 +17,16 @@ use tower::Service;
 /// through, so the weight can be set at the source with [`Weighted`] and
 /// survive any number of layers.
 pub trait Weight {
+    /// True for services whose `is_available` can return false (health checks); the balancer only checks availability on picks when it is true.
+    const GATED: bool = false;
+
     /// The endpoint's weight.
     fn weight(&self) -> u32;
+
+    /// Whether the endpoint may take new requests now; read on every pick.
+    fn is_available(&self) -> bool {
+        true
+    }
 }
 
 /// A service with a weight: what every discovery source of this crate yields.
