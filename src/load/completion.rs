@@ -1,0 +1,142 @@
+//! Counting an HTTP request until its response body ends.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::load::TrackCompletion;
+
+/// A completion strategy for HTTP services: the request counts until the
+/// response body is finished, not when the headers arrive.
+///
+/// It wraps the response body in a [`TrackedBody`] that holds the request's
+/// handle and lets go of it at the first of:
+///
+/// * the body is already at its end when the response arrives
+///   ([`Body::is_end_stream`]), as an empty body is;
+/// * a frame is read after which the body reports its end, or reading yields
+///   `None`;
+/// * reading yields an error;
+/// * the body is dropped (the caller stopped reading).
+///
+/// So a streamed answer (server-sent events, an LLM's tokens) keeps its
+/// endpoint counted until its last frame. For services whose response is not
+/// an `http::Response`, use [`CompleteOnResponse`](super::CompleteOnResponse).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompleteOnBodyEnd;
+
+impl<H, B> TrackCompletion<H, http::Response<B>> for CompleteOnBodyEnd
+where
+    B: Body,
+{
+    type Output = http::Response<TrackedBody<B, H>>;
+
+    fn track_completion(&self, handle: H, response: http::Response<B>) -> Self::Output {
+        response.map(|body| TrackedBody::new(body, handle))
+    }
+}
+
+/// A completion strategy for any service: the request counts until its
+/// response arrives.
+///
+/// For responses that are complete when they arrive (not streamed HTTP
+/// bodies, for which [`CompleteOnBodyEnd`] is the right choice). It does what
+/// tower's `tower::load::CompleteOnResponse` does, and that one works with
+/// this module's wrappers too; this one is a plain unit struct, so it can be
+/// named as a value: `InFlight::with_completion(svc, CompleteOnResponse)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompleteOnResponse;
+
+impl<H, V> TrackCompletion<H, V> for CompleteOnResponse {
+    type Output = V;
+
+    fn track_completion(&self, handle: H, response: V) -> V {
+        drop(handle);
+        response
+    }
+}
+
+pin_project! {
+    /// A response body that holds a handle `H` until the body is finished;
+    /// see [`CompleteOnBodyEnd`] for when that is.
+    ///
+    /// Frames, errors, [`size_hint`](Body::size_hint) and
+    /// [`is_end_stream`](Body::is_end_stream) are those of the inner body.
+    pub struct TrackedBody<B, H> {
+        #[pin]
+        inner: B,
+        handle: Option<H>,
+    }
+}
+
+impl<B: Body, H> TrackedBody<B, H> {
+    /// Wraps `inner`, holding `handle` until it is finished; a body that is
+    /// already at its end lets go of the handle at once.
+    pub fn new(inner: B, handle: H) -> Self {
+        let handle = if inner.is_end_stream() {
+            None
+        } else {
+            Some(handle)
+        };
+        Self { inner, handle }
+    }
+}
+
+impl<B, H> TrackedBody<B, H> {
+    /// Whether the body still holds its handle (it is not finished yet).
+    pub fn is_tracking(&self) -> bool {
+        self.handle.is_some()
+    }
+
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
+    /// Unwraps the body, letting go of the handle.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body, H> Body for TrackedBody<B, H> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let finished = match &frame {
+            // A reader such as hyper stops at `is_end_stream` and never polls
+            // for the `None`, so the last frame has to end the count itself.
+            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Err(_)) | None => true,
+        };
+        if finished {
+            this.handle.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: fmt::Debug, H> fmt::Debug for TrackedBody<B, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackedBody")
+            .field("inner", &self.inner)
+            .field("tracking", &self.is_tracking())
+            .finish()
+    }
+}

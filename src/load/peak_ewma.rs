@@ -1,0 +1,248 @@
+//! Peak-EWMA latency as an endpoint's load.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::load::{Load, TrackCompletion};
+use tower::Service;
+
+use super::estimate::Estimate;
+use super::{CompleteOnBodyEnd, Counter, Handle, ResponseFuture};
+use crate::discover::Weight;
+
+/// The round-trip time assumed for an endpoint before its first request
+/// completes: 30 ms.
+pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+/// How long the Peak-EWMA estimate takes to forget: 10 s (the time constant
+/// of its exponential decay).
+pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+
+/// Wraps an endpoint service and reports a Peak-EWMA latency cost as its
+/// [`Load`]: the endpoint's recent round-trip time, times its requests in
+/// flight plus one.
+///
+/// The round trip of a request runs from `call` until the completion strategy
+/// `C` lets go of its handle: with the default [`CompleteOnBodyEnd`] that is
+/// the end of the response body, so a slow stream counts as slow. A round
+/// trip longer than the estimate replaces it at once (the *peak*); a shorter
+/// one pulls it down by a weight that grows with the time since the last
+/// update, and while no request completes the estimate decays towards zero
+/// with time constant `decay`, so an endpoint that was slow gets tried again.
+/// A call that fails also ends a round trip: an endpoint that fails fast
+/// looks fast, so pair this with failure detection.
+///
+/// Every time setting is a [`Duration`]. A zero `decay` is taken as one
+/// nanosecond (the estimate keeps only the latest sample), a zero
+/// `default_rtt` starts the endpoint at the lowest cost; huge values are kept as
+/// they are (`Duration::MAX` as a decay never forgets). Time is tokio's
+/// clock, so tests can pause it.
+///
+/// Reading the load and recording a sample are lock-free (one atomic word
+/// holds the estimate and its timestamp). Clones share one estimate and one
+/// count. The wrapper passes the inner service's [`Weight`] and availability
+/// through. See the [module docs](super) for an example.
+pub struct PeakEwma<S, C = CompleteOnBodyEnd> {
+    inner: S,
+    counter: Counter,
+    estimate: Arc<Estimate>,
+    completion: C,
+}
+
+/// The load of a [`PeakEwma`]: the latency estimate in nanoseconds times
+/// the requests in flight plus one.
+///
+/// The estimate counts as at least one nanosecond here, so that between two
+/// endpoints whose estimates have decayed to nothing the one with fewer
+/// requests in flight still costs less.
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
+pub struct Cost(f64);
+
+impl Cost {
+    /// The cost as a number (nanoseconds × requests).
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl From<Cost> for f64 {
+    fn from(cost: Cost) -> f64 {
+        cost.0
+    }
+}
+
+/// One request in flight on a [`PeakEwma`]: when dropped, it records the
+/// round trip since the call and stops counting the request.
+pub struct EwmaHandle {
+    sent_at: Instant,
+    estimate: Arc<Estimate>,
+    in_flight: Handle,
+}
+
+impl EwmaHandle {
+    /// When the request was sent.
+    pub fn sent_at(&self) -> Instant {
+        self.sent_at
+    }
+
+    /// The counter this handle holds a request in.
+    pub fn counter(&self) -> &Counter {
+        self.in_flight.counter()
+    }
+}
+
+impl Drop for EwmaHandle {
+    fn drop(&mut self) {
+        // Runs before the in-flight handle (a field) is dropped, so the new
+        // estimate is in place by the time the count falls.
+        self.estimate.sample(self.sent_at, Instant::now());
+    }
+}
+
+impl fmt::Debug for EwmaHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EwmaHandle")
+            .field("sent_at", &self.sent_at)
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
+
+impl<S> PeakEwma<S> {
+    /// Estimates `inner`'s latency up to the end of each response body,
+    /// starting from `default_rtt` and forgetting with time constant `decay`.
+    pub fn new(inner: S, default_rtt: Duration, decay: Duration) -> Self {
+        Self::with_completion(inner, default_rtt, decay, CompleteOnBodyEnd)
+    }
+}
+
+impl<S, C> PeakEwma<S, C> {
+    /// Like [`PeakEwma::new`], with round trips ending when `completion` lets
+    /// go of their handles.
+    pub fn with_completion(
+        inner: S,
+        default_rtt: Duration,
+        decay: Duration,
+        completion: C,
+    ) -> Self {
+        Self {
+            inner,
+            counter: Counter::new(),
+            estimate: Arc::new(Estimate::new(default_rtt, decay)),
+            completion,
+        }
+    }
+
+    /// The latency estimate now, before it is multiplied by the requests in
+    /// flight (saturating at `u64::MAX` nanoseconds).
+    pub fn rtt_estimate(&self) -> Duration {
+        Duration::from_nanos(self.estimate.rtt_ns(Instant::now()) as u64)
+    }
+
+    /// Requests in flight now, over all clones.
+    pub fn in_flight(&self) -> usize {
+        self.counter.in_flight()
+    }
+
+    /// Requests started since the wrapper was made, over all clones.
+    pub fn requests(&self) -> u64 {
+        self.counter.requests()
+    }
+
+    /// A handle on the counts, to read them after the wrapper has moved into
+    /// a balancer.
+    pub fn counter(&self) -> Counter {
+        self.counter.clone()
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for PeakEwma<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            counter: self.counter.clone(),
+            estimate: Arc::clone(&self.estimate),
+            completion: self.completion.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for PeakEwma<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeakEwma")
+            .field("inner", &self.inner)
+            .field("counter", &self.counter)
+            .field("estimate", &self.estimate)
+            .field("completion", &self.completion)
+            .finish()
+    }
+}
+
+impl<S, C> Load for PeakEwma<S, C> {
+    type Metric = Cost;
+
+    fn load(&self) -> Cost {
+        let rtt = self.estimate.rtt_ns(Instant::now()).max(1.0);
+        // Exact below 2^53 requests, which no endpoint reaches.
+        let pending = self.counter.in_flight() as f64;
+        Cost(rtt * (pending + 1.0))
+    }
+}
+
+impl<S: Weight, C> Weight for PeakEwma<S, C> {
+    const GATED: bool = S::GATED;
+
+    fn weight(&self) -> u32 {
+        self.inner.weight()
+    }
+
+    fn is_available(&self) -> bool {
+        self.inner.is_available()
+    }
+}
+
+impl<S, C, Req> Service<Req> for PeakEwma<S, C>
+where
+    S: Service<Req>,
+    C: TrackCompletion<EwmaHandle, S::Response>,
+{
+    type Response = C::Output;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C, EwmaHandle>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let handle = EwmaHandle {
+            sent_at: Instant::now(),
+            estimate: Arc::clone(&self.estimate),
+            in_flight: self.counter.start(),
+        };
+        let future = self.inner.call(request);
+        ResponseFuture::new(future, handle, self.completion.clone())
+    }
+}
+
+#[cfg(test)]
+#[path = "peak_ewma_tests.rs"]
+mod tests;

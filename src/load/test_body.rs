@@ -1,0 +1,51 @@
+//! A response body whose frames the test sends one at a time.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use tokio::sync::mpsc;
+
+/// The error a [`ChannelBody`] yields when the test sends one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BodyError;
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("body failed")
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// Sends frames (or an error) to the paired [`ChannelBody`]; dropping it ends
+/// the body.
+pub(crate) type FrameSender = mpsc::UnboundedSender<Result<Bytes, BodyError>>;
+
+/// A body that yields what its [`FrameSender`] sends, and ends when the
+/// sender is dropped.
+#[derive(Debug)]
+pub(crate) struct ChannelBody {
+    rx: mpsc::UnboundedReceiver<Result<Bytes, BodyError>>,
+}
+
+pub(crate) fn channel_body() -> (FrameSender, ChannelBody) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, ChannelBody { rx })
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|result| result.map(Frame::data)))
+    }
+}
