@@ -62,7 +62,7 @@ pub use self::hash::{hash_bytes, hash_value, HashKey};
 pub use self::http_key::{ClientAddr, ClientIp, Header, Path};
 pub use self::ip_hash::IpHash;
 pub use self::least_connections::LeastConnections;
-pub use self::maglev::{InvalidTableSize, Maglev};
+pub use self::maglev::{InvalidTableSize, Maglev, MaglevTable};
 pub use self::p2c::P2c;
 pub use self::round_robin::RoundRobin;
 pub use self::weighted_round_robin::WeightedRoundRobin;
