@@ -18,6 +18,7 @@
 //! | [`P2c`] | O(1) | sampling ∝ weight | none |
 //! | [`IpHash`] | O(1) | ∝ weight | client address |
 //! | [`ConsistentHash`] | O(1) expected | virtual nodes ∝ weight | any [`HashKey`] |
+//! | [`BoundedConsistentHash`] | O(n) | virtual nodes and load bound ∝ weight | any [`HashKey`] |
 //! | [`Maglev`] | O(1) | table share ∝ weight | any [`HashKey`] |
 //!
 //! An endpoint with weight 0 receives no new requests from any picker: it is
@@ -52,17 +53,18 @@ mod http_key;
 mod ip_hash;
 mod least_connections;
 mod maglev;
+mod members;
 mod p2c;
 mod rng;
 mod round_robin;
 mod weighted_round_robin;
 
-pub use self::consistent_hash::{BoundedConsistentHash, ConsistentHash};
+pub use self::consistent_hash::{BoundedConsistentHash, ConsistentHash, HashRing, InvalidBound};
 pub use self::hash::{hash_bytes, hash_value, HashKey};
 pub use self::http_key::{ClientAddr, ClientIp, Header, Path};
 pub use self::ip_hash::IpHash;
 pub use self::least_connections::LeastConnections;
-pub use self::maglev::{InvalidTableSize, Maglev};
+pub use self::maglev::{InvalidTableSize, Maglev, MaglevTable};
 pub use self::p2c::P2c;
 pub use self::round_robin::RoundRobin;
 pub use self::weighted_round_robin::WeightedRoundRobin;

@@ -1,0 +1,218 @@
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use tower::load::Load;
+
+use super::*;
+use crate::pick::{hash_value, Rng};
+
+/// An endpoint whose load is a shared counter of requests in flight.
+#[derive(Clone, Debug, Default)]
+struct Counted(Arc<AtomicU32>);
+
+impl Counted {
+    fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Load for Counted {
+    type Metric = u32;
+    fn load(&self) -> u32 {
+        self.get()
+    }
+}
+
+/// An endpoint reporting a fixed load, possibly not a number.
+struct Fixed(f64);
+
+impl Load for Fixed {
+    type Metric = f64;
+    fn load(&self) -> f64 {
+        self.0
+    }
+}
+
+fn metas(weights: &[u32]) -> Vec<Meta> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| Meta::new(hash_value(&format!("10.0.0.{i}:8080")), w))
+        .collect()
+}
+
+fn plain() -> ConsistentHash<impl Fn(&u64) -> Option<u64>> {
+    ConsistentHash::new(|key: &u64| Some(*key))
+}
+
+fn bounded(factor: f64) -> BoundedConsistentHash<impl Fn(&u64) -> Option<u64>> {
+    plain().bounded_load(factor).unwrap()
+}
+
+/// 80 % of requests on one key, the rest spread over a thousand.
+fn skewed(rng: &Rng) -> u64 {
+    if rng.below(10) < 8 {
+        7
+    } else {
+        1000 + rng.below(1000) as u64
+    }
+}
+
+fn capacity(factor: f64, total: u32, weight: u32, total_weight: u32) -> u32 {
+    (factor * f64::from(total) * f64::from(weight) / f64::from(total_weight)).ceil() as u32
+}
+
+#[test]
+fn no_endpoint_exceeds_the_bound_while_load_builds_up() {
+    let factor = 1.25;
+    let picker = bounded(factor);
+    let metas = metas(&[1; 10]);
+    let services: Vec<Counted> = (0..10).map(|_| Counted::default()).collect();
+    let ring = picker.prepare(&metas);
+    let endpoints = Endpoints::new(&metas, &services);
+    let rng = Rng::from_seed(21);
+    let hot = plain().pick(&ring, &endpoints, &7).unwrap();
+    for total in 1..=2000u32 {
+        let i = picker.pick(&ring, &endpoints, &skewed(&rng)).unwrap();
+        services[i].0.fetch_add(1, Ordering::Relaxed);
+        let cap = capacity(factor, total, 1, 10);
+        for service in &services {
+            assert!(service.get() <= cap, "{} > {cap} at {total}", service.get());
+        }
+    }
+    // The bound was what held the hot key's endpoint back.
+    assert_eq!(services[hot].get(), capacity(factor, 2000, 1, 10));
+}
+
+#[test]
+fn each_placement_respects_the_bound_as_requests_come_and_go() {
+    let factor = 1.1;
+    let picker = bounded(factor);
+    let weights = [1, 2, 1, 3, 1, 1, 2, 1];
+    let total_weight: u32 = weights.iter().sum();
+    let metas = metas(&weights);
+    let services: Vec<Counted> = weights.iter().map(|_| Counted::default()).collect();
+    let ring = picker.prepare(&metas);
+    let endpoints = Endpoints::new(&metas, &services);
+    let rng = Rng::from_seed(5);
+    let mut in_flight = VecDeque::new();
+    for _ in 0..5000 {
+        let i = picker.pick(&ring, &endpoints, &skewed(&rng)).unwrap();
+        services[i].0.fetch_add(1, Ordering::Relaxed);
+        in_flight.push_back(i);
+        let total = in_flight.len() as u32;
+        let cap = capacity(factor, total, weights[i], total_weight);
+        assert!(services[i].get() <= cap, "{} > {cap}", services[i].get());
+        // Requests finish in a random order, keeping about 200 in flight.
+        while in_flight.len() > 150 + rng.below(100) {
+            let done = in_flight
+                .swap_remove_back(rng.below(in_flight.len()))
+                .unwrap();
+            services[done].0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn keys_stay_on_their_endpoint_while_it_has_room() {
+    let picker = bounded(1.5);
+    let metas = metas(&[1; 5]);
+    let services: Vec<Counted> = (0..5).map(|_| Counted::default()).collect();
+    let ring = picker.prepare(&metas);
+    let endpoints = Endpoints::new(&metas, &services);
+    for key in 0..500u64 {
+        let i = picker.pick(&ring, &endpoints, &key).unwrap();
+        assert_eq!(Some(i), plain().pick(&ring, &endpoints, &key));
+    }
+}
+
+#[test]
+fn invalid_factors_are_refused() {
+    for factor in [
+        1.0,
+        0.5,
+        0.0,
+        -2.0,
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ] {
+        let err = ConsistentHash::new(|key: &u64| Some(*key))
+            .bounded_load(factor)
+            .unwrap_err();
+        assert!(err.factor().is_nan() || err.factor() == factor);
+        assert!(err.to_string().contains("above 1"), "{err}");
+    }
+    let ok = ConsistentHash::new(|key: &u64| Some(*key)).bounded_load(1.000_1);
+    assert_eq!(ok.unwrap().factor(), 1.000_1);
+}
+
+#[test]
+fn a_missing_key_goes_round_robin_within_the_bound() {
+    let picker = ConsistentHash::new(|key: &Option<u64>| *key)
+        .bounded_load(1.5)
+        .unwrap();
+    let metas = metas(&[1; 3]);
+    let services: Vec<Counted> = (0..3).map(|_| Counted::default()).collect();
+    let ring = picker.prepare(&metas);
+    let endpoints = Endpoints::new(&metas, &services);
+    let picks: Vec<_> = (0..6)
+        .map(|_| picker.pick(&ring, &endpoints, &None).unwrap())
+        .collect();
+    assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    // Endpoint 1 is over its bound (⌈1.5 × 11 / 3⌉ = 6): its turn goes to
+    // the least loaded.
+    services[1].0.store(10, Ordering::Relaxed);
+    services[2].0.store(0, Ordering::Relaxed);
+    services[0].0.store(0, Ordering::Relaxed);
+    let turns: Vec<_> = (0..3)
+        .map(|_| picker.pick(&ring, &endpoints, &None).unwrap())
+        .collect();
+    assert_eq!(turns, [0, 0, 2]);
+}
+
+#[test]
+fn exclusions_and_empty_sets() {
+    let picker = bounded(1.25);
+    let metas = metas(&[1, 0, 1]);
+    let services: Vec<Counted> = (0..3).map(|_| Counted::default()).collect();
+    let ring = picker.prepare(&metas);
+    let excluded = [0];
+    let retry = Endpoints::new(&metas, &services).excluding(&excluded);
+    for key in 0..100u64 {
+        assert_eq!(picker.pick(&ring, &retry, &key), Some(2));
+    }
+    let all = [0, 2];
+    let none = Endpoints::new(&metas, &services).excluding(&all);
+    assert_eq!(picker.pick(&ring, &none, &1), None);
+    let empty = picker.prepare(&[]);
+    assert_eq!(
+        picker.pick(&empty, &Endpoints::<Counted>::new(&[], &[]), &1),
+        None
+    );
+}
+
+#[test]
+fn loads_that_are_not_numbers_count_as_busy() {
+    let picker = bounded(1.25);
+    let metas = metas(&[1; 3]);
+    let ring = picker.prepare(&metas);
+    let services = [Fixed(f64::NAN), Fixed(2.0), Fixed(f64::INFINITY)];
+    let endpoints = Endpoints::new(&metas, &services);
+    for key in 0..100u64 {
+        assert_eq!(picker.pick(&ring, &endpoints, &key), Some(1));
+    }
+    // With nothing finite anywhere, some allowed endpoint is still chosen.
+    let services = [Fixed(f64::NAN), Fixed(f64::NAN), Fixed(f64::INFINITY)];
+    let endpoints = Endpoints::new(&metas, &services);
+    assert!(picker.pick(&ring, &endpoints, &3).is_some());
+    // A negative load counts as idle.
+    let services = [Fixed(-5.0), Fixed(1.0), Fixed(1.0)];
+    let endpoints = Endpoints::new(&metas, &services);
+    let mut c = [0; 3];
+    for key in 0..300u64 {
+        c[picker.pick(&ring, &endpoints, &key).unwrap()] += 1;
+    }
+    assert!(c.iter().all(|&k| k > 0), "{c:?}");
+}

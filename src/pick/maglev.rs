@@ -1,7 +1,0 @@
-//! stub
-/// stub
-#[derive(Debug)]
-pub struct Maglev;
-/// stub
-#[derive(Debug)]
-pub struct InvalidTableSize;

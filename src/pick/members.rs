@@ -1,0 +1,105 @@
+//! The endpoints a hashing picker may fall back to when the key does not
+//! decide: no key at all, or a table walk that found nothing allowed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{Endpoints, Meta};
+
+/// Endpoints beyond this index are left out of hashing tables, so that every
+/// index and every table position fits a `u32`.
+pub(crate) const MAX_INDEXED: usize = 1 << 31;
+
+/// The indices of the endpoints of non-zero weight, in index order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Members {
+    indices: Box<[u32]>,
+}
+
+impl Members {
+    pub(crate) fn new(metas: &[Meta]) -> Self {
+        Self {
+            indices: metas
+                .iter()
+                .take(MAX_INDEXED)
+                .enumerate()
+                .filter(|(_, meta)| meta.weight() > 0)
+                .map(|(i, _)| i as u32)
+                .collect(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.indices.iter().map(|&i| i as usize)
+    }
+
+    /// Plain round robin over the members: the one under the cursor if it is
+    /// allowed, else the next allowed one after it.
+    pub(crate) fn round_robin<S>(
+        &self,
+        cursor: &AtomicUsize,
+        endpoints: &Endpoints<'_, S>,
+    ) -> Option<usize> {
+        if self.indices.is_empty() {
+            return None;
+        }
+        let start = cursor.fetch_add(1, Ordering::Relaxed) % self.indices.len();
+        self.first_allowed_from(start, endpoints)
+    }
+
+    /// The first allowed member after endpoint `index` in index order,
+    /// wrapping around: a deterministic last resort once a table walk gave
+    /// up. O(n).
+    pub(crate) fn first_allowed_after<S>(
+        &self,
+        index: usize,
+        endpoints: &Endpoints<'_, S>,
+    ) -> Option<usize> {
+        let start = self.indices.partition_point(|&i| i as usize <= index);
+        self.first_allowed_from(start, endpoints)
+    }
+
+    fn first_allowed_from<S>(&self, start: usize, endpoints: &Endpoints<'_, S>) -> Option<usize> {
+        let (head, tail) = self.indices.split_at(start.min(self.indices.len()));
+        tail.iter()
+            .chain(head)
+            .map(|&i| i as usize)
+            .find(|&i| endpoints.is_allowed(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_skips_zero_weight_and_exclusions() {
+        let metas = [Meta::new(1, 1), Meta::new(2, 0), Meta::new(3, 2)];
+        let members = Members::new(&metas);
+        assert_eq!(members.len(), 2);
+        let cursor = AtomicUsize::new(0);
+        let services = [(); 3];
+        let all = Endpoints::new(&metas, &services);
+        let picks: Vec<_> = (0..4).map(|_| members.round_robin(&cursor, &all)).collect();
+        assert_eq!(picks, [Some(0), Some(2), Some(0), Some(2)]);
+
+        let excluded = [0];
+        let retry = Endpoints::new(&metas, &services).excluding(&excluded);
+        assert_eq!(members.round_robin(&cursor, &retry), Some(2));
+        assert_eq!(members.round_robin(&cursor, &retry), Some(2));
+        assert_eq!(members.first_allowed_after(2, &retry), Some(2));
+        assert_eq!(members.first_allowed_after(0, &all), Some(2));
+        assert_eq!(members.first_allowed_after(2, &all), Some(0));
+
+        let none = Members::new(&[Meta::new(1, 0)]);
+        assert!(none.is_empty());
+        assert_eq!(none.round_robin(&cursor, &all), None);
+    }
+}
