@@ -32,8 +32,12 @@ const TASKS: [usize; 2] = [1, 8];
 
 fn endpoint(
     id: usize,
-) -> impl Service<u64, Response = usize, Error = Infallible, Future = impl Future<Output = Result<usize, Infallible>> + Send>
-       + Clone
+) -> impl Service<
+    u64,
+    Response = usize,
+    Error = Infallible,
+    Future = impl Future<Output = Result<usize, Infallible>> + Send,
+> + Clone
        + Send
        + Sync
        + 'static {
@@ -56,7 +60,12 @@ where
                 let share = iters / tasks as u64 + u64::from(t < iters % tasks as u64);
                 tokio::spawn(async move {
                     for i in 0..share {
-                        svc.ready().await.expect("ready").call(i).await.expect("call");
+                        svc.ready()
+                            .await
+                            .expect("ready")
+                            .call(i)
+                            .await
+                            .expect("call");
                     }
                 })
             })
@@ -90,7 +99,8 @@ fn dispatch(c: &mut Criterion) {
             tower::discover::ServiceList::new(services),
             tower::load::CompleteOnResponse::default(),
         );
-        let tower_p2c = tower::buffer::Buffer::new(tower::balance::p2c::Balance::new(discover), 1024);
+        let tower_p2c =
+            tower::buffer::Buffer::new(tower::balance::p2c::Balance::new(discover), 1024);
         (p2c, rr, tower_p2c)
     });
     let direct = endpoint(0);
@@ -101,9 +111,11 @@ fn dispatch(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("direct", tasks), &tasks, |b, &tasks| {
             b.iter_custom(|iters| run(&rt, &direct, tasks, iters))
         });
-        group.bench_with_input(BenchmarkId::new("tower_lb_p2c", tasks), &tasks, |b, &tasks| {
-            b.iter_custom(|iters| run(&rt, &p2c, tasks, iters))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("tower_lb_p2c", tasks),
+            &tasks,
+            |b, &tasks| b.iter_custom(|iters| run(&rt, &p2c, tasks, iters)),
+        );
         group.bench_with_input(
             BenchmarkId::new("tower_lb_round_robin", tasks),
             &tasks,

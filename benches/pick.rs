@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tower_lb::pick::{
-    BoundedConsistentHash, ConsistentHash, Endpoints, IpHash, LeastConnections, Maglev, Meta,
-    Pick, Prepare, RoundRobin, WeightedRoundRobin, P2c,
+    ConsistentHash, Endpoints, IpHash, LeastConnections, Maglev, Meta, P2c, Pick, RoundRobin,
+    WeightedRoundRobin,
 };
 
 const SIZES: [usize; 3] = [16, 256, 4096];
@@ -33,10 +33,15 @@ fn fleet(n: usize, weighted: bool) -> (Vec<Meta>, Vec<Loaded>) {
     let metas = (0..n)
         .map(|i| {
             let weight = if weighted { 1 + (i % 5) as u32 } else { 1 };
-            Meta::new(tower_lb::pick::hash_value(&format!("10.0.{}.{}:80", i / 256, i % 256)), weight)
+            Meta::new(
+                tower_lb::pick::hash_value(&format!("10.0.{}.{}:80", i / 256, i % 256)),
+                weight,
+            )
         })
         .collect();
-    let loads = (0..n).map(|i| Loaded(AtomicU32::new((i % 7) as u32))).collect();
+    let loads = (0..n)
+        .map(|i| Loaded(AtomicU32::new((i % 7) as u32)))
+        .collect();
     (metas, loads)
 }
 
@@ -74,7 +79,9 @@ fn picks(c: &mut Criterion) {
     bench_picker(
         c,
         "bounded_consistent_hash_1.25",
-        BoundedConsistentHash::new(key, 1.25).expect("valid bound"),
+        ConsistentHash::new(key)
+            .bounded_load(1.25)
+            .expect("valid bound"),
         true,
     );
     bench_picker(c, "maglev", Maglev::new(key), true);

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use http::header::HeaderName;
@@ -33,8 +34,8 @@ use tower::{Service, ServiceExt};
 use tower_lb::discover::{self, EndpointSender};
 use tower_lb::load::{InFlight, InFlightDiscover};
 use tower_lb::pick::{
-    BoundedConsistentHash, ClientAddr, ConsistentHash, Header, IpHash, LeastConnections, Maglev,
-    Pick, RoundRobin, WeightedRoundRobin, P2c,
+    ClientAddr, ConsistentHash, Header, IpHash, LeastConnections, Maglev, P2c, Pick, RoundRobin,
+    WeightedRoundRobin,
 };
 use tower_lb::{Balance, BoxError};
 
@@ -64,8 +65,13 @@ async fn main() -> Result<(), BoxError> {
     run("least connections", LeastConnections::new(), &addrs).await?;
     run("p2c (in flight)", P2c::new(), &addrs).await?;
     run("ip hash", IpHash::new(), &addrs).await?;
-    run("consistent hash", ConsistentHash::new(Header::new(user.clone())), &addrs).await?;
-    let bounded = BoundedConsistentHash::new(Header::new(user.clone()), 1.25)?;
+    run(
+        "consistent hash",
+        ConsistentHash::new(Header::new(user.clone())),
+        &addrs,
+    )
+    .await?;
+    let bounded = ConsistentHash::new(Header::new(user.clone())).bounded_load(1.25)?;
     run("bounded hash (c=1.25)", bounded, &addrs).await?;
     run("maglev", Maglev::new(Header::new(user)), &addrs).await?;
     println!("\nshares are of all requests; latency is until the last body frame.");
@@ -117,7 +123,10 @@ where
 }
 
 fn insert_backends(endpoints: &EndpointSender<SocketAddr, HttpEndpoint>, addrs: &[SocketAddr]) {
-    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut connector = HttpConnector::new();
+    // Small frames must not wait for delayed acknowledgements.
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).build(connector);
     for (i, &addr) in addrs.iter().enumerate() {
         // The first backend weighs 2: only the weighted pickers care.
         let weight = if i == 0 { 2 } else { 1 };
@@ -133,9 +142,11 @@ fn insert_backends(endpoints: &EndpointSender<SocketAddr, HttpEndpoint>, addrs: 
 
 /// One request with a varied client address and user, read to its end;
 /// returns which backend answered and how long the whole answer took.
-async fn one_request<S>(mut balance: S, i: usize) -> Result<(usize, Duration), BoxError>
+async fn one_request<S, B>(mut balance: S, i: usize) -> Result<(usize, Duration), BoxError>
 where
-    S: Service<Request<Empty<Bytes>>, Response = Response<Incoming>, Error = BoxError>,
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = BoxError>,
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
 {
     let mut request = Request::get("/")
         .header("x-user", format!("user-{}", i % 97))
@@ -145,7 +156,12 @@ where
 
     let start = Instant::now();
     let response = balance.ready().await?.call(request).await?;
-    let body = response.into_body().collect().await?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(Into::into)?
+        .to_bytes();
     let latency = start.elapsed();
     let text = String::from_utf8_lossy(&body);
     let backend = BACKENDS
@@ -169,7 +185,11 @@ async fn serve(name: &'static str) -> Result<SocketAddr, BoxError> {
                         return None;
                     }
                     tokio::time::sleep(Duration::from_millis(1)).await;
-                    let frame = if n == 0 { Bytes::from(name) } else { Bytes::from(" ·") };
+                    let frame = if n == 0 {
+                        Bytes::from(name)
+                    } else {
+                        Bytes::from(" ·")
+                    };
                     Some((Ok::<_, Infallible>(frame), n + 1))
                 });
                 Response::new(Body::from_stream(frames))
@@ -180,6 +200,9 @@ async fn serve(name: &'static str) -> Result<SocketAddr, BoxError> {
     let app = Router::new().route("/", get(handler));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(addr)
 }
