@@ -87,7 +87,7 @@ fn dispatch(c: &mut Criterion) {
     let list = || StaticList::new((0..ENDPOINTS).map(|i| (i, endpoint(i))));
     let (p2c, rr, tower_p2c) = rt.block_on(async {
         let p2c = Balance::new(
-            InFlightDiscover::with_completion(list(), CompleteOnResponse::default()),
+            InFlightDiscover::with_completion(list(), CompleteOnResponse),
             P2c::with_seed(7),
         );
         p2c.wait_for(|keys| keys.len() == ENDPOINTS).await;
