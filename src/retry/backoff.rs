@@ -47,9 +47,11 @@ impl Backoff {
 
 pin_project! {
     /// The wait before a retry: [`RetryPolicy`](super::RetryPolicy)'s
-    /// `Policy::Future`. A zero delay completes at once, without a timer.
+    /// `Policy::Future`. A zero delay completes at once, without a timer;
+    /// the timer starts when the future is first polled.
     #[derive(Debug)]
     pub struct Delay {
+        delay: Duration,
         #[pin]
         sleep: Option<Sleep>,
     }
@@ -57,9 +59,7 @@ pin_project! {
 
 impl Delay {
     pub(crate) fn new(delay: Duration) -> Self {
-        Self {
-            sleep: (!delay.is_zero()).then(|| tokio::time::sleep(delay)),
-        }
+        Self { delay, sleep: None }
     }
 }
 
@@ -67,7 +67,14 @@ impl Future for Delay {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.project().sleep.as_pin_mut() {
+        let mut this = self.project();
+        if this.delay.is_zero() {
+            return Poll::Ready(());
+        }
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep(*this.delay)));
+        }
+        match this.sleep.as_pin_mut() {
             Some(sleep) => sleep.poll(cx),
             None => Poll::Ready(()),
         }

@@ -138,7 +138,7 @@ mod tests {
             Poll::Ready(None)
         }
         fn size_hint(&self) -> SizeHint {
-            self.0.clone()
+            self.0
         }
     }
 
