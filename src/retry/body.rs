@@ -86,6 +86,13 @@ impl<B> ReplayBody<B> {
     }
 }
 
+/// An empty body, replayable.
+impl<B> Default for ReplayBody<B> {
+    fn default() -> Self {
+        Self::replay(Bytes::new(), None)
+    }
+}
+
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
