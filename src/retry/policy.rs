@@ -28,6 +28,11 @@ use crate::pick::Rng;
 /// | [`retry_statuses`](Self::retry_statuses) | 502, 503, 504 |
 /// | [`retry_non_idempotent`](Self::retry_non_idempotent) | `false` |
 ///
+/// tower's `TpsBudget` rotates its window under a short mutex on each
+/// deposit and withdrawal, once per request; where many threads send at very
+/// high rates, a lock-free [`Budget`] can replace it
+/// ([`custom_budget`](Self::custom_budget)).
+///
 /// Clones share the budget and the jitter generator, so every service built
 /// from one policy draws on one budget. Each request works on its own copy
 /// (tower's `Retry` clones the policy per request), which counts its

@@ -18,6 +18,10 @@ use crate::error::BoxError;
 /// It is tower's `retry::Retry` driven by a [`RetryPolicy`], behind a step
 /// that makes the request body replayable. Its readiness is its inner
 /// service's. Cloning clones the inner service; clones share the budget.
+///
+/// The inner service takes `Request<ReplayBody<B>>` and fails with
+/// [`BoxError`], as the balancer and tower's timeout do; map another error
+/// type with `map_err(Into::into)`.
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
     inner: tower::retry::Retry<RetryPolicy, S>,

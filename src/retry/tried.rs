@@ -21,7 +21,8 @@ const CAPACITY: usize = 8;
 ///
 /// A caller may insert its own before sending, and keep a clone, to learn
 /// afterwards which endpoints a request went to; the layer keeps one it
-/// finds rather than replacing it.
+/// finds rather than replacing it. Give each request its own set: requests
+/// that share one avoid each other's endpoints.
 ///
 /// It remembers up to 8 distinct endpoints ([`CAPACITY`](Self::CAPACITY));
 /// picks after that are counted but not remembered, so a ninth retry may
