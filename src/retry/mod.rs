@@ -156,6 +156,7 @@
 mod backoff;
 mod body;
 mod classify;
+mod decision;
 mod future;
 mod layer;
 mod policy;
