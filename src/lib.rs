@@ -15,6 +15,8 @@
 //!   Maglev; or your own [`Pick`](pick::Pick).
 //! * [`balance`]: the [`Balance`] service, its [`BalanceLayer`] and the
 //!   discovery [`Worker`](balance::Worker).
+//! * [`retry`]: a layer that retries a failed request on another endpoint,
+//!   within a budget, with backoff, idempotency rules and bounded body replay.
 //!
 //! # Example
 //!
@@ -66,6 +68,7 @@ pub mod discover;
 pub mod error;
 pub mod load;
 pub mod pick;
+pub mod retry;
 
 pub use crate::balance::{Balance, BalanceLayer};
 pub use crate::error::{BoxError, NoEndpoints};

@@ -22,6 +22,13 @@
 //! * **Removal drains.** A removed endpoint gets no new request from the next
 //!   publish on; requests already on it hold their own clone and finish.
 //!   Inserting a key that is already present replaces that endpoint.
+//! * **Retries go elsewhere.** A request that carries a
+//!   [`TriedEndpoints`](crate::retry::TriedEndpoints) (the
+//!   [`retry`](crate::retry) layer adds one) is picked with the endpoints it
+//!   already tried ruled out, and the endpoint picked is recorded in it; when
+//!   every allowed endpoint was tried, the pick ignores the set. Requests
+//!   implement [`Exclusions`](crate::retry::Exclusions) for this:
+//!   `http::Request` and the plain std types already do.
 //! * **Discovery failures keep the set.** A discovery error is logged and the
 //!   current set stays; a stream that ends leaves the set as it last was.
 //! * The worker stops when the last handle is dropped.
@@ -49,6 +56,7 @@
 //! # }
 //! ```
 
+mod exclude;
 mod future;
 mod layer;
 mod service;

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tower::discover::Discover;
 use tower::Service;
 
+use super::exclude;
 use super::future::{ResponseFuture, Wait};
 use super::snapshot::{Shared, Snapshot};
 use super::worker::Worker;
@@ -17,6 +18,7 @@ use super::BalanceLayer;
 use crate::discover::Weight;
 use crate::error::{BoxError, NoEndpoints};
 use crate::pick::{Pick, Prepare};
+use crate::retry::Exclusions;
 
 /// How long a request waits for an endpoint before it fails, by default.
 pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(1);
@@ -165,16 +167,31 @@ impl<K, S, P: Prepare> Balance<K, S, P> {
 
 /// Picks from one snapshot; an index the picker returns that is not allowed
 /// counts as no pick, so a faulty picker cannot cause a panic.
-fn pick_from<K, S, P, Req>(
+///
+/// `excluded` (key hashes a retry already tried) is honoured while it leaves
+/// an endpoint to pick; when every allowed endpoint was tried, the pick is
+/// made as for a first attempt, so a retry reuses an endpoint rather than
+/// waiting for the set to change.
+pub(super) fn pick_from<K, S, P, Req>(
     snapshot: &Snapshot<K, S, P::Table>,
     picker: &P,
     request: &Req,
+    excluded: &[u64],
 ) -> Option<usize>
 where
     S: Weight,
     P: Pick<Req, S>,
 {
     let endpoints = snapshot.endpoints();
+    if !excluded.is_empty() {
+        let fresh = endpoints.excluding(excluded);
+        let picked = picker
+            .pick(&snapshot.table, &fresh, request)
+            .filter(|&i| fresh.is_allowed(i));
+        if picked.is_some() {
+            return picked;
+        }
+    }
     picker
         .pick(&snapshot.table, &endpoints, request)
         .filter(|&i| endpoints.is_allowed(i))
@@ -186,7 +203,7 @@ where
     S: Service<Req> + Weight + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     P: Pick<Req, S>,
-    Req: Send + 'static,
+    Req: Exclusions + Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -200,7 +217,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let snapshot = self.shared.current.load();
-        match pick_from(&snapshot, &*self.picker, &request) {
+        match exclude::pick(&snapshot, &*self.picker, &request) {
             Some(i) => {
                 let span = tracing::debug_span!("balance", endpoint = ?snapshot.keys[i]);
                 ResponseFuture::ready(snapshot.services[i].clone(), request, span)
@@ -234,7 +251,7 @@ where
     K: fmt::Debug + Send + Sync + 'static,
     S: Weight + Clone + Send + Sync + 'static,
     P: Pick<Req, S>,
-    Req: Send + 'static,
+    Req: Exclusions + Send + 'static,
 {
     Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
@@ -244,7 +261,7 @@ where
             notified.as_mut().enable();
             let known = {
                 let snapshot = shared.current.load();
-                if let Some(i) = pick_from(&snapshot, &*picker, &request) {
+                if let Some(i) = exclude::pick(&snapshot, &*picker, &request) {
                     span.record("endpoint", tracing::field::debug(&snapshot.keys[i]));
                     return Ok((snapshot.services[i].clone(), request));
                 }

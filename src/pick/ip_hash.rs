@@ -235,7 +235,7 @@ mod tests {
         for i in 0..200 {
             let req = from(spread(i));
             let first = ip_hash.pick(&table, &plain, &req).unwrap();
-            let excluded = [first];
+            let excluded = [metas[first].key_hash()];
             let retry = Endpoints::new(&metas, &services).excluding(&excluded);
             let second = ip_hash.pick(&table, &retry, &req).unwrap();
             assert_ne!(second, first);

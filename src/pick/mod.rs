@@ -132,10 +132,14 @@ pub trait Pick<Req, S>: Prepare {
 /// weight is not 0, this request does not exclude it (a retry excludes the
 /// endpoints it already tried) and, if an availability check is set, the
 /// check passes (health checks set it).
+///
+/// Exclusions name endpoints by [`Meta::key_hash`], not by index: indices
+/// change from one published set to the next, while a key's hash does not,
+/// so a retry that reads a newer set still avoids the endpoints it tried.
 pub struct Endpoints<'a, S> {
     metas: &'a [Meta],
     services: &'a [S],
-    excluded: &'a [usize],
+    excluded: &'a [u64],
     available: Option<fn(&S) -> bool>,
 }
 
@@ -180,10 +184,12 @@ impl<'a, S> Endpoints<'a, S> {
         self
     }
 
-    /// The same endpoints, with the indices in `excluded` ruled out for this
-    /// request (a retry uses it to avoid the endpoints it already tried).
+    /// The same endpoints, with those whose [`Meta::key_hash`] is in
+    /// `excluded` ruled out for this request (a retry uses it to avoid the
+    /// endpoints it already tried). Checking is a linear scan of `excluded`:
+    /// it is meant for the handful of endpoints one request has tried.
     #[must_use]
-    pub fn excluding(mut self, excluded: &'a [usize]) -> Self {
+    pub fn excluding(mut self, excluded: &'a [u64]) -> Self {
         self.excluded = excluded;
         self
     }
@@ -221,7 +227,7 @@ impl<'a, S> Endpoints<'a, S> {
         match self.metas.get(i) {
             Some(meta) => {
                 meta.weight > 0
-                    && !self.excluded.contains(&i)
+                    && !self.excluded.contains(&meta.key_hash)
                     && self
                         .available
                         .map_or(true, |available| available(&self.services[i]))
@@ -249,7 +255,9 @@ mod tests {
         assert!(gated.has_exclusions());
         assert!(gated.is_allowed(0));
         assert!(!gated.is_allowed(1));
-        assert!(!gated.excluding(&[0]).is_allowed(0));
+        // Exclusions name key hashes, not indices.
+        assert!(!gated.excluding(&[1]).is_allowed(0));
+        assert!(gated.excluding(&[0]).is_allowed(0));
     }
 
     #[test]

@@ -161,7 +161,7 @@ mod tests {
         let metas = metas(&vec![1; 5000]);
         let table = rr.prepare(&metas);
         let services = vec![(); 5000];
-        let excluded: Vec<usize> = (0..4999).collect();
+        let excluded: Vec<u64> = (0..4999).collect();
         let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
         assert_eq!(
             Pick::<(), ()>::pick(&rr, &table, &endpoints, &()),

@@ -1,0 +1,173 @@
+//! Retries that turn one endpoint's failure into a success on another.
+//!
+//! [`RetryLayer`] wraps a [`Balance`](crate::Balance) (or a per-attempt
+//! timeout around one) in [`Retry`]: tower's `retry::Retry` driven by a
+//! [`RetryPolicy`], behind a step that makes the request body replayable.
+//! Every attempt goes through the picker again, which rules out the
+//! endpoints this request already tried.
+//!
+//! # What is retried
+//!
+//! | failure | retried for |
+//! |---|---|
+//! | connection refused, other connect errors, load shed before sending | every request: nothing was sent |
+//! | a response status in the set (default 502, 503, 504) | idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) |
+//! | a timeout (tower's `Elapsed`), any other error | idempotent methods |
+//! | [`NoEndpoints`](crate::NoEndpoints) | never: another pick would wait for the same set |
+//!
+//! A non-idempotent request that may have reached an endpoint is retried
+//! only when it opts in ([`RetryNonIdempotent`] in its extensions) or the
+//! policy does ([`RetryPolicy::retry_non_idempotent`]). Errors are read
+//! through their whole `source()` chain: an `io::Error` of kind
+//! `ConnectionRefused` anywhere in it means "refused"; with the `hyper-util`
+//! feature, hyper-util's client errors for which `is_connect()` holds mean
+//! "not sent" whatever the connector.
+//!
+//! # Re-picking elsewhere
+//!
+//! Each retryable request carries a [`TriedEndpoints`] in its extensions,
+//! shared by all its attempts. The balancer rules those endpoints out and
+//! records the one it picks, so round robin moves on, least connections and
+//! P2C choose among the rest, and hash pickers walk on along their ring or
+//! schedule to the key's next endpoint rather than returning to the same
+//! one. When every endpoint was tried (two endpoints, three attempts) the
+//! pick ignores the set rather than fail. Endpoints are named by the hash of
+//! their key, so the set survives changes to the endpoint set between
+//! attempts.
+//!
+//! # Budget, attempts, backoff
+//!
+//! Retries draw on a budget (tower's `TpsBudget`): every request deposits,
+//! every retry withdraws, so over a window (10 s) retries are at most
+//! `ratio` (20 %) of requests plus a floor (10 a second). A fleet that fails
+//! every request therefore sees at most `requests × (1 + ratio) + floor ×
+//! window` attempts, not three times its traffic. A request also gets at
+//! most [`max_attempts`](RetryPolicy::max_attempts) attempts (3).
+//!
+//! Between attempts the policy waits an exponential backoff with full
+//! jitter (uniform in `0..=min(cap, base × 2ⁿ⁻¹)`, by default base 25 ms
+//! and cap 1 s), except that the first retry after a refused connection
+//! goes at once: nothing was sent, and it goes to another endpoint.
+//!
+//! # Bodies
+//!
+//! To send a body again the layer must hold all of it. Before the first
+//! attempt, a body whose `size_hint` says it is at most
+//! [`body_limit`](RetryLayer::body_limit) bytes (64 KiB by default) is read
+//! whole into [`Bytes`](bytes::Bytes) and every attempt replays it, trailers
+//! included, byte for byte. A body that is larger, or says it may be, is
+//! sent once as it comes and not retried. A body of unknown length (a
+//! stream) is sent once too, unless
+//! [`buffer_unknown_length`](RetryLayer::buffer_unknown_length) is on; then
+//! it is read up to the limit, and if it turns out longer, what was read is
+//! sent first and the rest follows: never truncated, not retried. Endpoint
+//! services therefore take `Request<`[`ReplayBody<B>`]`>`.
+//!
+//! # Timeouts and the order of layers
+//!
+//! From the caller inwards:
+//!
+//! 1. **overall timeout** (tower's `TimeoutLayer`): bounds the whole call,
+//!    every attempt and backoff included;
+//! 2. **retry** ([`RetryLayer`]);
+//! 3. **per-attempt timeout** (`TimeoutLayer`): a slow endpoint costs one
+//!    attempt, not the call; its `Elapsed` error is retried for idempotent
+//!    requests;
+//! 4. **balance** ([`BalanceLayer`](crate::BalanceLayer)): each attempt
+//!    picks again;
+//! 5. **per endpoint**, on the `Discover` stream: health checks and load
+//!    counting, so that a failed attempt counts against the endpoint that
+//!    failed and an ejected endpoint is not picked by the retry.
+//!
+//! tower-http's `TimeoutLayer` is made for servers: it answers 408 instead
+//! of failing. Used as the per-attempt timeout, add 408 to
+//! [`retry_statuses`](RetryPolicy::retry_statuses); as the overall timeout
+//! it works unchanged.
+//!
+//! # Cost
+//!
+//! The balancer's pick stays free of locks and allocations: it copies the
+//! tried set (at most eight hashes) to the stack. The retry layer itself
+//! costs a replayable request about ten small allocations before its first
+//! attempt (measured in `tests/retry_allocations.rs`): the tried set and its
+//! slot in the request's extensions, and the copy of the request that
+//! tower's retry keeps for a second attempt (headers and extensions; the
+//! body is shared). A buffered body adds one box; a request that cannot be
+//! retried (a streamed body) costs none.
+//!
+//! # Events
+//!
+//! Each retry is an `INFO` event, "retrying on another endpoint", with the
+//! number of the attempt about to be made, the key hash of the endpoint that
+//! failed, the reason, the delay, the method and the URI. A retry that was
+//! wanted but refused (no attempts left, budget spent, not idempotent) is a
+//! `DEBUG` event; so is each re-pick in the balancer, with the endpoint's key.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_lb::retry::{ReplayBody, RetryLayer, RetryPolicy, TriedEndpoints};
+//! use tower_lb::{discover, pick::RoundRobin, BalanceLayer, BoxError};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! // An endpoint is any service of `Request<ReplayBody<_>>`, a hyper-util
+//! // client for instance; these two answer with a fixed status.
+//! let endpoint = |status: StatusCode| {
+//!     service_fn(move |_: Request<ReplayBody<Full<Bytes>>>| async move {
+//!         Ok::<_, BoxError>(Response::builder().status(status).body(String::new())?)
+//!     })
+//! };
+//! let (endpoints, discover) = discover::channel();
+//! endpoints.insert("10.0.0.1:8080", endpoint(StatusCode::SERVICE_UNAVAILABLE))?;
+//! endpoints.insert("10.0.0.2:8080", endpoint(StatusCode::OK))?;
+//! // Per-endpoint health checks and load counting wrap `discover` here.
+//!
+//! let client = ServiceBuilder::new()
+//!     .timeout(Duration::from_secs(10)) // the whole call
+//!     .layer(RetryLayer::new(RetryPolicy::new().max_attempts(3)))
+//!     .timeout(Duration::from_secs(2)) // each attempt
+//!     .layer(BalanceLayer::new(RoundRobin::new()))
+//!     .service(discover);
+//!
+//! let mut attempts = 0;
+//! for _ in 0..4 {
+//!     // Optional: a set of our own, to see where the request went.
+//!     let tried = TriedEndpoints::new();
+//!     let mut request = Request::get("http://api/users").body(Full::new(Bytes::new()))?;
+//!     request.extensions_mut().insert(tried.clone());
+//!     let response = client.clone().oneshot(request).await?;
+//!     // A request that met the failing endpoint was retried on the other.
+//!     assert_eq!(response.status(), StatusCode::OK);
+//!     assert!(tried.picks() <= 2);
+//!     attempts += tried.picks();
+//! }
+//! assert!(attempts > 4);
+//! # Ok(())
+//! # }
+//! ```
+
+mod backoff;
+mod body;
+mod classify;
+mod decision;
+mod future;
+mod layer;
+mod policy;
+mod service;
+mod tried;
+
+pub use self::backoff::Delay;
+pub use self::body::ReplayBody;
+pub use self::classify::{RetryNonIdempotent, RetryReason};
+pub use self::future::ResponseFuture;
+pub use self::layer::RetryLayer;
+pub use self::policy::RetryPolicy;
+pub use self::service::Retry;
+pub use self::tried::{Exclusions, TriedEndpoints};

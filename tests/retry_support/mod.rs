@@ -1,0 +1,164 @@
+//! Helpers for the retry tests: axum backends on 127.0.0.1, a hyper-util
+//! client per endpoint, and a balancer over them.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::Service;
+use tower_lb::discover::{self, Weighted};
+use tower_lb::pick::{hash_value, Pick};
+use tower_lb::retry::{ReplayBody, TriedEndpoints};
+use tower_lb::{Balance, BoxError};
+
+/// The request body every test sends: any body, boxed. (Its error type is
+/// not `BoxError`: a `dyn` type in a spawned future's request trips the
+/// compiler's `Send` check for higher-ranked lifetimes.)
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub type Req = Request<ReplayBody<Body>>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// A body of unknown length: `data` in chunks of `chunk` bytes.
+pub fn streamed(data: Bytes, chunk: usize) -> Body {
+    let chunks: Vec<Result<Frame<Bytes>, Infallible>> = data
+        .chunks(chunk)
+        .map(|c| Ok(Frame::data(data.slice_ref(c))))
+        .collect();
+    StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync()
+}
+
+/// Bytes that are not all alike, so a reordering or a cut shows.
+pub fn pattern(len: usize) -> Bytes {
+    (0..len)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// An axum server on 127.0.0.1 that answers every request with one status
+/// and records each request's body.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub bodies: Arc<Mutex<Vec<Bytes>>>,
+}
+
+impl Backend {
+    pub async fn start(status: StatusCode) -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (h, b) = (Arc::clone(&hits), Arc::clone(&bodies));
+        let app = axum::Router::new().fallback(move |body: Bytes| {
+            let (hits, bodies) = (Arc::clone(&h), Arc::clone(&b));
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                bodies.lock().unwrap().push(body);
+                status
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, hits, bodies }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// An address on 127.0.0.1 where nothing listens: bound, then released.
+pub fn refusing_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// One endpoint: a shared hyper-util client with the URI's authority set
+/// to this endpoint's address.
+#[derive(Clone)]
+pub struct Endpoint {
+    client: Client<HttpConnector, ReplayBody<Body>>,
+    addr: SocketAddr,
+}
+
+impl Service<Req> for Endpoint {
+    type Response = Response<Incoming>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() = format!("http://{}{}", self.addr, path)
+            .parse::<Uri>()
+            .unwrap();
+        let response = self.client.request(req);
+        Box::pin(async move { Ok(response.await?) })
+    }
+}
+
+pub type Lb<P> = Balance<SocketAddr, Weighted<Endpoint>, P>;
+
+/// A balancer with `picker` over `addrs`, once all are in its set.
+pub async fn balance<P>(picker: P, addrs: &[SocketAddr]) -> Lb<P>
+where
+    P: Pick<Req, Weighted<Endpoint>>,
+{
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let (endpoints, discover) = discover::channel();
+    for &addr in addrs {
+        let client = client.clone();
+        endpoints.insert(addr, Endpoint { client, addr }).unwrap();
+    }
+    let balance = Balance::new(discover, picker);
+    balance.wait_for(|keys| keys.len() == addrs.len()).await;
+    balance
+}
+
+/// A request carrying a set of our own, to see where it went.
+pub fn request(method: &str, body: Body) -> (Req0, TriedEndpoints) {
+    let tried = TriedEndpoints::new();
+    let mut req = Request::builder()
+        .method(method)
+        .uri("http://service/items")
+        .body(body)
+        .unwrap();
+    req.extensions_mut().insert(tried.clone());
+    (req, tried)
+}
+
+/// A request before the retry layer.
+pub type Req0 = Request<Body>;
+
+/// The key hashes of the endpoints `tried` holds, in order.
+pub fn tried_hashes(tried: &TriedEndpoints) -> Vec<u64> {
+    let mut out = [0; TriedEndpoints::CAPACITY];
+    let n = tried.fill(&mut out);
+    out[..n].to_vec()
+}
+
+pub fn key_hash(addr: SocketAddr) -> u64 {
+    hash_value(&addr)
+}
