@@ -327,17 +327,9 @@ async fn ip_hash_retries_walk_to_the_next_endpoint() {
     hash_retry_walks_on(by_user(), by_user()).await;
 }
 
-// Activate once `ConsistentHash` implements `Pick` (it is a stub on this
-// branch): one line, `consistent_hash_retries_walk_the_ring!();`.
-#[allow(unused_macros)]
-macro_rules! consistent_hash_retries_walk_the_ring {
-    () => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn consistent_hash_retries_walk_the_ring() {
-            use tower_lb::pick::ConsistentHash;
-            let by_user =
-                || ConsistentHash::new(Header::new(http::HeaderName::from_static("x-user")));
-            hash_retry_walks_on(by_user(), by_user()).await;
-        }
-    };
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_retries_walk_the_ring() {
+    use tower_lb::pick::ConsistentHash;
+    let by_user = || ConsistentHash::new(Header::new(http::HeaderName::from_static("x-user")));
+    hash_retry_walks_on(by_user(), by_user()).await;
 }

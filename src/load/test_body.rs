@@ -49,3 +49,5 @@ impl Body for ChannelBody {
             .map(|item| item.map(|result| result.map(Frame::data)))
     }
 }
+
+impl crate::retry::Exclusions for ChannelBody {}

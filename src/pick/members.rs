@@ -90,7 +90,7 @@ mod tests {
         let picks: Vec<_> = (0..4).map(|_| members.round_robin(&cursor, &all)).collect();
         assert_eq!(picks, [Some(0), Some(2), Some(0), Some(2)]);
 
-        let excluded = [0];
+        let excluded = [metas[0].key_hash()];
         let retry = Endpoints::new(&metas, &services).excluding(&excluded);
         assert_eq!(members.round_robin(&cursor, &retry), Some(2));
         assert_eq!(members.round_robin(&cursor, &retry), Some(2));

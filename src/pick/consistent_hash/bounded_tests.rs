@@ -178,12 +178,12 @@ fn exclusions_and_empty_sets() {
     let metas = metas(&[1, 0, 1]);
     let services: Vec<Counted> = (0..3).map(|_| Counted::default()).collect();
     let ring = picker.prepare(&metas);
-    let excluded = [0];
+    let excluded = key_hashes(&metas, &[0]);
     let retry = Endpoints::new(&metas, &services).excluding(&excluded);
     for key in 0..100u64 {
         assert_eq!(picker.pick(&ring, &retry, &key), Some(2));
     }
-    let all = [0, 2];
+    let all = key_hashes(&metas, &[0, 2]);
     let none = Endpoints::new(&metas, &services).excluding(&all);
     assert_eq!(picker.pick(&ring, &none, &1), None);
     let empty = picker.prepare(&[]);
@@ -215,4 +215,9 @@ fn loads_that_are_not_numbers_count_as_busy() {
         c[picker.pick(&ring, &endpoints, &key).unwrap()] += 1;
     }
     assert!(c.iter().all(|&k| k > 0), "{c:?}");
+}
+
+/// The key hashes of endpoints `indices`: what a retry excludes.
+fn key_hashes(metas: &[Meta], indices: &[usize]) -> Vec<u64> {
+    indices.iter().map(|&i| metas[i].key_hash()).collect()
 }

@@ -89,7 +89,7 @@ const DEFAULT_VIRTUAL_NODES: u32 = 160;
 /// assert_eq!(by_user.pick(&ring, &endpoints, &req), Some(first));
 ///
 /// // A retry that must avoid the first endpoint gets the next one on the ring.
-/// let tried = [first];
+/// let tried = [metas[first].key_hash()];
 /// let retry = by_user.pick(&ring, &endpoints.excluding(&tried), &req).unwrap();
 /// assert_ne!(retry, first);
 /// ```

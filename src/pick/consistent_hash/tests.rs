@@ -124,7 +124,7 @@ fn zero_weight_is_never_picked() {
     let ring = picker.prepare(&metas);
     assert_eq!(ring.len(), 3 * 160);
     let services = [(); 4];
-    let excluded = [0];
+    let excluded = key_hashes(&metas, &[0]);
     for endpoints in [
         Endpoints::new(&metas, &services),
         Endpoints::new(&metas, &services).excluding(&excluded),
@@ -157,16 +157,16 @@ fn a_retry_walks_to_the_next_distinct_endpoint_on_the_ring() {
             at = ring.next(at);
         }
         assert_eq!(first, order[0]);
-        let tried = [first];
+        let tried = key_hashes(&metas, &[first]);
         let retry = Endpoints::new(&metas, &services).excluding(&tried);
         let second = picker.pick(&ring, &retry, &key).unwrap();
         assert_eq!(second, order[1]);
         assert_eq!(picker.pick(&ring, &retry, &key), Some(second));
-        let tried = [first, second];
+        let tried = key_hashes(&metas, &[first, second]);
         let again = Endpoints::new(&metas, &services).excluding(&tried);
         assert_eq!(picker.pick(&ring, &again, &key), Some(order[2]));
     }
-    let all = [0, 1, 2, 3, 4, 5];
+    let all = key_hashes(&metas, &[0, 1, 2, 3, 4, 5]);
     let none = Endpoints::new(&metas, &services).excluding(&all);
     assert_eq!(picker.pick(&ring, &none, &7), None);
 }
@@ -179,7 +179,7 @@ fn long_excluded_runs_fall_back_to_a_scan() {
     let ring = picker.prepare(&metas);
     assert!(ring.len() as u64 <= MAX_POINTS + 2);
     let services = [(); 2];
-    let excluded = [0];
+    let excluded = key_hashes(&metas, &[0]);
     let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
     for key in keys(200) {
         assert_eq!(picker.pick(&ring, &endpoints, &key), Some(1));
@@ -197,7 +197,7 @@ fn a_missing_key_goes_round_robin() {
         .map(|_| picker.pick(&ring, &endpoints, &None).unwrap())
         .collect();
     assert_eq!(picks, [0, 2, 3, 0, 2, 3]);
-    let excluded = [2];
+    let excluded = key_hashes(&metas, &[2]);
     let retry = Endpoints::new(&metas, &services).excluding(&excluded);
     for _ in 0..6 {
         let i = picker.pick(&ring, &retry, &None).unwrap();
@@ -254,4 +254,9 @@ fn stale_tables_never_return_a_missing_endpoint() {
     for key in keys(100) {
         assert_eq!(picker.pick(&ring, &endpoints, &key), Some(0));
     }
+}
+
+/// The key hashes of endpoints `indices`: what a retry excludes.
+fn key_hashes(metas: &[Meta], indices: &[usize]) -> Vec<u64> {
+    indices.iter().map(|&i| metas[i].key_hash()).collect()
 }
