@@ -259,7 +259,7 @@ async fn missing_file_at_start_is_the_first_item() {
     let mut discover = FileDiscover::new(&path, counting_make(&counts));
 
     let first = bounded("the first item", discover.next()).await.unwrap();
-    let error = first.err().expect("an error first");
+    let error = first.expect_err("an error first");
     assert!(
         matches!(error.kind(), BackendsErrorKind::Io(e) if e.kind() == io::ErrorKind::NotFound),
         "{error}"
@@ -287,8 +287,7 @@ async fn invalid_file_at_start_names_the_line() {
     let error = bounded("the error", discover.next())
         .await
         .unwrap()
-        .err()
-        .expect("an error first");
+        .expect_err("an error first");
     assert_eq!(error.line(), Some(2));
     assert!(matches!(error.kind(), BackendsErrorKind::ZeroWeight));
     assert!(error.to_string().starts_with(&path.display().to_string()));

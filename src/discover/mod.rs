@@ -40,6 +40,8 @@ mod backends;
 mod channel;
 mod default_weight;
 mod diff;
+#[cfg(feature = "dns")]
+mod dns;
 mod file;
 mod list;
 mod weighted;
@@ -50,6 +52,8 @@ pub use self::backends::{
 };
 pub use self::channel::{channel, ChannelDiscover, Closed, EndpointSender};
 pub use self::default_weight::DefaultWeight;
+#[cfg(feature = "dns")]
+pub use self::dns::{DnsDiscover, OnEmpty, ResolveError, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL};
 pub use self::file::{FileDiscover, DEFAULT_FILE_INTERVAL};
 pub use self::list::StaticList;
 pub use self::weighted::{Weight, Weighted};
