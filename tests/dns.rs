@@ -517,6 +517,16 @@ async fn a_setup_that_cannot_work_ends_the_stream() {
     assert!(error.is_permanent(), "{error}");
     assert!(bad_name.next().await.is_none());
 
+    let mut empty = DnsDiscover::a_aaaa("", 80, counting(&Made::default()))
+        .name_servers(["127.0.0.1:9".parse().unwrap()]);
+    assert!(empty
+        .next()
+        .await
+        .unwrap()
+        .expect_err("an error")
+        .is_permanent());
+    assert!(empty.next().await.is_none());
+
     let mut no_servers = DnsDiscover::srv("_x._tcp.lb.test.", counting(&Made::default()))
         .name_servers(Vec::<SocketAddr>::new());
     let error = no_servers.next().await.unwrap().expect_err("an error");

@@ -57,6 +57,9 @@ const MIN_INTERVAL: Duration = Duration::from_millis(1);
 /// it over the old one): a read may otherwise see a half-written file, and a
 /// truncated but valid list would remove endpoints until the next read.
 ///
+/// The stream must be polled inside a tokio runtime: it reads on tokio's
+/// blocking pool and waits on tokio's timer.
+///
 /// # Example
 ///
 /// ```

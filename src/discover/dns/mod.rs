@@ -78,9 +78,12 @@ pub enum OnEmpty {
 /// removes every endpoint, see [`OnEmpty`]. The next resolution is after the
 /// zone's negative TTL, clamped the same way.
 ///
-/// A setup that cannot work (an invalid name, an empty list of name
-/// servers, an unreadable system configuration) yields one error and ends
-/// the stream; the balancer keeps its (empty) set.
+/// A setup that cannot work (an invalid or empty name, an empty list of
+/// name servers, an unreadable system configuration) yields one error and
+/// ends the stream; the balancer keeps its (empty) set.
+///
+/// The stream must be polled inside a tokio runtime (the balancer's worker
+/// is, when spawned by [`Balance::new`](crate::Balance::new)).
 ///
 /// # Name servers
 ///
@@ -155,6 +158,10 @@ impl<F> fmt::Debug for DnsDiscover<F> {
 impl<F> DnsDiscover<F> {
     /// Follows the A and AAAA records of `name`: one endpoint at `port` for
     /// each address, weight 1. Nothing is resolved until the stream is polled.
+    ///
+    /// `name` is a host name; an IP address is looked up as a name too (and
+    /// is not found): fixed addresses belong in a
+    /// [`StaticList`](crate::discover::StaticList).
     pub fn a_aaaa(name: impl Into<String>, port: u16, make: F) -> Self {
         Self::new(name.into(), Some(port), make)
     }
