@@ -8,6 +8,10 @@
 //! * [`StaticList`]: a fixed set, weighted or not.
 //! * [`channel`]: application code inserts and removes endpoints while
 //!   requests flow.
+//! * [`FileDiscover`]: the backends listed in a file (`ADDR[@WEIGHT]` a
+//!   line, see [`parse_backends`]), re-read as it is edited.
+//! * `DnsDiscover` (feature `dns`): the addresses of a DNS name (A/AAAA
+//!   records and a port, or SRV records), re-resolved as their TTLs run out.
 //! * [`DefaultWeight`]: gives weight 1 to the services of any other
 //!   `Discover`.
 //!
@@ -32,12 +36,24 @@
 //! # }
 //! ```
 
+mod backends;
 mod channel;
 mod default_weight;
+mod diff;
+#[cfg(feature = "dns")]
+mod dns;
+mod file;
 mod list;
 mod weighted;
 
+pub use self::backends::{
+    parse_backend, parse_backends, BackendsError, BackendsErrorKind, MAX_ENTRIES, MAX_FILE_LEN,
+    MAX_LINE_LEN,
+};
 pub use self::channel::{channel, ChannelDiscover, Closed, EndpointSender};
 pub use self::default_weight::DefaultWeight;
+#[cfg(feature = "dns")]
+pub use self::dns::{DnsDiscover, OnEmpty, ResolveError, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL};
+pub use self::file::{FileDiscover, DEFAULT_FILE_INTERVAL};
 pub use self::list::StaticList;
 pub use self::weighted::{Weight, Weighted};

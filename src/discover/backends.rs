@@ -1,0 +1,258 @@
+//! The backends format: one `ADDR[@WEIGHT]` a line.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The longest line [`parse_backends`] accepts, comments included, in bytes.
+pub const MAX_LINE_LEN: usize = 1024;
+
+/// The largest backends file [`parse_backends`] accepts, in bytes.
+pub const MAX_FILE_LEN: usize = 1024 * 1024;
+
+/// The most backends one file may list.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// Parses one backend: a socket address (`10.0.0.1:8080`, `[::1]:8080`),
+/// optionally followed by `@` and a weight of at least 1 (`10.0.0.1:8080@3`).
+/// Without a weight the weight is 1.
+///
+/// Surrounding whitespace is ignored; comments are not allowed here (see
+/// [`parse_backends`] for the file format). The error has no line number.
+///
+/// ```
+/// use tower_lb::discover::parse_backend;
+///
+/// assert_eq!(parse_backend("127.0.0.1:9001@3").unwrap(), ("127.0.0.1:9001".parse().unwrap(), 3));
+/// assert_eq!(parse_backend(" [::1]:9001 ").unwrap().1, 1);
+/// assert_eq!(
+///     parse_backend("127.0.0.1:9001@x").unwrap_err().to_string(),
+///     "weight `x` is not a number",
+/// );
+/// assert!(parse_backend("127.0.0.1:9001@0").is_err());
+/// ```
+pub fn parse_backend(text: &str) -> Result<(SocketAddr, u32), BackendsError> {
+    parse_entry(text.trim()).map_err(|kind| BackendsError::new(None, kind))
+}
+
+/// Parses a backends file: one backend a line in the form of
+/// [`parse_backend`]; `#` starts a comment that runs to the end of the line;
+/// blank lines are ignored; surrounding whitespace is trimmed.
+///
+/// ```text
+/// # the API fleet
+/// 10.0.0.1:8080
+/// 10.0.0.2:8080@3   # twice as big as the others
+/// [2001:db8::7]:8080@2
+/// ```
+///
+/// The first problem found is returned, with its line number (counted from
+/// 1): a bad address or weight, weight 0, an address listed twice, a line
+/// longer than [`MAX_LINE_LEN`], more than [`MAX_ENTRIES`] backends. Any
+/// input gives a list or an error, never a panic.
+pub fn parse_backends(text: &str) -> Result<Vec<(SocketAddr, u32)>, BackendsError> {
+    if text.len() > MAX_FILE_LEN {
+        return Err(BackendsError::new(None, BackendsErrorKind::FileTooLarge));
+    }
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut backends = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let error = |kind| BackendsError::new(Some(line), kind);
+        if raw.len() > MAX_LINE_LEN {
+            return Err(error(BackendsErrorKind::LineTooLong));
+        }
+        let entry = raw.split_once('#').map_or(raw, |(entry, _comment)| entry);
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let (addr, weight) = parse_entry(entry).map_err(error)?;
+        if let Some(&first) = seen.get(&addr) {
+            return Err(error(BackendsErrorKind::Duplicate { addr, first }));
+        }
+        if backends.len() == MAX_ENTRIES {
+            return Err(error(BackendsErrorKind::TooManyEntries));
+        }
+        seen.insert(addr, line);
+        backends.push((addr, weight));
+    }
+    Ok(backends)
+}
+
+/// [`parse_backends`] over raw bytes, which must be UTF-8.
+pub(crate) fn parse_backends_bytes(bytes: &[u8]) -> Result<Vec<(SocketAddr, u32)>, BackendsError> {
+    if bytes.len() > MAX_FILE_LEN {
+        return Err(BackendsError::new(None, BackendsErrorKind::FileTooLarge));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse_backends(text),
+        Err(error) => {
+            let valid = &bytes[..error.valid_up_to()];
+            let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+            Err(BackendsError::new(Some(line), BackendsErrorKind::NotUtf8))
+        }
+    }
+}
+
+fn parse_entry(entry: &str) -> Result<(SocketAddr, u32), BackendsErrorKind> {
+    let (addr, weight) = match entry.split_once('@') {
+        Some((addr, weight)) => (addr.trim_end(), Some(weight.trim_start())),
+        None => (entry, None),
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| BackendsErrorKind::BadAddress(shorten(addr)))?;
+    let weight = match weight {
+        None => 1,
+        Some(text) => match text.parse::<u32>() {
+            Ok(0) => return Err(BackendsErrorKind::ZeroWeight),
+            Ok(weight) => weight,
+            Err(_) => return Err(BackendsErrorKind::BadWeight(shorten(text))),
+        },
+    };
+    Ok((addr, weight))
+}
+
+/// Keeps error messages one short line whatever the input.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = text.chars().take(MAX).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// What is wrong with a backends line or file, and where.
+///
+/// Its `Display` names the file (when read from one) and the line:
+/// `backends.txt: line 3: weight `x` is not a number`.
+#[derive(Debug)]
+pub struct BackendsError {
+    path: Option<PathBuf>,
+    line: Option<usize>,
+    kind: BackendsErrorKind,
+}
+
+/// The kinds of [`BackendsError`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BackendsErrorKind {
+    /// Not a socket address (`IP:PORT` or `[IPv6]:PORT`); holds the text
+    /// found, shortened to 64 characters.
+    BadAddress(String),
+    /// The weight is not a number, or does not fit in a `u32`; holds the text
+    /// found, shortened to 64 characters.
+    BadWeight(String),
+    /// Weight 0: a file lists the backends that take traffic, so a backend
+    /// to leave out is removed or commented out instead.
+    ZeroWeight,
+    /// An address listed twice.
+    Duplicate {
+        /// The address.
+        addr: SocketAddr,
+        /// The line that first listed it.
+        first: usize,
+    },
+    /// A line longer than [`MAX_LINE_LEN`].
+    LineTooLong,
+    /// A file larger than [`MAX_FILE_LEN`].
+    FileTooLarge,
+    /// More than [`MAX_ENTRIES`] backends.
+    TooManyEntries,
+    /// A file that is not UTF-8; the line is where the first bad byte is.
+    NotUtf8,
+    /// The file could not be read.
+    Io(io::Error),
+}
+
+impl BackendsError {
+    pub(crate) fn new(line: Option<usize>, kind: BackendsErrorKind) -> Self {
+        Self {
+            path: None,
+            line,
+            kind,
+        }
+    }
+
+    pub(crate) fn with_path(mut self, path: PathBuf) -> Self {
+        self.path = Some(path);
+        self
+    }
+
+    /// The line at fault, counted from 1; `None` for problems of the whole
+    /// file (too large, unreadable) and for [`parse_backend`].
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    /// What is wrong.
+    pub fn kind(&self) -> &BackendsErrorKind {
+        &self.kind
+    }
+
+    /// The file the error was found in, if it came from a file.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+}
+
+impl fmt::Display for BackendsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(path) = &self.path {
+            write!(f, "{}: ", path.display())?;
+        }
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        match &self.kind {
+            BackendsErrorKind::BadAddress(text) => write!(
+                f,
+                "`{}` is not a socket address (expected IP:PORT or [IPv6]:PORT)",
+                text.escape_debug()
+            ),
+            BackendsErrorKind::BadWeight(text)
+                if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                write!(f, "weight `{text}` is too large (at most {})", u32::MAX)
+            }
+            BackendsErrorKind::BadWeight(text) => {
+                write!(f, "weight `{}` is not a number", text.escape_debug())
+            }
+            BackendsErrorKind::ZeroWeight => f.write_str(
+                "weight 0 is not allowed (weights start at 1; remove or comment out the line instead)",
+            ),
+            BackendsErrorKind::Duplicate { addr, first } => {
+                write!(f, "{addr} is already listed on line {first}")
+            }
+            BackendsErrorKind::LineTooLong => {
+                write!(f, "line is longer than {MAX_LINE_LEN} bytes")
+            }
+            BackendsErrorKind::FileTooLarge => {
+                write!(f, "file is larger than {MAX_FILE_LEN} bytes")
+            }
+            BackendsErrorKind::TooManyEntries => {
+                write!(f, "more than {MAX_ENTRIES} backends")
+            }
+            BackendsErrorKind::NotUtf8 => f.write_str("not valid UTF-8"),
+            BackendsErrorKind::Io(error) => write!(f, "cannot read: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            BackendsErrorKind::Io(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "backends_tests.rs"]
+mod tests;

@@ -1,0 +1,104 @@
+//! Turning "the set is now this" into the changes from the set before.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use tower::discover::Change;
+
+use super::Weighted;
+
+/// The endpoints a polling source last announced, and the changes it still
+/// has to yield.
+#[derive(Debug, Default)]
+pub(crate) struct Diff {
+    current: HashMap<SocketAddr, u32>,
+    pending: VecDeque<Change<SocketAddr, u32>>,
+}
+
+impl Diff {
+    /// Queues the changes that turn the announced set into `next`: a remove
+    /// for each address gone, an insert for each new address and for each
+    /// address whose weight changed (the balancer replaces it). Addresses
+    /// whose weight is the same yield nothing, so their services keep their
+    /// state. Removes come first, then inserts, each in address order.
+    pub(crate) fn update(&mut self, next: impl IntoIterator<Item = (SocketAddr, u32)>) {
+        let next: HashMap<SocketAddr, u32> = next.into_iter().collect();
+        let mut removed: Vec<SocketAddr> = self
+            .current
+            .keys()
+            .filter(|addr| !next.contains_key(addr))
+            .copied()
+            .collect();
+        removed.sort_unstable();
+        let mut inserted: Vec<(SocketAddr, u32)> = next
+            .iter()
+            .filter(|(addr, weight)| self.current.get(addr) != Some(weight))
+            .map(|(&addr, &weight)| (addr, weight))
+            .collect();
+        inserted.sort_unstable();
+        self.pending.extend(removed.into_iter().map(Change::Remove));
+        self.pending.extend(
+            inserted
+                .into_iter()
+                .map(|(addr, weight)| Change::Insert(addr, weight)),
+        );
+        self.current = next;
+    }
+
+    /// The next queued change, with the service for an insert made by `make`.
+    pub(crate) fn next_change<S>(
+        &mut self,
+        make: impl FnOnce(SocketAddr) -> S,
+    ) -> Option<Change<SocketAddr, Weighted<S>>> {
+        Some(match self.pending.pop_front()? {
+            Change::Insert(addr, weight) => Change::Insert(addr, Weighted::new(make(addr), weight)),
+            Change::Remove(addr) => Change::Remove(addr),
+        })
+    }
+
+    /// How many endpoints are announced (queued changes included).
+    pub(crate) fn len(&self) -> usize {
+        self.current.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn drain(diff: &mut Diff) -> Vec<String> {
+        std::iter::from_fn(|| diff.next_change(|addr| addr.port()))
+            .map(|change| match change {
+                Change::Insert(addr, svc) => {
+                    use crate::discover::Weight;
+                    format!("+{}@{}", addr.port(), svc.weight())
+                }
+                Change::Remove(addr) => format!("-{}", addr.port()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn yields_only_differences() {
+        let mut diff = Diff::default();
+        diff.update([(addr(2), 1), (addr(1), 1)]);
+        assert_eq!(drain(&mut diff), ["+1@1", "+2@1"]);
+
+        diff.update([(addr(1), 1), (addr(2), 1)]);
+        assert!(drain(&mut diff).is_empty());
+
+        diff.update([(addr(1), 1), (addr(2), 5), (addr(3), 1)]);
+        assert_eq!(drain(&mut diff), ["+2@5", "+3@1"]);
+
+        diff.update([(addr(3), 1)]);
+        assert_eq!(drain(&mut diff), ["-1", "-2"]);
+        assert_eq!(diff.len(), 1);
+
+        diff.update([]);
+        assert_eq!(drain(&mut diff), ["-3"]);
+    }
+}

@@ -1,0 +1,377 @@
+//! `FileDiscover` driving a real `Balance`: edits to the file become inserts,
+//! removes and replacements; bad edits keep the last good set.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use tower::{Service, ServiceExt};
+use tower_lb::discover::{BackendsErrorKind, FileDiscover};
+use tower_lb::pick::RoundRobin;
+use tower_lb::{Balance, BoxError};
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tower-lb-file-discover-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.0.join("backends")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Replaces the file in one rename, as the docs ask writers to do.
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// How many times a service was made for each address.
+type Made = Arc<Mutex<HashMap<SocketAddr, usize>>>;
+
+/// An endpoint that answers its own address.
+#[derive(Clone, Debug)]
+struct Answer(SocketAddr);
+
+impl Service<()> for Answer {
+    type Response = SocketAddr;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<SocketAddr, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: ()) -> Self::Future {
+        std::future::ready(Ok(self.0))
+    }
+}
+
+/// Makes `Answer` endpoints, counting how often each address is made.
+fn counting_make(made: &Made) -> impl FnMut(SocketAddr) -> Answer + Send + 'static {
+    let made = Arc::clone(made);
+    move |addr| {
+        *made.lock().unwrap().entry(addr).or_default() += 1;
+        Answer(addr)
+    }
+}
+
+fn made(made: &Made, port: u16) -> usize {
+    made.lock().unwrap().get(&addr(port)).copied().unwrap_or(0)
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// Bounds a wait that should end quickly, so a bug fails the test instead of
+/// hanging it. Under paused time this is virtual time.
+async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn edits_become_inserts_removes_and_replacements() {
+    let dir = TempDir::new("edits");
+    let path = dir.file();
+    write(&path, "127.0.0.1:9001\n127.0.0.1:9002\n");
+    let counts = Made::default();
+    let discover = FileDiscover::new(&path, counting_make(&counts));
+    let mut balance = Balance::new(discover, RoundRobin::new());
+
+    bounded("two backends", balance.wait_for(|keys| keys.len() == 2)).await;
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(balance.ready().await.unwrap().call(()).await.unwrap());
+    }
+    answers.sort();
+    answers.dedup();
+    assert_eq!(answers, [addr(9001), addr(9002)]);
+
+    // Appended: appears, and the others are not rebuilt.
+    write(
+        &path,
+        "127.0.0.1:9001\n127.0.0.1:9002\n127.0.0.1:9003 # new\n",
+    );
+    bounded(
+        "the third",
+        balance.wait_for(|keys| keys.contains(&addr(9003))),
+    )
+    .await;
+    assert_eq!(balance.len(), 3);
+
+    // Removed: gone, the rest untouched.
+    write(&path, "127.0.0.1:9001\n127.0.0.1:9003\n");
+    bounded(
+        "the removal",
+        balance.wait_for(|keys| !keys.contains(&addr(9002))),
+    )
+    .await;
+    assert_eq!(
+        sorted(balance.endpoints()),
+        [(addr(9001), 1), (addr(9003), 1)]
+    );
+    for port in [9001, 9002, 9003] {
+        assert_eq!(made(&counts, port), 1, "port {port} was made once");
+    }
+
+    // A new weight replaces that endpoint only.
+    write(&path, "127.0.0.1:9001@5\n127.0.0.1:9003\n");
+    bounded(
+        "the new weight",
+        balance.wait_for(|_| balance.endpoints().contains(&(addr(9001), 5))),
+    )
+    .await;
+    assert_eq!(made(&counts, 9001), 2, "replaced with a new service");
+    assert_eq!(made(&counts, 9003), 1, "left alone");
+
+    // Comment-only edits change nothing.
+    write(
+        &path,
+        "# two\n127.0.0.1:9001@5\n\n127.0.0.1:9003  # still\n",
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(made(&counts, 9001), 2);
+    assert_eq!(made(&counts, 9003), 1);
+}
+
+/// Collects what is logged at warn and above, to check that a bad file is
+/// reported.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_keeps_the_last_good_set_until_fixed() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    // The current-thread runtime runs the worker on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = TempDir::new("garbage");
+    let path = dir.file();
+    write(&path, "127.0.0.1:9001\n127.0.0.1:9002@2\n");
+    let counts = Made::default();
+    let discover = FileDiscover::new(&path, counting_make(&counts));
+    let balance = Balance::new(discover, RoundRobin::new());
+    bounded("two backends", balance.wait_for(|keys| keys.len() == 2)).await;
+
+    write(&path, "127.0.0.1:9001\nthis is not a backend\n");
+    bounded("the warning", async {
+        while !logs.text().contains("line 2") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // Several more reads of the same bad file: the set stays, one warning.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        sorted(balance.endpoints()),
+        [(addr(9001), 1), (addr(9002), 2)]
+    );
+    let text = logs.text();
+    assert_eq!(text.matches("is not a socket address").count(), 1, "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+
+    // A missing file keeps the set too.
+    std::fs::remove_file(&path).unwrap();
+    bounded("the io warning", async {
+        while !logs.text().contains("cannot read") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(balance.len(), 2);
+
+    // Fixed: changes apply again.
+    write(&path, "127.0.0.1:9002@2\n127.0.0.1:9004\n");
+    bounded(
+        "the fixed file",
+        balance.wait_for(|keys| keys.contains(&addr(9004)) && keys.len() == 2),
+    )
+    .await;
+    assert_eq!(made(&counts, 9002), 1, "unchanged across the bad spell");
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_file_at_start_is_the_first_item() {
+    let dir = TempDir::new("missing");
+    let path = dir.file();
+    let counts = Made::default();
+    let mut discover = FileDiscover::new(&path, counting_make(&counts));
+
+    let first = bounded("the first item", discover.next()).await.unwrap();
+    let error = first.expect_err("an error first");
+    assert!(
+        matches!(error.kind(), BackendsErrorKind::Io(e) if e.kind() == io::ErrorKind::NotFound),
+        "{error}"
+    );
+    assert_eq!(error.path(), Some(path.as_path()));
+
+    // The same problem is not yielded again; the file appearing is.
+    write(&path, "127.0.0.1:9001@3\n");
+    match bounded("an insert", discover.next()).await.unwrap() {
+        Ok(tower::discover::Change::Insert(key, svc)) => {
+            use tower_lb::discover::Weight;
+            assert_eq!((key, svc.weight()), (addr(9001), 3));
+        }
+        other => panic!("expected an insert, got {:?}", other.map(|_| ()).err()),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_file_at_start_names_the_line() {
+    let dir = TempDir::new("invalid");
+    let path = dir.file();
+    write(&path, "127.0.0.1:9001\n127.0.0.1:9002@0\n");
+    let counts = Made::default();
+    let mut discover = FileDiscover::new(&path, counting_make(&counts)).interval(Duration::ZERO);
+    let error = bounded("the error", discover.next())
+        .await
+        .unwrap()
+        .expect_err("an error first");
+    assert_eq!(error.line(), Some(2));
+    assert!(matches!(error.kind(), BackendsErrorKind::ZeroWeight));
+    assert!(error.to_string().starts_with(&path.display().to_string()));
+    assert_eq!(
+        made(&counts, 9001),
+        0,
+        "nothing applied from an invalid file"
+    );
+}
+
+// ===== real servers =====
+
+async fn server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move { addr.to_string() }),
+    );
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, task)
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+/// An HTTP client for one backend: GET / and return the body.
+fn http_endpoint(
+    client: Client,
+) -> impl FnMut(SocketAddr) -> tower::util::BoxCloneSyncService<(), String, BoxError> + Send + 'static
+{
+    move |addr| {
+        let client = client.clone();
+        tower::util::BoxCloneSyncService::new(tower::service_fn(move |_req: ()| {
+            let client = client.clone();
+            async move {
+                let uri: http::Uri = format!("http://{addr}/").parse()?;
+                let response = client.get(uri).await?;
+                let body = response.into_body().collect().await?.to_bytes();
+                Ok::<_, BoxError>(String::from_utf8(body.to_vec())?)
+            }
+        }))
+    }
+}
+
+#[tokio::test]
+async fn real_servers_follow_the_file() {
+    let (a, _ta) = server().await;
+    let (b, _tb) = server().await;
+    let (c, _tc) = server().await;
+    let dir = TempDir::new("servers");
+    let path = dir.file();
+    write(&path, &format!("{a}\n{b}\n"));
+
+    let client: Client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let discover =
+        FileDiscover::new(&path, http_endpoint(client)).interval(Duration::from_millis(20));
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    bounded("two servers", balance.wait_for(|keys| keys.len() == 2)).await;
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(balance.ready().await.unwrap().call(()).await.unwrap());
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, sorted(vec![a.to_string(), b.to_string()]));
+
+    write(&path, &format!("{b}\n{c}@2\n"));
+    bounded(
+        "the new set",
+        balance.wait_for(|keys| keys.contains(&c) && !keys.contains(&a)),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(balance.ready().await.unwrap().call(()).await.unwrap());
+    }
+    assert!(!seen.contains(&a.to_string()), "a was removed: {seen:?}");
+    assert!(seen.contains(&b.to_string()) && seen.contains(&c.to_string()));
+}
