@@ -82,7 +82,10 @@ impl Fleet {
     ) -> (usize, usize) {
         let (mut ticks, mut failed) = (0, 0);
         while !done(self) {
-            assert!(ticks < limit, "{what}: not within {limit} ticks of {step:?}");
+            assert!(
+                ticks < limit,
+                "{what}: not within {limit} ticks of {step:?}"
+            );
             if !self.tick(step).await {
                 failed += 1;
             }
@@ -123,9 +126,15 @@ async fn active_checks_take_a_killed_endpoint_out_and_bring_it_back() {
     let after_death = fleet.calls()[1] - before;
     // Three failed probes take at least two gaps of 0.9 s and at most three
     // of 1.1 s; a third of the requests went to it meanwhile.
-    assert!(ticks >= 36, "left after {ticks} ticks: before the fall threshold");
+    assert!(
+        ticks >= 36,
+        "left after {ticks} ticks: before the fall threshold"
+    );
     assert!(ticks <= 68, "left after {ticks} ticks");
-    assert!((1..=24).contains(&after_death), "{after_death} requests after death");
+    assert!(
+        (1..=24).contains(&after_death),
+        "{after_death} requests after death"
+    );
     assert_eq!(failed, after_death, "every request routed to it failed");
 
     let out = fleet.calls()[1];
@@ -137,7 +146,9 @@ async fn active_checks_take_a_killed_endpoint_out_and_bring_it_back() {
     fleet.backends[1].restart().await;
     let restarted = Instant::now();
     fleet
-        .tick_until(STEP, 100, "come back", |f| f.state(1) == HealthState::Healthy)
+        .tick_until(STEP, 100, "come back", |f| {
+            f.state(1) == HealthState::Healthy
+        })
         .await;
     let back_after = restarted.elapsed();
     assert!(
@@ -164,14 +175,23 @@ async fn passive_detection_ejects_a_killed_endpoint_after_n_failures() {
     fleet.backends[2].kill().await;
     let before = fleet.calls()[2];
     let (_, failed) = fleet
-        .tick_until(STEP, 100, "ejection", |f| f.state(2) == HealthState::Ejected)
+        .tick_until(STEP, 100, "ejection", |f| {
+            f.state(2) == HealthState::Ejected
+        })
         .await;
     let ejected_at = Instant::now();
-    assert_eq!(fleet.calls()[2] - before, 3, "exactly N requests reached it");
+    assert_eq!(
+        fleet.calls()[2] - before,
+        3,
+        "exactly N requests reached it"
+    );
     assert_eq!(failed, 3);
     let health = fleet.registry.get(&fleet.backends[2].addr).unwrap();
     assert_eq!(health.ejections(), 1);
-    assert_eq!(health.ejected_until(), Some(ejected_at + Duration::from_secs(30)));
+    assert_eq!(
+        health.ejected_until(),
+        Some(ejected_at + Duration::from_secs(30))
+    );
 
     for _ in 0..40 {
         assert!(fleet.tick(STEP).await);
@@ -246,12 +266,18 @@ async fn an_endpoint_answering_503_is_ejected_for_longer_each_time() {
 
         let during = endpoints[0].calls();
         while bad(&balance).state() == HealthState::Ejected {
-            assert!(ejected_at.elapsed() <= length + step * 2, "round {round}: stuck");
+            assert!(
+                ejected_at.elapsed() <= length + step * 2,
+                "round {round}: stuck"
+            );
             advance(step).await;
             within("a request", send(&mut balance)).await.unwrap();
         }
         let out_for = ejected_at.elapsed();
-        assert!(out_for >= length && out_for <= length + step * 2, "{out_for:?}");
+        assert!(
+            out_for >= length && out_for <= length + step * 2,
+            "{out_for:?}"
+        );
         assert_eq!(endpoints[0].calls(), during, "no request while ejected");
     }
 }
@@ -421,11 +447,19 @@ async fn removing_an_endpoint_stops_its_probes() {
     within("task stops", fleet.registry.wait_for(|r| r.tasks() == 2)).await;
     assert!(fleet.registry.get(&gone).is_none());
 
-    let probed = fleet.backends.iter().map(Backend::health_hits).collect::<Vec<_>>();
+    let probed = fleet
+        .backends
+        .iter()
+        .map(Backend::health_hits)
+        .collect::<Vec<_>>();
     for _ in 0..100 {
         fleet.tick(STEP).await;
     }
-    assert_eq!(fleet.backends[2].health_hits(), probed[2], "no probe after removal");
+    assert_eq!(
+        fleet.backends[2].health_hits(),
+        probed[2],
+        "no probe after removal"
+    );
     assert!(fleet.backends[0].health_hits() >= probed[0] + 3);
     assert!(fleet.backends[1].health_hits() >= probed[1] + 3);
 

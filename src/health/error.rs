@@ -56,7 +56,10 @@ impl fmt::Display for InvalidHealthConfig {
                 f.write_str("the longest ejection must not be shorter than the base ejection time")
             }
             Self::EjectedPercentOver100(percent) => {
-                write!(f, "at most 100% of endpoints can be ejected, not {percent}%")
+                write!(
+                    f,
+                    "at most 100% of endpoints can be ejected, not {percent}%"
+                )
             }
             Self::ZeroSlowStart => f.write_str("the slow-start window must not be zero"),
             Self::Probe(reason) => write!(f, "invalid probe: {reason}"),

@@ -63,9 +63,7 @@ impl<K> EndpointHealth<K> {
             consecutive_failures: report.failures,
             ejections: report.ejections,
             probes: report.probes,
-            ejected_until: report
-                .ejected_until
-                .map(|at| endpoint.core.instant(at)),
+            ejected_until: report.ejected_until.map(|at| endpoint.core.instant(at)),
             share_permille: match state {
                 HealthState::Healthy => 1000,
                 HealthState::SlowStart => report.ramp_permille,

@@ -184,7 +184,9 @@ async fn run<K>(
 }
 
 fn timeout_of<K>(active: &Option<Active<K>>) -> Duration {
-    active.as_ref().map_or(Duration::ZERO, |active| active.timeout)
+    active
+        .as_ref()
+        .map_or(Duration::ZERO, |active| active.timeout)
 }
 
 #[cfg(test)]
@@ -195,7 +197,9 @@ mod tests {
     fn first_probes_are_spread_over_the_interval() {
         let interval = Duration::from_secs(10);
         let active = Active::<()> {
-            probe: Arc::new(super::super::probe_fn(|_: &()| async { Ok::<(), BoxError>(()) })),
+            probe: Arc::new(super::super::probe_fn(|_: &()| async {
+                Ok::<(), BoxError>(())
+            })),
             interval,
             timeout: Duration::from_secs(1),
             jitter: Duration::ZERO,
@@ -213,14 +217,19 @@ mod tests {
             for pair in phases.windows(2) {
                 widest = widest.max(pair[1] - pair[0]);
             }
-            assert!(widest <= interval * 3 / n as u32, "{n}: widest gap {widest:?}");
+            assert!(
+                widest <= interval * 3 / n as u32,
+                "{n}: widest gap {widest:?}"
+            );
         }
     }
 
     #[test]
     fn gaps_stay_within_the_jitter() {
         let active = Active::<()> {
-            probe: Arc::new(super::super::probe_fn(|_: &()| async { Ok::<(), BoxError>(()) })),
+            probe: Arc::new(super::super::probe_fn(|_: &()| async {
+                Ok::<(), BoxError>(())
+            })),
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(1),
             jitter: Duration::from_secs(1),
