@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::config::{AllUnhealthy, OutlierDetection};
+use super::checks::OutlierDetection;
+use super::config::AllUnhealthy;
 use crate::pick::Rng;
 
 /// `counts` packs the endpoints registered (high half) and, of those, the

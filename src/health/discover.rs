@@ -15,7 +15,8 @@ use tower::discover::{Change, Discover};
 use tower::Layer;
 use tower_http::classify::ServerErrorsAsFailures;
 
-use super::config::{ActiveChecks, HealthConfig};
+use super::checks::ActiveChecks;
+use super::config::HealthConfig;
 use super::core::Core;
 use super::error::InvalidHealthConfig;
 use super::registry::HealthRegistry;

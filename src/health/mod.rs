@@ -103,6 +103,7 @@
 //! # }
 //! ```
 
+mod checks;
 mod classify;
 mod config;
 mod core;
@@ -120,8 +121,9 @@ mod task;
 #[cfg(test)]
 mod tests;
 
+pub use self::checks::{ActiveChecks, OutlierDetection};
 pub use self::classify::{Classify, ErrorsOnly};
-pub use self::config::{ActiveChecks, AllUnhealthy, HealthConfig, OutlierDetection};
+pub use self::config::{AllUnhealthy, HealthConfig};
 pub use self::discover::{HealthDiscover, HealthLayer};
 pub use self::error::{InvalidHealthConfig, NoHealthyEndpoints, UnexpectedStatus};
 pub use self::future::ResponseFuture;

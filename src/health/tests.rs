@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::{ActiveChecks, AllUnhealthy, HealthConfig, OutlierDetection};
+use super::checks::{ActiveChecks, OutlierDetection};
+use super::config::{AllUnhealthy, HealthConfig};
 use super::core::Core;
 use super::error::InvalidHealthConfig;
 use super::http_probe::HttpProbe;

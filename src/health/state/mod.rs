@@ -1,6 +1,7 @@
 //! One endpoint's health: a word of flags and a few counters, all atomics,
 //! changed by the request path (passive), the endpoint's task (probes,
-//! timers) and the discovery adapter (insert, remove).
+//! timers) and the discovery adapter (insert, remove). The passive and
+//! active transitions are in their own files.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,8 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::config::{AllUnhealthy, OutlierDetection};
+use super::config::AllUnhealthy;
 use super::core::Core;
+
+mod active;
+mod passive;
 
 /// Active checks failed `fall` times in a row.
 pub(crate) const DOWN: u32 = 1;
@@ -143,147 +147,6 @@ impl EndpointState {
         self.core.mode == AllUnhealthy::FailFast
             && !is_healthy(self.flags.load(Ordering::Relaxed))
             && self.core.all_down()
-    }
-
-    #[inline]
-    pub(crate) fn record_success(&self) {
-        // Load first: the common case writes nothing, so healthy endpoints
-        // do not bounce a cache line between cores.
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn record_failure(&self) {
-        let Some(detection) = self.core.passive else {
-            return;
-        };
-        let failures = self
-            .failures
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        if failures >= detection.consecutive_failures {
-            self.try_eject(&detection, failures);
-        }
-    }
-
-    fn try_eject(&self, detection: &OutlierDetection, failures: u32) {
-        if self.flags() & (EJECTED | REMOVED) != 0 {
-            return;
-        }
-        if !self.core.reserve_ejection(detection.max_ejected_percent) {
-            if failures == detection.consecutive_failures {
-                tracing::warn!(
-                    key = %self.key,
-                    failures,
-                    ejected = self.core.ejected(),
-                    "endpoint not ejected: the cap on ejected endpoints is reached"
-                );
-            }
-            return;
-        }
-        let now = self.core.now();
-        let base = nanos(detection.base_ejection);
-        let healthy_for = now.saturating_sub(self.healthy_since.load(Ordering::Acquire));
-        let decay = u32::try_from(healthy_for / base).unwrap_or(u32::MAX);
-        let penalty = self
-            .penalty
-            .load(Ordering::Relaxed)
-            .saturating_sub(decay)
-            .saturating_add(1);
-        let duration = base
-            .saturating_mul(u64::from(penalty))
-            .min(nanos(detection.max_ejection));
-        // Stored before the flag, so the task woken by it reads this time.
-        self.ejected_until
-            .store(now.saturating_add(duration), Ordering::Release);
-        let ejected = self.update(|flags| {
-            if flags & EJECTED != 0 {
-                flags
-            } else {
-                (flags | EJECTED) & !RAMP
-            }
-        });
-        if ejected.is_none() {
-            self.core.release_ejection();
-            return;
-        }
-        self.penalty.store(penalty, Ordering::Relaxed);
-        let ejections = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
-        self.failures.store(0, Ordering::Relaxed);
-        // Active checks end an ejection early only with `rise` successes
-        // counted from now.
-        self.probe_successes.store(0, Ordering::Relaxed);
-        tracing::info!(
-            key = %self.key,
-            failures,
-            ejections,
-            ejection = ?Duration::from_nanos(duration),
-            "endpoint ejected after consecutive failures"
-        );
-        self.wake.notify_one();
-    }
-
-    // ===== the endpoint's task =====
-
-    pub(crate) fn record_probe(&self, ok: bool) {
-        self.probes.fetch_add(1, Ordering::Relaxed);
-        if ok {
-            self.probe_failures.store(0, Ordering::Relaxed);
-            let successes = self
-                .probe_successes
-                .fetch_add(1, Ordering::Relaxed)
-                .saturating_add(1);
-            if successes >= self.core.rise && !is_healthy(self.flags()) {
-                let old = self.flags();
-                if self.recover(DOWN | EJECTED).is_some() {
-                    let what = if old & DOWN != 0 {
-                        "endpoint healthy again: active checks passed"
-                    } else {
-                        "endpoint returned early from ejection: active checks passed"
-                    };
-                    tracing::info!(key = %self.key, successes, "{}", what);
-                }
-            }
-        } else {
-            self.probe_successes.store(0, Ordering::Relaxed);
-            let failures = self
-                .probe_failures
-                .fetch_add(1, Ordering::Relaxed)
-                .saturating_add(1);
-            if failures >= self.core.fall {
-                let down = self.update(|flags| {
-                    if flags & DOWN != 0 {
-                        flags
-                    } else {
-                        (flags | DOWN) & !RAMP
-                    }
-                });
-                if down.is_some() {
-                    tracing::info!(
-                        key = %self.key,
-                        failures,
-                        "endpoint unhealthy: active checks failed"
-                    );
-                }
-            }
-        }
-        self.core.changed.notify_waiters();
-    }
-
-    /// When the current ejection ends (nanoseconds since the set's epoch).
-    pub(crate) fn ejection_ends(&self) -> Option<u64> {
-        (self.flags() & EJECTED != 0).then(|| self.ejected_until.load(Ordering::Acquire))
-    }
-
-    pub(crate) fn end_ejection(&self) {
-        if self.recover(EJECTED).is_some() {
-            tracing::info!(
-                key = %self.key,
-                healthy = is_healthy(self.flags()),
-                "endpoint returned from ejection: its time is over"
-            );
-        }
     }
 
     /// Clears `clear`; if that makes the endpoint healthy, restarts its
