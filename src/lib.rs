@@ -15,6 +15,8 @@
 //!   Maglev; or your own [`Pick`](pick::Pick).
 //! * [`balance`]: the [`Balance`] service, its [`BalanceLayer`] and the
 //!   discovery [`Worker`](balance::Worker).
+//! * [`health`]: active probes and passive outlier detection, so dead
+//!   endpoints leave rotation and come back.
 //! * [`retry`]: a layer that retries a failed request on another endpoint,
 //!   within a budget, with backoff, idempotency rules and bounded body replay.
 //!
@@ -66,6 +68,7 @@
 pub mod balance;
 pub mod discover;
 pub mod error;
+pub mod health;
 pub mod load;
 pub mod pick;
 pub mod retry;

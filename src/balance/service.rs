@@ -163,6 +163,14 @@ impl<K, S, P: Prepare> Balance<K, S, P> {
     pub fn wait(&self) -> Duration {
         self.wait
     }
+
+    /// Reads the current set in place: `read` sees every endpoint's key and
+    /// service, index for index. For reports (health), not for the request
+    /// path: the set stays loaded while `read` runs.
+    pub fn read_endpoints<R>(&self, read: impl FnOnce(&[K], &[S]) -> R) -> R {
+        let snapshot = self.shared.current.load();
+        read(&snapshot.keys, &snapshot.services)
+    }
 }
 
 /// Picks from one snapshot; an index the picker returns that is not allowed

@@ -89,7 +89,6 @@ pub(crate) fn classify_error(error: &BoxError) -> Option<RetryReason> {
         } else if error.is::<tower::timeout::error::Elapsed>() && reason == RetryReason::Error {
             reason = RetryReason::Timeout;
         }
-        #[cfg(feature = "hyper-util")]
         if let Some(client) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
             if client.is_connect() {
                 // Keep walking: its source may say the connection was refused.

@@ -1,0 +1,84 @@
+//! Which responses count as failures for outlier detection.
+
+use http::Response;
+use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
+
+/// Decides whether a successful call's response is a failure of the
+/// endpoint. An `Err` from the endpoint (a refused connection, a reset, a
+/// timeout layer's error) is always a failure and never reaches this.
+///
+/// Every tower-http [`ClassifyResponse`] is a `Classify` for HTTP responses:
+/// `ServerErrorsAsFailures` (the default: 5xx fail), `GrpcErrorsAsFailures`
+/// (a non-OK `grpc-status`), `StatusInRangeAsFailures`. Responses are
+/// judged on their head: a classifier that needs the end of the body (a
+/// gRPC status sent in trailers after streamed messages) counts the response
+/// as a success. A gRPC server that fails before answering sends its status
+/// in the head ("trailers-only"), and that is seen.
+///
+/// For services that are not HTTP, use [`ErrorsOnly`], or implement this
+/// trait for your response type.
+pub trait Classify<Res>: Clone + Send + Sync + 'static {
+    /// Whether `response` means the endpoint failed.
+    fn is_failure(&self, response: &Res) -> bool;
+}
+
+impl<C, B> Classify<Response<B>> for C
+where
+    C: ClassifyResponse + Clone + Send + Sync + 'static,
+{
+    fn is_failure(&self, response: &Response<B>) -> bool {
+        matches!(
+            self.clone().classify_response(response),
+            ClassifiedResponse::Ready(Err(_))
+        )
+    }
+}
+
+/// Only errors count as failures; every response is a success. For
+/// endpoints that are not HTTP services.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorsOnly;
+
+impl<Res> Classify<Res> for ErrorsOnly {
+    fn is_failure(&self, _response: &Res) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower_http::classify::{GrpcErrorsAsFailures, ServerErrorsAsFailures};
+
+    fn response(status: u16, grpc: Option<&str>) -> Response<()> {
+        let mut builder = Response::builder().status(status);
+        if let Some(code) = grpc {
+            builder = builder.header("grpc-status", code);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn server_errors_fail() {
+        let classify = ServerErrorsAsFailures::new();
+        assert!(classify.is_failure(&response(503, None)));
+        assert!(classify.is_failure(&response(500, None)));
+        assert!(!classify.is_failure(&response(404, None)));
+        assert!(!classify.is_failure(&response(200, None)));
+    }
+
+    #[test]
+    fn grpc_status_in_the_head_fails() {
+        let classify = GrpcErrorsAsFailures::new();
+        assert!(classify.is_failure(&response(200, Some("14"))));
+        assert!(!classify.is_failure(&response(200, Some("0"))));
+        // The status will come in trailers: judged a success at the head.
+        assert!(!classify.is_failure(&response(200, None)));
+    }
+
+    #[test]
+    fn errors_only_passes_every_response() {
+        assert!(!ErrorsOnly.is_failure(&response(503, None)));
+        assert!(!ErrorsOnly.is_failure(&"anything"));
+    }
+}

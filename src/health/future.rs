@@ -1,0 +1,109 @@
+//! The response future of a health-checked endpoint.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::classify::Classify;
+use super::error::NoHealthyEndpoints;
+use super::state::EndpointState;
+use crate::error::BoxError;
+
+pin_project! {
+    /// The future of [`Healthy`](super::Healthy): the endpoint's own
+    /// future, whose outcome is reported to outlier detection when it
+    /// completes, or an immediate
+    /// [`NoHealthyEndpoints`].
+    pub struct ResponseFuture<F, C, Res> {
+        #[pin]
+        state: State<F, C, Res>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, C, Res> {
+        Calling {
+            #[pin]
+            future: F,
+            endpoint: Arc<EndpointState>,
+            classify: C,
+            _response: PhantomData<fn() -> Res>,
+        },
+        Failed { error: Option<NoHealthyEndpoints> },
+    }
+}
+
+impl<F, C, Res> ResponseFuture<F, C, Res> {
+    pub(crate) fn calling(future: F, endpoint: Arc<EndpointState>, classify: C) -> Self {
+        Self {
+            state: State::Calling {
+                future,
+                endpoint,
+                classify,
+                _response: PhantomData,
+            },
+        }
+    }
+
+    pub(crate) fn failed(error: NoHealthyEndpoints) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F, C, Res, E> Future for ResponseFuture<F, C, Res>
+where
+    F: Future<Output = Result<Res, E>>,
+    E: Into<BoxError>,
+    C: Classify<Res>,
+{
+    type Output = Result<Res, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Calling {
+                future,
+                endpoint,
+                classify,
+                ..
+            } => Poll::Ready(match ready!(future.poll(cx)) {
+                Ok(response) => {
+                    if classify.is_failure(&response) {
+                        endpoint.record_failure();
+                    } else {
+                        endpoint.record_success();
+                    }
+                    Ok(response)
+                }
+                Err(error) => {
+                    endpoint.record_failure();
+                    Err(error.into())
+                }
+            }),
+            StateProj::Failed { error } => Poll::Ready(Err(match error.take() {
+                Some(error) => error.into(),
+                None => "health response future polled after completion".into(),
+            })),
+        }
+    }
+}
+
+impl<F, C, Res> fmt::Debug for ResponseFuture<F, C, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (state, key) = match &self.state {
+            State::Calling { endpoint, .. } => ("calling", Some(&*endpoint.key)),
+            State::Failed { .. } => ("failed: no healthy endpoint", None),
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("endpoint", &key)
+            .finish()
+    }
+}

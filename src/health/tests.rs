@@ -1,0 +1,343 @@
+//! The health state machine: thresholds, ejection growth and decay, the
+//! ejection cap, the all-unhealthy modes, slow start; and settings checks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::checks::{ActiveChecks, OutlierDetection};
+use super::config::{AllUnhealthy, HealthConfig};
+use super::core::Core;
+use super::error::InvalidHealthConfig;
+use super::http_probe::HttpProbe;
+use super::probe::TcpProbe;
+use super::report::{EndpointHealth, HealthState};
+use super::state::EndpointState;
+
+fn core(
+    passive: Option<OutlierDetection>,
+    slow_start: Option<Duration>,
+    mode: AllUnhealthy,
+) -> Arc<Core> {
+    Arc::new(Core::new(passive, slow_start, mode, (2, 3), Some(1)))
+}
+
+fn endpoints(core: &Arc<Core>, n: usize) -> Vec<EndpointState> {
+    (0..n)
+        .map(|i| EndpointState::register(Arc::clone(core), format!("e{i}").into()))
+        .collect()
+}
+
+fn state(endpoint: &EndpointState) -> HealthState {
+    EndpointHealth::read((), endpoint).state()
+}
+
+fn passive(failures: u32) -> OutlierDetection {
+    OutlierDetection::new()
+        .consecutive_failures(failures)
+        .base_ejection(Duration::from_secs(10))
+        .max_ejection(Duration::from_secs(25))
+}
+
+#[test]
+fn fall_then_rise_thresholds() {
+    let core = core(None, None, AllUnhealthy::FailFast);
+    let set = endpoints(&core, 2);
+    let e = &set[0];
+    e.record_probe(false);
+    e.record_probe(false);
+    assert_eq!(
+        state(e),
+        HealthState::Healthy,
+        "two failures are below fall"
+    );
+    e.record_probe(true);
+    e.record_probe(false);
+    e.record_probe(false);
+    assert_eq!(
+        state(e),
+        HealthState::Healthy,
+        "a success resets the failures"
+    );
+    e.record_probe(false);
+    assert_eq!(state(e), HealthState::Unhealthy);
+    assert!(!e.admits(), "out of rotation while another is healthy");
+    assert_eq!(core.counts(), (2, 1));
+
+    e.record_probe(true);
+    assert_eq!(
+        state(e),
+        HealthState::Unhealthy,
+        "one success is below rise"
+    );
+    e.record_probe(false);
+    e.record_probe(true);
+    assert_eq!(
+        state(e),
+        HealthState::Unhealthy,
+        "a failure resets the successes"
+    );
+    e.record_probe(true);
+    assert_eq!(state(e), HealthState::Healthy);
+    assert!(e.admits());
+    assert_eq!(core.counts(), (2, 2));
+    assert_eq!(EndpointHealth::read((), e).probes(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejections_grow_then_decay() {
+    let core = core(Some(passive(3)), None, AllUnhealthy::FailFast);
+    let set = endpoints(&core, 3);
+    let e = &set[0];
+    let ejection = |e: &EndpointState| {
+        let health = EndpointHealth::read((), e);
+        health
+            .ejected_until()
+            .map(|until| until - tokio::time::Instant::now())
+    };
+
+    e.record_failure();
+    e.record_failure();
+    e.record_success();
+    e.record_failure();
+    e.record_failure();
+    assert_eq!(state(e), HealthState::Healthy, "a success resets the count");
+    assert_eq!(EndpointHealth::read((), e).consecutive_failures(), 2);
+    e.record_failure();
+    assert_eq!(state(e), HealthState::Ejected);
+    assert!(!e.admits());
+    assert_eq!(ejection(e), Some(Duration::from_secs(10)));
+    assert_eq!(EndpointHealth::read((), e).consecutive_failures(), 0);
+
+    // Stragglers still in flight do not eject it twice.
+    for _ in 0..5 {
+        e.record_failure();
+    }
+    assert_eq!(EndpointHealth::read((), e).ejections(), 1);
+
+    e.end_ejection();
+    assert_eq!(state(e), HealthState::Healthy);
+    (0..3).for_each(|_| e.record_failure());
+    assert_eq!(
+        ejection(e),
+        Some(Duration::from_secs(20)),
+        "second: twice the base"
+    );
+    e.end_ejection();
+    (0..3).for_each(|_| e.record_failure());
+    assert_eq!(ejection(e), Some(Duration::from_secs(25)), "third: capped");
+    e.end_ejection();
+
+    // Twenty healthy seconds take two steps off the multiplier (3 → 1).
+    tokio::time::advance(Duration::from_secs(20)).await;
+    (0..3).for_each(|_| e.record_failure());
+    assert_eq!(ejection(e), Some(Duration::from_secs(20)));
+    assert_eq!(EndpointHealth::read((), e).ejections(), 4);
+}
+
+#[test]
+fn the_cap_limits_ejections() {
+    let core = core(Some(passive(1)), None, AllUnhealthy::FailFast);
+    let set = endpoints(&core, 4);
+    for e in &set {
+        e.record_failure();
+    }
+    let ejected: Vec<_> = set
+        .iter()
+        .filter(|e| state(e) == HealthState::Ejected)
+        .collect();
+    assert_eq!(ejected.len(), 2, "50 % of 4");
+    assert_eq!(core.ejected(), 2);
+    assert_eq!(core.counts(), (4, 2));
+
+    // A slot frees when one returns; the next failure of a held-back
+    // endpoint takes it.
+    set[0].end_ejection();
+    assert_eq!(core.ejected(), 1);
+    set[2].record_failure();
+    assert_eq!(state(&set[2]), HealthState::Ejected);
+    assert_eq!(core.ejected(), 2);
+    set[3].record_failure();
+    assert_eq!(state(&set[3]), HealthState::Healthy);
+
+    // One endpoint of one: 50 % rounds down to none.
+    let single = self::core(Some(passive(1)), None, AllUnhealthy::FailFast);
+    let only = endpoints(&single, 1);
+    only[0].record_failure();
+    assert_eq!(state(&only[0]), HealthState::Healthy);
+}
+
+#[test]
+fn all_unhealthy_modes() {
+    for mode in [AllUnhealthy::FailFast, AllUnhealthy::Panic] {
+        let core = core(None, None, mode);
+        let set = endpoints(&core, 2);
+        (0..3).for_each(|_| set[0].record_probe(false));
+        assert!(!set[0].admits() && !set[0].fails_fast());
+        (0..3).for_each(|_| set[1].record_probe(false));
+        assert!(core.all_down());
+        for e in &set {
+            assert!(
+                e.admits(),
+                "{mode:?}: picks go through when none is healthy"
+            );
+            assert_eq!(e.fails_fast(), mode == AllUnhealthy::FailFast);
+        }
+        (0..2).for_each(|_| set[1].record_probe(true));
+        assert!(
+            !set[0].admits(),
+            "{mode:?}: back to normal once one recovers"
+        );
+        assert!(set[1].admits() && !set[1].fails_fast());
+    }
+}
+
+#[test]
+fn active_checks_end_an_ejection_early() {
+    let core = core(Some(passive(1)), None, AllUnhealthy::FailFast);
+    let set = endpoints(&core, 2);
+    set[0].record_probe(true);
+    set[0].record_failure();
+    assert_eq!(state(&set[0]), HealthState::Ejected);
+    set[0].record_probe(true);
+    assert_eq!(
+        state(&set[0]),
+        HealthState::Ejected,
+        "successes before the ejection do not count"
+    );
+    set[0].record_probe(true);
+    assert_eq!(state(&set[0]), HealthState::Healthy);
+    assert_eq!(core.ejected(), 0);
+
+    // The end of an ejection does not bring back an endpoint held down.
+    set[0].record_failure();
+    (0..3).for_each(|_| set[0].record_probe(false));
+    set[0].end_ejection();
+    assert_eq!(state(&set[0]), HealthState::Unhealthy);
+    assert_eq!(core.ejected(), 0);
+}
+
+#[test]
+fn slow_start_admits_a_rising_share() {
+    let window = Duration::from_secs(10);
+    let core = core(None, Some(window), AllUnhealthy::FailFast);
+    let set = endpoints(&core, 2);
+    let admitted = |e: &EndpointState| (0..1000).filter(|_| e.admits()).count();
+    assert_eq!(state(&set[1]), HealthState::SlowStart);
+    assert_eq!(admitted(&set[1]), 1000, "nobody steady yet: all admitted");
+
+    let start = core.now();
+    let second = Duration::from_secs(1).as_nanos() as u64;
+    assert_eq!(set[0].ramp_tick(start + 11 * second), None);
+    assert_eq!(state(&set[0]), HealthState::Healthy);
+    assert_eq!(core.steady(), 1);
+
+    let mut shares = Vec::new();
+    for at in [0, 2, 5, 8] {
+        assert!(set[1].ramp_tick(start + at * second).is_some());
+        shares.push(admitted(&set[1]));
+    }
+    assert!(shares[0] >= 99 && shares[0] <= 110, "{shares:?}");
+    assert!(
+        shares.windows(2).all(|pair| pair[0] < pair[1]),
+        "{shares:?}"
+    );
+    assert!((780..=820).contains(&shares[3]), "{shares:?}");
+}
+
+#[test]
+fn removed_endpoints_leave_the_counts() {
+    let core = core(Some(passive(1)), None, AllUnhealthy::FailFast);
+    let set = endpoints(&core, 3);
+    set[0].record_failure();
+    assert_eq!((core.counts(), core.ejected()), ((3, 2), 1));
+    set[0].deregister();
+    set[0].deregister();
+    assert_eq!((core.counts(), core.ejected()), ((2, 2), 0));
+    set[1].deregister();
+    set[1].record_failure();
+    (0..3).for_each(|_| set[1].record_probe(false));
+    assert_eq!((core.counts(), core.ejected()), ((1, 1), 0));
+}
+
+#[test]
+fn invalid_settings_are_refused() {
+    let check = |config: HealthConfig<String>, expected: InvalidHealthConfig| {
+        assert_eq!(config.validate(), Err(expected));
+    };
+    let tcp = || ActiveChecks::new(TcpProbe);
+    check(
+        HealthConfig::new().active(tcp().interval(Duration::ZERO)),
+        InvalidHealthConfig::ZeroInterval,
+    );
+    check(
+        HealthConfig::new().active(tcp().timeout(Duration::ZERO)),
+        InvalidHealthConfig::ZeroTimeout,
+    );
+    check(
+        HealthConfig::new().active(
+            tcp()
+                .interval(Duration::from_secs(2))
+                .jitter(Duration::from_millis(1001)),
+        ),
+        InvalidHealthConfig::JitterTooLarge {
+            jitter: Duration::from_millis(1001),
+            interval: Duration::from_secs(2),
+        },
+    );
+    check(
+        HealthConfig::new().active(tcp().rise(0)),
+        InvalidHealthConfig::ZeroThreshold,
+    );
+    check(
+        HealthConfig::new().active(tcp().fall(0)),
+        InvalidHealthConfig::ZeroThreshold,
+    );
+    check(
+        HealthConfig::new().passive(OutlierDetection::new().consecutive_failures(0)),
+        InvalidHealthConfig::ZeroConsecutiveFailures,
+    );
+    check(
+        HealthConfig::new().passive(OutlierDetection::new().base_ejection(Duration::ZERO)),
+        InvalidHealthConfig::ZeroEjectionTime,
+    );
+    check(
+        HealthConfig::new().passive(
+            OutlierDetection::new()
+                .base_ejection(Duration::from_secs(60))
+                .max_ejection(Duration::from_secs(59)),
+        ),
+        InvalidHealthConfig::MaxEjectionBelowBase,
+    );
+    check(
+        HealthConfig::new().passive(OutlierDetection::new().max_ejected_percent(101)),
+        InvalidHealthConfig::EjectedPercentOver100(101),
+    );
+    check(
+        HealthConfig::new().slow_start(Duration::ZERO),
+        InvalidHealthConfig::ZeroSlowStart,
+    );
+    #[allow(clippy::reversed_empty_ranges)]
+    let empty = 300..=200;
+    for probe in [
+        HttpProbe::get("health"),
+        HttpProbe::get("/a b"),
+        HttpProbe::get("/").expect_status(empty),
+        HttpProbe::get("/").expect_status(0..=99),
+    ] {
+        let config = HealthConfig::<String>::new().active(ActiveChecks::new(probe));
+        assert!(
+            matches!(config.validate(), Err(InvalidHealthConfig::Probe(_))),
+            "{config:?}"
+        );
+    }
+    let fine = HealthConfig::<String>::new()
+        .active(
+            ActiveChecks::new(HttpProbe::get("/healthz?full=1"))
+                .rise(1)
+                .fall(1),
+        )
+        .passive(OutlierDetection::new().max_ejected_percent(100))
+        .slow_start(Duration::from_secs(1));
+    assert_eq!(fine.validate(), Ok(()));
+    assert!(!InvalidHealthConfig::ZeroInterval.to_string().is_empty());
+}
