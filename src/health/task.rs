@@ -129,7 +129,7 @@ async fn run<K>(
             state.end_ejection();
         }
         if state.is_ramping() {
-            if next_ramp.map_or(true, |at| at <= now_nanos) {
+            if next_ramp.is_none_or(|at| at <= now_nanos) {
                 next_ramp = state.ramp_tick(now_nanos);
             }
         } else {

@@ -152,7 +152,7 @@ where
             };
             let score = service.load().into() * inverse_weight;
             let score = if score.is_nan() { f64::INFINITY } else { score };
-            if best.map_or(true, |(_, low)| score < low) {
+            if best.is_none_or(|(_, low)| score < low) {
                 best = Some((i, score));
             }
         }

@@ -230,7 +230,7 @@ impl<'a, S> Endpoints<'a, S> {
                     && !self.excluded.contains(&meta.key_hash)
                     && self
                         .available
-                        .map_or(true, |available| available(&self.services[i]))
+                        .is_none_or(|available| available(&self.services[i]))
             }
             None => false,
         }
