@@ -7,104 +7,37 @@
 //! Time is in integer nanoseconds and simultaneous events run in the order
 //! they were scheduled, so a run depends on nothing but its inputs.
 
-use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::rc::Rc;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tower::load::Load;
 use tower_lb::pick::{Endpoints, Meta};
 
 use crate::pickers::Policy;
 use crate::scenario::Job;
+use crate::station::{duration, Station};
 
-/// Slots an endpoint may have (a bound for the ideal picker's scratch space).
-pub(crate) const MAX_SLOTS: usize = 16;
+/// An endpoint as the pickers see it: a `Load` that the simulation tells
+/// when each request starts and ends, as the balancer's calls would.
+pub(crate) trait Meter: Load {
+    /// What the simulation holds while a request is in flight.
+    type Ticket;
 
-/// What the endpoint services report as their load.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Counting {
-    /// Requests sent and not finished: until a streamed answer's last token,
-    /// as the crate's in-flight counting does.
-    ToLastByte,
-    /// Requests sent whose first byte has not come back: what a counter
-    /// that stops at the response headers sees.
-    ToFirstByte,
-}
+    /// Whether the load reads tokio's clock, which must then follow
+    /// virtual time.
+    const TIMED: bool;
 
-/// One endpoint's state. The simulation changes it between picks; pickers
-/// read it through a [`Probe`].
-#[derive(Debug)]
-struct Station {
-    in_flight: Cell<u32>,
-    awaiting_first_byte: Cell<u32>,
-    /// Per slot, when its request finishes; `None` when idle.
-    slots: RefCell<Vec<Option<u64>>>,
-    queue: RefCell<VecDeque<u32>>,
-    speed: f64,
-    /// From this time on, this speed instead.
-    slowdown: Option<(u64, f64)>,
-}
+    /// A request is sent to this endpoint.
+    async fn send(&mut self, job: &Job) -> Self::Ticket;
 
-impl Station {
-    fn speed_at(&self, t: u64) -> f64 {
-        match self.slowdown {
-            Some((at, speed)) if t >= at => speed,
-            _ => self.speed,
-        }
-    }
-}
+    /// The first byte of a request's answer has come back.
+    fn first_byte(&self) {}
 
-/// How long `work` takes at `speed`.
-fn duration(work: u64, speed: f64) -> u64 {
-    (work as f64 / speed).ceil() as u64
-}
-
-/// The service the pickers see for an endpoint: a `tower::load::Load` over
-/// the simulation's counters.
-#[derive(Clone, Debug)]
-pub(crate) struct Probe {
-    station: Rc<Station>,
-    jobs: Rc<[Job]>,
-    counting: Counting,
-}
-
-impl Load for Probe {
-    type Metric = u32;
-
-    fn load(&self) -> u32 {
-        match self.counting {
-            Counting::ToLastByte => self.station.in_flight.get(),
-            Counting::ToFirstByte => self.station.awaiting_first_byte.get(),
-        }
-    }
-}
-
-impl Probe {
-    /// When `job` would finish if it were sent here now, knowing the exact
-    /// cost of every request already here and of `job` itself, and the
-    /// endpoint's current speed. Only the ideal reference may know this.
-    pub(crate) fn finish_if_sent(&self, job: &Job) -> u64 {
-        let now = job.arrival;
-        let station = &*self.station;
-        let speed = station.speed_at(now);
-        let slots = station.slots.borrow();
-        let mut free = [0u64; MAX_SLOTS];
-        let free = &mut free[..slots.len()];
-        for (free, busy) in free.iter_mut().zip(slots.iter()) {
-            *free = busy.map_or(now, |until| until.max(now));
-        }
-        // The queue drains in order into whichever slot frees first.
-        for &queued in station.queue.borrow().iter() {
-            let first = earliest(free);
-            free[first] += duration(self.jobs[queued as usize].work, speed);
-        }
-        free[earliest(free)] + duration(job.work, speed)
-    }
-}
-
-fn earliest(free: &[u64]) -> usize {
-    (0..free.len()).min_by_key(|&i| free[i]).unwrap_or(0)
+    /// A request's last byte has come back.
+    fn done(&self, ticket: Self::Ticket);
 }
 
 /// A fleet to run: its endpoints' speeds and slots.
@@ -135,65 +68,72 @@ enum Event {
     Done { station: u32, slot: u32, job: u32 },
 }
 
-/// Runs `jobs` through `fleet`, each sent where `policy` picks, and waits
-/// for every one to finish.
-pub(crate) fn run(
+/// Runs `jobs` through `fleet`, each sent where `policy` picks among the
+/// endpoints `meter` makes, and waits for every one to finish.
+///
+/// Call it on a current-thread tokio runtime whose clock is paused: when the
+/// meters read the clock, it is moved to each event's virtual time before
+/// the event runs, so they measure virtual time exactly.
+pub(crate) async fn run<M: Meter>(
     fleet: &Fleet,
-    jobs: &Rc<[Job]>,
-    policy: &dyn Policy,
+    jobs: &[Job],
+    policy: &dyn Policy<M>,
     metas: &[Meta],
-    counting: Counting,
+    meter: impl Fn(&Rc<Station>) -> M,
 ) -> Outcome {
-    let probes: Vec<Probe> = (0..fleet.speeds.len())
-        .map(|i| Probe {
-            station: Rc::new(Station {
-                in_flight: Cell::new(0),
-                awaiting_first_byte: Cell::new(0),
-                slots: RefCell::new(vec![None; fleet.slots.min(MAX_SLOTS)]),
-                queue: RefCell::new(VecDeque::new()),
-                speed: fleet.speeds[i],
-                slowdown: fleet
-                    .slowdown
-                    .filter(|&(endpoint, _, _)| endpoint == i)
-                    .map(|(_, at, speed)| (at, speed)),
-            }),
-            jobs: Rc::clone(jobs),
-            counting,
+    // Virtual time 0, taken before the meters are made so that their view
+    // of time starts with it.
+    let zero = Instant::now();
+    let stations: Vec<Rc<Station>> = (0..fleet.speeds.len())
+        .map(|i| {
+            let slowdown = fleet
+                .slowdown
+                .filter(|&(endpoint, _, _)| endpoint == i)
+                .map(|(_, at, speed)| (at, speed));
+            Rc::new(Station::new(fleet.slots, fleet.speeds[i], slowdown))
         })
         .collect();
     let mut sim = Sim {
         jobs,
-        probes: &probes,
+        meters: stations.iter().map(meter).collect(),
+        stations,
+        tickets: HashMap::new(),
         heap: BinaryHeap::new(),
         seq: 0,
     };
     let mut outcome = Outcome {
         latency: vec![0; jobs.len()],
         first_byte: vec![0; jobs.len()],
-        sent: vec![0; probes.len()],
+        sent: vec![0; sim.stations.len()],
         span: 0,
     };
     let mut next = 0;
     loop {
         let arrival = jobs.get(next).map(|job| job.arrival);
         let event = sim.heap.peek().map(|Reverse((t, _, _))| *t);
-        match (arrival, event) {
+        let (now, arrives) = match (arrival, event) {
             // Completions due at an arrival's time come first: they free
             // slots the arrival may use.
-            (Some(a), Some(e)) if e <= a => sim.handle(&mut outcome),
-            (None, Some(_)) => sim.handle(&mut outcome),
-            (Some(_), _) => {
-                let job = &jobs[next];
-                next += 1;
-                let endpoints = Endpoints::new(metas, &probes);
-                let i = policy
-                    .pick(&endpoints, job)
-                    .expect("every endpoint has a non-zero weight");
-                outcome.sent[i] += 1;
-                sim.arrive(i, job);
-            }
+            (Some(a), Some(e)) if e <= a => (e, false),
+            (None, Some(e)) => (e, false),
+            (Some(a), _) => (a, true),
             (None, None) => break,
+        };
+        if M::TIMED {
+            advance_to(zero + Duration::from_nanos(now)).await;
         }
+        if !arrives {
+            sim.handle(&mut outcome);
+            continue;
+        }
+        let job = &jobs[next];
+        next += 1;
+        let endpoints = Endpoints::new(metas, &sim.meters);
+        let i = policy
+            .pick(&endpoints, job)
+            .expect("every endpoint has a non-zero weight");
+        outcome.sent[i] += 1;
+        sim.arrive(i, job).await;
     }
     let first = jobs.first().map_or(0, |job| job.arrival);
     let last = jobs
@@ -206,25 +146,36 @@ pub(crate) fn run(
     outcome
 }
 
-struct Sim<'a> {
+/// Moves tokio's paused clock forward to `target`. With no timers set it
+/// only moves the clock (and yields once).
+async fn advance_to(target: Instant) {
+    let now = Instant::now();
+    if target > now {
+        tokio::time::advance(target - now).await;
+    }
+}
+
+struct Sim<'a, M: Meter> {
     jobs: &'a [Job],
-    probes: &'a [Probe],
+    stations: Vec<Rc<Station>>,
+    meters: Vec<M>,
+    /// What each request in flight holds, by job id.
+    tickets: HashMap<u32, M::Ticket>,
     /// Pending events by (time, order scheduled).
     heap: BinaryHeap<Reverse<(u64, u64, Event)>>,
     seq: u64,
 }
 
-impl Sim<'_> {
+impl<M: Meter> Sim<'_, M> {
     fn schedule(&mut self, at: u64, event: Event) {
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq, event)));
     }
 
-    fn arrive(&mut self, i: usize, job: &Job) {
-        let station = &*self.probes[i].station;
-        station.in_flight.set(station.in_flight.get() + 1);
-        let waiting = station.awaiting_first_byte.get();
-        station.awaiting_first_byte.set(waiting + 1);
+    async fn arrive(&mut self, i: usize, job: &Job) {
+        let ticket = self.meters[i].send(job).await;
+        self.tickets.insert(job.id, ticket);
+        let station = Rc::clone(&self.stations[i]);
         let idle = station.slots.borrow().iter().position(Option::is_none);
         match idle {
             Some(slot) => self.start(i, slot, job.id, job.arrival),
@@ -234,7 +185,7 @@ impl Sim<'_> {
 
     fn start(&mut self, i: usize, slot: usize, id: u32, now: u64) {
         let job = self.jobs[id as usize];
-        let station = &*self.probes[i].station;
+        let station = &*self.stations[i];
         let speed = station.speed_at(now);
         let done = now + duration(job.work, speed);
         station.slots.borrow_mut()[slot] = Some(done);
@@ -272,15 +223,16 @@ impl Sim<'_> {
                 let i = station as usize;
                 let arrival = self.jobs[job as usize].arrival;
                 outcome.latency[job as usize] = now - arrival;
-                let done = &*self.probes[i].station;
-                done.in_flight.set(done.in_flight.get() - 1);
+                if let Some(ticket) = self.tickets.remove(&job) {
+                    self.meters[i].done(ticket);
+                }
                 let job = &self.jobs[job as usize];
                 if job.prefill >= job.work {
                     self.first_byte(i, job.id, now, outcome);
                 }
                 let slot = slot as usize;
-                self.probes[i].station.slots.borrow_mut()[slot] = None;
-                let queued = self.probes[i].station.queue.borrow_mut().pop_front();
+                self.stations[i].slots.borrow_mut()[slot] = None;
+                let queued = self.stations[i].queue.borrow_mut().pop_front();
                 if let Some(next) = queued {
                     self.start(i, slot, next, now);
                 }
@@ -289,9 +241,7 @@ impl Sim<'_> {
     }
 
     fn first_byte(&mut self, i: usize, job: u32, now: u64, outcome: &mut Outcome) {
-        let station = &*self.probes[i].station;
-        let waiting = station.awaiting_first_byte.get();
-        station.awaiting_first_byte.set(waiting - 1);
+        self.meters[i].first_byte();
         outcome.first_byte[job as usize] = now - self.jobs[job as usize].arrival;
     }
 }

@@ -1,13 +1,16 @@
 //! The pickers compared, all driven through the crate's `Prepare`/`Pick`
 //! traits, and the ideal reference they are measured against.
 
-use tower_lb::pick::{
-    Endpoints, IpHash, LeastConnections, Meta, P2c, Pick, Prepare, RoundRobin, WeightedRoundRobin,
-};
-// Once the hashing pickers land:
-// use tower_lb::pick::{BoundedConsistentHash, ConsistentHash, Maglev};
+use std::rc::Rc;
 
-use crate::fleet::{Counting, Probe};
+use tower_lb::pick::{
+    ConsistentHash, Endpoints, IpHash, LeastConnections, Maglev, Meta, P2c, Pick, Prepare,
+    RoundRobin, WeightedRoundRobin,
+};
+
+use crate::ewma::{self, Ewma};
+use crate::fleet::{self, Fleet, Outcome};
+use crate::probe::{Counting, Probe};
 use crate::scenario::{Job, Scenario};
 
 /// The name of the reference every picker is compared with.
@@ -18,16 +21,18 @@ pub(crate) const LC: &str = "least connections";
 pub(crate) const LC_WEIGHTED: &str = "least conn. (speed weights)";
 pub(crate) const P2C: &str = "p2c (in flight)";
 pub(crate) const P2C_WEIGHTED: &str = "p2c (speed weights)";
+pub(crate) const LC_EWMA: &str = "least conn. (peak-ewma)";
+pub(crate) const P2C_EWMA: &str = "p2c (peak-ewma)";
 
-/// A picker with its table, behind one object type so that pickers with
-/// different tables share a list.
-pub(crate) trait Policy {
+/// A picker with its table over endpoint services `S`, behind one object
+/// type so that pickers with different tables share a list.
+pub(crate) trait Policy<S> {
     /// Builds the table for these endpoints, as the balancer's discovery
     /// worker would.
     fn prepare(&mut self, metas: &[Meta]);
 
     /// Picks an endpoint for `job`.
-    fn pick(&self, endpoints: &Endpoints<'_, Probe>, job: &Job) -> Option<usize>;
+    fn pick(&self, endpoints: &Endpoints<'_, S>, job: &Job) -> Option<usize>;
 }
 
 struct Prepared<P: Prepare> {
@@ -35,18 +40,18 @@ struct Prepared<P: Prepare> {
     table: Option<P::Table>,
 }
 
-impl<P: Pick<Job, Probe>> Policy for Prepared<P> {
+impl<S, P: Pick<Job, S>> Policy<S> for Prepared<P> {
     fn prepare(&mut self, metas: &[Meta]) {
         self.table = Some(self.picker.prepare(metas));
     }
 
-    fn pick(&self, endpoints: &Endpoints<'_, Probe>, job: &Job) -> Option<usize> {
+    fn pick(&self, endpoints: &Endpoints<'_, S>, job: &Job) -> Option<usize> {
         let table = self.table.as_ref()?;
         self.picker.pick(table, endpoints, job)
     }
 }
 
-fn policy<P: Pick<Job, Probe>>(picker: P) -> Box<dyn Policy> {
+fn policy<S, P: Pick<Job, S>>(picker: P) -> Box<dyn Policy<S>> {
     Box::new(Prepared {
         picker,
         table: None,
@@ -68,25 +73,52 @@ pub(crate) enum Weights {
     BySpeed,
 }
 
+/// What a picker reads as each endpoint's load, and how it is built.
+#[derive(Clone, Copy, Debug)]
+enum Build {
+    /// Requests in flight, counted by the simulation.
+    Counts {
+        counting: Counting,
+        build: fn(u64) -> Box<dyn Policy<Probe>>,
+    },
+    /// The crate's `PeakEwma`, on virtual time.
+    PeakEwma(fn(u64) -> Box<dyn Policy<Ewma>>),
+}
+
 /// One picker of the comparison.
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) name: &'static str,
     pub(crate) weights: Weights,
-    pub(crate) counting: Counting,
     /// The scenarios it runs in: a variant that would equal another entry
     /// elsewhere runs only where it differs.
     pub(crate) applies: fn(&Scenario) -> bool,
-    /// Builds a fresh picker from a seed for its tie-breaking and sampling.
-    build: fn(u64) -> Box<dyn Policy>,
+    /// What it reads as load, and how a fresh picker is built from a seed
+    /// for its tie-breaking and sampling.
+    build: Build,
 }
 
 impl Entry {
-    fn new(name: &'static str, build: fn(u64) -> Box<dyn Policy>) -> Self {
+    /// A picker reading requests in flight, counted to the last byte.
+    fn new(name: &'static str, build: fn(u64) -> Box<dyn Policy<Probe>>) -> Self {
+        Self::with(
+            name,
+            Build::Counts {
+                counting: Counting::ToLastByte,
+                build,
+            },
+        )
+    }
+
+    /// A picker reading Peak-EWMA costs.
+    fn peak_ewma(name: &'static str, build: fn(u64) -> Box<dyn Policy<Ewma>>) -> Self {
+        Self::with(name, Build::PeakEwma(build))
+    }
+
+    fn with(name: &'static str, build: Build) -> Self {
         Self {
             name,
             weights: Weights::Equal,
-            counting: Counting::ToLastByte,
             applies: |_| true,
             build,
         }
@@ -98,7 +130,9 @@ impl Entry {
     }
 
     fn counting_to_first_byte(mut self) -> Self {
-        self.counting = Counting::ToFirstByte;
+        if let Build::Counts { counting, .. } = &mut self.build {
+            *counting = Counting::ToFirstByte;
+        }
         self
     }
 
@@ -107,16 +141,40 @@ impl Entry {
         self
     }
 
-    /// A fresh picker, its table built for `metas`.
-    pub(crate) fn build(&self, seed: u64, metas: &[Meta]) -> Box<dyn Policy> {
-        let mut policy = (self.build)(seed);
-        policy.prepare(metas);
-        policy
+    /// Runs `jobs` through `fleet` with a fresh picker, its table built for
+    /// `metas`; on a paused tokio runtime (see [`fleet::run`]).
+    pub(crate) async fn run(
+        &self,
+        seed: u64,
+        scenario: &Scenario,
+        fleet: &Fleet,
+        jobs: &Rc<[Job]>,
+        metas: &[Meta],
+    ) -> Outcome {
+        match self.build {
+            Build::Counts { counting, build } => {
+                let mut policy = build(seed);
+                policy.prepare(metas);
+                let probe = |station: &_| Probe::new(station, jobs, counting);
+                fleet::run(fleet, jobs, policy.as_ref(), metas, probe).await
+            }
+            Build::PeakEwma(build) => {
+                let mut policy = build(seed);
+                policy.prepare(metas);
+                let (rtt, decay) = scenario.peak_ewma();
+                let endpoint = |_: &_| ewma::endpoint(rtt, decay);
+                fleet::run(fleet, jobs, policy.as_ref(), metas, endpoint).await
+            }
+        }
     }
 }
 
 /// Every picker compared, the ideal reference first. Adding a picker is one
 /// line.
+///
+/// A picker's seed follows from its position here: add a picker after the
+/// last one that draws random numbers, so that the rows before it keep
+/// their numbers.
 pub(crate) fn entries() -> Vec<Entry> {
     vec![
         Entry::new(IDEAL, |_| policy(Ideal)),
@@ -141,14 +199,17 @@ pub(crate) fn entries() -> Vec<Entry> {
         Entry::new(P2C_WEIGHTED, |seed| policy(P2c::with_seed(seed)))
             .weighted_by_speed()
             .only_where(Scenario::speeds_differ),
+        Entry::peak_ewma(LC_EWMA, |seed| policy(LeastConnections::with_seed(seed))),
+        Entry::peak_ewma(P2C_EWMA, |seed| policy(P2c::with_seed(seed))),
         Entry::new("ip hash", |_| policy(IpHash::with_key(client_key))),
-        // The hashing pickers are still being written; uncomment each (and
-        // the `use` above) once it lands.
-        // Entry::new("consistent hash", |_| policy(ConsistentHash::new(client_key))),
-        // Entry::new("bounded hash (c = 1.25)", |_| {
-        //     policy(BoundedConsistentHash::new(client_key, 1.25).expect("1.25 is a valid bound"))
-        // }),
-        // Entry::new("maglev", |_| policy(Maglev::new(client_key))),
+        Entry::new("consistent hash", |_| {
+            policy(ConsistentHash::new(client_key))
+        }),
+        Entry::new("bounded hash (c = 1.25)", |_| {
+            let picker = ConsistentHash::new(client_key).bounded_load(1.25);
+            policy(picker.expect("1.25 is a valid bound"))
+        }),
+        Entry::new("maglev", |_| policy(Maglev::new(client_key))),
     ]
 }
 

@@ -1,6 +1,8 @@
 //! The fleets and the traffic they get: four scenarios, each a list of
 //! endpoint speeds, a request cost distribution and, for one, a slowdown.
 
+use std::time::Duration;
+
 use crate::rng::{mix, Rng};
 
 /// Endpoints in every fleet.
@@ -17,6 +19,11 @@ pub(crate) const LOAD: f64 = 0.75;
 const CLIENTS: u64 = 1000;
 
 const MS: f64 = 1e6;
+
+/// How long a Peak-EWMA estimate takes to forget: the crate's default, 10 s
+/// (as in Finagle and Linkerd), the setting users run with. It is a thousand
+/// mean requests in the exponential scenarios and about four in (c).
+pub(crate) const PEAK_EWMA_DECAY: Duration = tower_lb::load::DEFAULT_DECAY;
 
 /// What one request costs, in virtual nanoseconds at speed 1.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +65,27 @@ impl Cost {
                 let prefill = (prompt * prefill_ms_per_token * MS) as u64;
                 let decode = (answer * decode_ms_per_token * MS) as u64;
                 (prefill.max(1), prefill.max(1) + decode.max(1))
+            }
+        }
+    }
+
+    /// The mean time of a request at speed 1, in ms (the answer's cap
+    /// aside).
+    fn mean_ms(&self) -> f64 {
+        match *self {
+            Self::Exponential { mean_ms } => mean_ms,
+            Self::Tokens {
+                prompt_median,
+                answer_median,
+                sigma,
+                prefill_ms_per_token,
+                decode_ms_per_token,
+                ..
+            } => {
+                // A lognormal's mean is its median × e^(σ²/2).
+                let medians =
+                    prompt_median * prefill_ms_per_token + answer_median * decode_ms_per_token;
+                medians * (sigma * sigma / 2.0).exp()
             }
         }
     }
@@ -109,6 +137,14 @@ impl Scenario {
         self.speeds.windows(2).any(|pair| pair[0] != pair[1])
     }
 
+    /// The Peak-EWMA settings: the mean request time at speed 1 as the
+    /// default RTT (the latency an operator would expect; it matters only
+    /// until the first answers), and [`PEAK_EWMA_DECAY`].
+    pub(crate) fn peak_ewma(&self) -> (Duration, Duration) {
+        let rtt = Duration::from_millis(self.cost.mean_ms().round() as u64);
+        (rtt, PEAK_EWMA_DECAY)
+    }
+
     /// One paragraph saying what the fleet and the traffic are.
     pub(crate) fn describe(&self, requests: usize) -> String {
         let speeds: Vec<String> = self.speeds.iter().map(|s| format!("{s}")).collect();
@@ -124,6 +160,12 @@ impl Scenario {
                 "; endpoint {endpoint} becomes {factor}× slower once half the requests have arrived"
             );
         }
+        let (rtt, decay) = self.peak_ewma();
+        text += &format!(
+            "; Peak-EWMA default RTT {} ms, decay {} s",
+            rtt.as_millis(),
+            decay.as_secs_f64()
+        );
         text
     }
 }
