@@ -7,82 +7,19 @@ mod grpc_support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::HeaderName;
 use tonic::transport::Channel;
 use tonic::Code;
 use tower::ServiceBuilder;
-use tower_http::classify::GrpcFailureClass;
 use tower_http::trace::TraceLayer;
-use tower_lb::discover::{self, EndpointSender, Weighted};
+use tower_lb::discover;
 use tower_lb::load::{Counter, InFlight};
-use tower_lb::pick::{ConsistentHash, Header, LeastConnections, Prepare, RoundRobin};
+use tower_lb::pick::{ConsistentHash, Header, LeastConnections, RoundRobin};
 use tower_lb::{Balance, BalanceLayer, BoxError, NoEndpoints};
 
-use grpc_support::{start, Backend, Mode, WhoClient, USER};
-
-/// Each endpoint: a tonic channel, counted in flight until its response
-/// body (trailers included) ends.
-type Endpoint = InFlight<Channel>;
-type GrpcBalance<P> = Balance<SocketAddr, Weighted<Endpoint>, P>;
-
-const HEALTHY: [(&str, Mode); 3] = [
-    ("a", Mode::Healthy),
-    ("b", Mode::Healthy),
-    ("c", Mode::Healthy),
-];
-
-struct Fleet {
-    backends: Vec<Backend>,
-    counters: Vec<Counter>,
-    endpoints: EndpointSender<SocketAddr, Endpoint>,
-}
-
-impl Fleet {
-    /// Starts one server per entry of `modes`.
-    async fn start(modes: &[(&'static str, Mode)]) -> Vec<Backend> {
-        let mut backends = Vec::new();
-        for &(id, mode) in modes {
-            backends.push(start(id, mode).await);
-        }
-        backends
-    }
-
-    /// A balancer with `picker` over `backends`, each reached through its
-    /// own channel; waits until the balancer knows them all.
-    async fn balance<P: Prepare>(backends: Vec<Backend>, picker: P) -> (Self, GrpcBalance<P>) {
-        let (endpoints, discover) = discover::channel();
-        let balance = Balance::new(discover, picker);
-        let mut counters = Vec::new();
-        for backend in &backends {
-            let endpoint = InFlight::new(backend.channel());
-            counters.push(endpoint.counter());
-            endpoints
-                .insert(backend.addr, endpoint)
-                .expect("the balancer is alive");
-        }
-        balance.wait_for(|keys| keys.len() == backends.len()).await;
-        let fleet = Self {
-            backends,
-            counters,
-            endpoints,
-        };
-        (fleet, balance)
-    }
-
-    fn backend(&self, id: &str) -> &Backend {
-        self.backends
-            .iter()
-            .find(|b| b.id == id)
-            .expect("a known server id")
-    }
-
-    fn in_flight(&self) -> Vec<usize> {
-        self.counters.iter().map(Counter::in_flight).collect()
-    }
-}
+use grpc_support::{Classified, Endpoint, Fleet, Mode, WhoClient, HEALTHY, USER};
 
 fn by_user() -> ConsistentHash<Header> {
     ConsistentHash::new(Header::new(HeaderName::from_static(USER)))
@@ -90,8 +27,7 @@ fn by_user() -> ConsistentHash<Header> {
 
 #[tokio::test]
 async fn round_robin_splits_calls_exactly() -> Result<(), BoxError> {
-    let backends = Fleet::start(&HEALTHY).await;
-    let (fleet, balance) = Fleet::balance(backends, RoundRobin::new()).await;
+    let (fleet, balance) = Fleet::start(&HEALTHY, RoundRobin::new()).await;
     let mut client = WhoClient::new(balance);
 
     let mut answers: HashMap<String, usize> = HashMap::new();
@@ -115,9 +51,8 @@ async fn round_robin_splits_calls_exactly() -> Result<(), BoxError> {
 
 #[tokio::test]
 async fn consistent_hashing_on_a_metadata_key() -> Result<(), BoxError> {
-    let backends = Fleet::start(&HEALTHY).await;
-    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
-    let (fleet, balance) = Fleet::balance(backends, by_user()).await;
+    let (fleet, balance) = Fleet::start(&HEALTHY, by_user()).await;
+    let addrs: Vec<_> = fleet.backends.iter().map(|b| b.addr).collect();
     let mut client = WhoClient::new(balance.clone());
 
     let users: Vec<String> = (0..50).map(|i| format!("user-{i}")).collect();
@@ -173,8 +108,7 @@ async fn consistent_hashing_on_a_metadata_key() -> Result<(), BoxError> {
 
 #[tokio::test]
 async fn a_removed_server_gets_no_more_calls() -> Result<(), BoxError> {
-    let backends = Fleet::start(&HEALTHY).await;
-    let (fleet, balance) = Fleet::balance(backends, RoundRobin::new()).await;
+    let (fleet, balance) = Fleet::start(&HEALTHY, RoundRobin::new()).await;
     let mut client = WhoClient::new(balance.clone());
     for _ in 0..30 {
         client.ask(None).await?;
@@ -208,8 +142,7 @@ async fn a_removed_server_gets_no_more_calls() -> Result<(), BoxError> {
 
 #[tokio::test]
 async fn an_open_server_stream_keeps_its_endpoint_busy() -> Result<(), BoxError> {
-    let backends = Fleet::start(&HEALTHY).await;
-    let (fleet, balance) = Fleet::balance(backends, LeastConnections::with_seed(7)).await;
+    let (fleet, balance) = Fleet::start(&HEALTHY, LeastConnections::with_seed(7)).await;
     let mut client = WhoClient::new(balance);
 
     let mut stream = client.watch(None, true).await?;
@@ -234,32 +167,6 @@ async fn an_open_server_stream_keeps_its_endpoint_busy() -> Result<(), BoxError>
     Ok(())
 }
 
-/// What tower-http's gRPC classifier reported, through `Trace`'s callbacks.
-#[derive(Clone, Default)]
-struct Classified {
-    failures: Arc<Mutex<Vec<GrpcFailureClass>>>,
-    /// The `grpc-status` of each response whose classification had to wait
-    /// for the trailers.
-    trailer_statuses: Arc<Mutex<Vec<Option<String>>>>,
-}
-
-impl Classified {
-    fn failure_codes(&self) -> Vec<i32> {
-        let failures = self.failures.lock().unwrap();
-        failures
-            .iter()
-            .map(|failure| match failure {
-                GrpcFailureClass::Code(code) => code.get(),
-                GrpcFailureClass::Error(error) => panic!("unexpected error class: {error}"),
-            })
-            .collect()
-    }
-
-    fn trailer_statuses(&self) -> Vec<Option<String>> {
-        self.trailer_statuses.lock().unwrap().clone()
-    }
-}
-
 #[tokio::test]
 async fn grpc_failures_are_classified_by_status_code() -> Result<(), BoxError> {
     let modes = [
@@ -267,30 +174,14 @@ async fn grpc_failures_are_classified_by_status_code() -> Result<(), BoxError> {
         ("b", Mode::Healthy),
         ("c", Mode::Unavailable),
     ];
-    let backends = Fleet::start(&modes).await;
-    let (fleet, balance) = Fleet::balance(backends, RoundRobin::new()).await;
+    let (fleet, balance) = Fleet::start(&modes, RoundRobin::new()).await;
 
     let seen = Classified::default();
-    let (failures, trailers) = (
-        Arc::clone(&seen.failures),
-        Arc::clone(&seen.trailer_statuses),
-    );
     let traced = ServiceBuilder::new()
         .layer(
             TraceLayer::new_for_grpc()
-                .on_failure(
-                    move |class: GrpcFailureClass, _: Duration, _: &tracing::Span| {
-                        failures.lock().unwrap().push(class);
-                    },
-                )
-                .on_eos(
-                    move |t: Option<&http::HeaderMap>, _: Duration, _: &tracing::Span| {
-                        let status = t
-                            .and_then(|t| t.get("grpc-status"))
-                            .map(|v| v.to_str().unwrap_or("?").to_owned());
-                        trailers.lock().unwrap().push(status);
-                    },
-                ),
+                .on_failure(seen.on_failure())
+                .on_eos(seen.on_eos()),
         )
         .service(balance);
     let mut client = WhoClient::new(traced);
@@ -310,13 +201,12 @@ async fn grpc_failures_are_classified_by_status_code() -> Result<(), BoxError> {
     assert_eq!(unavailable, 10);
     assert_eq!(seen.failure_codes(), vec![Code::Unavailable as i32; 10]);
     // The 20 successes waited for their trailers to be classified.
-    assert_eq!(seen.trailer_statuses(), vec![Some("0".to_owned()); 20]);
+    assert_eq!(seen.take_trailer_statuses(), vec![Some("0".to_owned()); 20]);
     // Failed calls release their in-flight count too.
     assert_eq!(fleet.in_flight(), [0, 0, 0]);
 
     // Server streaming: the failing server sends an answer first, so its
     // failure is only in the trailers, after the body.
-    seen.trailer_statuses.lock().unwrap().clear();
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let mut stream = client.watch(None, false).await?;
@@ -337,10 +227,8 @@ async fn grpc_failures_are_classified_by_status_code() -> Result<(), BoxError> {
         ("c".to_owned(), Code::Unavailable),
     ];
     assert_eq!(statuses, expected);
-    let mut trailer_statuses = seen.trailer_statuses();
-    trailer_statuses.sort();
     assert_eq!(
-        trailer_statuses,
+        seen.take_trailer_statuses(),
         [
             Some("0".to_owned()),
             Some("0".to_owned()),

@@ -5,103 +5,28 @@
 mod tower_http_support;
 
 use std::collections::HashMap;
-use std::fmt;
-use std::future::{ready, Ready};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Notify;
-use tower::retry::{Policy, RetryLayer};
+use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::classify::{
     ClassifiedResponse, ClassifyResponse, ServerErrorsAsFailures, ServerErrorsFailureClass,
 };
 use tower_http::set_header::SetRequestHeaderLayer;
 use tower_http::trace::TraceLayer;
-use tower_lb::discover::{self, EndpointSender, Weighted};
-use tower_lb::load::{Counter, InFlight};
-use tower_lb::pick::{Prepare, RoundRobin};
+use tower_lb::discover;
+use tower_lb::pick::RoundRobin;
 use tower_lb::{Balance, BoxError};
 
-use tower_http_support::{start, Backend, HttpEndpoint, Mode};
+use tower_http_support::{start, Failures, Fleet, HttpEndpoint, Mode, RetryOnFailure, HEALTHY};
 
 const X_CLIENT: HeaderName = HeaderName::from_static("x-client");
-
-type Endpoint = InFlight<HttpEndpoint>;
-
-struct Fleet {
-    backends: Vec<Backend>,
-    counters: Vec<Counter>,
-    /// Signalled by every `GET /slow` that reaches a backend.
-    slow: Arc<Notify>,
-    _endpoints: EndpointSender<SocketAddr, Endpoint>,
-}
-
-impl Fleet {
-    /// Starts a backend per entry of `modes` and a balancer over them.
-    async fn start<P: Prepare>(
-        modes: &[(&'static str, Mode)],
-        picker: P,
-    ) -> (Self, Balance<SocketAddr, Weighted<Endpoint>, P>) {
-        let slow = Arc::new(Notify::new());
-        let client = tower_http_support::client();
-        let (endpoints, discover) = discover::channel();
-        let balance = Balance::new(discover, picker);
-        let (mut backends, mut counters) = (Vec::new(), Vec::new());
-        for &(id, mode) in modes {
-            let backend = start(id, mode, Arc::clone(&slow)).await;
-            let endpoint = InFlight::new(HttpEndpoint::new(&client, backend.addr));
-            counters.push(endpoint.counter());
-            endpoints
-                .insert(backend.addr, endpoint)
-                .expect("the balancer is alive");
-            backends.push(backend);
-        }
-        balance.wait_for(|keys| keys.len() == modes.len()).await;
-        let fleet = Self {
-            backends,
-            counters,
-            slow,
-            _endpoints: endpoints,
-        };
-        (fleet, balance)
-    }
-
-    fn in_flight(&self) -> Vec<usize> {
-        self.counters.iter().map(Counter::in_flight).collect()
-    }
-
-    fn calls(&self) -> Vec<usize> {
-        self.backends.iter().map(Backend::calls).collect()
-    }
-}
-
-const HEALTHY: [(&str, Mode); 3] = [
-    ("a", Mode::Healthy),
-    ("b", Mode::Healthy),
-    ("c", Mode::Healthy),
-];
-
-/// The failures tower-http's `Trace` reported, as its default HTTP
-/// classifier (`ServerErrorsAsFailures`) saw them.
-#[derive(Clone, Default)]
-struct Failures(Arc<Mutex<Vec<ServerErrorsFailureClass>>>);
-
-impl Failures {
-    fn record(&self) -> impl Fn(ServerErrorsFailureClass, Duration, &tracing::Span) + Clone {
-        let failures = Arc::clone(&self.0);
-        move |class, _latency, _span| failures.lock().unwrap().push(class)
-    }
-
-    fn taken(&self) -> Vec<ServerErrorsFailureClass> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
 
 fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(path)
@@ -293,55 +218,6 @@ async fn each_endpoint_failures_are_counted_by_the_classifier() -> Result<(), Bo
         .collect();
     assert_eq!((failed["a"], failed["b"], failed["c"]), (0, 0, 10));
     Ok(())
-}
-
-/// A retry policy whose only notion of failure is a tower-http classifier:
-/// a response or error it classifies as a failure is sent again, once.
-#[derive(Clone)]
-struct RetryOnFailure<C> {
-    classifier: C,
-    retries_left: usize,
-    retries: Arc<AtomicUsize>,
-}
-
-impl<C, B, E> Policy<Request<Full<Bytes>>, Response<B>, E> for RetryOnFailure<C>
-where
-    C: ClassifyResponse + Clone,
-    E: fmt::Display + 'static,
-{
-    type Future = Ready<()>;
-
-    fn retry(
-        &mut self,
-        _request: &mut Request<Full<Bytes>>,
-        result: &mut Result<Response<B>, E>,
-    ) -> Option<Ready<()>> {
-        let failed = match result {
-            Ok(response) => match self.classifier.clone().classify_response(response) {
-                ClassifiedResponse::Ready(class) => class.is_err(),
-                // Known only at the end of the body: too late to retry.
-                ClassifiedResponse::RequiresEos(_) => false,
-            },
-            Err(error) => {
-                let _class = self.classifier.clone().classify_error(error);
-                true
-            }
-        };
-        if !failed || self.retries_left == 0 {
-            return None;
-        }
-        self.retries_left -= 1;
-        self.retries.fetch_add(1, Ordering::SeqCst);
-        Some(ready(()))
-    }
-
-    fn clone_request(&mut self, request: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
-        let mut clone = Request::new(request.body().clone());
-        *clone.method_mut() = request.method().clone();
-        *clone.uri_mut() = request.uri().clone();
-        *clone.headers_mut() = request.headers().clone();
-        Some(clone)
-    }
 }
 
 #[tokio::test]

@@ -14,6 +14,12 @@
 
 #![allow(dead_code)] // each test crate uses its own part of the support
 
+mod classified;
+mod fleet;
+
+pub use self::classified::Classified;
+pub use self::fleet::{Endpoint, Fleet, HEALTHY};
+
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::net::SocketAddr;

@@ -12,6 +12,12 @@
 
 #![allow(dead_code)] // each test uses its own part of the support
 
+mod fleet;
+mod retry;
+
+pub use self::fleet::{Failures, Fleet, HEALTHY};
+pub use self::retry::RetryOnFailure;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
