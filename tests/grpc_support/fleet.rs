@@ -1,0 +1,76 @@
+//! Servers and the balancer over them, as the gRPC tests set them up.
+
+use std::net::SocketAddr;
+
+use tonic::transport::Channel;
+use tower_lb::discover::{self, EndpointSender, Weighted};
+use tower_lb::load::{Counter, InFlight};
+use tower_lb::pick::Prepare;
+use tower_lb::Balance;
+
+use super::{start, Backend, Mode};
+
+/// Each endpoint: a tonic channel, counted in flight until its response
+/// body (trailers included) ends.
+pub type Endpoint = InFlight<Channel>;
+
+/// The balancer the tests hand to tonic as its transport.
+type GrpcBalance<P> = Balance<SocketAddr, Weighted<Endpoint>, P>;
+
+/// Three healthy servers.
+pub const HEALTHY: [(&str, Mode); 3] = [
+    ("a", Mode::Healthy),
+    ("b", Mode::Healthy),
+    ("c", Mode::Healthy),
+];
+
+/// The running servers, their endpoints' counters (index for index) and the
+/// sender that changes the balancer's set.
+pub struct Fleet {
+    pub backends: Vec<Backend>,
+    pub counters: Vec<Counter>,
+    pub endpoints: EndpointSender<SocketAddr, Endpoint>,
+}
+
+impl Fleet {
+    /// Starts one server per entry of `modes` and a balancer with `picker`
+    /// over them, each reached through its own channel; returns once the
+    /// balancer knows them all.
+    pub async fn start<P: Prepare>(
+        modes: &[(&'static str, Mode)],
+        picker: P,
+    ) -> (Self, GrpcBalance<P>) {
+        let (endpoints, discover) = discover::channel();
+        let balance = Balance::new(discover, picker);
+        let (mut backends, mut counters) = (Vec::new(), Vec::new());
+        for &(id, mode) in modes {
+            let backend = start(id, mode).await;
+            let endpoint = InFlight::new(backend.channel());
+            counters.push(endpoint.counter());
+            endpoints
+                .insert(backend.addr, endpoint)
+                .expect("the balancer is alive");
+            backends.push(backend);
+        }
+        balance.wait_for(|keys| keys.len() == modes.len()).await;
+        let fleet = Self {
+            backends,
+            counters,
+            endpoints,
+        };
+        (fleet, balance)
+    }
+
+    /// The server with this id.
+    pub fn backend(&self, id: &str) -> &Backend {
+        self.backends
+            .iter()
+            .find(|b| b.id == id)
+            .expect("a known server id")
+    }
+
+    /// Each endpoint's calls in flight, in the order of `modes`.
+    pub fn in_flight(&self) -> Vec<usize> {
+        self.counters.iter().map(Counter::in_flight).collect()
+    }
+}
