@@ -98,3 +98,17 @@ async fn built_as_a_layer_over_discovery() {
     }
     assert_eq!(served(&servers), [100, 100]);
 }
+
+#[tokio::test]
+async fn delayed_answers_arrive() {
+    let server = Backend::start("a").await;
+    let list = StaticList::new([("a", server.endpoint())]);
+    let mut balance = Balance::new(list, RoundRobin::new());
+    bounded("discovery", balance.wait_for(|keys| keys.len() == 1)).await;
+    let start = tokio::time::Instant::now();
+    assert_eq!(
+        bounded("delay", get_ok(&mut balance, "/delay/20")).await,
+        "a"
+    );
+    assert!(start.elapsed() >= std::time::Duration::from_millis(20));
+}

@@ -62,6 +62,8 @@ impl Gate {
 /// * `/stream/{frames}`: answers `frames` frames `"{id}:{i}\n"`, each sent
 ///   only when the [`frames`](Backend::frames) gate lets it through.
 /// * `/status/{code}`: answers that status with the id as body.
+/// * `/delay/{ms}`: answers the id after `ms` milliseconds of tokio time
+///   (for latency on a paused clock; gates are for holding requests).
 ///
 /// Every response carries the [`BACKEND_HEADER`] header.
 #[derive(Debug)]
@@ -234,8 +236,16 @@ fn routes(id: &str, slow: &Gate, frames: &Gate, held: &watch::Sender<usize>) -> 
             (status, id.to_string())
         })
     };
+    let delay = {
+        let id = Arc::clone(&id);
+        get(move |Path(ms): Path<u64>| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            id.to_string()
+        })
+    };
     Router::new()
         .route("/", root)
+        .route("/delay/{ms}", delay)
         .route("/echo", any(|body: Bytes| async move { body }))
         .route("/slow", slow_route)
         .route("/stream/{frames}", stream)
