@@ -11,10 +11,7 @@
 //! hyper clients, counted in flight until the response body ends.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -23,9 +20,8 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use http::header::HeaderName;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -37,13 +33,15 @@ use tower_lb::pick::{
     ClientAddr, ConsistentHash, Header, IpHash, LeastConnections, Maglev, P2c, Pick, RoundRobin,
     WeightedRoundRobin,
 };
+use tower_lb::http::SetAuthority;
 use tower_lb::{Balance, BoxError};
 
 const REQUESTS: usize = 3000;
 const CALLERS: usize = 32;
 const BACKENDS: [&str; 3] = ["fast", "slow", "stream"];
 
-type Endpoint = InFlight<tower_lb::discover::Weighted<HttpEndpoint>>;
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+type Endpoint = InFlight<tower_lb::discover::Weighted<SetAuthority<HttpClient>>>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -122,7 +120,10 @@ where
     Ok(())
 }
 
-fn insert_backends(endpoints: &EndpointSender<SocketAddr, HttpEndpoint>, addrs: &[SocketAddr]) {
+fn insert_backends(
+    endpoints: &EndpointSender<SocketAddr, SetAuthority<HttpClient>>,
+    addrs: &[SocketAddr],
+) {
     let mut connector = HttpConnector::new();
     // Small frames must not wait for delayed acknowledgements.
     connector.set_nodelay(true);
@@ -130,10 +131,7 @@ fn insert_backends(endpoints: &EndpointSender<SocketAddr, HttpEndpoint>, addrs: 
     for (i, &addr) in addrs.iter().enumerate() {
         // The first backend weighs 2: only the weighted pickers care.
         let weight = if i == 0 { 2 } else { 1 };
-        let endpoint = HttpEndpoint {
-            client: client.clone(),
-            addr,
-        };
+        let endpoint = SetAuthority::from_addr(client.clone(), addr);
         endpoints
             .insert_weighted(addr, endpoint, weight)
             .expect("the balancer is alive");
@@ -205,40 +203,4 @@ async fn serve(name: &'static str) -> Result<SocketAddr, BoxError> {
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(addr)
-}
-
-/// A hyper client pinned to one backend: it fills in the request's scheme
-/// and authority, so the balancer's requests carry only a path.
-#[derive(Clone, Debug)]
-struct HttpEndpoint {
-    client: Client<HttpConnector, Empty<Bytes>>,
-    addr: SocketAddr,
-}
-
-impl Service<Request<Empty<Bytes>>> for HttpEndpoint {
-    type Response = Response<Incoming>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<Empty<Bytes>>) -> Self::Future {
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(self.addr.to_string())
-            .path_and_query(path)
-            .build();
-        let client = self.client.clone();
-        Box::pin(async move {
-            *request.uri_mut() = uri?;
-            Ok(client.request(request).await?)
-        })
-    }
 }

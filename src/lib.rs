@@ -69,6 +69,7 @@ pub mod balance;
 pub mod discover;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod load;
 pub mod pick;
 pub mod retry;
