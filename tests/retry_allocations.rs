@@ -99,7 +99,15 @@ async fn the_first_attempt_stays_allocation_light() {
     stream_balance.wait_for(|keys| keys.len() == 1).await;
     let stream_retry = RetryLayer::new(RetryPolicy::new()).layer(stream_balance);
 
+    let classified =
+        RetryPolicy::new().classify(tower_http::classify::ServerErrorsAsFailures::new());
+    let classified = RetryLayer::new(classified).layer(balance.clone());
+    let grpc = RetryLayer::new(RetryPolicy::grpc()).layer(balance.clone());
+
     let with_empty = allocations_of(&retry, empty).await;
+    // Judging a response by a classifier lends it the head: no allocation.
+    assert_eq!(allocations_of(&classified, empty).await, with_empty);
+    assert_eq!(allocations_of(&grpc, empty).await, with_empty);
     let with_small = allocations_of(&retry, small).await;
     let with_stream = allocations_of(&stream_retry, streamed).await;
     eprintln!(

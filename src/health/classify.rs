@@ -1,4 +1,4 @@
-//! Which responses count as failures for outlier detection.
+//! Which responses count as failures, for outlier detection and retries.
 
 use http::Response;
 use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
@@ -17,6 +17,10 @@ use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
 ///
 /// For services that are not HTTP, use [`ErrorsOnly`], or implement this
 /// trait for your response type.
+///
+/// The retry layer reuses it: [`RetryPolicy::classify`](crate::retry::RetryPolicy::classify)
+/// takes a `Classify<Response<()>>` (every tower-http classifier is one) and
+/// judges each response's head by it.
 pub trait Classify<Res>: Clone + Send + Sync + 'static {
     /// Whether `response` means the endpoint failed.
     fn is_failure(&self, response: &Res) -> bool;

@@ -112,7 +112,7 @@ mod in_flight;
 mod layer;
 mod peak_ewma;
 #[cfg(test)]
-mod test_body;
+pub(crate) mod test_body;
 
 pub use self::completion::{CompleteOnBodyEnd, CompleteOnResponse, TrackedBody};
 pub use self::counter::{Counter, Handle};

@@ -61,7 +61,8 @@ impl<B> ReplayBody<B> {
     pub(crate) fn spilled(prefix: Bytes, rest: Pin<Box<B>>) -> Self {
         Self {
             kind: Kind::Spilled {
-                prefix: Some(prefix),
+                // Nothing read yet: no empty data frame ahead of the rest.
+                prefix: (!prefix.is_empty()).then_some(prefix),
                 rest,
             },
         }

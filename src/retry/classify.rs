@@ -29,6 +29,12 @@ pub enum RetryReason {
     Error,
     /// The endpoint answered with a status in the policy's retryable set.
     Status(StatusCode),
+    /// The policy's classifier ([`RetryPolicy::classify`](super::RetryPolicy::classify))
+    /// called the response a failure from its head; this is its HTTP status.
+    Classified(StatusCode),
+    /// The policy's classifier called the response a failure, and its head
+    /// carries this `grpc-status` (a gRPC "trailers-only" answer).
+    GrpcStatus(i32),
 }
 
 impl RetryReason {
@@ -39,6 +45,11 @@ impl RetryReason {
             self,
             Self::ConnectionRefused | Self::Connect | Self::NotSent
         )
+    }
+
+    /// Whether the policy's classifier called the response a failure.
+    pub fn classified(&self) -> bool {
+        matches!(self, Self::Classified(_) | Self::GrpcStatus(_))
     }
 }
 
@@ -51,6 +62,8 @@ impl fmt::Display for RetryReason {
             Self::Timeout => f.write_str("attempt timed out"),
             Self::Error => f.write_str("error after sending"),
             Self::Status(status) => write!(f, "status {status}"),
+            Self::Classified(status) => write!(f, "classified as a failure (status {status})"),
+            Self::GrpcStatus(code) => write!(f, "grpc-status {code}"),
         }
     }
 }

@@ -7,7 +7,7 @@ use tower::retry::Policy;
 
 use super::backoff::Delay;
 use super::classify::classify_error;
-use super::{ReplayBody, RetryPolicy, RetryReason, TriedEndpoints};
+use super::{ReplayBody, RetryPolicy, TriedEndpoints};
 use crate::error::BoxError;
 
 impl<B, Rb> Policy<Request<ReplayBody<B>>, Response<Rb>, BoxError> for RetryPolicy {
@@ -19,10 +19,7 @@ impl<B, Rb> Policy<Request<ReplayBody<B>>, Response<Rb>, BoxError> for RetryPoli
         result: &mut Result<Response<Rb>, BoxError>,
     ) -> Option<Delay> {
         let reason = match result {
-            Ok(response) if self.config.statuses.contains(response.status()) => {
-                RetryReason::Status(response.status())
-            }
-            Ok(_) => return None,
+            Ok(response) => self.config.failures.reason(response)?,
             Err(error) => classify_error(error)?,
         };
         let endpoint = KeyHash(
@@ -31,7 +28,7 @@ impl<B, Rb> Policy<Request<ReplayBody<B>>, Response<Rb>, BoxError> for RetryPoli
                 .and_then(TriedEndpoints::last),
         );
         let attempt = self.attempt;
-        if !reason.not_sent() && !self.may_resend(req) {
+        if !reason.not_sent() && !self.may_resend(req, reason) {
             tracing::debug!(attempt, %endpoint, %reason, method = %req.method(),
                 "not retried: the request may have reached the endpoint and is not idempotent");
             return None;

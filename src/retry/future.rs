@@ -48,6 +48,8 @@ pin_project! {
             body: Option<Pin<Box<B>>>,
             collected: Collected,
             limit: usize,
+            // Off: stop at the first frame that is not ready.
+            wait: bool,
         },
         Called { #[pin] future: Attempts<S, B> },
     }
@@ -69,6 +71,7 @@ where
         parts: Parts,
         body: Pin<Box<B>>,
         limit: usize,
+        wait: bool,
     ) -> Self {
         Self {
             state: State::Buffering {
@@ -77,6 +80,7 @@ where
                 body: Some(body),
                 collected: Collected::default(),
                 limit,
+                wait,
             },
         }
     }
@@ -102,19 +106,22 @@ where
                     body,
                     collected,
                     limit,
+                    wait,
                 } => {
                     let Some(mut stream) = body.take() else {
                         return Poll::Ready(Err("retry future polled after completion".into()));
                     };
-                    let frame = match stream.as_mut().poll_frame(cx) {
-                        Poll::Ready(frame) => frame,
-                        Poll::Pending => {
+                    let replay = match stream.as_mut().poll_frame(cx) {
+                        Poll::Pending if *wait => {
                             *body = Some(stream);
                             return Poll::Pending;
                         }
-                    };
-                    let replay = match frame {
-                        Some(Ok(frame)) => {
+                        // Not ready, and not to be waited for: send what was
+                        // read, then the rest as it comes. Not retried.
+                        Poll::Pending => {
+                            ReplayBody::spilled(std::mem::take(collected).into_bytes(), stream)
+                        }
+                        Poll::Ready(Some(Ok(frame))) => {
                             match frame.into_data() {
                                 Ok(data) => collected.push(data),
                                 Err(frame) => {
@@ -132,11 +139,10 @@ where
                             }
                             // Over the cap: send what was read, then the rest,
                             // once. Never truncated, never retried.
-                            let prefix = std::mem::take(collected).into_bytes();
-                            ReplayBody::spilled(prefix, stream)
+                            ReplayBody::spilled(std::mem::take(collected).into_bytes(), stream)
                         }
-                        Some(Err(error)) => return Poll::Ready(Err(error.into())),
-                        None => {
+                        Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.into())),
+                        Poll::Ready(None) => {
                             let mut whole = std::mem::take(collected);
                             let trailers = whole.trailers.take();
                             ReplayBody::replay(whole.into_bytes(), trailers)

@@ -68,7 +68,9 @@ impl RetryLayer {
     ///
     /// Turn it on only when those bodies end without waiting for the
     /// response: a body that waits for the server (a bidirectional stream)
-    /// would never be sent while the layer waits for it to end.
+    /// would never be sent while the layer waits for it to end. With it
+    /// off, a gRPC call's body is still read as far as it goes without
+    /// waiting (see the [module docs](super#classifiers-and-grpc)).
     #[must_use]
     pub fn buffer_unknown_length(mut self, buffer: bool) -> Self {
         self.rules.unknown_length = buffer;

@@ -11,17 +11,58 @@
 //! | failure | retried for |
 //! |---|---|
 //! | connection refused, other connect errors, load shed before sending | every request: nothing was sent |
-//! | a response status in the set (default 502, 503, 504) | idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) |
+//! | a response status in the set (default 502, 503, 504), or a response the [classifier](#classifiers-and-grpc) calls a failure | idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) |
 //! | a timeout (tower's `Elapsed`), any other error | idempotent methods |
 //! | [`NoEndpoints`](crate::NoEndpoints) | never: another pick would wait for the same set |
 //!
 //! A non-idempotent request that may have reached an endpoint is retried
 //! only when it opts in ([`RetryNonIdempotent`] in its extensions) or the
-//! policy does ([`RetryPolicy::retry_non_idempotent`]). Errors are read
+//! policy does ([`RetryPolicy::retry_non_idempotent`], or for classified
+//! failures only [`RetryPolicy::retry_classified_non_idempotent`]). Errors are read
 //! through their whole `source()` chain: an `io::Error` of kind
 //! `ConnectionRefused` anywhere in it means "refused"; with the `hyper-util`
 //! feature, hyper-util's client errors for which `is_connect()` holds mean
 //! "not sent" whatever the connector.
+//!
+//! # Classifiers and gRPC
+//!
+//! What counts as a failed response can come from tower-http's `classify`,
+//! as it does for [health checks](crate::health::Classify):
+//! [`RetryPolicy::classify`] takes any `ClassifyResponse`
+//! (`ServerErrorsAsFailures` retries a 500, which the status set does not)
+//! and replaces the status set; the last of `classify` and
+//! `retry_statuses` called wins. A response is retried when the classifier
+//! calls it a failure from its head. One that it can judge only at the end
+//! of its stream (a gRPC status in trailers, after messages) is not: its
+//! body is already on its way to the caller.
+//!
+//! A failed gRPC call is an HTTP 200 whose `grpc-status` is in the head (a
+//! "trailers-only" answer), and every call is a POST. [`RetryPolicy::grpc`]
+//! retries the calls answered `UNAVAILABLE` (other codes with
+//! [`grpc_codes`](RetryPolicy::grpc_codes)), POST or not: by gRPC's retry
+//! design the service owner names the codes that mean "not processed, try
+//! elsewhere". Timeouts and errors after sending are not retried for calls.
+//!
+//! tonic's request bodies do not state their length, so the layer reads a
+//! gRPC request's body (`content-type: application/grpc…`) as far as it goes
+//! without waiting, up to the body limit: a unary or server-streaming call's
+//! one message is all there, and is replayed. A client stream that waits
+//! for more is sent as it comes, what was read first, and is not retried.
+//! tonic's `Channel` serves only `Request<tonic::body::Body>`, so each
+//! endpoint maps the body in:
+//!
+//! ```
+//! # fn endpoint(channel: tonic::transport::Channel) -> impl Clone {
+//! use tower::ServiceBuilder;
+//! use tower_lb::retry::ReplayBody;
+//!
+//! ServiceBuilder::new()
+//!     .map_request(|r: http::Request<ReplayBody<tonic::body::Body>>| {
+//!         r.map(tonic::body::Body::new)
+//!     })
+//!     .service(channel)
+//! # }
+//! ```
 //!
 //! # Re-picking elsewhere
 //!
@@ -57,7 +98,8 @@
 //! whole into [`Bytes`](bytes::Bytes) and every attempt replays it, trailers
 //! included, byte for byte. A body that is larger, or says it may be, is
 //! sent once as it comes and not retried. A body of unknown length (a
-//! stream) is sent once too, unless
+//! stream) is sent once too (a gRPC call's is read as far as it goes
+//! without waiting, [above](#classifiers-and-grpc)), unless
 //! [`buffer_unknown_length`](RetryLayer::buffer_unknown_length) is on; then
 //! it is read up to the limit, and if it turns out longer, what was read is
 //! sent first and the rest follows: never truncated, not retried. Endpoint
@@ -92,8 +134,9 @@
 //! attempt (measured in `tests/retry_allocations.rs`): the tried set and its
 //! slot in the request's extensions, and the copy of the request that
 //! tower's retry keeps for a second attempt (headers and extensions; the
-//! body is shared). A buffered body adds one box; a request that cannot be
-//! retried (a streamed body) costs none.
+//! body is shared). A buffered body adds one box, as does a gRPC call's
+//! body of unknown length; a request that cannot be retried (a streamed
+//! body) costs none. Judging a response by a classifier allocates nothing.
 //!
 //! # Events
 //!
@@ -157,16 +200,22 @@ mod backoff;
 mod body;
 mod classify;
 mod decision;
+mod failures;
 mod future;
+mod grpc;
 mod layer;
 mod policy;
 mod service;
 mod tried;
 
+#[cfg(test)]
+mod grpc_tests;
+
 pub use self::backoff::Delay;
 pub use self::body::ReplayBody;
 pub use self::classify::{RetryNonIdempotent, RetryReason};
 pub use self::future::ResponseFuture;
+pub use self::grpc::GrpcCode;
 pub use self::layer::RetryLayer;
 pub use self::policy::RetryPolicy;
 pub use self::service::Retry;

@@ -4,12 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use tower::retry::budget::{Budget, TpsBudget};
 
 use super::backoff::Backoff;
 use super::classify::{is_idempotent, StatusSet};
-use super::RetryNonIdempotent;
+use super::failures::Failures;
+use super::{RetryNonIdempotent, RetryReason};
+use crate::health::Classify;
 use crate::pick::Rng;
 
 /// The retry rules: a `tower::retry::Policy` for HTTP requests behind a
@@ -23,8 +25,11 @@ use crate::pick::Rng;
 /// | [`budget_floor`](Self::budget_floor) | 10 retries a second, whatever the traffic |
 /// | [`budget_window`](Self::budget_window) | 10 s |
 /// | [`backoff`](Self::backoff) | base 25 ms, cap 1 s, full jitter |
-/// | [`retry_statuses`](Self::retry_statuses) | 502, 503, 504 |
+/// | [`retry_statuses`](Self::retry_statuses) or [`classify`](Self::classify) | statuses 502, 503, 504 |
 /// | [`retry_non_idempotent`](Self::retry_non_idempotent) | `false` |
+/// | [`retry_classified_non_idempotent`](Self::retry_classified_non_idempotent) | `false` |
+///
+/// [`RetryPolicy::grpc`] is the policy for gRPC calls.
 ///
 /// tower's `TpsBudget` rotates its window under a short mutex on each
 /// deposit and withdrawal, once per request; where many threads send at very
@@ -50,8 +55,9 @@ pub(super) struct Config {
     /// `(ratio, floor per second, window)`, or `None` for a custom budget.
     tps: Option<(f32, u32, Duration)>,
     pub(super) backoff: Backoff,
-    pub(super) statuses: StatusSet,
+    pub(super) failures: Failures,
     non_idempotent: bool,
+    classified_non_idempotent: bool,
     pub(super) rng: Arc<Rng>,
 }
 
@@ -75,19 +81,20 @@ impl RetryPolicy {
                     base: Duration::from_millis(25),
                     cap: Duration::from_secs(1),
                 },
-                statuses: StatusSet::new([
+                failures: Failures::Statuses(StatusSet::new([
                     StatusCode::BAD_GATEWAY,
                     StatusCode::SERVICE_UNAVAILABLE,
                     StatusCode::GATEWAY_TIMEOUT,
-                ]),
+                ])),
                 non_idempotent: false,
+                classified_non_idempotent: false,
                 rng: Arc::new(Rng::from_entropy()),
             }),
             attempt: 1,
         }
     }
 
-    fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+    pub(super) fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
         change(Arc::make_mut(&mut self.config));
         self
     }
@@ -148,9 +155,44 @@ impl RetryPolicy {
     }
 
     /// The response statuses that are retried (for requests that may be
-    /// resent), replacing the default 502, 503 and 504.
+    /// resent), replacing the default 502, 503 and 504, and any
+    /// [`classify`](Self::classify)er set before.
     pub fn retry_statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
-        self.with(|config| config.statuses = StatusSet::new(statuses))
+        self.with(|config| config.failures = Failures::Statuses(StatusSet::new(statuses)))
+    }
+
+    /// Lets `classifier` decide which responses are retried, in place of the
+    /// status set: any tower-http `ClassifyResponse`, such as
+    /// `ServerErrorsAsFailures` (every 5xx, 500 included),
+    /// `StatusInRangeAsFailures`, or `GrpcErrorsAsFailures`; or your own
+    /// [`Classify`] of `Response<()>`.
+    ///
+    /// A response is retried when the classifier calls it a failure from
+    /// its head (`ClassifiedResponse::Ready(Err(_))`). One whose
+    /// classification waits for the end of the stream (`RequiresEos`, as a
+    /// gRPC status in trailers does) is not retried: its body is already
+    /// on its way to the caller. The classifier is shown a `Response<()>`
+    /// holding the head; it never sees the body.
+    ///
+    /// One rule applies at a time: this replaces the status set, and
+    /// [`retry_statuses`](Self::retry_statuses) called afterwards replaces
+    /// the classifier. Which requests may be resent is unchanged: a
+    /// non-idempotent one only with [`RetryNonIdempotent`],
+    /// [`retry_non_idempotent`](Self::retry_non_idempotent) or
+    /// [`retry_classified_non_idempotent`](Self::retry_classified_non_idempotent).
+    /// For gRPC, [`grpc`](Self::grpc) sets both, retrying only the codes
+    /// that mean "try elsewhere" (`GrpcErrorsAsFailures` alone would retry
+    /// every non-OK code).
+    ///
+    /// ```
+    /// use tower_http::classify::ServerErrorsAsFailures;
+    /// use tower_lb::retry::RetryPolicy;
+    ///
+    /// let policy = RetryPolicy::new().classify(ServerErrorsAsFailures::new());
+    /// # let _ = policy;
+    /// ```
+    pub fn classify<C: Classify<Response<()>>>(self, classifier: C) -> Self {
+        self.with(|config| config.failures = Failures::classifier(classifier))
     }
 
     /// Whether requests with non-idempotent methods (POST, PATCH, …) are
@@ -159,6 +201,20 @@ impl RetryPolicy {
     /// can opt in with the [`RetryNonIdempotent`] extension.
     pub fn retry_non_idempotent(self, retry: bool) -> Self {
         self.with(|config| config.non_idempotent = retry)
+    }
+
+    /// Whether a response the [`classify`](Self::classify)er (or
+    /// [`grpc_codes`](Self::grpc_codes)) calls a failure is retried whatever
+    /// the request's method: such a failure then means the server did not
+    /// process the request, as gRPC's `UNAVAILABLE` does. Errors after
+    /// sending (timeouts, resets) still follow the method rules, and a
+    /// status set is not affected. Off by default; [`grpc`](Self::grpc)
+    /// turns it on.
+    ///
+    /// Leave it off for classifiers of plain HTTP statuses: a 500 to a POST
+    /// may come after the order was placed.
+    pub fn retry_classified_non_idempotent(self, retry: bool) -> Self {
+        self.with(|config| config.classified_non_idempotent = retry)
     }
 
     /// Seeds the jitter, for reproducible delays in tests.
@@ -171,10 +227,12 @@ impl RetryPolicy {
         self.config.backoff.ceiling(retry)
     }
 
-    /// Whether `req` may be sent again after it may have reached an endpoint.
-    pub(super) fn may_resend<B>(&self, req: &Request<B>) -> bool {
+    /// Whether `req` may be sent again after it may have reached an
+    /// endpoint and failed for `reason`.
+    pub(super) fn may_resend<B>(&self, req: &Request<B>, reason: RetryReason) -> bool {
         is_idempotent(req.method())
             || self.config.non_idempotent
+            || (self.config.classified_non_idempotent && reason.classified())
             || req.extensions().get::<RetryNonIdempotent>().is_some()
     }
 }
@@ -202,9 +260,16 @@ impl fmt::Debug for RetryPolicy {
                 .field("budget_window", &window),
             None => d.field("budget", &"custom"),
         };
-        d.field("backoff", &config.backoff)
-            .field("retry_statuses", &config.statuses)
-            .field("retry_non_idempotent", &config.non_idempotent)
+        d.field("backoff", &config.backoff);
+        match &config.failures {
+            Failures::Statuses(statuses) => d.field("retry_statuses", statuses),
+            classifier => d.field("classify", classifier),
+        };
+        d.field("retry_non_idempotent", &config.non_idempotent)
+            .field(
+                "retry_classified_non_idempotent",
+                &config.classified_non_idempotent,
+            )
             .field("attempt", &self.attempt)
             .finish()
     }

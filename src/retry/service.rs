@@ -3,7 +3,7 @@
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use http_body::Body;
 use tower::Service;
 
@@ -32,8 +32,9 @@ pub struct Retry<S> {
 enum Plan {
     /// Already at its end: replayable as is.
     Empty,
-    /// Buffer it before the first attempt.
-    Buffer,
+    /// Buffer it before the first attempt; with `wait` off, only as far as
+    /// it goes without waiting.
+    Buffer { wait: bool },
     /// Too large, or of unknown length: send it once.
     Stream,
 }
@@ -64,7 +65,7 @@ impl<S> Retry<S> {
 }
 
 impl BodyRules {
-    fn plan(&self, body: &impl Body) -> Plan {
+    fn plan(&self, headers: &HeaderMap, body: &impl Body) -> Plan {
         if body.is_end_stream() {
             return Plan::Empty;
         }
@@ -72,12 +73,25 @@ impl BodyRules {
         let limit = self.limit as u64;
         match hint.upper() {
             _ if hint.lower() > limit => Plan::Stream,
-            Some(upper) if upper <= limit => Plan::Buffer,
+            Some(upper) if upper <= limit => Plan::Buffer { wait: true },
             Some(_) => Plan::Stream,
-            None if self.unknown_length => Plan::Buffer,
+            None if self.unknown_length => Plan::Buffer { wait: true },
+            // tonic's bodies never state their length, but a unary or
+            // server-streaming call's one message is ready at once; a client
+            // stream's later messages may wait for the server, so they are
+            // never waited for.
+            None if is_grpc(headers) => Plan::Buffer { wait: false },
             None => Plan::Stream,
         }
     }
+}
+
+/// Whether the request is a gRPC call (`application/grpc`, `+proto` and
+/// other subtypes, gRPC-Web).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Gives a replayable request the set its attempts share, unless the caller
@@ -104,7 +118,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        match self.rules.plan(&body) {
+        match self.rules.plan(&parts.headers, &body) {
             Plan::Empty => {
                 track_attempts(&mut parts.extensions);
                 let body = ReplayBody::replay(Bytes::new(), None);
@@ -114,12 +128,13 @@ where
                 let body = ReplayBody::stream(body);
                 ResponseFuture::called(self.inner.call(Request::from_parts(parts, body)))
             }
-            Plan::Buffer => {
+            Plan::Buffer { wait } => {
                 // Buffering is asynchronous: the future takes the service that
                 // was polled ready and leaves a fresh clone in its place.
                 let fresh = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, fresh);
-                ResponseFuture::buffering(ready, parts, Box::pin(body), self.rules.limit)
+                let body = Box::pin(body);
+                ResponseFuture::buffering(ready, parts, body, self.rules.limit, wait)
             }
         }
     }
@@ -152,18 +167,23 @@ mod tests {
             limit: 100,
             unknown_length: false,
         };
-        let plan = |rules: &BodyRules, lower: u64, upper: Option<u64>| {
+        let plain = HeaderMap::new();
+        let mut grpc = HeaderMap::new();
+        grpc.insert("content-type", "application/grpc+proto".parse().unwrap());
+        let plan_for = |headers: &HeaderMap, rules: &BodyRules, lower: u64, upper: Option<u64>| {
             let mut hint = SizeHint::new();
             hint.set_lower(lower);
             if let Some(upper) = upper {
                 hint.set_upper(upper);
             }
-            match rules.plan(&Hinted(hint)) {
+            match rules.plan(headers, &Hinted(hint)) {
                 Plan::Empty => "empty",
-                Plan::Buffer => "buffer",
+                Plan::Buffer { wait: true } => "buffer",
+                Plan::Buffer { wait: false } => "what is ready",
                 Plan::Stream => "stream",
             }
         };
+        let plan = |rules: &BodyRules, lower, upper| plan_for(&plain, rules, lower, upper);
         assert_eq!(plan(&rules, 100, Some(100)), "buffer");
         assert_eq!(plan(&rules, 101, Some(101)), "stream");
         assert_eq!(plan(&rules, 0, Some(5000)), "stream");
@@ -175,6 +195,11 @@ mod tests {
         };
         assert_eq!(plan(&buffering, 0, None), "buffer");
         assert_eq!(plan(&buffering, 500, None), "stream");
-        assert!(matches!(rules.plan(&String::new()), Plan::Empty));
+        assert!(matches!(rules.plan(&plain, &String::new()), Plan::Empty));
+        // gRPC calls of unknown length: what is ready, unless told to wait.
+        assert_eq!(plan_for(&grpc, &rules, 0, None), "what is ready");
+        assert_eq!(plan_for(&grpc, &rules, 500, None), "stream");
+        assert_eq!(plan_for(&grpc, &rules, 10, Some(10)), "buffer");
+        assert_eq!(plan_for(&grpc, &buffering, 0, None), "buffer");
     }
 }

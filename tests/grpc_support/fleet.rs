@@ -10,12 +10,12 @@ use tower_lb::Balance;
 
 use super::{start, Backend, Mode};
 
-/// Each endpoint: a tonic channel, counted in flight until its response
-/// body (trailers included) ends.
-pub type Endpoint = InFlight<Channel>;
+/// Each endpoint: a tonic channel (or a wrapper around one), counted in
+/// flight until its response body (trailers included) ends.
+pub type Endpoint<C = Channel> = InFlight<C>;
 
 /// The balancer the tests hand to tonic as its transport.
-type GrpcBalance<P> = Balance<SocketAddr, Weighted<Endpoint>, P>;
+pub type GrpcBalance<P, C = Channel> = Balance<SocketAddr, Weighted<Endpoint<C>>, P>;
 
 /// Three healthy servers.
 pub const HEALTHY: [(&str, Mode); 3] = [
@@ -26,10 +26,10 @@ pub const HEALTHY: [(&str, Mode); 3] = [
 
 /// The running servers, their endpoints' counters (index for index) and the
 /// sender that changes the balancer's set.
-pub struct Fleet {
+pub struct Fleet<C = Channel> {
     pub backends: Vec<Backend>,
     pub counters: Vec<Counter>,
-    pub endpoints: EndpointSender<SocketAddr, Endpoint>,
+    pub endpoints: EndpointSender<SocketAddr, Endpoint<C>>,
 }
 
 impl Fleet {
@@ -40,12 +40,23 @@ impl Fleet {
         modes: &[(&'static str, Mode)],
         picker: P,
     ) -> (Self, GrpcBalance<P>) {
+        Self::start_with(modes, picker, |channel| channel).await
+    }
+}
+
+impl<C: Clone + Send + Sync + 'static> Fleet<C> {
+    /// As [`Fleet::start`], with each server's channel wrapped by `wrap`.
+    pub async fn start_with<P: Prepare>(
+        modes: &[(&'static str, Mode)],
+        picker: P,
+        wrap: impl Fn(Channel) -> C,
+    ) -> (Self, GrpcBalance<P, C>) {
         let (endpoints, discover) = discover::channel();
         let balance = Balance::new(discover, picker);
         let (mut backends, mut counters) = (Vec::new(), Vec::new());
         for &(id, mode) in modes {
             let backend = start(id, mode).await;
-            let endpoint = InFlight::new(backend.channel());
+            let endpoint = InFlight::new(wrap(backend.channel()));
             counters.push(endpoint.counter());
             endpoints
                 .insert(backend.addr, endpoint)

@@ -12,20 +12,22 @@
 //! `Watch` with its id followed by `UNAVAILABLE` in the trailers. Both are
 //! HTTP 200 responses: only the gRPC status tells the failure.
 
-#![allow(dead_code)] // each test crate uses its own part of the support
+#![allow(dead_code, unused_imports)] // each test crate uses its own part of the support
 
 mod classified;
 mod fleet;
+mod replay;
 
 pub use self::classified::Classified;
-pub use self::fleet::{Endpoint, Fleet, HEALTHY};
+pub use self::fleet::{Endpoint, Fleet, GrpcBalance, HEALTHY};
+pub use self::replay::{replay_channel, ReplayChannel};
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -79,12 +81,22 @@ pub struct Backend {
     pub id: &'static str,
     pub addr: SocketAddr,
     calls: Arc<AtomicUsize>,
+    asks: Asks,
 }
+
+/// Each `Ask` a server decoded: the `x-user` metadata and the message.
+type Asks = Arc<Mutex<Vec<(Option<String>, Call)>>>;
 
 impl Backend {
     /// Calls this server has received, of either method.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The `Ask` calls this server has decoded, in order: each one's
+    /// `x-user` metadata and request message.
+    pub fn asks(&self) -> Vec<(Option<String>, Call)> {
+        self.asks.lock().unwrap().clone()
     }
 
     /// A lazily connecting tonic channel to this server.
@@ -103,13 +115,20 @@ pub async fn start(id: &'static str, mode: Mode) -> Backend {
         .with_nodelay(Some(true));
     let addr = incoming.local_addr().expect("a bound address");
     let calls = Arc::new(AtomicUsize::new(0));
+    let asks = Asks::default();
     let who = Who {
         id,
         mode,
         calls: Arc::clone(&calls),
+        asks: Arc::clone(&asks),
     };
     tokio::spawn(Server::builder().serve_with_incoming(who, incoming));
-    Backend { id, addr, calls }
+    Backend {
+        id,
+        addr,
+        calls,
+        asks,
+    }
 }
 
 /// The server: routes by path to the two methods, as generated code would.
@@ -118,6 +137,7 @@ struct Who {
     id: &'static str,
     mode: Mode,
     calls: Arc<AtomicUsize>,
+    asks: Asks,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -155,7 +175,12 @@ impl UnaryService<Call> for Who {
     type Response = Answer;
     type Future = Ready<Result<tonic::Response<Answer>, Status>>;
 
-    fn call(&mut self, _request: tonic::Request<Call>) -> Self::Future {
+    fn call(&mut self, request: tonic::Request<Call>) -> Self::Future {
+        let user = request
+            .metadata()
+            .get(USER)
+            .map(|v| v.to_str().unwrap_or("?").to_owned());
+        self.asks.lock().unwrap().push((user, request.into_inner()));
         ready(match self.mode {
             Mode::Healthy => Ok(tonic::Response::new(self.answer())),
             Mode::Unavailable => Err(self.unavailable()),
@@ -218,7 +243,11 @@ where
     /// Calls `Ask`, with `user` as `x-user` metadata when given; returns the
     /// id of the server that answered.
     pub async fn ask(&mut self, user: Option<&str>) -> Result<String, Status> {
-        let request = request(user, false)?;
+        self.ask_with(request(user, false)?).await
+    }
+
+    /// Calls `Ask` with a request of the caller's (to carry extensions).
+    pub async fn ask_with(&mut self, request: tonic::Request<Call>) -> Result<String, Status> {
         self.ready().await?;
         let codec = ProstCodec::<Call, Answer>::default();
         let path = PathAndQuery::from_static(ASK);
@@ -251,7 +280,8 @@ where
     }
 }
 
-fn request(user: Option<&str>, hold: bool) -> Result<tonic::Request<Call>, Status> {
+/// A request for either method, with `user` as `x-user` metadata when given.
+pub fn request(user: Option<&str>, hold: bool) -> Result<tonic::Request<Call>, Status> {
     let mut request = tonic::Request::new(Call {
         user: user.unwrap_or_default().to_owned(),
         hold,
