@@ -5,7 +5,9 @@
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
 mod client;
+mod counted;
 mod discover;
+mod keyed;
 mod server;
 
 use std::collections::BTreeMap;
@@ -21,7 +23,12 @@ use tower_lb::discover::Weighted;
 use tower_lb::BoxError;
 
 pub use self::client::{Endpoint, ReqBody};
+pub use self::counted::{
+    counters, fetch, in_flight, merge_tallies, read_body, spawn_fetch_tally, start, work_route,
+    Counted, HasCounter,
+};
 pub use self::discover::{scripted, Probe, Script, Scripted, Seen};
+pub use self::keyed::{answers, item_route, picked};
 pub use self::server::{Backend, Gate, BACKEND_HEADER};
 
 /// The endpoint service as discovery sources wrap it.

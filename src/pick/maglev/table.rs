@@ -75,6 +75,32 @@ impl MaglevTable {
         self.len() == 0
     }
 
+    /// The index of the endpoint holding `slot`, or `None` when `slot` is not
+    /// below [`len`](MaglevTable::len).
+    ///
+    /// For inspecting the table (each endpoint's share of it, on a status
+    /// page or in a test); picks read the table without it.
+    ///
+    /// ```
+    /// use tower_lb::pick::{Maglev, Meta, Path, Prepare};
+    ///
+    /// let metas = [Meta::new(11, 1), Meta::new(22, 3)];
+    /// let table = Maglev::new(Path).prepare(&metas);
+    /// let mut shares = [0usize; 2];
+    /// for slot in 0..table.len() {
+    ///     shares[table.owner(slot).unwrap()] += 1;
+    /// }
+    /// // 65 537 slots split 1 : 3, to the slot.
+    /// assert_eq!(shares, [16_384, 49_153]);
+    /// assert_eq!(table.owner(table.len()), None);
+    /// ```
+    pub fn owner(&self, slot: usize) -> Option<usize> {
+        match &self.entries {
+            Entries::Narrow(e) => e.get(slot).map(|&i| i.into()),
+            Entries::Wide(e) => e.get(slot).map(|&i| i as usize),
+        }
+    }
+
     pub(crate) fn members(&self) -> &Members {
         &self.members
     }
@@ -298,11 +324,14 @@ mod tests {
         let endpoints = Endpoints::new(&metas, &[(); 5]);
         for slot in 0..narrow.len() {
             assert_eq!(narrow.entry(slot), wide.entry(slot));
+            assert_eq!(narrow.owner(slot), Some(narrow.entry(slot)));
+            assert_eq!(wide.owner(slot), Some(wide.entry(slot)));
             assert_eq!(
                 narrow.first_allowed(slot, &endpoints),
                 wide.first_allowed(slot, &endpoints)
             );
         }
+        assert_eq!((narrow.owner(503), wide.owner(503)), (None, None));
         assert_eq!(
             format!("{wide:?}"),
             "MaglevTable { slots: 503, endpoints: 5 }"
