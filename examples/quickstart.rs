@@ -28,12 +28,12 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 use tower_lb::discover::{self, EndpointSender};
+use tower_lb::http::SetAuthority;
 use tower_lb::load::{InFlight, InFlightDiscover};
 use tower_lb::pick::{
     ClientAddr, ConsistentHash, Header, IpHash, LeastConnections, Maglev, P2c, Pick, RoundRobin,
     WeightedRoundRobin,
 };
-use tower_lb::http::SetAuthority;
 use tower_lb::{Balance, BoxError};
 
 const REQUESTS: usize = 3000;

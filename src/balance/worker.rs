@@ -7,6 +7,7 @@ use std::hash::Hash;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tower::discover::{Change, Discover};
@@ -136,6 +137,10 @@ async fn run<D, P>(
         services: Vec::new(),
     };
     let mut ended = false;
+    // Consecutive discovery errors: they are logged at 1, 2, 4, 8, … and
+    // each one pauses the worker a little longer, so a stream that fails on
+    // every poll neither floods the log nor spins a core.
+    let mut errors: u32 = 0;
     loop {
         let step = poll_fn(|cx| {
             if closed.as_mut().poll(cx).is_ready() {
@@ -147,20 +152,33 @@ async fn run<D, P>(
             // Take every change that is ready now, so a burst (a DNS answer,
             // a file edit) costs one table build rather than one per change.
             let mut dirty = false;
+            let mut failed = false;
             let mut budget = BATCH;
             loop {
                 if budget == 0 {
-                    // A stream that never pends (or errors forever) must not
-                    // starve the executor: publish what we have and come back.
+                    // A stream that never pends must not starve the
+                    // executor: publish what we have and come back.
                     cx.waker().wake_by_ref();
                     break;
                 }
                 budget -= 1;
                 match discover.as_mut().poll_discover(cx) {
-                    Poll::Ready(Some(Ok(change))) => dirty |= set.apply(change),
+                    Poll::Ready(Some(Ok(change))) => {
+                        errors = 0;
+                        dirty |= set.apply(change);
+                    }
                     Poll::Ready(Some(Err(error))) => {
-                        let error: BoxError = error.into();
-                        tracing::warn!(%error, "discovery error; keeping the current endpoints");
+                        errors = errors.saturating_add(1);
+                        if errors.is_power_of_two() {
+                            let error: BoxError = error.into();
+                            tracing::warn!(
+                                %error,
+                                consecutive = errors,
+                                "discovery error; keeping the current endpoints"
+                            );
+                        }
+                        failed = true;
+                        break;
                     }
                     Poll::Ready(None) => {
                         tracing::info!(
@@ -173,19 +191,20 @@ async fn run<D, P>(
                     Poll::Pending => break,
                 }
             }
-            if dirty {
-                Poll::Ready(Step::Publish)
-            } else {
-                Poll::Pending
+            let pause = failed.then(|| error_pause(errors));
+            match (dirty, pause) {
+                (true, pause) => Poll::Ready(Step::Publish(pause)),
+                (false, Some(pause)) => Poll::Ready(Step::Pause(pause)),
+                (false, None) => Poll::Pending,
             }
         })
         .await;
-        match step {
+        let pause = match step {
             Step::Closed => {
                 tracing::debug!("every balancer handle dropped; discovery worker stops");
                 return;
             }
-            Step::Publish => {
+            Step::Publish(pause) => {
                 let table = picker.prepare(&set.metas);
                 shared.publish(Snapshot {
                     keys: set.keys.clone(),
@@ -194,15 +213,57 @@ async fn run<D, P>(
                     table,
                 });
                 tracing::debug!(endpoints = set.keys.len(), "endpoint set published");
+                pause
+            }
+            Step::Pause(pause) => Some(pause),
+        };
+        if let Some(pause) = pause {
+            let mut sleep = pin!(tokio::time::sleep(pause));
+            let stop = poll_fn(|cx| {
+                if closed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+                sleep.as_mut().poll(cx).map(|()| false)
+            })
+            .await;
+            if stop {
+                tracing::debug!("every balancer handle dropped; discovery worker stops");
+                return;
             }
         }
     }
 }
+
+/// How long the worker waits before polling a stream again after its
+/// `errors`-th consecutive error: 1 ms, doubling, at most one second.
+fn error_pause(errors: u32) -> Duration {
+    let exponent = errors.saturating_sub(1).min(10);
+    Duration::from_millis(1 << exponent).min(MAX_ERROR_PAUSE)
+}
+
+const MAX_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// How many changes one poll of the worker takes before yielding.
 const BATCH: usize = 1024;
 
 enum Step {
     Closed,
-    Publish,
+    /// Publish the set, then pause if the stream just failed.
+    Publish(Option<Duration>),
+    /// The stream failed and nothing changed: pause before polling again.
+    Pause(Duration),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_pauses_grow_to_a_cap() {
+        assert_eq!(error_pause(1), Duration::from_millis(1));
+        assert_eq!(error_pause(2), Duration::from_millis(2));
+        assert_eq!(error_pause(5), Duration::from_millis(16));
+        assert_eq!(error_pause(11), Duration::from_millis(1000));
+        assert_eq!(error_pause(u32::MAX), MAX_ERROR_PAUSE);
+    }
 }
