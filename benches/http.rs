@@ -1,0 +1,320 @@
+//! HTTP on loopback: a hyper-util legacy client sending straight to one
+//! axum backend, against the same client behind `Balance` over 2 and 4
+//! backends, at 1 and 8 concurrent tasks, in one criterion group (`http`):
+//!
+//! * `direct`: `Client::request` with the backend's full URI;
+//! * `round_robin_N`, `p2c_N`: `Balance` with round robin or power of two
+//!   choices over `InFlightDiscover` (requests counted until the response
+//!   body ends), over N backends. Each endpoint is the same client pinned to
+//!   one backend: it fills in the scheme and authority of a request that
+//!   carries only a path.
+//!
+//! Two more arms split that overhead, both straight to one backend with no
+//! balancer: `pinned` (the pinned client alone, so its URI rewrite) and
+//! `pinned_in_flight` (that, wrapped in `InFlight`: counting the request
+//! until its body ends).
+//!
+//! Every request is a `GET /` answered with a 2-byte body, read to its end.
+//! Both sides set `TCP_NODELAY`. After criterion's report the bench runs
+//! the same cases again, interleaved round by round (see
+//! `support/paired.rs`), and prints each configuration's time per request
+//! and its overhead over `direct` in the same rounds: on loopback the
+//! overhead is a few percent at most, less than the drift of a shared
+//! machine between two criterion cases.
+//!
+//! Backends and client share one current-thread runtime, driven by the
+//! benchmark thread. A request's round trip then never wakes another
+//! thread, and what is measured is that thread's CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`): client, server and loopback system calls
+//! together, without the time the thread sat waiting for a core while other
+//! processes ran. On one core, requests per second is its inverse, so the
+//! ratio of two arms' CPU times is the ratio of their throughputs. With
+//! the client and the backends on separate runtimes (or on a multi-thread
+//! runtime), each request crosses threads twice, and wall time then counts
+//! the wake-ups: on the shared 2-core virtual machine of
+//! `docs/benchmarks.md` the time per request flipped between about 10 and
+//! 20 µs from one round to the next, dozens of times the difference being
+//! measured. One thread also makes the comparison conservative: the
+//! balancer's cost is a larger share of a request than when client and
+//! server work run in parallel.
+//!
+//! ```sh
+//! cargo bench --bench http
+//! ```
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+#[path = "support/paired.rs"]
+mod paired;
+
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use bytes::Bytes;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::TokioExecutor;
+use tokio::runtime::Runtime;
+use tower::{Service, ServiceExt};
+use tower_lb::discover::StaticList;
+use tower_lb::load::InFlightDiscover;
+use tower_lb::pick::{P2c, Pick, RoundRobin};
+use tower_lb::Balance;
+
+use cpu_time::thread_cpu_time;
+use paired::{compare, format_ns, Arm};
+
+const BACKENDS: [usize; 2] = [2, 4];
+const TASKS: [usize; 2] = [1, 8];
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// The same client pinned to one backend: it fills in the scheme and
+/// authority, so the balancer's requests carry only a path. Its future is
+/// the client's own; it allocates nothing of its own per request.
+#[derive(Clone, Debug)]
+struct Endpoint {
+    client: HttpClient,
+    authority: Authority,
+}
+
+impl Service<Request<Empty<Bytes>>> for Endpoint {
+    type Response = Response<Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Empty<Bytes>>) -> ResponseFuture {
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        *request.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are set");
+        self.client.request(request)
+    }
+}
+
+/// Starts `count` backends on ephemeral loopback ports, served by `rt`.
+fn backends(rt: &Runtime, count: usize) -> Vec<SocketAddr> {
+    rt.block_on(async {
+        let mut addrs = Vec::new();
+        for _ in 0..count {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind a loopback port");
+            addrs.push(listener.local_addr().expect("local address"));
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let app = Router::new().route("/", get(|| async { "ok" }));
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+        addrs
+    })
+}
+
+fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Runs `iters` requests to `uri` spread over `tasks` tasks, each on its own
+/// clone of `svc`, reading every body to its end; returns the CPU time the
+/// runtime's one thread spent on them.
+fn run<S, B>(rt: &Runtime, svc: &S, uri: &Uri, tasks: usize, iters: u64) -> Duration
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body + Send,
+    B::Data: Send,
+    B::Error: std::fmt::Debug,
+{
+    let start = thread_cpu_time();
+    rt.block_on(async {
+        let handles: Vec<_> = (0..tasks as u64)
+            .map(|t| {
+                let mut svc = svc.clone();
+                let uri = uri.clone();
+                let share = iters / tasks as u64 + u64::from(t < iters % tasks as u64);
+                tokio::spawn(async move {
+                    for _ in 0..share {
+                        let request = Request::get(uri.clone())
+                            .body(Empty::new())
+                            .expect("request");
+                        let response = svc
+                            .ready()
+                            .await
+                            .expect("ready")
+                            .call(request)
+                            .await
+                            .expect("response");
+                        let body = response.into_body().collect().await.expect("body");
+                        assert_eq!(body.to_bytes().len(), 2);
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.expect("task");
+        }
+    });
+    thread_cpu_time() - start
+}
+
+/// Benchmarks `svc` as `name` with `tasks` concurrent tasks.
+fn case<S, B>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    name: &str,
+    tasks: usize,
+    svc: &S,
+    uri: &Uri,
+) where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body + Send,
+    B::Data: Send,
+    B::Error: std::fmt::Debug,
+{
+    group.bench_with_input(BenchmarkId::new(name, tasks), &tasks, |b, &tasks| {
+        b.iter_custom(|iters| run(rt, svc, uri, tasks, iters))
+    });
+}
+
+type Balanced<P> =
+    Balance<SocketAddr, tower_lb::load::InFlight<tower_lb::discover::Weighted<Endpoint>>, P>;
+
+/// A balancer with `picker` over the first `count` backends, every endpoint
+/// on `client`.
+fn balanced<P>(
+    rt: &Runtime,
+    client: &HttpClient,
+    addrs: &[SocketAddr],
+    count: usize,
+    picker: P,
+) -> Balanced<P>
+where
+    P: Pick<
+        Request<Empty<Bytes>>,
+        tower_lb::load::InFlight<tower_lb::discover::Weighted<Endpoint>>,
+    >,
+{
+    let endpoints = addrs[..count].iter().map(|&addr| {
+        let authority = Authority::try_from(addr.to_string()).expect("authority");
+        (
+            addr,
+            Endpoint {
+                client: client.clone(),
+                authority,
+            },
+        )
+    });
+    rt.block_on(async {
+        let balance = Balance::new(InFlightDiscover::new(StaticList::new(endpoints)), picker);
+        balance.wait_for(|keys| keys.len() == count).await;
+        balance
+    })
+}
+
+fn http(c: &mut Criterion) {
+    let max = *BACKENDS.iter().max().expect("backend counts");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addrs = backends(&rt, max);
+    let client = client();
+    let direct_uri: Uri = format!("http://{}/", addrs[0]).parse().expect("uri");
+    let path = Uri::from_static("/");
+    let pinned = Endpoint {
+        client: client.clone(),
+        authority: Authority::try_from(addrs[0].to_string()).expect("authority"),
+    };
+    let pinned_in_flight = tower_lb::load::InFlight::new(pinned.clone());
+    let rr2 = balanced(&rt, &client, &addrs, 2, RoundRobin::new());
+    let rr4 = balanced(&rt, &client, &addrs, 4, RoundRobin::new());
+    let p2c2 = balanced(&rt, &client, &addrs, 2, P2c::with_seed(7));
+    let p2c4 = balanced(&rt, &client, &addrs, 4, P2c::with_seed(7));
+
+    let mut group = c.benchmark_group("http");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    for tasks in TASKS {
+        case(&mut group, &rt, "direct", tasks, &client, &direct_uri);
+        case(&mut group, &rt, "pinned", tasks, &pinned, &path);
+        case(
+            &mut group,
+            &rt,
+            "pinned_in_flight",
+            tasks,
+            &pinned_in_flight,
+            &path,
+        );
+        case(&mut group, &rt, "round_robin_2", tasks, &rr2, &path);
+        case(&mut group, &rt, "p2c_2", tasks, &p2c2, &path);
+        case(&mut group, &rt, "round_robin_4", tasks, &rr4, &path);
+        case(&mut group, &rt, "p2c_4", tasks, &p2c4, &path);
+    }
+    group.finish();
+
+    println!(
+        "\nPaired comparison, {ROUNDS} interleaved rounds (medians; IQR of the paired overhead):\n"
+    );
+    println!(
+        "| tasks | client | per request | overhead over direct | IQR | requests/s vs direct |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|");
+    for tasks in TASKS {
+        let mut arms = [
+            Arm::new("direct", |n| run(&rt, &client, &direct_uri, tasks, n)),
+            Arm::new("pinned", |n| run(&rt, &pinned, &path, tasks, n)),
+            Arm::new("pinned_in_flight", |n| {
+                run(&rt, &pinned_in_flight, &path, tasks, n)
+            }),
+            Arm::new("round_robin_2", |n| run(&rt, &rr2, &path, tasks, n)),
+            Arm::new("p2c_2", |n| run(&rt, &p2c2, &path, tasks, n)),
+            Arm::new("round_robin_4", |n| run(&rt, &rr4, &path, tasks, n)),
+            Arm::new("p2c_4", |n| run(&rt, &p2c4, &path, tasks, n)),
+        ];
+        for o in compare(&mut arms, ROUNDS, Duration::from_millis(20)) {
+            println!(
+                "| {tasks} | {} | {} | {} | {} – {} | {:+.1} % |",
+                o.name,
+                format_ns(o.median),
+                format_ns(o.overhead),
+                format_ns(o.overhead_iqr.0),
+                format_ns(o.overhead_iqr.1),
+                100.0 * (1.0 / o.ratio - 1.0)
+            );
+        }
+    }
+}
+
+/// Rounds of the paired comparison, per task count.
+const ROUNDS: usize = 50;
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    http(&mut c);
+    c.final_summary();
+}
