@@ -15,21 +15,26 @@
 //!
 //! Eight endpoints; a multi-thread runtime with 2 workers. Each sample
 //! spawns the tasks, which share the sample's iterations, and reports the
-//! wall time per request. After criterion's report the bench runs the same
-//! cases again, interleaved round by round (see `support/paired.rs`), and
-//! prints each balancer's overhead over `direct` and its ratio to the
-//! overhead of `tower_p2c_buffer`: the figures that hold on a busy machine.
+//! process's CPU time per request (every thread: the workers, and
+//! `Buffer`'s worker task wherever it runs): what a request costs the
+//! machine, which on a shared machine moves far less between runs than wall
+//! time. After criterion's report the bench runs the same cases again,
+//! interleaved round by round (see `support/paired.rs`), and prints each
+//! balancer's overhead over `direct` and its ratio to the overhead of
+//! `tower_p2c_buffer`: the figures that hold on a busy machine.
 //!
 //! ```sh
 //! cargo bench --bench dispatch
 //! ```
 
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
 #[path = "support/paired.rs"]
 mod paired;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use tower::{service_fn, Service, ServiceExt};
@@ -38,6 +43,7 @@ use tower_lb::load::{CompleteOnResponse, InFlight, InFlightDiscover};
 use tower_lb::pick::{P2c, RoundRobin};
 use tower_lb::Balance;
 
+use cpu_time::process_cpu_time;
 use paired::{compare, format_ns, Arm};
 
 const ENDPOINTS: usize = 8;
@@ -58,15 +64,15 @@ fn endpoint(
 }
 
 /// Runs `iters` requests spread over `tasks` tasks, each on its own clone of
-/// `svc`, and returns the elapsed wall time.
+/// `svc`, and returns the CPU time the process spent on them.
 fn run<S>(rt: &tokio::runtime::Runtime, svc: &S, tasks: usize, iters: u64) -> Duration
 where
     S: Service<u64> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: std::fmt::Debug,
 {
+    let start = process_cpu_time();
     rt.block_on(async {
-        let start = Instant::now();
         let handles: Vec<_> = (0..tasks as u64)
             .map(|t| {
                 let mut svc = svc.clone();
@@ -86,8 +92,8 @@ where
         for handle in handles {
             handle.await.expect("task");
         }
-        start.elapsed()
-    })
+    });
+    process_cpu_time() - start
 }
 
 /// Benchmarks `svc` as `name` with `tasks` concurrent tasks.
