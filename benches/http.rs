@@ -9,10 +9,14 @@
 //!   one backend: it fills in the scheme and authority of a request that
 //!   carries only a path.
 //!
-//! Two more arms split that overhead, both straight to one backend with no
-//! balancer: `pinned` (the pinned client alone, so its URI rewrite) and
-//! `pinned_in_flight` (that, wrapped in `InFlight`: counting the request
-//! until its body ends).
+//! Four more arms split that overhead, all without a balancer:
+//! `direct_spread_N` (the client sending to N backends in turn, so the cost
+//! of spreading requests at all), `pinned` (the pinned client alone, so its
+//! URI rewrite) and `pinned_in_flight` (that, wrapped in `InFlight`:
+//! counting the request until its body ends), both to one backend. A last
+//! one, `round_robin_2_shared`, is `round_robin_2` with each endpoint behind
+//! an `Arc`: the balancer clones the picked endpoint for every request, and
+//! a hyper-util `Client` is several reference counts to clone.
 //!
 //! Every request is a `GET /` answered with a 2-byte body, read to its end.
 //! Both sides set `TCP_NODELAY`. After criterion's report the bench runs
@@ -48,6 +52,7 @@ mod cpu_time;
 mod paired;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -67,7 +72,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 use tower_lb::discover::StaticList;
-use tower_lb::load::InFlightDiscover;
+use tower_lb::discover::Weighted;
+use tower_lb::load::{InFlight, InFlightDiscover};
 use tower_lb::pick::{P2c, Pick, RoundRobin};
 use tower_lb::Balance;
 
@@ -88,6 +94,26 @@ struct Endpoint {
     authority: Authority,
 }
 
+impl Endpoint {
+    fn new(client: &HttpClient, addr: SocketAddr) -> Self {
+        Self {
+            client: client.clone(),
+            authority: Authority::try_from(addr.to_string()).expect("authority"),
+        }
+    }
+
+    fn send(&self, mut request: Request<Empty<Bytes>>) -> ResponseFuture {
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        *request.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are set");
+        self.client.request(request)
+    }
+}
+
 impl Service<Request<Empty<Bytes>>> for Endpoint {
     type Response = Response<Incoming>;
     type Error = hyper_util::client::legacy::Error;
@@ -97,15 +123,28 @@ impl Service<Request<Empty<Bytes>>> for Endpoint {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<Empty<Bytes>>) -> ResponseFuture {
-        let mut parts = std::mem::take(request.uri_mut()).into_parts();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(PathAndQuery::from_static("/"));
-        }
-        *request.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are set");
-        self.client.request(request)
+    fn call(&mut self, request: Request<Empty<Bytes>>) -> ResponseFuture {
+        self.send(request)
+    }
+}
+
+/// An [`Endpoint`] behind an `Arc`: cloning it is one reference-count
+/// increment, where cloning a hyper-util `Client` takes several. The
+/// balancer clones the picked endpoint for every request.
+#[derive(Clone, Debug)]
+struct SharedEndpoint(Arc<Endpoint>);
+
+impl Service<Request<Empty<Bytes>>> for SharedEndpoint {
+    type Response = Response<Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Empty<Bytes>>) -> ResponseFuture {
+        self.0.send(request)
     }
 }
 
@@ -134,10 +173,12 @@ fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
-/// Runs `iters` requests to `uri` spread over `tasks` tasks, each on its own
+/// Runs `iters` requests spread over `tasks` tasks, each on its own
 /// clone of `svc`, reading every body to its end; returns the CPU time the
 /// runtime's one thread spent on them.
-fn run<S, B>(rt: &Runtime, svc: &S, uri: &Uri, tasks: usize, iters: u64) -> Duration
+///
+/// Each task sends its requests to the URIs of `uris` in turn.
+fn run<S, B>(rt: &Runtime, svc: &S, uris: &[Uri], tasks: usize, iters: u64) -> Duration
 where
     S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send,
@@ -151,10 +192,11 @@ where
         let handles: Vec<_> = (0..tasks as u64)
             .map(|t| {
                 let mut svc = svc.clone();
-                let uri = uri.clone();
+                let uris = uris.to_vec();
                 let share = iters / tasks as u64 + u64::from(t < iters % tasks as u64);
                 tokio::spawn(async move {
-                    for _ in 0..share {
+                    for i in 0..share {
+                        let uri = &uris[(i + t) as usize % uris.len()];
                         let request = Request::get(uri.clone())
                             .body(Empty::new())
                             .expect("request");
@@ -185,7 +227,7 @@ fn case<S, B>(
     name: &str,
     tasks: usize,
     svc: &S,
-    uri: &Uri,
+    uris: &[Uri],
 ) where
     S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send,
@@ -195,38 +237,22 @@ fn case<S, B>(
     B::Error: std::fmt::Debug,
 {
     group.bench_with_input(BenchmarkId::new(name, tasks), &tasks, |b, &tasks| {
-        b.iter_custom(|iters| run(rt, svc, uri, tasks, iters))
+        b.iter_custom(|iters| run(rt, svc, uris, tasks, iters))
     });
 }
 
-type Balanced<P> =
-    Balance<SocketAddr, tower_lb::load::InFlight<tower_lb::discover::Weighted<Endpoint>>, P>;
-
-/// A balancer with `picker` over the first `count` backends, every endpoint
-/// on `client`.
-fn balanced<P>(
+/// A balancer with `picker` over `endpoints`, each counted in flight until
+/// its response body ends.
+fn balanced<E, P>(
     rt: &Runtime,
-    client: &HttpClient,
-    addrs: &[SocketAddr],
-    count: usize,
+    endpoints: Vec<(SocketAddr, E)>,
     picker: P,
-) -> Balanced<P>
+) -> Balance<SocketAddr, InFlight<Weighted<E>>, P>
 where
-    P: Pick<
-        Request<Empty<Bytes>>,
-        tower_lb::load::InFlight<tower_lb::discover::Weighted<Endpoint>>,
-    >,
+    E: Service<Request<Empty<Bytes>>> + Clone + Send + Sync + 'static,
+    P: Pick<Request<Empty<Bytes>>, InFlight<Weighted<E>>>,
 {
-    let endpoints = addrs[..count].iter().map(|&addr| {
-        let authority = Authority::try_from(addr.to_string()).expect("authority");
-        (
-            addr,
-            Endpoint {
-                client: client.clone(),
-                authority,
-            },
-        )
-    });
+    let count = endpoints.len();
     rt.block_on(async {
         let balance = Balance::new(InFlightDiscover::new(StaticList::new(endpoints)), picker);
         balance.wait_for(|keys| keys.len() == count).await;
@@ -242,17 +268,29 @@ fn http(c: &mut Criterion) {
         .expect("runtime");
     let addrs = backends(&rt, max);
     let client = client();
-    let direct_uri: Uri = format!("http://{}/", addrs[0]).parse().expect("uri");
-    let path = Uri::from_static("/");
-    let pinned = Endpoint {
-        client: client.clone(),
-        authority: Authority::try_from(addrs[0].to_string()).expect("authority"),
+    let uris: Vec<Uri> = addrs
+        .iter()
+        .map(|addr| format!("http://{addr}/").parse().expect("uri"))
+        .collect();
+    let direct = &uris[..1];
+    let path = &[Uri::from_static("/")][..];
+    let pinned = Endpoint::new(&client, addrs[0]);
+    let pinned_in_flight = InFlight::new(pinned.clone());
+    let endpoints = |count: usize| -> Vec<(SocketAddr, Endpoint)> {
+        addrs[..count]
+            .iter()
+            .map(|&addr| (addr, Endpoint::new(&client, addr)))
+            .collect()
     };
-    let pinned_in_flight = tower_lb::load::InFlight::new(pinned.clone());
-    let rr2 = balanced(&rt, &client, &addrs, 2, RoundRobin::new());
-    let rr4 = balanced(&rt, &client, &addrs, 4, RoundRobin::new());
-    let p2c2 = balanced(&rt, &client, &addrs, 2, P2c::with_seed(7));
-    let p2c4 = balanced(&rt, &client, &addrs, 4, P2c::with_seed(7));
+    let rr2 = balanced(&rt, endpoints(2), RoundRobin::new());
+    let rr4 = balanced(&rt, endpoints(4), RoundRobin::new());
+    let p2c2 = balanced(&rt, endpoints(2), P2c::with_seed(7));
+    let p2c4 = balanced(&rt, endpoints(4), P2c::with_seed(7));
+    let shared = endpoints(2)
+        .into_iter()
+        .map(|(addr, endpoint)| (addr, SharedEndpoint(Arc::new(endpoint))))
+        .collect();
+    let rr2_shared = balanced(&rt, shared, RoundRobin::new());
 
     let mut group = c.benchmark_group("http");
     group
@@ -260,20 +298,44 @@ fn http(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
     for tasks in TASKS {
-        case(&mut group, &rt, "direct", tasks, &client, &direct_uri);
-        case(&mut group, &rt, "pinned", tasks, &pinned, &path);
+        case(&mut group, &rt, "direct", tasks, &client, direct);
+        case(
+            &mut group,
+            &rt,
+            "direct_spread_2",
+            tasks,
+            &client,
+            &uris[..2],
+        );
+        case(
+            &mut group,
+            &rt,
+            "direct_spread_4",
+            tasks,
+            &client,
+            &uris[..4],
+        );
+        case(&mut group, &rt, "pinned", tasks, &pinned, path);
         case(
             &mut group,
             &rt,
             "pinned_in_flight",
             tasks,
             &pinned_in_flight,
-            &path,
+            path,
         );
-        case(&mut group, &rt, "round_robin_2", tasks, &rr2, &path);
-        case(&mut group, &rt, "p2c_2", tasks, &p2c2, &path);
-        case(&mut group, &rt, "round_robin_4", tasks, &rr4, &path);
-        case(&mut group, &rt, "p2c_4", tasks, &p2c4, &path);
+        case(&mut group, &rt, "round_robin_2", tasks, &rr2, path);
+        case(&mut group, &rt, "p2c_2", tasks, &p2c2, path);
+        case(&mut group, &rt, "round_robin_4", tasks, &rr4, path);
+        case(&mut group, &rt, "p2c_4", tasks, &p2c4, path);
+        case(
+            &mut group,
+            &rt,
+            "round_robin_2_shared",
+            tasks,
+            &rr2_shared,
+            path,
+        );
     }
     group.finish();
 
@@ -286,15 +348,24 @@ fn http(c: &mut Criterion) {
     println!("|---:|---|---:|---:|---:|---:|");
     for tasks in TASKS {
         let mut arms = [
-            Arm::new("direct", |n| run(&rt, &client, &direct_uri, tasks, n)),
-            Arm::new("pinned", |n| run(&rt, &pinned, &path, tasks, n)),
-            Arm::new("pinned_in_flight", |n| {
-                run(&rt, &pinned_in_flight, &path, tasks, n)
+            Arm::new("direct", |n| run(&rt, &client, direct, tasks, n)),
+            Arm::new("direct_spread_2", |n| {
+                run(&rt, &client, &uris[..2], tasks, n)
             }),
-            Arm::new("round_robin_2", |n| run(&rt, &rr2, &path, tasks, n)),
-            Arm::new("p2c_2", |n| run(&rt, &p2c2, &path, tasks, n)),
-            Arm::new("round_robin_4", |n| run(&rt, &rr4, &path, tasks, n)),
-            Arm::new("p2c_4", |n| run(&rt, &p2c4, &path, tasks, n)),
+            Arm::new("direct_spread_4", |n| {
+                run(&rt, &client, &uris[..4], tasks, n)
+            }),
+            Arm::new("pinned", |n| run(&rt, &pinned, path, tasks, n)),
+            Arm::new("pinned_in_flight", |n| {
+                run(&rt, &pinned_in_flight, path, tasks, n)
+            }),
+            Arm::new("round_robin_2", |n| run(&rt, &rr2, path, tasks, n)),
+            Arm::new("p2c_2", |n| run(&rt, &p2c2, path, tasks, n)),
+            Arm::new("round_robin_4", |n| run(&rt, &rr4, path, tasks, n)),
+            Arm::new("p2c_4", |n| run(&rt, &p2c4, path, tasks, n)),
+            Arm::new("round_robin_2_shared", |n| {
+                run(&rt, &rr2_shared, path, tasks, n)
+            }),
         ];
         for o in compare(&mut arms, ROUNDS, Duration::from_millis(20)) {
             println!(
