@@ -162,6 +162,9 @@ fn dispatch(c: &mut Criterion) {
     }
     group.finish();
 
+    if !paired::benchmarking() {
+        return;
+    }
     println!(
         "\nPaired comparison, {ROUNDS} interleaved rounds (medians; IQR of the paired overhead):\n"
     );

@@ -339,6 +339,9 @@ fn http(c: &mut Criterion) {
     }
     group.finish();
 
+    if !paired::benchmarking() {
+        return;
+    }
     println!(
         "\nPaired comparison, {ROUNDS} interleaved rounds (medians; IQR of the paired overhead):\n"
     );

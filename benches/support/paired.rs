@@ -15,6 +15,13 @@
 
 use std::time::Duration;
 
+/// Whether the bench runs as a benchmark (`cargo bench` passes `--bench`)
+/// rather than as a test (`cargo test --benches` runs each case once, and
+/// the paired rounds are skipped).
+pub fn benchmarking() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
+}
+
 /// One thing to measure: `run(n)` performs `n` iterations and returns the
 /// time they took.
 pub struct Arm<'a> {
