@@ -2,7 +2,7 @@
 
 use tower::load::Load;
 
-use super::rng::reduce;
+use super::rng::{reduce, LocalRng};
 use super::{Endpoints, Meta, Pick, Prepare, Rng};
 
 /// Weighted samples tried before a pick with exclusions falls back to a scan,
@@ -19,9 +19,10 @@ const RESAMPLES: usize = 4;
 ///
 /// # Cost
 ///
-/// * **pick**: O(1): two weighted samples (a few random draws) and two
-///   `load()` calls. With exclusions, a few more samples and, if those all
-///   hit excluded endpoints, an O(n) scan.
+/// * **pick**: O(1): two weighted samples (a few random draws, from one
+///   atomic step of the picker's generator) and two `load()` calls. With
+///   exclusions, a few more samples and, if those all hit excluded
+///   endpoints, an O(n) scan.
 /// * **prepare**: O(n): a Vose alias table over the weights, or a plain list
 ///   when all weights are equal.
 ///
@@ -121,7 +122,7 @@ impl P2cTable {
     }
 
     /// A position in `eligible`, drawn in proportion to weight.
-    fn sample(&self, rng: &Rng) -> usize {
+    fn sample(&self, rng: &mut LocalRng) -> usize {
         let n = self.eligible.len();
         let draw = u128::from(rng.next_u64()) * n as u128;
         // The high half picks a column uniformly, the low half is a uniform
@@ -203,11 +204,14 @@ where
         if n == 0 {
             return None;
         }
-        let first = self.candidate(table, endpoints, None)?;
+        // One step of the shared generator a pick, however many draws it
+        // takes.
+        let mut rng = self.rng.local();
+        let first = candidate(table, endpoints, &mut rng, None)?;
         if n == 1 {
             return Some(table.eligible[first]);
         }
-        let Some(second) = self.candidate(table, endpoints, Some(first)) else {
+        let Some(second) = candidate(table, endpoints, &mut rng, Some(first)) else {
             return Some(table.eligible[first]);
         };
         let (a, b) = (table.eligible[first], table.eligible[second]);
@@ -226,34 +230,32 @@ where
     }
 }
 
-impl P2c {
-    /// A position in the table whose endpoint is allowed and is not `other`:
-    /// weighted samples first, then (for the second candidate) a uniform draw
-    /// among the others, then a scan from a random start.
-    fn candidate<S>(
-        &self,
-        table: &P2cTable,
-        endpoints: &Endpoints<'_, S>,
-        other: Option<usize>,
-    ) -> Option<usize> {
-        let n = table.eligible.len();
-        let usable = |p: usize| Some(p) != other && endpoints.is_allowed(table.eligible[p]);
-        for _ in 0..RESAMPLES {
-            let p = table.sample(&self.rng);
-            if usable(p) {
-                return Some(p);
-            }
+/// A position in the table whose endpoint is allowed and is not `other`:
+/// weighted samples first, then (for the second candidate) a uniform draw
+/// among the others, then a scan from a random start.
+fn candidate<S>(
+    table: &P2cTable,
+    endpoints: &Endpoints<'_, S>,
+    rng: &mut LocalRng,
+    other: Option<usize>,
+) -> Option<usize> {
+    let n = table.eligible.len();
+    let usable = |p: usize| Some(p) != other && endpoints.is_allowed(table.eligible[p]);
+    for _ in 0..RESAMPLES {
+        let p = table.sample(rng);
+        if usable(p) {
+            return Some(p);
         }
-        if let Some(o) = other {
-            // n ≥ 2 here: any position but `o`, uniformly.
-            let p = (o + 1 + self.rng.below(n - 1)) % n;
-            if usable(p) {
-                return Some(p);
-            }
-        }
-        let start = reduce(self.rng.next_u64(), n);
-        (0..n).map(|k| (start + k) % n).find(|&p| usable(p))
     }
+    if let Some(o) = other {
+        // n ≥ 2 here: any position but `o`, uniformly.
+        let p = (o + 1 + rng.below(n - 1)) % n;
+        if usable(p) {
+            return Some(p);
+        }
+    }
+    let start = reduce(rng.next_u64(), n);
+    (0..n).map(|k| (start + k) % n).find(|&p| usable(p))
 }
 
 #[cfg(test)]
@@ -326,8 +328,9 @@ mod tests {
         let metas = metas(&weights);
         let table = p2c.prepare(&metas);
         let mut c = [0usize; 4];
+        let mut rng = p2c.rng.local();
         for _ in 0..100_000 {
-            c[table.eligible[table.sample(&p2c.rng)]] += 1;
+            c[table.eligible[table.sample(&mut rng)]] += 1;
         }
         for (i, &w) in weights.iter().enumerate() {
             let expected = 10_000.0 * f64::from(w);

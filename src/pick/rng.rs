@@ -39,6 +39,37 @@ impl Rng {
     pub(crate) fn below(&self, n: usize) -> usize {
         reduce(self.next_u64(), n)
     }
+
+    /// A private generator for one pick, seeded by one step of this one.
+    ///
+    /// A pick that needs several draws (p2c's two samples and their
+    /// retries) then makes a single atomic operation on the shared state,
+    /// which is the costly part when threads pick at once.
+    pub(crate) fn local(&self) -> LocalRng {
+        LocalRng {
+            state: self.next_u64(),
+        }
+    }
+}
+
+/// SplitMix64 on a plain integer: the draws of one pick. Streams of two
+/// picks start at independent random points, so they do not overlap in
+/// practice.
+#[derive(Debug)]
+pub(crate) struct LocalRng {
+    state: u64,
+}
+
+impl LocalRng {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GAMMA);
+        mix64(self.state)
+    }
+
+    /// A value in `0..n` (n > 0).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        reduce(self.next_u64(), n)
+    }
 }
 
 /// Maps a 64-bit hash uniformly onto `0..n` without a division.
@@ -64,6 +95,18 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(a.next_u64(), b.next_u64());
         }
+    }
+
+    #[test]
+    fn local_generators_repeat_and_differ() {
+        let (a, b) = (Rng::from_seed(3), Rng::from_seed(3));
+        let (mut x, mut y) = (a.local(), b.local());
+        for _ in 0..10 {
+            assert_eq!(x.next_u64(), y.next_u64());
+        }
+        let mut z = a.local();
+        assert_ne!(x.next_u64(), z.next_u64());
+        assert!((0..1000).all(|_| z.below(7) < 7));
     }
 
     #[test]
