@@ -21,7 +21,11 @@
 //!   default), then fails with [`NoEndpoints`](crate::NoEndpoints).
 //! * **Removal drains.** A removed endpoint gets no new request from the next
 //!   publish on; requests already on it hold their own clone and finish.
-//!   Inserting a key that is already present replaces that endpoint.
+//!   Inserting a key that is already present replaces that endpoint. Each
+//!   handle caches the last set it picked from (checking that it is still
+//!   current costs one atomic load per request), so a removed endpoint's
+//!   service is freed once every handle has made a request since, or has
+//!   been dropped; it is never picked again in the meantime.
 //! * **Retries go elsewhere.** A request that carries a
 //!   [`TriedEndpoints`](crate::retry::TriedEndpoints) (the
 //!   [`retry`](crate::retry) layer adds one) is picked with the endpoints it

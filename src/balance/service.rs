@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::Cache;
 use tokio::sync::oneshot;
 use tower::discover::Discover;
 use tower::Service;
 
 use super::exclude;
 use super::future::{ResponseFuture, Wait};
-use super::snapshot::{Shared, Snapshot};
+use super::snapshot::{Current, Shared, Snapshot, SnapshotCache};
 use super::worker::Worker;
 use super::BalanceLayer;
 use crate::discover::Weight;
@@ -30,6 +31,9 @@ pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(1);
 /// Cloning is cheap (two `Arc`s) and every clone shares one endpoint set.
 pub struct Balance<K, S, P: Prepare> {
     shared: Arc<Shared<K, S, P::Table>>,
+    /// This handle's copy of the current set; refreshed on every call when
+    /// the worker has published a newer one.
+    cache: SnapshotCache<K, S, P::Table>,
     picker: Arc<P>,
     wait: Duration,
     /// Dropped with the last handle, which tells the worker to stop.
@@ -40,6 +44,7 @@ impl<K, S, P: Prepare> Clone for Balance<K, S, P> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            cache: self.cache.clone(),
             picker: Arc::clone(&self.picker),
             wait: self.wait,
             _alive: Arc::clone(&self._alive),
@@ -102,6 +107,7 @@ where
         let (alive, closed) = oneshot::channel();
         let worker = Worker::new(discover, Arc::clone(&picker), Arc::clone(&shared), closed);
         let balance = Self {
+            cache: Cache::new(Current(Arc::clone(&shared))),
             shared,
             picker,
             wait,
@@ -224,7 +230,7 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let snapshot = self.shared.current.load();
+        let snapshot = self.cache.load();
         match exclude::pick(&snapshot, &*self.picker, &request) {
             Some(i) => {
                 let span = tracing::debug_span!("balance", endpoint = ?snapshot.keys[i]);
@@ -233,7 +239,6 @@ where
             None => {
                 let span = tracing::debug_span!("balance", endpoint = tracing::field::Empty);
                 let known = snapshot.keys.len();
-                drop(snapshot);
                 tracing::debug!(known, "no endpoint to pick; waiting for the set to change");
                 let wait = wait_for_endpoint(
                     Arc::clone(&self.shared),

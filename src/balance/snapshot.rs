@@ -1,6 +1,9 @@
 //! The endpoint set as the request path sees it: immutable, swapped whole.
 
-use arc_swap::ArcSwap;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Cache};
 use tokio::sync::Notify;
 
 use crate::discover::Weight;
@@ -49,7 +52,30 @@ impl<K, S, T> Shared<K, S, T> {
     }
 
     pub(crate) fn publish(&self, snapshot: Snapshot<K, S, T>) {
-        self.current.store(std::sync::Arc::new(snapshot));
+        self.current.store(Arc::new(snapshot));
         self.changed.notify_waiters();
     }
 }
+
+/// A handle's view of the shared set, for [`Cache`]: it dereferences to the
+/// `ArcSwap` the worker publishes into.
+pub(crate) struct Current<K, S, T>(pub(crate) Arc<Shared<K, S, T>>);
+
+impl<K, S, T> Clone for Current<K, S, T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<K, S, T> Deref for Current<K, S, T> {
+    type Target = ArcSwap<Snapshot<K, S, T>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0.current
+    }
+}
+
+/// Each handle's cached copy of the current snapshot: checking that it is
+/// still current is one atomic load, where a plain `ArcSwap::load` takes a
+/// debt slot (about 12 ns against 0.5 ns per request).
+pub(crate) type SnapshotCache<K, S, T> = Cache<Current<K, S, T>, Arc<Snapshot<K, S, T>>>;
