@@ -80,12 +80,12 @@ async fn churn_under_load_loses_nothing_and_leaves_nothing() {
             .filter(|a| !members.contains(a))
             .collect();
         let roll = rng.next_u64();
-        if roll % 8 == 0 {
+        if roll.is_multiple_of(8) {
             // Replace an endpoint: same key, new service, new weight.
             let addr = members[(roll >> 8) as usize % members.len()];
             stack.insert(addr, 1 + (roll >> 16) as u32 % 3).await;
             replaced += 1;
-        } else if members.len() > FLOOR && (outside.is_empty() || roll % 2 == 0) {
+        } else if members.len() > FLOOR && (outside.is_empty() || roll.is_multiple_of(2)) {
             let addr = members.swap_remove((roll >> 8) as usize % members.len());
             stack.remove(addr).await;
         } else {

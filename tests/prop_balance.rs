@@ -152,7 +152,7 @@ async fn check<P: Pick<(), Weighted<Answer>>>(
     for _ in 0..2 * takers.max(1) {
         let answer = balance.clone().oneshot(()).await;
         if takers == 0 {
-            let error: BoxError = answer.err().expect("no endpoint takes requests");
+            let error: BoxError = answer.expect_err("no endpoint takes requests");
             prop_assert!(error.downcast_ref::<NoEndpoints>().is_some(), "{}", error);
             continue;
         }
