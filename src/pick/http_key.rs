@@ -44,18 +44,22 @@ pub struct ClientAddr(pub SocketAddr);
 /// `ConnectInfo<SocketAddr>` extension.
 ///
 /// Behind `n ≥ 1` proxies of your own, the connection's address is the last
-/// proxy's, and the client is read from the forwarding headers they append
-/// to. If a `Forwarded` header (RFC 7239) is present its `for=` values are
-/// used, else `X-Forwarded-For`. Entries are read from the right, across all
-/// lines of the header; the client is the `n`-th entry from the right, or the
-/// leftmost if there are fewer than `n`. Empty entries are skipped.
+/// proxy's, and the client is read from the forwarding header they append
+/// to: `X-Forwarded-For` with [`ClientIp::new`], the `for=` values of RFC
+/// 7239's `Forwarded` with [`ClientIp::forwarded`]. Only that header is
+/// read, whatever else the request carries. Entries are read from the
+/// right, across all lines of the header; the client is the `n`-th entry
+/// from the right, or the leftmost if there are fewer than `n`. Empty
+/// entries are skipped.
 ///
 /// These headers are easy to forge: any client can send
 /// `X-Forwarded-For: 1.2.3.4`, and each proxy only appends to what it
 /// received. Only the entries your own proxies appended (the rightmost `n`)
 /// can be trusted, which is why the count of trusted hops is explicit and
 /// nothing further left is ever read. Set it to the number of proxies in
-/// front of this service, no more.
+/// front of this service, no more, and choose the header they write: a
+/// client can send the other one too, and your proxies would pass it on
+/// untouched.
 ///
 /// # Malformed input
 ///
@@ -92,14 +96,37 @@ pub struct ClientAddr(pub SocketAddr);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ClientIp {
     trusted_hops: usize,
+    header: Forwarding,
+}
+
+/// The forwarding header a [`ClientIp`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+enum Forwarding {
+    #[default]
+    XForwardedFor,
+    Forwarded,
 }
 
 impl ClientIp {
     /// Reads the client address behind `trusted_hops` proxies of your own
-    /// (0: the connection's address only).
+    /// that append to `X-Forwarded-For` (0: the connection's address only).
     #[must_use]
     pub const fn new(trusted_hops: usize) -> Self {
-        Self { trusted_hops }
+        Self {
+            trusted_hops,
+            header: Forwarding::XForwardedFor,
+        }
+    }
+
+    /// Reads the client address behind `trusted_hops` proxies of your own
+    /// that append to the RFC 7239 `Forwarded` header (0: the connection's
+    /// address only).
+    #[must_use]
+    pub const fn forwarded(trusted_hops: usize) -> Self {
+        Self {
+            trusted_hops,
+            header: Forwarding::Forwarded,
+        }
     }
 
     /// How many proxies in front of this service are trusted.
@@ -110,20 +137,14 @@ impl ClientIp {
     /// The client's address for `req`, by the rules above, or `None` when the
     /// request carries none.
     pub fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
-        let forwarded = if self.trusted_hops == 0 {
-            None
-        } else if req.headers().contains_key(FORWARDED) {
-            nth_from_right(
-                req.headers().get_all(FORWARDED),
-                self.trusted_hops,
-                forwarded_for,
-            )
-        } else {
-            nth_from_right(
-                req.headers().get_all(X_FORWARDED_FOR),
-                self.trusted_hops,
-                node_ip,
-            )
+        let forwarded = match (self.trusted_hops, self.header) {
+            (0, _) => None,
+            (hops, Forwarding::Forwarded) => {
+                nth_from_right(req.headers().get_all(FORWARDED), hops, forwarded_for)
+            }
+            (hops, Forwarding::XForwardedFor) => {
+                nth_from_right(req.headers().get_all(X_FORWARDED_FOR), hops, node_ip)
+            }
         };
         forwarded
             .or_else(|| connection_ip(req))
@@ -315,6 +336,11 @@ mod tests {
         ClientIp::new(hops).client_ip(&request(headers, Some("10.0.0.1:443")))
     }
 
+    /// The client as read from `Forwarded`.
+    fn client_rfc(hops: usize, headers: &[(&str, &str)]) -> Option<IpAddr> {
+        ClientIp::forwarded(hops).client_ip(&request(headers, Some("10.0.0.1:443")))
+    }
+
     const XFF: &str = "x-forwarded-for";
 
     #[test]
@@ -412,60 +438,74 @@ mod tests {
     fn forwarded_values() {
         let f = "forwarded";
         assert_eq!(
-            client(1, &[(f, "for=192.0.2.60;proto=http;by=203.0.113.43")]),
+            client_rfc(1, &[(f, "for=192.0.2.60;proto=http;by=203.0.113.43")]),
             Some(ip("192.0.2.60"))
         );
         assert_eq!(
-            client(1, &[(f, "proto=https; For=\"192.0.2.61:8080\"")]),
+            client_rfc(1, &[(f, "proto=https; For=\"192.0.2.61:8080\"")]),
             Some(ip("192.0.2.61"))
         );
         assert_eq!(
-            client(1, &[(f, "for=\"[2001:db8:cafe::17]:4711\"")]),
+            client_rfc(1, &[(f, "for=\"[2001:db8:cafe::17]:4711\"")]),
             Some(ip("2001:db8:cafe::17"))
         );
         assert_eq!(
-            client(1, &[(f, "for=\"[2001:db8:cafe::17]\"")]),
+            client_rfc(1, &[(f, "for=\"[2001:db8:cafe::17]\"")]),
             Some(ip("2001:db8:cafe::17"))
         );
         assert_eq!(
-            client(1, &[(f, "for=\"[2001:db8::1]:_port\"")]),
+            client_rfc(1, &[(f, "for=\"[2001:db8::1]:_port\"")]),
             Some(ip("2001:db8::1"))
         );
         let chain = [
             (f, "for=1.1.1.1, for=2.2.2.2"),
             (f, "for=3.3.3.3;proto=https"),
         ];
-        assert_eq!(client(1, &chain), Some(ip("3.3.3.3")));
-        assert_eq!(client(2, &chain), Some(ip("2.2.2.2")));
-        assert_eq!(client(5, &chain), Some(ip("1.1.1.1")));
+        assert_eq!(client_rfc(1, &chain), Some(ip("3.3.3.3")));
+        assert_eq!(client_rfc(2, &chain), Some(ip("2.2.2.2")));
+        assert_eq!(client_rfc(5, &chain), Some(ip("1.1.1.1")));
     }
 
     #[test]
     fn forwarded_unknown_obfuscated_and_missing_for() {
         let conn = Some(ip("10.0.0.1"));
         let f = "forwarded";
-        assert_eq!(client(1, &[(f, "for=unknown")]), conn);
-        assert_eq!(client(1, &[(f, "for=_hidden")]), conn);
-        assert_eq!(client(1, &[(f, "for=\"_hidden:1\"")]), conn);
-        assert_eq!(client(1, &[(f, "proto=https;by=1.1.1.1")]), conn);
-        assert_eq!(client(1, &[(f, "for")]), conn);
-        assert_eq!(client(1, &[(f, "for=\"")]), conn);
-        assert_eq!(client(1, &[(f, "for=\"1.1.1.1")]), conn);
-        assert_eq!(client(1, &[(f, ";;;=;")]), conn);
+        assert_eq!(client_rfc(1, &[(f, "for=unknown")]), conn);
+        assert_eq!(client_rfc(1, &[(f, "for=_hidden")]), conn);
+        assert_eq!(client_rfc(1, &[(f, "for=\"_hidden:1\"")]), conn);
+        assert_eq!(client_rfc(1, &[(f, "proto=https;by=1.1.1.1")]), conn);
+        assert_eq!(client_rfc(1, &[(f, "for")]), conn);
+        assert_eq!(client_rfc(1, &[(f, "for=\"")]), conn);
+        assert_eq!(client_rfc(1, &[(f, "for=\"1.1.1.1")]), conn);
+        assert_eq!(client_rfc(1, &[(f, ";;;=;")]), conn);
         // The element without `for` still counts as a hop.
         assert_eq!(
-            client(2, &[(f, "for=1.1.1.1, proto=https")]),
+            client_rfc(2, &[(f, "for=1.1.1.1, proto=https")]),
             Some(ip("1.1.1.1"))
         );
     }
 
     #[test]
-    fn forwarded_wins_over_x_forwarded_for() {
+    fn only_the_configured_header_is_read() {
         let both = [(XFF, "2.2.2.2"), ("forwarded", "for=1.1.1.1")];
-        assert_eq!(client(1, &both), Some(ip("1.1.1.1")));
+        assert_eq!(client_rfc(1, &both), Some(ip("1.1.1.1")));
+        assert_eq!(client(1, &both), Some(ip("2.2.2.2")));
         // Even when it is unusable: the connection, not the other header.
         let bad = [(XFF, "2.2.2.2"), ("forwarded", "for=unknown")];
-        assert_eq!(client(1, &bad), Some(ip("10.0.0.1")));
+        assert_eq!(client_rfc(1, &bad), Some(ip("10.0.0.1")));
+        assert_eq!(client_rfc(1, &[(XFF, "2.2.2.2")]), Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn a_client_cannot_choose_its_address_with_the_other_header() {
+        // Our proxy appends the client's address to X-Forwarded-For; the
+        // client also sent a Forwarded header, which the proxy passes on.
+        let sent = [("forwarded", "for=6.6.6.6"), (XFF, "203.0.113.9")];
+        assert_eq!(client(1, &sent), Some(ip("203.0.113.9")));
+        let key = ClientIp::new(1);
+        let honest = request(&[(XFF, "203.0.113.9")], Some("10.0.0.1:443"));
+        let forged = request(&sent, Some("10.0.0.1:443"));
+        assert_eq!(key.hash_key(&forged), key.hash_key(&honest));
     }
 
     #[test]

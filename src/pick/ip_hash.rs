@@ -83,8 +83,10 @@ impl IpHash {
         Self::with_key(ClientIp::new(0))
     }
 
-    /// Hashes the client's address as read behind `hops` trusted proxies
-    /// (see [`ClientIp`]).
+    /// Hashes the client's address as read from `X-Forwarded-For` behind
+    /// `hops` trusted proxies (see [`ClientIp`]); for proxies that write
+    /// RFC 7239's `Forwarded`, use
+    /// `IpHash::with_key(ClientIp::forwarded(hops))`.
     #[must_use]
     pub const fn trusted_hops(hops: usize) -> Self {
         Self::with_key(ClientIp::new(hops))
