@@ -4,8 +4,11 @@ use http::Response;
 use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
 
 /// Decides whether a successful call's response is a failure of the
-/// endpoint. An `Err` from the endpoint (a refused connection, a reset, a
-/// timeout layer's error) is always a failure and never reaches this.
+/// endpoint. An `Err` from the endpoint (a refused connection, a reset, the
+/// error of a timeout layer wrapped around the endpoint under the health
+/// wrapper) is always a failure and never reaches this. A call dropped
+/// before it finished (a timeout or a caller above the balancer giving up)
+/// is neither a success nor a failure.
 ///
 /// Every tower-http [`ClassifyResponse`] is a `Classify` for HTTP responses:
 /// `ServerErrorsAsFailures` (the default: 5xx fail), `GrpcErrorsAsFailures`

@@ -49,9 +49,11 @@ impl<B, Rb> Policy<Request<ReplayBody<B>>, Response<Rb>, BoxError> for RetryPoli
             %reason,
             ?delay,
             method = %req.method(),
-            uri = %req.uri(),
             "retrying on another endpoint"
         );
+        // The path can be a hash key and the query anything a client sent:
+        // never at info level.
+        tracing::debug!(attempt = self.attempt, path = req.uri().path(), "retried request");
         Some(Delay::new(delay))
     }
 

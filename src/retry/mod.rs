@@ -118,8 +118,18 @@
 //! 4. **balance** ([`BalanceLayer`](crate::BalanceLayer)): each attempt
 //!    picks again;
 //! 5. **per endpoint**, on the `Discover` stream: health checks and load
-//!    counting, so that a failed attempt counts against the endpoint that
-//!    failed and an ejected endpoint is not picked by the retry.
+//!    counting, so that an attempt that fails (an error or a failure
+//!    response) counts against the endpoint that failed and an ejected
+//!    endpoint is not picked by the retry.
+//!
+//! A per-attempt timeout above the balancer cancels the attempt: the
+//! endpoint's health wrapper sees a dropped call, which it cannot tell from
+//! a caller that went away, so it does not count it as a failure. For
+//! passive outlier detection to eject an endpoint that hangs, also put a
+//! timeout on each endpoint, under the health wrapper (wrap the endpoint
+//! service in `tower::timeout::Timeout` before inserting it): its `Elapsed`
+//! error is then the endpoint's failure. Active checks catch a hanging
+//! endpoint either way (their probes have their own timeout).
 //!
 //! tower-http's `TimeoutLayer` is made for servers: it answers 408 instead
 //! of failing. Used as the per-attempt timeout, add 408 to
