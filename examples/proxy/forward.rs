@@ -23,12 +23,14 @@ use tower::Service;
 use tower_lb::retry::ReplayBody;
 use tower_lb::BoxError;
 
+use crate::connect::Connector;
+
 /// The request body as the retry layer hands it to a backend.
 pub(crate) type UpstreamBody = ReplayBody<Incoming>;
 
 /// The one client every backend shares: its pool keeps connections to each
 /// backend alive.
-pub(crate) type HttpClient = Client<HttpConnector, UpstreamBody>;
+pub(crate) type HttpClient = Client<Connector, UpstreamBody>;
 
 /// How long connecting to a backend may take before the attempt fails (and
 /// is retried elsewhere).
@@ -50,7 +52,7 @@ pub(crate) fn client() -> HttpClient {
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(IDLE_TIMEOUT)
-        .build(connector)
+        .build(Connector(connector))
 }
 
 /// Sends requests to one backend: fills in the scheme and authority (the

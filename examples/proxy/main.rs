@@ -25,6 +25,7 @@
 
 mod admin;
 mod cli;
+mod connect;
 mod forward;
 mod server;
 
