@@ -109,7 +109,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
 async fn run_with<P>(args: Args, picker: P, client_ip: Option<ClientIp>) -> Result<(), BoxError>
 where
-    P: Pick<http::Request<UpstreamBody>, Endpoint> + std::fmt::Debug,
+    P: Pick<http::Request<UpstreamBody>, Endpoint>,
 {
     let listener = TcpListener::bind(args.listen)
         .await
