@@ -36,6 +36,9 @@ async fn backends_file_edits_apply_under_traffic_without_a_failure() {
         without_b(&status(&client, &proxy).await)
     })
     .await;
+    // Requests picked just before the change may still be on their way to b.
+    a.wait_for_hits(a.hits() + 50, PATIENCE).await;
+    c.wait_for_hits(c.hits() + 50, PATIENCE).await;
     let b_hits = b.hits();
     a.wait_for_hits(a.hits() + 50, PATIENCE).await;
     c.wait_for_hits(c.hits() + 50, PATIENCE).await;
