@@ -3,7 +3,7 @@
 #
 #   bash benches/proxy_vs_nginx.sh
 #
-# Installs nginx and wrk from Debian's packages if they are missing, builds
+# Installs nginx, wrk (and curl) from Debian's packages if missing, builds
 # `examples/proxy` and `examples/hello_backend` in release mode, starts two
 # backends on 127.0.0.1, and runs wrk against:
 #
@@ -45,12 +45,20 @@ say() { printf '%s\n' "$*" >&2; }
 # ----- tools -----
 nginx_bin=$(command -v nginx || true)
 [[ -z $nginx_bin && -x /usr/sbin/nginx ]] && nginx_bin=/usr/sbin/nginx
-if [[ -z $nginx_bin ]] || ! command -v wrk >/dev/null; then
-    say "installing nginx-light and wrk"
+missing=()
+[[ -z $nginx_bin ]] && missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
     sudo=""
     [[ $(id -u) -ne 0 ]] && sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx-light wrk >/dev/null
+    apt() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq "$@"; }
+    apt update
+    if ! apt install -y "${missing[@]}" >/dev/null; then
+        # Newer Debian releases ship only `nginx`.
+        apt install -y "${missing[@]/nginx-light/nginx}" >/dev/null
+    fi
     nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 fi
 
