@@ -1,5 +1,8 @@
 //! The command line: help, and every error path (status 2, one line).
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
 use crate::support::*;
 
 #[test]
@@ -147,8 +150,57 @@ fn every_bad_command_line_exits_2_with_one_line() {
             "--listen is given more than once",
         ),
     ];
+    // Arguments and file contents that are not UTF-8.
+    let not_utf8 = dir.join("not-utf8");
+    std::fs::write(&not_utf8, b"127.0.0.1:9001 # caf\xe9\n").unwrap();
+    let too_large = dir.join("too-large");
+    std::fs::write(&too_large, "#".repeat(1024 * 1024 + 1)).unwrap();
+    let raw = |bytes: &[u8]| OsStr::from_bytes(bytes).to_owned();
+    let os = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
+    let mut os_cases: Vec<(Vec<OsString>, &str)> = cases
+        .iter()
+        .map(|(args, expected)| (os(args), *expected))
+        .collect();
+    os_cases.extend([
+        (
+            [os(&ok), vec![raw(b"\xff")]].concat(),
+            "argument \"\\xFF\" is not valid UTF-8",
+        ),
+        (
+            [os(&ok), os(&["--algorithm"]), vec![raw(b"p2\xff")]].concat(),
+            "--algorithm: \"p2\\xFF\" is not valid UTF-8",
+        ),
+        (
+            [
+                os(&["--listen", "127.0.0.1:0", "--backends-file"]),
+                vec![not_utf8.into()],
+            ]
+            .concat(),
+            "not valid UTF-8",
+        ),
+        (
+            [
+                os(&["--listen", "127.0.0.1:0", "--backends-file"]),
+                vec![too_large.into()],
+            ]
+            .concat(),
+            "file is larger than 1048576 bytes",
+        ),
+        (
+            os(&[
+                "--listen",
+                "127.0.0.1:8080",
+                "--admin",
+                "127.0.0.1:8080",
+                "--backend",
+                "127.0.0.1:9001",
+            ]),
+            "--admin and --listen must differ",
+        ),
+    ]);
+
     let mut wrong = Vec::new();
-    for (args, expected) in &cases {
+    for (args, expected) in &os_cases {
         let run = run_to_exit(args);
         let lines: Vec<&str> = run.stderr.lines().collect();
         let one_line = lines.len() == 1 && lines[0].starts_with("proxy: ");

@@ -1,6 +1,7 @@
 //! The proxy example as a child process: built once per test run, started
 //! on free ports, its output watched, killed when the test ends.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,9 +78,10 @@ pub struct Finished {
 /// Runs the proxy with `args` and waits for it to exit (a bad command line
 /// exits at once); kills it and panics if it is still running after the
 /// start timeout.
-pub fn run_to_exit(args: &[&str]) -> Finished {
+pub fn run_to_exit<S: AsRef<OsStr>>(args: &[S]) -> Finished {
+    let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
     let mut child = Command::new(proxy_binary())
-        .args(args)
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
