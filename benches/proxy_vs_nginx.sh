@@ -68,16 +68,19 @@ bin=$target/release/examples
 
 # ----- processes -----
 
-# Starts a program whose stdout announces `listening on ADDR`; prints ADDR.
+# Starts a program whose stdout announces `listening on ADDR` and sets
+# `addr` to ADDR. It runs in this shell (not in `$(...)`), so that its pid
+# is recorded for the cleanup.
 start() {
     local name=$1
     shift
     "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=($!)
     local pid=$!
+    pids+=("$pid")
+    local line
     for _ in $(seq 100); do
-        if addr=$(grep -m1 -o 'listening on [^ ]*' "$work/$name.out" 2>/dev/null); then
-            echo "${addr#listening on }"
+        if line=$(grep -m1 -o 'listening on [^ ]*' "$work/$name.out" 2>/dev/null); then
+            addr=${line#listening on }
             return
         fi
         kill -0 "$pid" 2>/dev/null || break
@@ -102,10 +105,13 @@ free_port() {
     exit 1
 }
 
-backend1=$(start backend1 "$bin/hello_backend" --listen 127.0.0.1:0)
-backend2=$(start backend2 "$bin/hello_backend" --listen 127.0.0.1:0)
-proxy=$(start proxy "$bin/proxy" --listen 127.0.0.1:0 --workers 1 --algorithm round-robin \
-    --backend "$backend1" --backend "$backend2")
+start backend1 "$bin/hello_backend" --listen 127.0.0.1:0
+backend1=$addr
+start backend2 "$bin/hello_backend" --listen 127.0.0.1:0
+backend2=$addr
+start proxy "$bin/proxy" --listen 127.0.0.1:0 --workers 1 --algorithm round-robin \
+    --backend "$backend1" --backend "$backend2"
+proxy=$addr
 
 nginx_port=$(free_port)
 mkdir -p "$work/nginx"
@@ -139,7 +145,7 @@ http {
 }
 EOF
 "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" >"$work/nginx/out.log" 2>&1 &
-pids+=($!)
+pids+=("$!")
 nginx="127.0.0.1:$nginx_port"
 for _ in $(seq 100); do
     curl -fs "http://$nginx/" >/dev/null 2>&1 && break
