@@ -1,0 +1,71 @@
+//! The admin listener: `GET /status`, every backend as JSON.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_lb::discover::Weight;
+use tower_lb::pick::Prepare;
+
+use crate::server::Lb;
+
+/// Serves `/status` on `listener` until the process stops.
+pub(crate) async fn serve<P: Prepare>(listener: TcpListener, lb: Lb<P>) -> std::io::Result<()> {
+    let status: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || status_json(&lb));
+    let app = Router::new().route(
+        "/status",
+        get(
+            move || async move { ([(CONTENT_TYPE, "application/json")], status()).into_response() },
+        ),
+    );
+    axum::serve(listener, app).await
+}
+
+/// One object per backend, in the balancer's order:
+///
+/// ```json
+/// [
+///   {"address": "127.0.0.1:9001", "weight": 1, "healthy": true, "state": "healthy",
+///    "in_flight": 0, "requests": 12, "failures": 0, "ejections": 0}
+/// ]
+/// ```
+///
+/// `failures` counts attempts that got no response or a 5xx one; `state` is
+/// `healthy`, `slow-start`, `unhealthy` (failed active checks) or `ejected`
+/// (outlier detection).
+fn status_json<P: Prepare>(lb: &Lb<P>) -> String {
+    lb.read_endpoints(|addrs, endpoints| {
+        let mut json = String::from("[");
+        for (i, (addr, endpoint)) in addrs.iter().zip(endpoints).enumerate() {
+            let counted = endpoint.get_ref();
+            let forward = counted.get_ref().get_ref();
+            let health = endpoint.health(());
+            let state = match health.state() {
+                tower_lb::health::HealthState::Healthy => "healthy",
+                tower_lb::health::HealthState::SlowStart => "slow-start",
+                tower_lb::health::HealthState::Unhealthy => "unhealthy",
+                tower_lb::health::HealthState::Ejected => "ejected",
+            };
+            // A socket address prints as digits, dots, colons, brackets and
+            // hex: nothing that JSON needs escaped.
+            let _ = write!(
+                json,
+                "{}\n  {{\"address\": \"{addr}\", \"weight\": {}, \"healthy\": {}, \"state\": \"{state}\", \
+                 \"in_flight\": {}, \"requests\": {}, \"failures\": {}, \"ejections\": {}}}",
+                if i == 0 { "" } else { "," },
+                endpoint.weight(),
+                endpoint.is_healthy(),
+                counted.in_flight(),
+                counted.requests(),
+                forward.failures(),
+                health.ejections(),
+            );
+        }
+        json.push_str("\n]\n");
+        json
+    })
+}

@@ -1,0 +1,10 @@
+//! The proxy example as users run it: a process in front of axum backends.
+//!
+//! `cargo test --test proxy` builds `examples/proxy` first (see
+//! `support::process`); everything listens on 127.0.0.1.
+
+mod balancing;
+mod cli;
+mod failover;
+mod forwarding;
+mod support;

@@ -1,0 +1,238 @@
+//! The proxy example as a child process: built once per test run, started
+//! on free ports, its output watched, killed when the test ends.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long the proxy may take to start, and a CLI run to finish.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The example binary, built (or found fresh) by cargo on first use.
+///
+/// `cargo test` builds examples too, but `cargo test --test proxy` does not,
+/// so the binary is built here. Cargo releases its lock before it runs the
+/// tests; this build asks for the features and profile of the running test,
+/// so after a full `cargo test` it has nothing to do.
+pub fn proxy_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        // target/<profile>/deps/proxy-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("the target directory");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(name) => name,
+        };
+        let mut features = Vec::new();
+        if cfg!(feature = "axum") {
+            features.push("axum");
+        }
+        if cfg!(feature = "dns") {
+            features.push("dns");
+        }
+        let output = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "proxy",
+                "--profile",
+                profile,
+            ])
+            .args(["--features", &features.join(",")])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "building examples/proxy failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let binary = profile_dir
+            .join("examples")
+            .join(format!("proxy{}", std::env::consts::EXE_SUFFIX));
+        assert!(binary.exists(), "{} is missing", binary.display());
+        binary
+    })
+}
+
+/// What a finished run of the proxy printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the proxy with `args` and waits for it to exit (a bad command line
+/// exits at once); kills it and panics if it is still running after the
+/// start timeout.
+pub fn run_to_exit<S: AsRef<OsStr>>(args: &[S]) -> Finished {
+    let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+    let mut child = Command::new(proxy_binary())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the proxy starts");
+    let stdout = read_all(child.stdout.take().expect("piped"));
+    let stderr = read_all(child.stderr.take().expect("piped"));
+    // The pipes close when the process exits, so the readers finish then.
+    let (stdout, stderr) = match (join_within(stdout), join_within(stderr)) {
+        (Some(out), Some(err)) => (out, err),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the proxy did not exit with {args:?}");
+        }
+    };
+    let status = child.wait().expect("the proxy's exit status");
+    Finished {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    rx
+}
+
+fn join_within(rx: std::sync::mpsc::Receiver<String>) -> Option<String> {
+    rx.recv_timeout(START_TIMEOUT).ok()
+}
+
+/// Lines a process printed, shared with the thread that reads them.
+#[derive(Default)]
+struct Lines {
+    lines: Mutex<(Vec<String>, bool)>,
+    changed: Condvar,
+}
+
+impl Lines {
+    fn follow(pipe: impl std::io::Read + Send + 'static) -> Arc<Self> {
+        let lines = Arc::new(Self::default());
+        let writer = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                writer.lines.lock().unwrap().0.push(line);
+                writer.changed.notify_all();
+            }
+            writer.lines.lock().unwrap().1 = true;
+            writer.changed.notify_all();
+        });
+        lines
+    }
+
+    /// Waits until a line satisfies `found`, up to `timeout`; returns it.
+    fn wait_for(&self, timeout: Duration, found: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard.0.iter().find(|line| found(line)) {
+                return Some(line.clone());
+            }
+            let now = Instant::now();
+            if guard.1 || now >= deadline {
+                return None;
+            }
+            guard = self.changed.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().0.join("\n")
+    }
+}
+
+/// A running proxy; killed when dropped.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stderr: Arc<Lines>,
+}
+
+impl Proxy {
+    /// Starts the proxy with `args` plus `--listen` and `--admin` on free
+    /// ports, and waits until it announces both addresses.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(proxy_binary())
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the proxy starts");
+        let stdout = Lines::follow(child.stdout.take().expect("piped"));
+        let stderr = Lines::follow(child.stderr.take().expect("piped"));
+        let mut address = |prefix: &str| -> SocketAddr {
+            let Some(line) = stdout.wait_for(START_TIMEOUT, |line| line.starts_with(prefix)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the proxy did not print `{prefix}` with {args:?}; stderr:\n{}",
+                    stderr.text()
+                );
+            };
+            line[prefix.len()..].trim().parse().expect("an address")
+        };
+        let addr = address("listening on ");
+        let admin = address("admin on ");
+        Self {
+            child,
+            addr,
+            admin,
+            stderr,
+        }
+    }
+
+    /// Waits until the proxy logs a line containing `text`.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) -> String {
+        self.stderr
+            .wait_for(timeout, |line| line.contains(text))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the proxy did not log {text:?}; stderr:\n{}",
+                    self.stderr.text()
+                )
+            })
+    }
+
+    /// Everything the proxy logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.text()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
