@@ -7,6 +7,7 @@ use std::io;
 use http::{Method, StatusCode};
 
 use crate::error::{BoxError, NoEndpoints};
+use crate::health::NoHealthyEndpoints;
 
 /// Why an attempt failed in a way that a retry may fix; the `reason` field
 /// of every retry event.
@@ -84,12 +85,13 @@ pub struct RetryNonIdempotent;
 
 /// Classifies an attempt's error by walking its source chain; `None` for an
 /// error that no other attempt can fix ([`NoEndpoints`]: another pick would
-/// wait for the same set).
+/// wait for the same set; [`NoHealthyEndpoints`]: every endpoint is down,
+/// and a retry would only add load when one comes back).
 pub(crate) fn classify_error(error: &BoxError) -> Option<RetryReason> {
     let mut reason = RetryReason::Error;
     let mut next: Option<&(dyn Error + 'static)> = Some(&**error);
     while let Some(error) = next {
-        if error.is::<NoEndpoints>() {
+        if error.is::<NoEndpoints>() || error.is::<NoHealthyEndpoints>() {
             return None;
         }
         if let Some(io) = error.downcast_ref::<io::Error>() {
@@ -197,6 +199,8 @@ mod tests {
             known: 0,
         };
         assert_eq!(classify_error(&boxed(Wrap(boxed(none)))), None);
+        let down = NoHealthyEndpoints { known: 3 };
+        assert_eq!(classify_error(&boxed(down)), None);
         assert_eq!(classify_error(&"plain".into()), Some(RetryReason::Error));
     }
 

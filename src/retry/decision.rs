@@ -53,7 +53,11 @@ impl<B, Rb> Policy<Request<ReplayBody<B>>, Response<Rb>, BoxError> for RetryPoli
         );
         // The path can be a hash key and the query anything a client sent:
         // never at info level.
-        tracing::debug!(attempt = self.attempt, path = req.uri().path(), "retried request");
+        tracing::debug!(
+            attempt = self.attempt,
+            path = req.uri().path(),
+            "retried request"
+        );
         Some(Delay::new(delay))
     }
 

@@ -14,6 +14,7 @@
 //! | a response status in the set (default 502, 503, 504), or a response the [classifier](#classifiers-and-grpc) calls a failure | idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) |
 //! | a timeout (tower's `Elapsed`), any other error | idempotent methods |
 //! | [`NoEndpoints`](crate::NoEndpoints) | never: another pick would wait for the same set |
+//! | [`NoHealthyEndpoints`](crate::health::NoHealthyEndpoints) | never: every endpoint is down |
 //!
 //! A non-idempotent request that may have reached an endpoint is retried
 //! only when it opts in ([`RetryNonIdempotent`] in its extensions) or the
