@@ -231,7 +231,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let snapshot = self.cache.load();
-        match exclude::pick(&snapshot, &*self.picker, &request) {
+        match exclude::pick(snapshot, &*self.picker, &request) {
             Some(i) => {
                 let span = tracing::debug_span!("balance", endpoint = ?snapshot.keys[i]);
                 ResponseFuture::ready(snapshot.services[i].clone(), request, span)
