@@ -147,15 +147,8 @@ mod tests {
     use http::Request;
 
     use super::*;
+    use crate::pick::testing::metas;
     use crate::pick::ClientAddr;
-
-    fn metas(weights: &[u32]) -> Vec<Meta> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Meta::new(i as u64, w))
-            .collect()
-    }
 
     fn from(ip: Ipv4Addr) -> Request<()> {
         let mut req = Request::new(());

@@ -88,14 +88,7 @@ impl<Req, S> Pick<Req, S> for RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn metas(weights: &[u32]) -> Vec<Meta> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Meta::new(i as u64, w))
-            .collect()
-    }
+    use crate::pick::testing::metas;
 
     fn tally(
         rr: &RoundRobin,

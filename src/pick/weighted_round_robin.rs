@@ -295,15 +295,8 @@ fn deadline_schedule(weighted: &[(u32, u64)], total: u64) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pick::testing::metas;
     use crate::pick::Rng;
-
-    fn metas(weights: &[u32]) -> Vec<Meta> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Meta::new(i as u64, w))
-            .collect()
-    }
 
     fn counts(schedule: &[u32], n: usize) -> Vec<u64> {
         let mut c = vec![0u64; n];

@@ -191,14 +191,11 @@ fn bucket_index(hashes: &[u64]) -> (Box<[u32]>, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pick::testing::keyed_metas;
     use crate::pick::Rng;
 
     fn metas(weights: &[u32]) -> Vec<Meta> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Meta::new(1000 + i as u64, w))
-            .collect()
+        keyed_metas(weights, |i| 1000 + i as u64)
     }
 
     #[test]

@@ -1,39 +1,14 @@
 use super::ring::MAX_POINTS;
 use super::*;
-use crate::pick::{hash_value, Rng};
+use crate::pick::hash_value;
+use crate::pick::testing::{addr_metas as metas, key_hashes, owners, random_keys, ById, BY_ID};
 
-type ById = ConsistentHash<fn(&u64) -> Option<u64>>;
-
-fn by_id() -> ById {
-    fn id(key: &u64) -> Option<u64> {
-        Some(*key)
-    }
-    ConsistentHash::new(id as fn(&u64) -> Option<u64>)
-}
-
-/// Endpoints named like socket addresses, as discovery would key them.
-fn metas(weights: &[u32]) -> Vec<Meta> {
-    weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| Meta::new(hash_value(&format!("10.0.0.{i}:8080")), w))
-        .collect()
+fn by_id() -> ConsistentHash<ById> {
+    ConsistentHash::new(BY_ID)
 }
 
 fn keys(count: usize) -> Vec<u64> {
-    let rng = Rng::from_seed(99);
-    (0..count).map(|_| rng.next_u64()).collect()
-}
-
-/// The key hash of the endpoint each key goes to: indices shift when the set
-/// changes, endpoint keys do not.
-fn owners(picker: &ById, metas: &[Meta], keys: &[u64]) -> Vec<u64> {
-    let ring = picker.prepare(metas);
-    let services = vec![(); metas.len()];
-    let endpoints = Endpoints::new(metas, &services);
-    keys.iter()
-        .map(|key| metas[picker.pick(&ring, &endpoints, key).unwrap()].key_hash())
-        .collect()
+    random_keys(99, count)
 }
 
 #[test]
@@ -254,9 +229,4 @@ fn stale_tables_never_return_a_missing_endpoint() {
     for key in keys(100) {
         assert_eq!(picker.pick(&ring, &endpoints, &key), Some(0));
     }
-}
-
-/// The key hashes of endpoints `indices`: what a retry excludes.
-fn key_hashes(metas: &[Meta], indices: &[usize]) -> Vec<u64> {
-    indices.iter().map(|&i| metas[i].key_hash()).collect()
 }

@@ -1,26 +1,12 @@
 use super::*;
-use crate::pick::{hash_value, Rng};
+use crate::pick::testing::{addr_metas as metas, key_hashes, owners, random_keys, ById, BY_ID};
 
-type ById = Maglev<fn(&u64) -> Option<u64>>;
-
-fn by_id() -> ById {
-    fn id(key: &u64) -> Option<u64> {
-        Some(*key)
-    }
-    Maglev::new(id as fn(&u64) -> Option<u64>)
-}
-
-fn metas(weights: &[u32]) -> Vec<Meta> {
-    weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| Meta::new(hash_value(&format!("10.0.0.{i}:8080")), w))
-        .collect()
+fn by_id() -> Maglev<ById> {
+    Maglev::new(BY_ID)
 }
 
 fn keys(count: usize) -> Vec<u64> {
-    let rng = Rng::from_seed(17);
-    (0..count).map(|_| rng.next_u64()).collect()
+    random_keys(17, count)
 }
 
 fn slot_counts(table: &MaglevTable, n: usize) -> Vec<usize> {
@@ -29,16 +15,6 @@ fn slot_counts(table: &MaglevTable, n: usize) -> Vec<usize> {
         c[table.entry(slot)] += 1;
     }
     c
-}
-
-/// The key hash of the endpoint each key goes to.
-fn owners(picker: &ById, metas: &[Meta], keys: &[u64]) -> Vec<u64> {
-    let table = picker.prepare(metas);
-    let services = vec![(); metas.len()];
-    let endpoints = Endpoints::new(metas, &services);
-    keys.iter()
-        .map(|key| metas[picker.pick(&table, &endpoints, key).unwrap()].key_hash())
-        .collect()
 }
 
 #[test]
@@ -225,9 +201,4 @@ fn stale_tables_never_return_a_missing_endpoint() {
     for key in keys(100) {
         assert_eq!(picker.pick(&table, &endpoints, &key), Some(0));
     }
-}
-
-/// The key hashes of endpoints `indices`: what a retry excludes.
-fn key_hashes(metas: &[Meta], indices: &[usize]) -> Vec<u64> {
-    indices.iter().map(|&i| metas[i].key_hash()).collect()
 }
