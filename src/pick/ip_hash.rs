@@ -1,6 +1,6 @@
 //! IP hash: the same client to the same endpoint, while the set is stable.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use super::http_key::ClientIp;
 use super::rng::{mix64, reduce};
@@ -126,17 +126,15 @@ where
     E: HashKey<Req>,
 {
     fn pick(&self, table: &Schedule, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
-        let len = table.len();
-        if len == 0 {
+        if table.is_empty() {
             return None;
         }
-        let pos = match self.key.hash_key(req) {
+        match self.key.hash_key(req) {
             // Mixed once more so that weak keys (small integers from a
             // closure) still spread over the whole schedule.
-            Some(hash) => reduce(mix64(hash), len),
-            None => self.next.fetch_add(1, Ordering::Relaxed) % len,
-        };
-        table.allowed_from(pos, endpoints)
+            Some(hash) => table.allowed_from(reduce(mix64(hash), table.len()), endpoints),
+            None => table.round_robin(&self.next, endpoints),
+        }
     }
 }
 
