@@ -145,7 +145,7 @@ mod tests {
     use http::Request;
 
     use super::*;
-    use crate::pick::testing::metas;
+    use crate::pick::testing::{metas, picks_per_endpoint};
     use crate::pick::ClientAddr;
 
     fn from(ip: Ipv4Addr) -> Request<()> {
@@ -257,13 +257,7 @@ mod tests {
     #[test]
     fn custom_keys_spread_even_when_weak() {
         let by_id = IpHash::with_key(|req: &u64| Some(*req));
-        let metas = metas(&[1, 1, 1, 1]);
-        let table = by_id.prepare(&metas);
-        let endpoints = Endpoints::new(&metas, &[(); 4]);
-        let mut c = [0; 4];
-        for id in 0..1000u64 {
-            c[by_id.pick(&table, &endpoints, &id).unwrap()] += 1;
-        }
+        let c = picks_per_endpoint(&by_id, &metas(&[1, 1, 1, 1]), 0..1000);
         assert!(c.iter().all(|&k| (200..=300).contains(&k)), "{c:?}");
     }
 

@@ -56,6 +56,58 @@ pub(crate) fn owners<P: Pick<u64, ()>>(picker: &P, metas: &[Meta], keys: &[u64])
         .collect()
 }
 
+/// How many of `keys` go to each endpoint of `metas`.
+pub(crate) fn picks_per_endpoint<P: Pick<u64, ()>>(
+    picker: &P,
+    metas: &[Meta],
+    keys: impl IntoIterator<Item = u64>,
+) -> Vec<usize> {
+    let table = picker.prepare(metas);
+    let services = vec![(); metas.len()];
+    let endpoints = Endpoints::new(metas, &services);
+    let mut counts = vec![0; metas.len()];
+    for key in keys {
+        counts[picker.pick(&table, &endpoints, &key).unwrap()] += 1;
+    }
+    counts
+}
+
+/// A hashing picker's table does not depend on the order the endpoints of
+/// `weights` were learnt in: each key goes to the same endpoint.
+pub(crate) fn assert_order_free<P: Pick<u64, ()>>(picker: &P, weights: &[u32], keys: &[u64]) {
+    let forward = addr_metas(weights);
+    let mut backward = forward.clone();
+    backward.reverse();
+    assert_eq!(
+        owners(picker, &forward, keys),
+        owners(picker, &backward, keys)
+    );
+}
+
+/// A table built for four endpoints, used with a set of one, yields only
+/// that one.
+pub(crate) fn assert_stale_table_is_safe<P: Pick<u64, ()>>(picker: &P, keys: &[u64]) {
+    let table = picker.prepare(&addr_metas(&[1; 4]));
+    let metas = addr_metas(&[1]);
+    let endpoints = Endpoints::new(&metas, &[()]);
+    for key in keys {
+        assert_eq!(picker.pick(&table, &endpoints, key), Some(0));
+    }
+}
+
+/// With an endpoint of weight `u32::MAX` excluded, which owns nearly all of
+/// the table, every key still reaches the one of weight 1.
+pub(crate) fn assert_heavy_exclusion_falls_back<P: Pick<u64, ()>>(picker: &P, keys: &[u64]) {
+    let metas = addr_metas(&[u32::MAX, 1]);
+    let table = picker.prepare(&metas);
+    let services = [(); 2];
+    let excluded = key_hashes(&metas, &[0]);
+    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+    for key in keys {
+        assert_eq!(picker.pick(&table, &endpoints, key), Some(1));
+    }
+}
+
 /// An endpoint whose load is a shared counter of requests in flight.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Counted(pub(crate) Arc<AtomicU32>);

@@ -1,7 +1,10 @@
 use super::ring::MAX_POINTS;
 use super::*;
 use crate::pick::hash_value;
-use crate::pick::testing::{addr_metas as metas, key_hashes, owners, random_keys, ById, BY_ID};
+use crate::pick::testing::{
+    addr_metas as metas, assert_heavy_exclusion_falls_back, assert_order_free,
+    assert_stale_table_is_safe, key_hashes, owners, picks_per_endpoint, random_keys, ById, BY_ID,
+};
 
 fn by_id() -> ConsistentHash<ById> {
     ConsistentHash::new(BY_ID)
@@ -57,15 +60,7 @@ fn inserting_an_endpoint_moves_keys_only_to_it() {
 
 #[test]
 fn the_ring_ignores_the_order_endpoints_were_learnt_in() {
-    let picker = by_id();
-    let forward = metas(&[1, 2, 3, 1, 1]);
-    let mut backward = forward.clone();
-    backward.reverse();
-    let keys = keys(2000);
-    assert_eq!(
-        owners(&picker, &forward, &keys),
-        owners(&picker, &backward, &keys)
-    );
+    assert_order_free(&by_id(), &[1, 2, 3, 1, 1], &keys(2000));
 }
 
 #[test]
@@ -81,14 +76,7 @@ fn shares_follow_weights() {
 
 #[test]
 fn weak_keys_spread() {
-    let picker = by_id();
-    let metas = metas(&[1; 4]);
-    let ring = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 4]);
-    let mut c = [0; 4];
-    for key in 0..4000u64 {
-        c[picker.pick(&ring, &endpoints, &key).unwrap()] += 1;
-    }
+    let c = picks_per_endpoint(&by_id(), &metas(&[1; 4]), 0..4000);
     assert!(c.iter().all(|&k| (700..=1300).contains(&k)), "{c:?}");
 }
 
@@ -150,15 +138,9 @@ fn a_retry_walks_to_the_next_distinct_endpoint_on_the_ring() {
 fn long_excluded_runs_fall_back_to_a_scan() {
     let picker = by_id();
     // The heavy endpoint owns all but one point of a capped ring.
-    let metas = metas(&[u32::MAX, 1]);
-    let ring = picker.prepare(&metas);
+    let ring = picker.prepare(&metas(&[u32::MAX, 1]));
     assert!(ring.len() as u64 <= MAX_POINTS + 2);
-    let services = [(); 2];
-    let excluded = key_hashes(&metas, &[0]);
-    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
-    for key in keys(200) {
-        assert_eq!(picker.pick(&ring, &endpoints, &key), Some(1));
-    }
+    assert_heavy_exclusion_falls_back(&picker, &keys(200));
 }
 
 #[test]
@@ -222,11 +204,5 @@ fn virtual_nodes_set_the_ring_size() {
 
 #[test]
 fn stale_tables_never_return_a_missing_endpoint() {
-    let picker = by_id();
-    let ring = picker.prepare(&metas(&[1; 4]));
-    let metas = metas(&[1]);
-    let endpoints = Endpoints::new(&metas, &[()]);
-    for key in keys(100) {
-        assert_eq!(picker.pick(&ring, &endpoints, &key), Some(0));
-    }
+    assert_stale_table_is_safe(&by_id(), &keys(100));
 }

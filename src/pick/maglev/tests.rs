@@ -1,5 +1,8 @@
 use super::*;
-use crate::pick::testing::{addr_metas as metas, key_hashes, owners, random_keys, ById, BY_ID};
+use crate::pick::testing::{
+    addr_metas as metas, assert_heavy_exclusion_falls_back, assert_order_free,
+    assert_stale_table_is_safe, key_hashes, owners, picks_per_endpoint, random_keys, ById, BY_ID,
+};
 
 fn by_id() -> Maglev<ById> {
     Maglev::new(BY_ID)
@@ -69,15 +72,7 @@ fn removing_one_of_ten_moves_few_keys_and_adding_it_back_restores_them() {
 
 #[test]
 fn the_table_ignores_the_order_endpoints_were_learnt_in() {
-    let picker = by_id();
-    let forward = metas(&[1, 2, 3, 1, 1]);
-    let mut backward = forward.clone();
-    backward.reverse();
-    let keys = keys(2000);
-    assert_eq!(
-        owners(&picker, &forward, &keys),
-        owners(&picker, &backward, &keys)
-    );
+    assert_order_free(&by_id(), &[1, 2, 3, 1, 1], &keys(2000));
 }
 
 #[test]
@@ -113,14 +108,7 @@ fn huge_weights_keep_every_endpoint_in_the_table() {
 
 #[test]
 fn weak_keys_spread() {
-    let picker = by_id();
-    let metas = metas(&[1; 4]);
-    let table = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 4]);
-    let mut c = [0; 4];
-    for key in 0..4000u64 {
-        c[picker.pick(&table, &endpoints, &key).unwrap()] += 1;
-    }
+    let c = picks_per_endpoint(&by_id(), &metas(&[1; 4]), 0..4000);
     assert!(c.iter().all(|&k| (850..=1150).contains(&k)), "{c:?}");
 }
 
@@ -154,15 +142,7 @@ fn a_retry_walks_to_the_next_allowed_slot() {
 
 #[test]
 fn long_excluded_runs_fall_back_to_a_scan() {
-    let picker = by_id();
-    let metas = metas(&[u32::MAX, 1]);
-    let table = picker.prepare(&metas);
-    let services = [(); 2];
-    let excluded = key_hashes(&metas, &[0]);
-    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
-    for key in keys(200) {
-        assert_eq!(picker.pick(&table, &endpoints, &key), Some(1));
-    }
+    assert_heavy_exclusion_falls_back(&by_id(), &keys(200));
 }
 
 #[test]
@@ -194,11 +174,5 @@ fn no_endpoints_give_none() {
 
 #[test]
 fn stale_tables_never_return_a_missing_endpoint() {
-    let picker = by_id();
-    let table = picker.prepare(&metas(&[1; 4]));
-    let metas = metas(&[1]);
-    let endpoints = Endpoints::new(&metas, &[()]);
-    for key in keys(100) {
-        assert_eq!(picker.pick(&table, &endpoints, &key), Some(0));
-    }
+    assert_stale_table_is_safe(&by_id(), &keys(100));
 }
