@@ -14,7 +14,7 @@ use tower::Service;
 use super::exclude;
 use super::future::{ResponseFuture, Wait};
 use super::snapshot::{Current, Shared, Snapshot, SnapshotCache};
-use super::worker::Worker;
+use super::worker::{self, Worker};
 use super::BalanceLayer;
 use crate::discover::Weight;
 use crate::error::{BoxError, NoEndpoints};
@@ -105,7 +105,8 @@ where
     {
         let shared = Arc::new(Shared::new(picker.prepare(&[])));
         let (alive, closed) = oneshot::channel();
-        let worker = Worker::new(discover, Arc::clone(&picker), Arc::clone(&shared), closed);
+        let run = worker::run(discover, Arc::clone(&picker), Arc::clone(&shared), closed);
+        let worker = Worker::new(run);
         let balance = Self {
             cache: Cache::new(Current(Arc::clone(&shared))),
             shared,
@@ -231,7 +232,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let snapshot = self.cache.load();
-        match exclude::pick(&snapshot, &*self.picker, &request) {
+        match exclude::pick(snapshot, &*self.picker, &request) {
             Some(i) => {
                 let span = tracing::debug_span!("balance", endpoint = ?snapshot.keys[i]);
                 ResponseFuture::ready(snapshot.services[i].clone(), request, span)

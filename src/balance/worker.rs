@@ -45,21 +45,10 @@ impl Future for Worker {
 }
 
 impl Worker {
-    pub(crate) fn new<D, P>(
-        discover: D,
-        picker: Arc<P>,
-        shared: Arc<Shared<D::Key, D::Service, P::Table>>,
-        closed: oneshot::Receiver<()>,
-    ) -> Self
-    where
-        D: Discover + Send + 'static,
-        D::Key: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-        D::Service: Weight + Clone + Send + Sync + 'static,
-        D::Error: Into<BoxError>,
-        P: Prepare,
-    {
+    /// Wraps the discovery loop, as [`run`] returns it.
+    pub(crate) fn new(run: impl Future<Output = ()> + Send + 'static) -> Self {
         Self {
-            inner: Box::pin(run(discover, picker, shared, closed)),
+            inner: Box::pin(run),
         }
     }
 }
@@ -116,7 +105,9 @@ where
     }
 }
 
-async fn run<D, P>(
+/// Applies `discover`'s changes to the set and publishes it in `shared`
+/// until `closed` fires.
+pub(crate) async fn run<D, P>(
     discover: D,
     picker: Arc<P>,
     shared: Arc<Shared<D::Key, D::Service, P::Table>>,

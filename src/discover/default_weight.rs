@@ -7,7 +7,7 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 use tower::discover::{Change, Discover};
 
-use super::Weighted;
+use super::{poll_wrapped, Weighted};
 
 pin_project! {
     /// Wraps every service a `Discover` inserts in [`Weighted`] with weight 1,
@@ -39,13 +39,8 @@ impl<D: Discover> Stream for DefaultWeight<D> {
     type Item = Result<Change<D::Key, Weighted<D::Service>>, D::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.project().inner.poll_discover(cx).map(|change| {
-            change.map(|change| {
-                change.map(|change| match change {
-                    Change::Insert(key, service) => Change::Insert(key, Weighted::new(service, 1)),
-                    Change::Remove(key) => Change::Remove(key),
-                })
-            })
+        poll_wrapped(self.project().inner, cx, |service| {
+            Weighted::new(service, 1)
         })
     }
 }

@@ -56,6 +56,19 @@ impl Diff {
         })
     }
 
+    /// What a polling source yields next, if anything is waiting: `error`,
+    /// taken, before any queued change.
+    pub(crate) fn next_item<S, E>(
+        &mut self,
+        error: &mut Option<E>,
+        make: impl FnOnce(SocketAddr) -> S,
+    ) -> Option<Result<Change<SocketAddr, Weighted<S>>, E>> {
+        match error.take() {
+            Some(error) => Some(Err(error)),
+            None => self.next_change(make).map(Ok),
+        }
+    }
+
     /// How many endpoints are announced (queued changes included).
     pub(crate) fn len(&self) -> usize {
         self.current.len()
@@ -100,5 +113,16 @@ mod tests {
 
         diff.update([]);
         assert_eq!(drain(&mut diff), ["-3"]);
+    }
+
+    #[test]
+    fn an_error_comes_before_the_changes() {
+        let mut diff = Diff::default();
+        diff.update([(addr(1), 1)]);
+        let mut error = Some("failed");
+        let mut next = || diff.next_item(&mut error, |addr| addr.port());
+        assert!(matches!(next(), Some(Err("failed"))));
+        assert!(matches!(next(), Some(Ok(Change::Insert(_, _)))));
+        assert!(next().is_none());
     }
 }

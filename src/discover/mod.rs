@@ -45,6 +45,7 @@ mod dns;
 mod file;
 mod list;
 mod weighted;
+mod wrap;
 
 pub use self::backends::{
     parse_backend, parse_backends, BackendsError, BackendsErrorKind, MAX_ENTRIES, MAX_FILE_LEN,
@@ -57,3 +58,4 @@ pub use self::dns::{DnsDiscover, OnEmpty, ResolveError, DEFAULT_MAX_TTL, DEFAULT
 pub use self::file::{FileDiscover, DEFAULT_FILE_INTERVAL};
 pub use self::list::StaticList;
 pub use self::weighted::{Weight, Weighted};
+pub(crate) use self::wrap::poll_wrapped;

@@ -1,7 +1,7 @@
 //! `Discover` adapters that wrap every endpoint in a load wrapper.
 
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 use tower::discover::{Change, Discover};
 
 use super::{CompleteOnBodyEnd, InFlight, PeakEwma};
+use crate::discover::poll_wrapped;
 
 pin_project! {
     /// Wraps every service a `Discover` inserts in [`InFlight`], so the
@@ -56,15 +57,9 @@ impl<D: Discover, C: Clone> Stream for InFlightDiscover<D, C> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
         let completion = this.completion;
-        let change = ready!(this.discover.poll_discover(cx));
-        Poll::Ready(change.map(|change| {
-            change.map(|change| match change {
-                Change::Insert(key, service) => {
-                    Change::Insert(key, InFlight::with_completion(service, completion.clone()))
-                }
-                Change::Remove(key) => Change::Remove(key),
-            })
-        }))
+        poll_wrapped(this.discover, cx, |service| {
+            InFlight::with_completion(service, completion.clone())
+        })
     }
 }
 
@@ -128,16 +123,9 @@ impl<D: Discover, C: Clone> Stream for PeakEwmaDiscover<D, C> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
         let (default_rtt, decay, completion) = (*this.default_rtt, *this.decay, this.completion);
-        let change = ready!(this.discover.poll_discover(cx));
-        Poll::Ready(change.map(|change| {
-            change.map(|change| match change {
-                Change::Insert(key, service) => Change::Insert(
-                    key,
-                    PeakEwma::with_completion(service, default_rtt, decay, completion.clone()),
-                ),
-                Change::Remove(key) => Change::Remove(key),
-            })
-        }))
+        poll_wrapped(this.discover, cx, |service| {
+            PeakEwma::with_completion(service, default_rtt, decay, completion.clone())
+        })
     }
 }
 

@@ -6,8 +6,8 @@ use std::task::{Context, Poll};
 use tower::load::{Load, TrackCompletion};
 use tower::Service;
 
+use super::wrapper::impl_counted_wrapper;
 use super::{CompleteOnBodyEnd, Counter, Handle, ResponseFuture};
-use crate::discover::Weight;
 
 /// Wraps an endpoint service and counts its requests in flight, as its
 /// [`Load`].
@@ -19,8 +19,9 @@ use crate::discover::Weight;
 /// count, so the copies a balancer makes of one endpoint add up to that
 /// endpoint's load.
 ///
-/// The wrapper passes the inner service's [`Weight`] and availability
-/// through. See the [module docs](super) for an example.
+/// The wrapper passes the inner service's
+/// [`Weight`](crate::discover::Weight) and availability through. See the
+/// [module docs](super) for an example.
 pub struct InFlight<S, C = CompleteOnBodyEnd> {
     inner: S,
     counter: Counter,
@@ -70,38 +71,9 @@ impl<S, C> InFlight<S, C> {
             completion,
         }
     }
-
-    /// Requests in flight now, over all clones.
-    pub fn in_flight(&self) -> usize {
-        self.counter.in_flight()
-    }
-
-    /// Requests started since the wrapper was made, over all clones.
-    pub fn requests(&self) -> u64 {
-        self.counter.requests()
-    }
-
-    /// A handle on the counts, to read them after the wrapper has moved into
-    /// a balancer.
-    pub fn counter(&self) -> Counter {
-        self.counter.clone()
-    }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+impl_counted_wrapper!(InFlight);
 
 impl<S: Clone, C: Clone> Clone for InFlight<S, C> {
     fn clone(&self) -> Self {
@@ -128,18 +100,6 @@ impl<S, C> Load for InFlight<S, C> {
 
     fn load(&self) -> Count {
         Count(self.counter.in_flight())
-    }
-}
-
-impl<S: Weight, C> Weight for InFlight<S, C> {
-    const GATED: bool = S::GATED;
-
-    fn weight(&self) -> u32 {
-        self.inner.weight()
-    }
-
-    fn is_available(&self) -> bool {
-        self.inner.is_available()
     }
 }
 

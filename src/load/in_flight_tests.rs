@@ -6,8 +6,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use tower::{service_fn, ServiceExt};
 
 use super::*;
-use crate::discover::Weighted;
-use crate::load::test_body::{channel_body, BodyError, ChannelBody};
+use crate::discover::{Weight, Weighted};
+use crate::load::test_body::{channel_body, BodyError, ChannelBody, Gated};
 use crate::load::CompleteOnResponse;
 
 /// An endpoint that answers with the body it is given.
@@ -168,22 +168,6 @@ fn count_converts_and_orders() {
     assert_eq!(Count(4).get(), 4);
 }
 
-/// A service that reports itself unavailable, like a failing health check.
-#[derive(Clone, Debug)]
-struct Gated(bool);
-
-impl Weight for Gated {
-    const GATED: bool = true;
-
-    fn weight(&self) -> u32 {
-        7
-    }
-
-    fn is_available(&self) -> bool {
-        self.0
-    }
-}
-
 #[test]
 fn forwards_weight_and_availability() {
     let plain = InFlight::new(Weighted::new((), 5));
@@ -191,11 +175,11 @@ fn forwards_weight_and_availability() {
     assert!(plain.is_available());
     const { assert!(!<InFlight<Weighted<()>> as Weight>::GATED) };
 
-    let down = InFlight::new(Gated(false));
+    let down = InFlight::new(Gated(7, false));
     const { assert!(<InFlight<Gated> as Weight>::GATED) };
     assert_eq!(down.weight(), 7);
     assert!(!down.is_available());
-    assert!(InFlight::new(Gated(true)).is_available());
+    assert!(InFlight::new(Gated(7, true)).is_available());
 }
 
 #[test]

@@ -113,6 +113,7 @@ mod layer;
 mod peak_ewma;
 #[cfg(test)]
 pub(crate) mod test_body;
+mod wrapper;
 
 pub use self::completion::{CompleteOnBodyEnd, CompleteOnResponse, TrackedBody};
 pub use self::counter::{Counter, Handle};

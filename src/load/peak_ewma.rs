@@ -10,8 +10,8 @@ use tower::load::{Load, TrackCompletion};
 use tower::Service;
 
 use super::estimate::Estimate;
+use super::wrapper::impl_counted_wrapper;
 use super::{CompleteOnBodyEnd, Counter, Handle, ResponseFuture};
-use crate::discover::Weight;
 
 /// The round-trip time assumed for an endpoint before its first request
 /// completes: 30 ms.
@@ -43,8 +43,9 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 ///
 /// Reading the load and recording a sample are lock-free (one atomic word
 /// holds the estimate and its timestamp). Clones share one estimate and one
-/// count. The wrapper passes the inner service's [`Weight`] and availability
-/// through. See the [module docs](super) for an example.
+/// count. The wrapper passes the inner service's
+/// [`Weight`](crate::discover::Weight) and availability through. See the
+/// [module docs](super) for an example.
 pub struct PeakEwma<S, C = CompleteOnBodyEnd> {
     inner: S,
     counter: Counter,
@@ -141,38 +142,9 @@ impl<S, C> PeakEwma<S, C> {
     pub fn rtt_estimate(&self) -> Duration {
         Duration::from_nanos(self.estimate.rtt_ns(Instant::now()) as u64)
     }
-
-    /// Requests in flight now, over all clones.
-    pub fn in_flight(&self) -> usize {
-        self.counter.in_flight()
-    }
-
-    /// Requests started since the wrapper was made, over all clones.
-    pub fn requests(&self) -> u64 {
-        self.counter.requests()
-    }
-
-    /// A handle on the counts, to read them after the wrapper has moved into
-    /// a balancer.
-    pub fn counter(&self) -> Counter {
-        self.counter.clone()
-    }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+impl_counted_wrapper!(PeakEwma);
 
 impl<S: Clone, C: Clone> Clone for PeakEwma<S, C> {
     fn clone(&self) -> Self {
@@ -204,18 +176,6 @@ impl<S, C> Load for PeakEwma<S, C> {
         // Exact below 2^53 requests, which no endpoint reaches.
         let pending = self.counter.in_flight() as f64;
         Cost(rtt * (pending + 1.0))
-    }
-}
-
-impl<S: Weight, C> Weight for PeakEwma<S, C> {
-    const GATED: bool = S::GATED;
-
-    fn weight(&self) -> u32 {
-        self.inner.weight()
-    }
-
-    fn is_available(&self) -> bool {
-        self.inner.is_available()
     }
 }
 

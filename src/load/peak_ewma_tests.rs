@@ -5,8 +5,8 @@ use http_body_util::{BodyExt, Empty};
 use tower::{service_fn, ServiceExt};
 
 use super::*;
-use crate::discover::Weighted;
-use crate::load::test_body::{channel_body, ChannelBody};
+use crate::discover::{Weight, Weighted};
+use crate::load::test_body::{channel_body, ChannelBody, Gated};
 use crate::load::CompleteOnResponse;
 
 const MS: Duration = Duration::from_millis(1);
@@ -161,22 +161,6 @@ async fn zero_and_huge_durations_do_not_panic() {
     assert_eq!(svc.rtt_estimate(), 5 * MS);
 }
 
-/// A service that reports itself unavailable, like a failing health check.
-#[derive(Clone, Debug)]
-struct Gated(bool);
-
-impl Weight for Gated {
-    const GATED: bool = true;
-
-    fn weight(&self) -> u32 {
-        3
-    }
-
-    fn is_available(&self) -> bool {
-        self.0
-    }
-}
-
 #[test]
 fn forwards_weight_and_availability() {
     let plain = PeakEwma::new(Weighted::new((), 4), DEFAULT_RTT, DEFAULT_DECAY);
@@ -184,7 +168,7 @@ fn forwards_weight_and_availability() {
     assert!(plain.is_available());
     const { assert!(!<PeakEwma<Weighted<()>> as Weight>::GATED) };
 
-    let down = PeakEwma::new(Gated(false), DEFAULT_RTT, DEFAULT_DECAY);
+    let down = PeakEwma::new(Gated(3, false), DEFAULT_RTT, DEFAULT_DECAY);
     const { assert!(<PeakEwma<Gated> as Weight>::GATED) };
     assert_eq!(down.weight(), 3);
     assert!(!down.is_available());

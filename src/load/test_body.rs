@@ -1,4 +1,5 @@
-//! A response body whose frames the test sends one at a time.
+//! Test fixtures for the load wrappers: a response body whose frames the
+//! test sends one at a time, and an endpoint that can be unavailable.
 
 use std::fmt;
 use std::pin::Pin;
@@ -51,3 +52,20 @@ impl Body for ChannelBody {
 }
 
 impl crate::retry::Exclusions for ChannelBody {}
+
+/// An endpoint of weight `.0` that is available while `.1` holds, like one
+/// behind a health check.
+#[derive(Clone, Debug)]
+pub(crate) struct Gated(pub(crate) u32, pub(crate) bool);
+
+impl crate::discover::Weight for Gated {
+    const GATED: bool = true;
+
+    fn weight(&self) -> u32 {
+        self.0
+    }
+
+    fn is_available(&self) -> bool {
+        self.1
+    }
+}

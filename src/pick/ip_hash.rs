@@ -1,6 +1,6 @@
 //! IP hash: the same client to the same endpoint, while the set is stable.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use super::http_key::ClientIp;
 use super::rng::{mix64, reduce};
@@ -128,17 +128,15 @@ where
     E: HashKey<Req>,
 {
     fn pick(&self, table: &Schedule, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
-        let len = table.len();
-        if len == 0 {
+        if table.is_empty() {
             return None;
         }
-        let pos = match self.key.hash_key(req) {
+        match self.key.hash_key(req) {
             // Mixed once more so that weak keys (small integers from a
             // closure) still spread over the whole schedule.
-            Some(hash) => reduce(mix64(hash), len),
-            None => self.next.fetch_add(1, Ordering::Relaxed) % len,
-        };
-        table.allowed_from(pos, endpoints)
+            Some(hash) => table.allowed_from(reduce(mix64(hash), table.len()), endpoints),
+            None => table.round_robin(&self.next, endpoints),
+        }
     }
 }
 
@@ -149,15 +147,8 @@ mod tests {
     use http::Request;
 
     use super::*;
+    use crate::pick::testing::{metas, picks_per_endpoint};
     use crate::pick::ClientAddr;
-
-    fn metas(weights: &[u32]) -> Vec<Meta> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Meta::new(i as u64, w))
-            .collect()
-    }
 
     fn from(ip: Ipv4Addr) -> Request<()> {
         let mut req = Request::new(());
@@ -268,13 +259,7 @@ mod tests {
     #[test]
     fn custom_keys_spread_even_when_weak() {
         let by_id = IpHash::with_key(|req: &u64| Some(*req));
-        let metas = metas(&[1, 1, 1, 1]);
-        let table = by_id.prepare(&metas);
-        let endpoints = Endpoints::new(&metas, &[(); 4]);
-        let mut c = [0; 4];
-        for id in 0..1000u64 {
-            c[by_id.pick(&table, &endpoints, &id).unwrap()] += 1;
-        }
+        let c = picks_per_endpoint(&by_id, &metas(&[1, 1, 1, 1]), 0..1000);
         assert!(c.iter().all(|&k| (200..=300).contains(&k)), "{c:?}");
     }
 

@@ -162,43 +162,10 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     use super::*;
-
-    #[derive(Clone, Debug)]
-    struct Counted(Arc<AtomicUsize>);
-
-    impl Counted {
-        fn new(load: usize) -> Self {
-            Self(Arc::new(AtomicUsize::new(load)))
-        }
-    }
-
-    impl Load for Counted {
-        type Metric = f64;
-        fn load(&self) -> f64 {
-            self.0.load(Ordering::Relaxed) as f64
-        }
-    }
-
-    struct Reported(f64);
-
-    impl Load for Reported {
-        type Metric = f64;
-        fn load(&self) -> f64 {
-            self.0
-        }
-    }
-
-    fn metas(weights: &[u32]) -> Vec<Meta> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Meta::new(i as u64, w))
-            .collect()
-    }
+    use crate::pick::testing::{idle, metas, Counted, Fixed};
 
     #[test]
     fn prefers_lower_load() {
@@ -229,7 +196,7 @@ mod tests {
     fn spreads_ties() {
         let least = LeastConnections::with_seed(3);
         let metas = metas(&[1, 1, 1, 1]);
-        let services: Vec<Counted> = (0..4).map(|_| Counted::new(0)).collect();
+        let services = idle(4);
         let table = least.prepare(&metas);
         let endpoints = Endpoints::new(&metas, &services);
         let mut c = [0; 4];
@@ -245,17 +212,14 @@ mod tests {
         // so in-flight counts end up proportional to weight.
         let least = LeastConnections::with_seed(4);
         let metas = metas(&[1, 2, 3]);
-        let services: Vec<Counted> = (0..3).map(|_| Counted::new(0)).collect();
+        let services = idle(3);
         let table = least.prepare(&metas);
         let endpoints = Endpoints::new(&metas, &services);
         for _ in 0..600 {
             let i = least.pick(&table, &endpoints, &()).unwrap();
             services[i].0.fetch_add(1, Ordering::Relaxed);
         }
-        let loads: Vec<usize> = services
-            .iter()
-            .map(|s| s.0.load(Ordering::Relaxed))
-            .collect();
+        let loads: Vec<u32> = services.iter().map(Counted::get).collect();
         assert_eq!(loads, [100, 200, 300]);
     }
 
@@ -302,15 +266,15 @@ mod tests {
         let least = LeastConnections::with_seed(7);
         let metas = metas(&[u32::MAX, 1, 1, 1]);
         let services = [
-            Reported(f64::NAN),
-            Reported(f64::INFINITY),
-            Reported(-1.0),
-            Reported(f64::MAX),
+            Fixed(f64::NAN),
+            Fixed(f64::INFINITY),
+            Fixed(-1.0),
+            Fixed(f64::MAX),
         ];
         let table = least.prepare(&metas);
         let endpoints = Endpoints::new(&metas, &services);
         assert_eq!(least.pick(&table, &endpoints, &()), Some(2));
-        let nan = [Reported(f64::NAN)];
+        let nan = [Fixed(f64::NAN)];
         let metas = metas[..1].to_vec();
         let endpoints = Endpoints::new(&metas, &nan);
         assert_eq!(least.pick(&table, &endpoints, &()), Some(0));

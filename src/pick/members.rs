@@ -1,5 +1,7 @@
-//! The endpoints a hashing picker may fall back to when the key does not
-//! decide: no key at all, or a table walk that found nothing allowed.
+//! Where a picker turns when its first choice is not allowed: the next
+//! entries of its table, and the endpoints a hashing picker falls back to
+//! when the key does not decide (no key at all, or a table walk that found
+//! nothing allowed).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -75,6 +77,28 @@ impl Members {
     }
 }
 
+/// The first allowed endpoint among at most `steps` consecutive entries of a
+/// table of `len` entries, from entry `pos` on and wrapping around;
+/// `entry(at)` is the endpoint in entry `at`. The bound keeps a pick cheap
+/// when excluded endpoints own long runs of the table.
+pub(crate) fn walk_allowed<S>(
+    len: usize,
+    pos: usize,
+    steps: usize,
+    entry: impl Fn(usize) -> usize,
+    endpoints: &Endpoints<'_, S>,
+) -> Option<usize> {
+    let mut at = pos;
+    for _ in 0..len.min(steps) {
+        let i = entry(at);
+        if endpoints.is_allowed(i) {
+            return Some(i);
+        }
+        at = if at + 1 == len { 0 } else { at + 1 };
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +125,23 @@ mod tests {
         let none = Members::new(&[Meta::new(1, 0)]);
         assert!(none.is_empty());
         assert_eq!(none.round_robin(&cursor, &all), None);
+    }
+
+    #[test]
+    fn walks_are_bounded_and_wrap() {
+        let metas = [Meta::new(1, 1), Meta::new(2, 1), Meta::new(3, 1)];
+        let services = [(); 3];
+        let excluded = [metas[0].key_hash(), metas[1].key_hash()];
+        let retry = Endpoints::new(&metas, &services).excluding(&excluded);
+        let table = [0, 1, 0, 1, 2];
+        let entry = |at: usize| table[at];
+        assert_eq!(walk_allowed(5, 0, 5, entry, &retry), Some(2));
+        assert_eq!(walk_allowed(5, 0, 4, entry, &retry), None);
+        assert_eq!(walk_allowed(5, 4, 1, entry, &retry), Some(2));
+        let wrapping = [2, 0, 1];
+        assert_eq!(walk_allowed(3, 1, 3, |at| wrapping[at], &retry), Some(2));
+        assert_eq!(walk_allowed(3, 1, 2, |at| wrapping[at], &retry), None);
+        let all = Endpoints::new(&metas, &services);
+        assert_eq!(walk_allowed(0, 0, 64, entry, &all), None);
     }
 }

@@ -57,6 +57,8 @@ mod members;
 mod p2c;
 mod rng;
 mod round_robin;
+#[cfg(test)]
+pub(crate) mod testing;
 mod weighted_round_robin;
 
 pub use self::consistent_hash::{BoundedConsistentHash, ConsistentHash, HashRing, InvalidBound};

@@ -260,38 +260,10 @@ fn candidate<S>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     use super::*;
-
-    #[derive(Clone, Debug)]
-    struct Counted(Arc<AtomicUsize>);
-
-    impl Counted {
-        fn new(load: usize) -> Self {
-            Self(Arc::new(AtomicUsize::new(load)))
-        }
-    }
-
-    impl Load for Counted {
-        type Metric = usize;
-        fn load(&self) -> usize {
-            self.0.load(Ordering::Relaxed)
-        }
-    }
-
-    fn metas(weights: &[u32]) -> Vec<Meta> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Meta::new(i as u64, w))
-            .collect()
-    }
-
-    fn idle(n: usize) -> Vec<Counted> {
-        (0..n).map(|_| Counted::new(0)).collect()
-    }
+    use crate::pick::testing::{idle, metas, Counted};
 
     #[test]
     fn chooses_the_less_loaded_of_two() {

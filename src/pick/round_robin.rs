@@ -1,6 +1,6 @@
 //! Plain round robin.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use super::weighted_round_robin::Schedule;
 use super::{Endpoints, Meta, Pick, Prepare};
@@ -74,28 +74,16 @@ impl Prepare for RoundRobin {
 
 impl<Req, S> Pick<Req, S> for RoundRobin {
     fn pick(&self, table: &Schedule, endpoints: &Endpoints<'_, S>, _req: &Req) -> Option<usize> {
-        let len = table.len();
-        if len == 0 {
-            return None;
-        }
-        let pos = self.next.fetch_add(1, Ordering::Relaxed) % len;
         // The table is in index order, so walking it and then scanning the
         // endpoints both step forward to the next allowed endpoint.
-        table.allowed_from(pos, endpoints)
+        table.round_robin(&self.next, endpoints)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn metas(weights: &[u32]) -> Vec<Meta> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Meta::new(i as u64, w))
-            .collect()
-    }
+    use crate::pick::testing::metas;
 
     fn tally(
         rr: &RoundRobin,

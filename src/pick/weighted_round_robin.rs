@@ -4,6 +4,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::members::walk_allowed;
 use super::{Endpoints, Meta, Pick, Prepare};
 
 /// A schedule never needs more entries than this to be exact, whatever `n`.
@@ -135,20 +136,9 @@ impl Schedule {
         endpoints: &Endpoints<'_, S>,
     ) -> Option<usize> {
         let first = *self.entries.get(pos)? as usize;
-        if endpoints.is_allowed(first) {
-            return Some(first);
-        }
-        let len = self.entries.len();
-        let mut at = pos;
-        for _ in 1..len.min(EXCLUSION_WALK) {
-            at += 1;
-            if at == len {
-                at = 0;
-            }
-            let i = self.entries[at] as usize;
-            if endpoints.is_allowed(i) {
-                return Some(i);
-            }
+        let entry = |at: usize| self.entries[at] as usize;
+        if let Some(i) = walk_allowed(self.len(), pos, EXCLUSION_WALK, entry, endpoints) {
+            return Some(i);
         }
         let n = endpoints.len();
         if n == 0 {
@@ -158,6 +148,21 @@ impl Schedule {
         (1..=n)
             .map(|k| (start + k) % n)
             .find(|&i| endpoints.is_allowed(i))
+    }
+
+    /// The entry under `cursor`, which moves on one entry a call, else the
+    /// next allowed one as [`allowed_from`](Self::allowed_from) finds it.
+    pub(crate) fn round_robin<S>(
+        &self,
+        cursor: &AtomicUsize,
+        endpoints: &Endpoints<'_, S>,
+    ) -> Option<usize> {
+        let len = self.entries.len();
+        if len == 0 {
+            return None;
+        }
+        let pos = cursor.fetch_add(1, Ordering::Relaxed) % len;
+        self.allowed_from(pos, endpoints)
     }
 }
 
@@ -171,12 +176,7 @@ impl Prepare for WeightedRoundRobin {
 
 impl<Req, S> Pick<Req, S> for WeightedRoundRobin {
     fn pick(&self, table: &Schedule, endpoints: &Endpoints<'_, S>, _req: &Req) -> Option<usize> {
-        let len = table.len();
-        if len == 0 {
-            return None;
-        }
-        let pos = self.next.fetch_add(1, Ordering::Relaxed) % len;
-        table.allowed_from(pos, endpoints)
+        table.round_robin(&self.next, endpoints)
     }
 }
 
@@ -326,15 +326,8 @@ fn deadline_schedule(weighted: &[(u32, u64)], total: u64) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pick::testing::metas;
     use crate::pick::Rng;
-
-    fn metas(weights: &[u32]) -> Vec<Meta> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Meta::new(i as u64, w))
-            .collect()
-    }
 
     fn counts(schedule: &[u32], n: usize) -> Vec<u64> {
         let mut c = vec![0u64; n];

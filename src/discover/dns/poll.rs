@@ -127,11 +127,8 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some(error) = this.error.take() {
-                return Poll::Ready(Some(Err(error)));
-            }
-            if let Some(change) = this.diff.next_change(&mut this.make) {
-                return Poll::Ready(Some(Ok(change)));
+            if let Some(item) = this.diff.next_item(&mut this.error, &mut this.make) {
+                return Poll::Ready(Some(item));
             }
             this.state = match std::mem::replace(&mut this.state, State::Ended) {
                 State::Ended => return Poll::Ready(None),

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{is_healthy, EndpointState, DOWN, EJECTED, RAMP};
+use super::{is_healthy, EndpointState, DOWN, EJECTED};
 
 impl EndpointState {
     pub(crate) fn record_probe(&self, ok: bool) {
@@ -30,21 +30,12 @@ impl EndpointState {
                 .probe_failures
                 .fetch_add(1, Ordering::Relaxed)
                 .saturating_add(1);
-            if failures >= self.core.fall {
-                let down = self.update(|flags| {
-                    if flags & DOWN != 0 {
-                        flags
-                    } else {
-                        (flags | DOWN) & !RAMP
-                    }
-                });
-                if down.is_some() {
-                    tracing::info!(
-                        key = %self.key,
-                        failures,
-                        "endpoint unhealthy: active checks failed"
-                    );
-                }
+            if failures >= self.core.fall && self.take_out(DOWN).is_some() {
+                tracing::info!(
+                    key = %self.key,
+                    failures,
+                    "endpoint unhealthy: active checks failed"
+                );
             }
         }
         self.core.changed.notify_waiters();

@@ -176,6 +176,18 @@ impl EndpointState {
         changed
     }
 
+    /// Sets `reason` (`DOWN` or `EJECTED`), which ends any slow start: it
+    /// starts again on recovery. `None` when `reason` was already set.
+    fn take_out(&self, reason: u32) -> Option<(u32, u32)> {
+        self.update(|flags| {
+            if flags & reason != 0 {
+                flags
+            } else {
+                (flags | reason) & !RAMP
+            }
+        })
+    }
+
     pub(crate) fn is_ramping(&self) -> bool {
         is_ramping(self.flags())
     }

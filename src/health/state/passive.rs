@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{is_healthy, nanos, EndpointState, EJECTED, RAMP, REMOVED};
+use super::{is_healthy, nanos, EndpointState, EJECTED, REMOVED};
 use crate::health::checks::OutlierDetection;
 
 impl EndpointState {
@@ -60,14 +60,7 @@ impl EndpointState {
         // Stored before the flag, so the task woken by it reads this time.
         self.ejected_until
             .store(now.saturating_add(duration), Ordering::Release);
-        let ejected = self.update(|flags| {
-            if flags & EJECTED != 0 {
-                flags
-            } else {
-                (flags | EJECTED) & !RAMP
-            }
-        });
-        if ejected.is_none() {
+        if self.take_out(EJECTED).is_none() {
             self.core.release_ejection();
             return;
         }

@@ -1,46 +1,9 @@
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-
-use tower::load::Load;
+use std::sync::atomic::Ordering;
 
 use super::*;
-use crate::pick::{hash_value, Rng};
-
-/// An endpoint whose load is a shared counter of requests in flight.
-#[derive(Clone, Debug, Default)]
-struct Counted(Arc<AtomicU32>);
-
-impl Counted {
-    fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl Load for Counted {
-    type Metric = u32;
-    fn load(&self) -> u32 {
-        self.get()
-    }
-}
-
-/// An endpoint reporting a fixed load, possibly not a number.
-struct Fixed(f64);
-
-impl Load for Fixed {
-    type Metric = f64;
-    fn load(&self) -> f64 {
-        self.0
-    }
-}
-
-fn metas(weights: &[u32]) -> Vec<Meta> {
-    weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| Meta::new(hash_value(&format!("10.0.0.{i}:8080")), w))
-        .collect()
-}
+use crate::pick::testing::{addr_metas as metas, idle, key_hashes, Counted, Fixed};
+use crate::pick::Rng;
 
 fn plain() -> ConsistentHash<impl Fn(&u64) -> Option<u64>> {
     ConsistentHash::new(|key: &u64| Some(*key))
@@ -68,7 +31,7 @@ fn no_endpoint_exceeds_the_bound_while_load_builds_up() {
     let factor = 1.25;
     let picker = bounded(factor);
     let metas = metas(&[1; 10]);
-    let services: Vec<Counted> = (0..10).map(|_| Counted::default()).collect();
+    let services = idle(10);
     let ring = picker.prepare(&metas);
     let endpoints = Endpoints::new(&metas, &services);
     let rng = Rng::from_seed(21);
@@ -92,7 +55,7 @@ fn each_placement_respects_the_bound_as_requests_come_and_go() {
     let weights = [1, 2, 1, 3, 1, 1, 2, 1];
     let total_weight: u32 = weights.iter().sum();
     let metas = metas(&weights);
-    let services: Vec<Counted> = weights.iter().map(|_| Counted::default()).collect();
+    let services = idle(weights.len());
     let ring = picker.prepare(&metas);
     let endpoints = Endpoints::new(&metas, &services);
     let rng = Rng::from_seed(5);
@@ -118,7 +81,7 @@ fn each_placement_respects_the_bound_as_requests_come_and_go() {
 fn keys_stay_on_their_endpoint_while_it_has_room() {
     let picker = bounded(1.5);
     let metas = metas(&[1; 5]);
-    let services: Vec<Counted> = (0..5).map(|_| Counted::default()).collect();
+    let services = idle(5);
     let ring = picker.prepare(&metas);
     let endpoints = Endpoints::new(&metas, &services);
     for key in 0..500u64 {
@@ -154,7 +117,7 @@ fn a_missing_key_goes_round_robin_within_the_bound() {
         .bounded_load(1.5)
         .unwrap();
     let metas = metas(&[1; 3]);
-    let services: Vec<Counted> = (0..3).map(|_| Counted::default()).collect();
+    let services = idle(3);
     let ring = picker.prepare(&metas);
     let endpoints = Endpoints::new(&metas, &services);
     let picks: Vec<_> = (0..6)
@@ -176,7 +139,7 @@ fn a_missing_key_goes_round_robin_within_the_bound() {
 fn exclusions_and_empty_sets() {
     let picker = bounded(1.25);
     let metas = metas(&[1, 0, 1]);
-    let services: Vec<Counted> = (0..3).map(|_| Counted::default()).collect();
+    let services = idle(3);
     let ring = picker.prepare(&metas);
     let excluded = key_hashes(&metas, &[0]);
     let retry = Endpoints::new(&metas, &services).excluding(&excluded);
@@ -215,9 +178,4 @@ fn loads_that_are_not_numbers_count_as_busy() {
         c[picker.pick(&ring, &endpoints, &key).unwrap()] += 1;
     }
     assert!(c.iter().all(|&k| k > 0), "{c:?}");
-}
-
-/// The key hashes of endpoints `indices`: what a retry excludes.
-fn key_hashes(metas: &[Meta], indices: &[usize]) -> Vec<u64> {
-    indices.iter().map(|&i| metas[i].key_hash()).collect()
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::pick::members::{Members, MAX_INDEXED};
+use crate::pick::members::{walk_allowed, Members, MAX_INDEXED};
 use crate::pick::rng::mix64;
 use crate::pick::{Endpoints, Meta};
 
@@ -121,15 +121,8 @@ impl HashRing {
         pos: usize,
         endpoints: &Endpoints<'_, S>,
     ) -> Option<usize> {
-        let mut at = pos;
-        for _ in 0..self.len().min(WALK) {
-            let i = self.owner(at);
-            if endpoints.is_allowed(i) {
-                return Some(i);
-            }
-            at = self.next(at);
-        }
-        self.members.first_allowed_after(self.owner(pos), endpoints)
+        walk_allowed(self.len(), pos, WALK, |at| self.owner(at), endpoints)
+            .or_else(|| self.members.first_allowed_after(self.owner(pos), endpoints))
     }
 }
 
@@ -191,14 +184,11 @@ fn bucket_index(hashes: &[u64]) -> (Box<[u32]>, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pick::testing::keyed_metas;
     use crate::pick::Rng;
 
     fn metas(weights: &[u32]) -> Vec<Meta> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Meta::new(1000 + i as u64, w))
-            .collect()
+        keyed_metas(weights, |i| 1000 + i as u64)
     }
 
     #[test]

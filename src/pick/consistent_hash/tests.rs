@@ -1,39 +1,17 @@
 use super::ring::MAX_POINTS;
 use super::*;
-use crate::pick::{hash_value, Rng};
+use crate::pick::hash_value;
+use crate::pick::testing::{
+    addr_metas as metas, assert_heavy_exclusion_falls_back, assert_order_free,
+    assert_stale_table_is_safe, key_hashes, owners, picks_per_endpoint, random_keys, ById, BY_ID,
+};
 
-type ById = ConsistentHash<fn(&u64) -> Option<u64>>;
-
-fn by_id() -> ById {
-    fn id(key: &u64) -> Option<u64> {
-        Some(*key)
-    }
-    ConsistentHash::new(id as fn(&u64) -> Option<u64>)
-}
-
-/// Endpoints named like socket addresses, as discovery would key them.
-fn metas(weights: &[u32]) -> Vec<Meta> {
-    weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| Meta::new(hash_value(&format!("10.0.0.{i}:8080")), w))
-        .collect()
+fn by_id() -> ConsistentHash<ById> {
+    ConsistentHash::new(BY_ID)
 }
 
 fn keys(count: usize) -> Vec<u64> {
-    let rng = Rng::from_seed(99);
-    (0..count).map(|_| rng.next_u64()).collect()
-}
-
-/// The key hash of the endpoint each key goes to: indices shift when the set
-/// changes, endpoint keys do not.
-fn owners(picker: &ById, metas: &[Meta], keys: &[u64]) -> Vec<u64> {
-    let ring = picker.prepare(metas);
-    let services = vec![(); metas.len()];
-    let endpoints = Endpoints::new(metas, &services);
-    keys.iter()
-        .map(|key| metas[picker.pick(&ring, &endpoints, key).unwrap()].key_hash())
-        .collect()
+    random_keys(99, count)
 }
 
 #[test]
@@ -82,15 +60,7 @@ fn inserting_an_endpoint_moves_keys_only_to_it() {
 
 #[test]
 fn the_ring_ignores_the_order_endpoints_were_learnt_in() {
-    let picker = by_id();
-    let forward = metas(&[1, 2, 3, 1, 1]);
-    let mut backward = forward.clone();
-    backward.reverse();
-    let keys = keys(2000);
-    assert_eq!(
-        owners(&picker, &forward, &keys),
-        owners(&picker, &backward, &keys)
-    );
+    assert_order_free(&by_id(), &[1, 2, 3, 1, 1], &keys(2000));
 }
 
 #[test]
@@ -106,14 +76,7 @@ fn shares_follow_weights() {
 
 #[test]
 fn weak_keys_spread() {
-    let picker = by_id();
-    let metas = metas(&[1; 4]);
-    let ring = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 4]);
-    let mut c = [0; 4];
-    for key in 0..4000u64 {
-        c[picker.pick(&ring, &endpoints, &key).unwrap()] += 1;
-    }
+    let c = picks_per_endpoint(&by_id(), &metas(&[1; 4]), 0..4000);
     assert!(c.iter().all(|&k| (700..=1300).contains(&k)), "{c:?}");
 }
 
@@ -175,15 +138,9 @@ fn a_retry_walks_to_the_next_distinct_endpoint_on_the_ring() {
 fn long_excluded_runs_fall_back_to_a_scan() {
     let picker = by_id();
     // The heavy endpoint owns all but one point of a capped ring.
-    let metas = metas(&[u32::MAX, 1]);
-    let ring = picker.prepare(&metas);
+    let ring = picker.prepare(&metas(&[u32::MAX, 1]));
     assert!(ring.len() as u64 <= MAX_POINTS + 2);
-    let services = [(); 2];
-    let excluded = key_hashes(&metas, &[0]);
-    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
-    for key in keys(200) {
-        assert_eq!(picker.pick(&ring, &endpoints, &key), Some(1));
-    }
+    assert_heavy_exclusion_falls_back(&picker, &keys(200));
 }
 
 #[test]
@@ -247,16 +204,5 @@ fn virtual_nodes_set_the_ring_size() {
 
 #[test]
 fn stale_tables_never_return_a_missing_endpoint() {
-    let picker = by_id();
-    let ring = picker.prepare(&metas(&[1; 4]));
-    let metas = metas(&[1]);
-    let endpoints = Endpoints::new(&metas, &[()]);
-    for key in keys(100) {
-        assert_eq!(picker.pick(&ring, &endpoints, &key), Some(0));
-    }
-}
-
-/// The key hashes of endpoints `indices`: what a retry excludes.
-fn key_hashes(metas: &[Meta], indices: &[usize]) -> Vec<u64> {
-    indices.iter().map(|&i| metas[i].key_hash()).collect()
+    assert_stale_table_is_safe(&by_id(), &keys(100));
 }

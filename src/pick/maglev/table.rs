@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 use std::fmt;
 
 use super::size;
-use crate::pick::members::Members;
+use crate::pick::members::{walk_allowed, Members};
 use crate::pick::rng::{mix64, reduce};
 use crate::pick::{Endpoints, Meta};
 
@@ -121,17 +121,10 @@ impl MaglevTable {
         slot: usize,
         endpoints: &Endpoints<'_, S>,
     ) -> Option<usize> {
-        let len = self.len();
-        let mut at = slot;
-        for _ in 0..len.min(WALK) {
-            let i = self.entry(at);
-            if endpoints.is_allowed(i) {
-                return Some(i);
-            }
-            at = if at + 1 == len { 0 } else { at + 1 };
-        }
-        self.members
-            .first_allowed_after(self.entry(slot), endpoints)
+        walk_allowed(self.len(), slot, WALK, |at| self.entry(at), endpoints).or_else(|| {
+            self.members
+                .first_allowed_after(self.entry(slot), endpoints)
+        })
     }
 }
 

@@ -1,26 +1,15 @@
 use super::*;
-use crate::pick::{hash_value, Rng};
+use crate::pick::testing::{
+    addr_metas as metas, assert_heavy_exclusion_falls_back, assert_order_free,
+    assert_stale_table_is_safe, key_hashes, owners, picks_per_endpoint, random_keys, ById, BY_ID,
+};
 
-type ById = Maglev<fn(&u64) -> Option<u64>>;
-
-fn by_id() -> ById {
-    fn id(key: &u64) -> Option<u64> {
-        Some(*key)
-    }
-    Maglev::new(id as fn(&u64) -> Option<u64>)
-}
-
-fn metas(weights: &[u32]) -> Vec<Meta> {
-    weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| Meta::new(hash_value(&format!("10.0.0.{i}:8080")), w))
-        .collect()
+fn by_id() -> Maglev<ById> {
+    Maglev::new(BY_ID)
 }
 
 fn keys(count: usize) -> Vec<u64> {
-    let rng = Rng::from_seed(17);
-    (0..count).map(|_| rng.next_u64()).collect()
+    random_keys(17, count)
 }
 
 fn slot_counts(table: &MaglevTable, n: usize) -> Vec<usize> {
@@ -29,16 +18,6 @@ fn slot_counts(table: &MaglevTable, n: usize) -> Vec<usize> {
         c[table.entry(slot)] += 1;
     }
     c
-}
-
-/// The key hash of the endpoint each key goes to.
-fn owners(picker: &ById, metas: &[Meta], keys: &[u64]) -> Vec<u64> {
-    let table = picker.prepare(metas);
-    let services = vec![(); metas.len()];
-    let endpoints = Endpoints::new(metas, &services);
-    keys.iter()
-        .map(|key| metas[picker.pick(&table, &endpoints, key).unwrap()].key_hash())
-        .collect()
 }
 
 #[test]
@@ -93,15 +72,7 @@ fn removing_one_of_ten_moves_few_keys_and_adding_it_back_restores_them() {
 
 #[test]
 fn the_table_ignores_the_order_endpoints_were_learnt_in() {
-    let picker = by_id();
-    let forward = metas(&[1, 2, 3, 1, 1]);
-    let mut backward = forward.clone();
-    backward.reverse();
-    let keys = keys(2000);
-    assert_eq!(
-        owners(&picker, &forward, &keys),
-        owners(&picker, &backward, &keys)
-    );
+    assert_order_free(&by_id(), &[1, 2, 3, 1, 1], &keys(2000));
 }
 
 #[test]
@@ -137,14 +108,7 @@ fn huge_weights_keep_every_endpoint_in_the_table() {
 
 #[test]
 fn weak_keys_spread() {
-    let picker = by_id();
-    let metas = metas(&[1; 4]);
-    let table = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 4]);
-    let mut c = [0; 4];
-    for key in 0..4000u64 {
-        c[picker.pick(&table, &endpoints, &key).unwrap()] += 1;
-    }
+    let c = picks_per_endpoint(&by_id(), &metas(&[1; 4]), 0..4000);
     assert!(c.iter().all(|&k| (850..=1150).contains(&k)), "{c:?}");
 }
 
@@ -178,15 +142,7 @@ fn a_retry_walks_to_the_next_allowed_slot() {
 
 #[test]
 fn long_excluded_runs_fall_back_to_a_scan() {
-    let picker = by_id();
-    let metas = metas(&[u32::MAX, 1]);
-    let table = picker.prepare(&metas);
-    let services = [(); 2];
-    let excluded = key_hashes(&metas, &[0]);
-    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
-    for key in keys(200) {
-        assert_eq!(picker.pick(&table, &endpoints, &key), Some(1));
-    }
+    assert_heavy_exclusion_falls_back(&by_id(), &keys(200));
 }
 
 #[test]
@@ -218,16 +174,5 @@ fn no_endpoints_give_none() {
 
 #[test]
 fn stale_tables_never_return_a_missing_endpoint() {
-    let picker = by_id();
-    let table = picker.prepare(&metas(&[1; 4]));
-    let metas = metas(&[1]);
-    let endpoints = Endpoints::new(&metas, &[()]);
-    for key in keys(100) {
-        assert_eq!(picker.pick(&table, &endpoints, &key), Some(0));
-    }
-}
-
-/// The key hashes of endpoints `indices`: what a retry excludes.
-fn key_hashes(metas: &[Meta], indices: &[usize]) -> Vec<u64> {
-    indices.iter().map(|&i| metas[i].key_hash()).collect()
+    assert_stale_table_is_safe(&by_id(), &keys(100));
 }

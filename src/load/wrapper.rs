@@ -1,0 +1,57 @@
+//! What [`InFlight`](super::InFlight) and [`PeakEwma`](super::PeakEwma)
+//! share word for word.
+
+/// Implements, for a wrapper `$wrapper<S, C>` with the fields `inner: S` and
+/// `counter: Counter`, the accessors of its counts and of its inner service,
+/// and [`Weight`](crate::discover::Weight) passed through from the inner
+/// service. Written once so the two wrappers cannot drift apart.
+macro_rules! impl_counted_wrapper {
+    ($wrapper:ident) => {
+        impl<S, C> $wrapper<S, C> {
+            /// Requests in flight now, over all clones.
+            pub fn in_flight(&self) -> usize {
+                self.counter.in_flight()
+            }
+
+            /// Requests started since the wrapper was made, over all clones.
+            pub fn requests(&self) -> u64 {
+                self.counter.requests()
+            }
+
+            /// A handle on the counts, to read them after the wrapper has
+            /// moved into a balancer.
+            pub fn counter(&self) -> $crate::load::Counter {
+                self.counter.clone()
+            }
+
+            /// The wrapped service.
+            pub fn get_ref(&self) -> &S {
+                &self.inner
+            }
+
+            /// The wrapped service, mutably.
+            pub fn get_mut(&mut self) -> &mut S {
+                &mut self.inner
+            }
+
+            /// Unwraps the service.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
+        }
+
+        impl<S: $crate::discover::Weight, C> $crate::discover::Weight for $wrapper<S, C> {
+            const GATED: bool = S::GATED;
+
+            fn weight(&self) -> u32 {
+                self.inner.weight()
+            }
+
+            fn is_available(&self) -> bool {
+                self.inner.is_available()
+            }
+        }
+    };
+}
+
+pub(super) use impl_counted_wrapper;
