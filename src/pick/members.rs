@@ -52,7 +52,20 @@ impl Members {
         if self.indices.is_empty() {
             return None;
         }
-        let start = cursor.fetch_add(1, Ordering::Relaxed) % self.indices.len();
+        let len = self.indices.len();
+        let mut start = cursor.fetch_add(1, Ordering::Relaxed) % len;
+        // A member that may not take the request hands its turn to the
+        // cursor's next one rather than to its neighbour, so the others share
+        // its turns evenly; after a few tries, the scan.
+        if endpoints.has_exclusions() {
+            for _ in 0..len.min(8) {
+                let i = self.indices[start] as usize;
+                if endpoints.is_allowed(i) {
+                    return Some(i);
+                }
+                start = cursor.fetch_add(1, Ordering::Relaxed) % len;
+            }
+        }
         self.first_allowed_from(start, endpoints)
     }
 

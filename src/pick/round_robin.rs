@@ -22,10 +22,13 @@ use super::{Endpoints, Meta, Pick, Prepare};
 ///
 /// # No endpoints, exclusions
 ///
-/// With no endpoint of non-zero weight, `pick` returns `None`. An excluded
-/// endpoint's turn goes to the next allowed endpoint after it (at most one
-/// pass over the endpoints); whatever is returned satisfies
-/// [`Endpoints::is_allowed`].
+/// With no endpoint of non-zero weight, `pick` returns `None`. An endpoint
+/// that may not take the request (excluded by a retry, or unhealthy) passes
+/// its turn on: the cursor moves to the next turn, up to 8 times, so the
+/// remaining endpoints share its turns evenly (with 1 of 4 down, each of the
+/// other 3 gets a third) instead of its neighbour taking them all. Past
+/// that, the next allowed endpoint along the cycle; whatever is returned
+/// satisfies [`Endpoints::is_allowed`].
 ///
 /// # Example
 ///
@@ -136,8 +139,9 @@ mod tests {
         let services = [(); 4];
         let excluded = [1, 2];
         let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
-        // Turns of 0, 1, 2, 3 go to 0, 3, 3, 3.
-        assert_eq!(tally(&rr, &table, &endpoints, 400), [100, 0, 0, 300]);
+        // The turns of 1 and 2 pass to the cursor's next turns, so 0 and 3
+        // share them evenly rather than 3, the next in line, taking them all.
+        assert_eq!(tally(&rr, &table, &endpoints, 400), [200, 0, 0, 200]);
         let all = [3, 2, 1, 0];
         let none = Endpoints::new(&metas, &services).excluding(&all);
         assert_eq!(Pick::<(), ()>::pick(&rr, &table, &none, &()), None);

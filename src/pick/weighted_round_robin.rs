@@ -63,10 +63,12 @@ const EXCLUSION_WALK: usize = 64;
 /// # No endpoints, exclusions
 ///
 /// With no endpoint of non-zero weight, `pick` returns `None`. When the
-/// scheduled endpoint is excluded, the pick walks forward along the schedule
-/// (at most 64 entries) to the next allowed one, then scans the endpoints in
-/// index order; whatever is returned satisfies
-/// [`Endpoints::is_allowed`].
+/// scheduled endpoint may not take the request (excluded by a retry, or
+/// unhealthy), its turn passes to the cursor's next turn, up to 8 times, so
+/// the others share its turns in proportion to their weights; then the pick
+/// walks forward along the schedule (at most 64 entries) to the next allowed
+/// one, then scans the endpoints in index order. Whatever is returned
+/// satisfies [`Endpoints::is_allowed`].
 ///
 /// # Example
 ///
@@ -150,8 +152,11 @@ impl Schedule {
             .find(|&i| endpoints.is_allowed(i))
     }
 
-    /// The entry under `cursor`, which moves on one entry a call, else the
-    /// next allowed one as [`allowed_from`](Self::allowed_from) finds it.
+    /// The entry under `cursor`, which moves on one entry a call. An entry
+    /// that is not allowed gives its turn to the cursor's next entry (up to
+    /// [`REDRAWS`] times, then the walk of [`allowed_from`](Self::allowed_from)),
+    /// so the endpoints still allowed share the turns of the others evenly
+    /// instead of the next one in the cycle taking them all.
     pub(crate) fn round_robin<S>(
         &self,
         cursor: &AtomicUsize,
@@ -161,10 +166,23 @@ impl Schedule {
         if len == 0 {
             return None;
         }
-        let pos = cursor.fetch_add(1, Ordering::Relaxed) % len;
+        let mut pos = cursor.fetch_add(1, Ordering::Relaxed) % len;
+        if endpoints.has_exclusions() {
+            for _ in 0..REDRAWS.min(len) {
+                let i = self.entries[pos] as usize;
+                if endpoints.is_allowed(i) {
+                    return Some(i);
+                }
+                pos = cursor.fetch_add(1, Ordering::Relaxed) % len;
+            }
+        }
         self.allowed_from(pos, endpoints)
     }
 }
+
+/// Turns of the cycle a round-robin pick takes before it walks the schedule
+/// for an allowed endpoint: each costs one more atomic add on the cursor.
+const REDRAWS: usize = 8;
 
 impl Prepare for WeightedRoundRobin {
     type Table = Schedule;
@@ -606,6 +624,23 @@ mod tests {
         let all = [0, 1, 2];
         let none = Endpoints::new(&metas, &services).excluding(&all);
         assert_eq!(Pick::<(), ()>::pick(&wrr, &table, &none, &()), None);
+    }
+
+    #[test]
+    fn an_unavailable_endpoints_turns_follow_the_weights_of_the_others() {
+        let wrr = WeightedRoundRobin::new();
+        // a b c d with weights 2 2 1 1, c down: a b d share its turns 2:2:1.
+        let metas = metas(&[2, 2, 1, 1]);
+        let table = wrr.prepare(&metas);
+        let up = [true, true, false, true];
+        let endpoints = Endpoints::new(&metas, &up).with_availability(|up: &bool| *up);
+        let mut c = [0; 4];
+        for _ in 0..6000 {
+            c[Pick::<(), bool>::pick(&wrr, &table, &endpoints, &()).unwrap()] += 1;
+        }
+        assert_eq!(c[2], 0);
+        assert_eq!(c[0], c[1], "{c:?}");
+        assert!((c[0] as i64 - 2 * c[3] as i64).abs() <= 6, "{c:?}");
     }
 
     #[test]
