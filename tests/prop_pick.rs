@@ -308,8 +308,8 @@ proptest! {
     }
 }
 
-/// The issue's wording, "never more than its fair share plus one within any
-/// window", does not hold for nginx's order: here one endpoint gets 1.59
+/// "Never more than its fair share plus one within any window", taken
+/// literally, does not hold for nginx's order: here one endpoint gets 1.59
 /// picks above its exact share of a window. What holds (and is tested
 /// above) is the prefix bound (never a whole pick ahead or behind), so at
 /// most one pick above the fair share rounded up.
