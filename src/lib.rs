@@ -7,7 +7,8 @@
 //! [picker](pick) chooses.
 //!
 //! * [`discover`]: where endpoints come from (a static list, a runtime
-//!   channel, or your own stream), each with a weight.
+//!   channel, a watched backends file, DNS with the `dns` feature, or your
+//!   own stream), each with a weight.
 //! * [`load`]: per-endpoint load through `tower::load::Load`: requests in
 //!   flight, counted until the response *body* ends, and Peak-EWMA latency.
 //! * [`pick`]: round robin, smooth weighted round robin, least connections,
@@ -19,6 +20,8 @@
 //!   endpoints leave rotation and come back.
 //! * [`retry`]: a layer that retries a failed request on another endpoint,
 //!   within a budget, with backoff, idempotency rules and bounded body replay.
+//! * [`http`]: [`SetAuthority`](http::SetAuthority), which points one shared
+//!   HTTP client at one endpoint's address.
 //!
 //! # Example
 //!
