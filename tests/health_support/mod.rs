@@ -3,6 +3,9 @@
 //! the requests routed to it, and a frozen clock.
 #![allow(dead_code)]
 
+#[path = "../support/serve_app.rs"]
+mod serve_app;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -19,12 +22,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tower::{Service, ServiceExt};
 use tower_lb::BoxError;
+
+use self::serve_app::serve_app;
 
 pub type Request = http::Request<Empty<Bytes>>;
 pub type Response = http::Response<Incoming>;
@@ -117,21 +121,7 @@ async fn serve(listener: TcpListener, answers: Arc<Answers>) {
             }),
         )
         .with_state(answers);
-    // Owned by this task: aborting it drops the listener and, with the set,
-    // every connection.
-    let mut connections = JoinSet::new();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        while connections.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone());
-        connections.spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    serve_app(listener, app).await;
 }
 
 /// An endpoint as the balancer sees it: a hyper client bound to one

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::Router;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
+
+use super::serve_app::serve_app;
 
 /// How a [`Flaky`] backend answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,17 +90,5 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
             }
         }
     });
-    let mut connections = JoinSet::new();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        while connections.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone());
-        connections.spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    serve_app(listener, app).await;
 }

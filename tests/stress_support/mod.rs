@@ -7,6 +7,8 @@
 
 mod alloc;
 mod flaky;
+#[path = "../support/serve_app.rs"]
+mod serve_app;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
+
+use super::serve_app::serve_app;
 
 /// What a backend shares with its handlers.
 struct Shared {
@@ -125,17 +125,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         .route("/stream", get(stream))
         .fallback(get(hit))
         .with_state(shared);
-    // Connections live in this task's set, so aborting it closes them all.
-    let mut connections = JoinSet::new();
-    while let Ok((stream, _)) = listener.accept().await {
-        while connections.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone());
-        connections.spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    serve_app(listener, app).await;
 }
 
 async fn hit(State(shared): State<Arc<Shared>>) -> String {

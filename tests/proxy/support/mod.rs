@@ -4,6 +4,8 @@
 
 mod backend;
 mod process;
+#[path = "../../support/serve_app.rs"]
+mod serve_app;
 
 use std::future::Future;
 use std::net::SocketAddr;
