@@ -1,8 +1,6 @@
 //! `FileDiscover` driving a real `Balance`: edits to the file become inserts,
 //! removes and replacements; bad edits keep the last good set.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +13,11 @@ use tower::{Service, ServiceExt};
 use tower_lb::discover::{BackendsErrorKind, FileDiscover};
 use tower_lb::pick::RoundRobin;
 use tower_lb::{Balance, BoxError};
+
+#[path = "support/answer.rs"]
+mod answer;
+
+use self::answer::{counting, Made};
 
 /// A directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -52,39 +55,6 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// How many times a service was made for each address.
-type Made = Arc<Mutex<HashMap<SocketAddr, usize>>>;
-
-/// An endpoint that answers its own address.
-#[derive(Clone, Debug)]
-struct Answer(SocketAddr);
-
-impl Service<()> for Answer {
-    type Response = SocketAddr;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<SocketAddr, Infallible>>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _req: ()) -> Self::Future {
-        std::future::ready(Ok(self.0))
-    }
-}
-
-/// Makes `Answer` endpoints, counting how often each address is made.
-fn counting_make(made: &Made) -> impl FnMut(SocketAddr) -> Answer + Send + 'static {
-    let made = Arc::clone(made);
-    move |addr| {
-        *made.lock().unwrap().entry(addr).or_default() += 1;
-        Answer(addr)
-    }
-}
-
 fn made(made: &Made, port: u16) -> usize {
     made.lock().unwrap().get(&addr(port)).copied().unwrap_or(0)
 }
@@ -108,7 +78,7 @@ async fn edits_become_inserts_removes_and_replacements() {
     let path = dir.file();
     write(&path, "127.0.0.1:9001\n127.0.0.1:9002\n");
     let counts = Made::default();
-    let discover = FileDiscover::new(&path, counting_make(&counts));
+    let discover = FileDiscover::new(&path, counting(&counts));
     let mut balance = Balance::new(discover, RoundRobin::new());
 
     bounded("two backends", balance.wait_for(|keys| keys.len() == 2)).await;
@@ -210,7 +180,7 @@ async fn garbage_keeps_the_last_good_set_until_fixed() {
     let path = dir.file();
     write(&path, "127.0.0.1:9001\n127.0.0.1:9002@2\n");
     let counts = Made::default();
-    let discover = FileDiscover::new(&path, counting_make(&counts));
+    let discover = FileDiscover::new(&path, counting(&counts));
     let balance = Balance::new(discover, RoundRobin::new());
     bounded("two backends", balance.wait_for(|keys| keys.len() == 2)).await;
 
@@ -256,7 +226,7 @@ async fn missing_file_at_start_is_the_first_item() {
     let dir = TempDir::new("missing");
     let path = dir.file();
     let counts = Made::default();
-    let mut discover = FileDiscover::new(&path, counting_make(&counts));
+    let mut discover = FileDiscover::new(&path, counting(&counts));
 
     let first = bounded("the first item", discover.next()).await.unwrap();
     let error = first.expect_err("an error first");
@@ -283,7 +253,7 @@ async fn invalid_file_at_start_names_the_line() {
     let path = dir.file();
     write(&path, "127.0.0.1:9001\n127.0.0.1:9002@0\n");
     let counts = Made::default();
-    let mut discover = FileDiscover::new(&path, counting_make(&counts)).interval(Duration::ZERO);
+    let mut discover = FileDiscover::new(&path, counting(&counts)).interval(Duration::ZERO);
     let error = bounded("the error", discover.next())
         .await
         .unwrap()

@@ -1,9 +1,6 @@
 //! `DnsDiscover` against a real DNS server on 127.0.0.1 (see `server.rs`).
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -14,41 +11,13 @@ use tower_lb::discover::{DnsDiscover, OnEmpty, Weight};
 use tower_lb::pick::RoundRobin;
 use tower_lb::Balance;
 
+#[path = "../support/answer.rs"]
+mod answer;
 mod server;
 mod ttl;
 
+pub(crate) use self::answer::{counting, Made};
 use self::server::{a, bounded, name, sa, srv, TestDns};
-
-/// Endpoints that answer their address; counts how often each is made.
-pub(crate) type Made = Arc<Mutex<HashMap<SocketAddr, usize>>>;
-
-#[derive(Clone, Debug)]
-pub(crate) struct Answer(SocketAddr);
-
-impl tower::Service<()> for Answer {
-    type Response = SocketAddr;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<SocketAddr, Infallible>>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _req: ()) -> Self::Future {
-        std::future::ready(Ok(self.0))
-    }
-}
-
-pub(crate) fn counting(made: &Made) -> impl FnMut(SocketAddr) -> Answer + Send + 'static {
-    let made = Arc::clone(made);
-    move |addr| {
-        *made.lock().unwrap().entry(addr).or_default() += 1;
-        Answer(addr)
-    }
-}
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
