@@ -292,6 +292,15 @@ pub struct Outcome {
     pub attempts: usize,
 }
 
+impl Outcome {
+    /// Asserts that all `requests` were sent and every one was answered.
+    #[track_caller]
+    pub fn assert_all_answered(&self, requests: usize) {
+        assert_eq!(self.sent, requests);
+        assert_eq!(self.failed, 0, "failed requests: {:?}", self.errors);
+    }
+}
+
 /// Sends `total` GETs of `/` from `tasks` tasks, as fast as they answer;
 /// `done` counts the requests finished, for the tests' pacing. Each answer
 /// must be a 200 with the body of a backend name.
