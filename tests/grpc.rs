@@ -188,16 +188,7 @@ async fn grpc_failures_are_classified_by_status_code() -> Result<(), BoxError> {
 
     // Unary: the failing server answers HTTP 200 with `grpc-status: 14` in
     // its headers (a trailers-only response), classified at once.
-    let mut unavailable = 0;
-    for _ in 0..30 {
-        match client.ask(None).await {
-            Ok(server) => assert_ne!(server, "c"),
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                unavailable += 1;
-            }
-        }
-    }
+    let unavailable = client.ask_counting_unavailable(30, "c").await;
     assert_eq!(unavailable, 10);
     assert_eq!(seen.failure_codes(), vec![Code::Unavailable as i32; 10]);
     // The 20 successes waited for their trailers to be classified.

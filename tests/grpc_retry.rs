@@ -102,16 +102,7 @@ async fn without_the_grpc_policy_an_unavailable_call_fails() -> Result<(), BoxEr
         .layer(RetryLayer::new(RetryPolicy::new()))
         .service(balance);
     let mut client = WhoClient::new(retrying);
-    let mut unavailable = 0;
-    for _ in 0..30 {
-        match client.ask(None).await {
-            Ok(server) => assert_ne!(server, "c"),
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                unavailable += 1;
-            }
-        }
-    }
+    let unavailable = client.ask_counting_unavailable(30, "c").await;
     assert_eq!(unavailable, 10);
     assert_eq!(fleet.backend("c").calls(), 10);
     Ok(())

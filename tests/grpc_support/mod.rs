@@ -246,6 +246,23 @@ where
         self.ask_with(request(user, false)?).await
     }
 
+    /// Calls `Ask` `calls` times with no user; asserts that every answer
+    /// came from a server other than `failing` and every failure was
+    /// `Unavailable`, and returns how many failed.
+    pub async fn ask_counting_unavailable(&mut self, calls: usize, failing: &str) -> usize {
+        let mut unavailable = 0;
+        for _ in 0..calls {
+            match self.ask(None).await {
+                Ok(server) => assert_ne!(server, failing),
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                    unavailable += 1;
+                }
+            }
+        }
+        unavailable
+    }
+
     /// Calls `Ask` with a request of the caller's (to carry extensions).
     pub async fn ask_with(&mut self, request: tonic::Request<Call>) -> Result<String, Status> {
         self.ready().await?;
