@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 
 use tonic::transport::Channel;
-use tower_lb::discover::{self, EndpointSender, Weighted};
+use tower_lb::discover::{EndpointSender, Weighted};
 use tower_lb::load::{Counter, InFlight};
 use tower_lb::pick::Prepare;
 use tower_lb::Balance;
 
+use super::fleet_start::{start_fleet, Started};
 use super::{start, Backend, Mode};
 
 /// Each endpoint: a tonic channel (or a wrapper around one), counted in
@@ -51,19 +52,18 @@ impl<C: Clone + Send + Sync + 'static> Fleet<C> {
         picker: P,
         wrap: impl Fn(Channel) -> C,
     ) -> (Self, GrpcBalance<P, C>) {
-        let (endpoints, discover) = discover::channel();
-        let balance = Balance::new(discover, picker);
-        let (mut backends, mut counters) = (Vec::new(), Vec::new());
-        for &(id, mode) in modes {
-            let backend = start(id, mode).await;
-            let endpoint = InFlight::new(wrap(backend.channel()));
-            counters.push(endpoint.counter());
-            endpoints
-                .insert(backend.addr, endpoint)
-                .expect("the balancer is alive");
-            backends.push(backend);
-        }
-        balance.wait_for(|keys| keys.len() == modes.len()).await;
+        let Started {
+            backends,
+            counters,
+            endpoints,
+            balance,
+        } = start_fleet(
+            modes,
+            picker,
+            |&(id, mode)| start(id, mode),
+            |backend| (backend.addr, wrap(backend.channel())),
+        )
+        .await;
         let fleet = Self {
             backends,
             counters,

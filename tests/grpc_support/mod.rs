@@ -16,6 +16,8 @@
 
 mod classified;
 mod fleet;
+#[path = "../support/fleet.rs"]
+mod fleet_start;
 mod replay;
 
 pub use self::classified::Classified;

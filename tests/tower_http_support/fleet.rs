@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tower_http::classify::ServerErrorsFailureClass;
-use tower_lb::discover::{self, EndpointSender, Weighted};
+use tower_lb::discover::{EndpointSender, Weighted};
 use tower_lb::load::{Counter, InFlight};
 use tower_lb::pick::Prepare;
 use tower_lb::Balance;
 
+use super::fleet_start::{start_fleet, Started};
 use super::{client, start, Backend, HttpEndpoint, Mode};
 
 /// Each endpoint: a hyper client pinned to one backend, counted in flight
@@ -37,19 +38,18 @@ impl Fleet {
     ) -> (Self, Balance<SocketAddr, Weighted<Endpoint>, P>) {
         let slow = Arc::new(Notify::new());
         let client = client();
-        let (endpoints, discover) = discover::channel();
-        let balance = Balance::new(discover, picker);
-        let (mut backends, mut counters) = (Vec::new(), Vec::new());
-        for &(id, mode) in modes {
-            let backend = start(id, mode, Arc::clone(&slow)).await;
-            let endpoint = InFlight::new(HttpEndpoint::new(&client, backend.addr));
-            counters.push(endpoint.counter());
-            endpoints
-                .insert(backend.addr, endpoint)
-                .expect("the balancer is alive");
-            backends.push(backend);
-        }
-        balance.wait_for(|keys| keys.len() == modes.len()).await;
+        let Started {
+            backends,
+            counters,
+            endpoints,
+            balance,
+        } = start_fleet(
+            modes,
+            picker,
+            |&(id, mode)| start(id, mode, Arc::clone(&slow)),
+            |backend| (backend.addr, HttpEndpoint::new(&client, backend.addr)),
+        )
+        .await;
         let fleet = Self {
             backends,
             counters,

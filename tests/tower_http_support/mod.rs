@@ -13,6 +13,8 @@
 #![allow(dead_code)] // each test uses its own part of the support
 
 mod fleet;
+#[path = "../support/fleet.rs"]
+mod fleet_start;
 mod retry;
 
 pub use self::fleet::{Failures, Fleet, HEALTHY};
