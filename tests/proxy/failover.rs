@@ -53,14 +53,7 @@ async fn backends_file_edits_apply_under_traffic_without_a_failure() {
     c.wait_for_hits(c.hits() + 50, PATIENCE).await;
     assert!(without_b(&status(&client, &proxy).await));
 
-    let (ok, failures) = traffic.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures.len(),
-        ok,
-        failures
-    );
+    traffic.stop_without_failures().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -94,14 +87,7 @@ async fn a_killed_backend_fails_no_get_request() {
         .find(|e| e.address == victim)
         .expect("still listed");
     assert!(dead.failures > 0, "{report:?}");
-    let (ok, failures) = traffic.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures.len(),
-        ok,
-        failures
-    );
+    traffic.stop_without_failures().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

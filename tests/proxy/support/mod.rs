@@ -122,6 +122,18 @@ impl Traffic {
         let failures = std::mem::take(&mut *self.failures.lock().unwrap());
         (self.ok.load(Ordering::SeqCst), failures)
     }
+
+    /// Stops the traffic and asserts that no request failed.
+    pub async fn stop_without_failures(self) {
+        let (ok, failures) = self.stop().await;
+        assert!(
+            failures.is_empty(),
+            "{} of {} requests failed: {:?}",
+            failures.len(),
+            ok,
+            failures
+        );
+    }
 }
 
 /// One backend as `/status` reports it.
