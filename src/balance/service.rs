@@ -28,7 +28,9 @@ pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(1);
 /// [module docs](crate::balance) for the contract.
 ///
 /// `K` is the discovery key, `S` the endpoint service, `P` the picker.
-/// Cloning is cheap (two `Arc`s) and every clone shares one endpoint set.
+/// Cloning is cheap (a few reference counts) and every clone shares one
+/// endpoint set; a task that sends many requests does best to keep its own
+/// clone, whose cached view of the set then stays warm.
 pub struct Balance<K, S, P: Prepare> {
     shared: Arc<Shared<K, S, P::Table>>,
     /// This handle's copy of the current set; refreshed on every call when
