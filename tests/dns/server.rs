@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
 use hickory_server::proto::rr::rdata::{A, SOA, SRV};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
@@ -31,6 +33,8 @@ struct Seen {
 struct Recorder {
     catalog: Catalog,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Woken after each query is recorded.
+    arrived: Arc<Notify>,
     down: Down,
 }
 
@@ -56,6 +60,7 @@ impl RequestHandler for Recorder {
                 name,
                 kind: info.query.query_type(),
             });
+            self.arrived.notify_waiters();
         }
         if unanswered {
             return std::future::pending().await;
@@ -71,6 +76,7 @@ pub struct TestDns {
     pub addr: SocketAddr,
     zones: Vec<(Name, Arc<InMemoryZoneHandler>)>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    arrived: Arc<Notify>,
     pub down: Down,
     _server: Server<Recorder>,
 }
@@ -98,12 +104,14 @@ impl TestDns {
             zones.push((origin, zone));
         }
         let seen = Arc::default();
+        let arrived = Arc::new(Notify::new());
         let down = Down::default();
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let mut server = Server::new(Recorder {
             catalog,
             seen: Arc::clone(&seen),
+            arrived: Arc::clone(&arrived),
             down: Arc::clone(&down),
         });
         server.register_socket(socket);
@@ -111,6 +119,7 @@ impl TestDns {
             addr,
             zones,
             seen,
+            arrived,
             down,
             _server: server,
         }
@@ -159,11 +168,15 @@ impl TestDns {
     pub async fn wait_queries(&self, owner: &str, kind: RecordType, n: usize) -> Vec<Instant> {
         bounded("queries", async {
             loop {
+                let arrived = self.arrived.notified();
+                let mut arrived = std::pin::pin!(arrived);
+                // Registered before the check, so a query in between is not missed.
+                arrived.as_mut().enable();
                 let queries = self.queries(owner, kind);
                 if queries.len() >= n {
                     return queries;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                arrived.await;
             }
         })
         .await
