@@ -24,7 +24,7 @@ use tower_lb::discover;
 use tower_lb::pick::RoundRobin;
 use tower_lb::{Balance, BoxError};
 
-use tower_http_support::{start, Failures, Fleet, HttpEndpoint, Mode, RetryOnFailure, HEALTHY};
+use tower_http_support::{http_endpoint, start, Failures, Fleet, Mode, RetryOnFailure, HEALTHY};
 
 const X_CLIENT: HeaderName = HeaderName::from_static("x-client");
 
@@ -196,7 +196,7 @@ async fn each_endpoint_failures_are_counted_by_the_classifier() -> Result<(), Bo
         };
         let endpoint = ServiceBuilder::new()
             .layer(TraceLayer::new_for_http().on_failure(on_failure))
-            .service(HttpEndpoint::new(&client, backend.addr));
+            .service(http_endpoint(&client, backend.addr));
         endpoints.insert(backend.addr, endpoint)?;
         failed.insert(id, count);
     }

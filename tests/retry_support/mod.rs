@@ -2,26 +2,23 @@
 //! client per endpoint, and a balancer over them.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower::Service;
 use tower_lb::discover::{self, Weighted};
+use tower_lb::http::SetAuthority;
 use tower_lb::pick::{hash_value, Pick};
 use tower_lb::retry::{ReplayBody, TriedEndpoints};
-use tower_lb::{Balance, BoxError};
+use tower_lb::Balance;
 
 /// The request body every test sends: any body, boxed. (Its error type is
 /// not `BoxError`: a `dyn` type in a spawned future's request trips the
@@ -93,31 +90,8 @@ pub fn refusing_addr() -> SocketAddr {
 }
 
 /// One endpoint: a shared hyper-util client with the URI's authority set
-/// to this endpoint's address.
-#[derive(Clone)]
-pub struct Endpoint {
-    client: Client<HttpConnector, ReplayBody<Body>>,
-    addr: SocketAddr,
-}
-
-impl Service<Req> for Endpoint {
-    type Response = Response<Incoming>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Req) -> Self::Future {
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        *req.uri_mut() = format!("http://{}{}", self.addr, path)
-            .parse::<Uri>()
-            .unwrap();
-        let response = self.client.request(req);
-        Box::pin(async move { Ok(response.await?) })
-    }
-}
+/// to this endpoint's address by the crate's [`SetAuthority`].
+pub type Endpoint = SetAuthority<Client<HttpConnector, ReplayBody<Body>>>;
 
 pub type Lb<P> = Balance<SocketAddr, Weighted<Endpoint>, P>;
 
@@ -130,7 +104,9 @@ where
     let (endpoints, discover) = discover::channel();
     for &addr in addrs {
         let client = client.clone();
-        endpoints.insert(addr, Endpoint { client, addr }).unwrap();
+        endpoints
+            .insert(addr, SetAuthority::from_addr(client, addr))
+            .unwrap();
     }
     let balance = Balance::new(discover, picker);
     balance.wait_for(|keys| keys.len() == addrs.len()).await;

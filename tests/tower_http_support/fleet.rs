@@ -13,7 +13,7 @@ use tower_lb::pick::Prepare;
 use tower_lb::Balance;
 
 use super::fleet_start::{start_fleet, Started};
-use super::{client, start, Backend, HttpEndpoint, Mode};
+use super::{client, http_endpoint, start, Backend, HttpEndpoint, Mode};
 
 /// Each endpoint: a hyper client pinned to one backend, counted in flight
 /// until its response body ends.
@@ -47,7 +47,7 @@ impl Fleet {
             modes,
             picker,
             |&(id, mode)| start(id, mode, Arc::clone(&slow)),
-            |backend| (backend.addr, HttpEndpoint::new(&client, backend.addr)),
+            |backend| (backend.addr, http_endpoint(&client, backend.addr)),
         )
         .await;
         let fleet = Self {

@@ -20,12 +20,9 @@ mod retry;
 pub use self::fleet::{Failures, Fleet, HEALTHY};
 pub use self::retry::RetryOnFailure;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -33,16 +30,13 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use http::{Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tower::Service;
-use tower_lb::BoxError;
+use tower_lb::http::SetAuthority;
 
 /// How a backend answers `GET /`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,21 +127,17 @@ async fn slow_route(State(shared): State<Shared>) -> &'static str {
     std::future::pending().await
 }
 
-/// A hyper client pinned to one backend: it fills in the scheme and
-/// authority, so requests through the balancer carry only a path.
-#[derive(Clone, Debug)]
-pub struct HttpEndpoint {
-    client: Client<HttpConnector, Full<Bytes>>,
-    addr: SocketAddr,
-}
+/// A hyper client pinned to one backend by the crate's [`SetAuthority`]: it
+/// fills in the scheme and authority, so requests through the balancer carry
+/// only a path.
+pub type HttpEndpoint = SetAuthority<Client<HttpConnector, Full<Bytes>>>;
 
-impl HttpEndpoint {
-    pub fn new(client: &Client<HttpConnector, Full<Bytes>>, addr: SocketAddr) -> Self {
-        Self {
-            client: client.clone(),
-            addr,
-        }
-    }
+/// An endpoint for the backend at `addr`, sharing `client`'s pool.
+pub fn http_endpoint(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+) -> HttpEndpoint {
+    SetAuthority::from_addr(client.clone(), addr)
 }
 
 /// One client (one connection pool) for all endpoints.
@@ -155,32 +145,4 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new()).build(connector)
-}
-
-impl Service<Request<Full<Bytes>>> for HttpEndpoint {
-    type Response = Response<Incoming>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<Full<Bytes>>) -> Self::Future {
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(self.addr.to_string())
-            .path_and_query(path)
-            .build();
-        let client = self.client.clone();
-        Box::pin(async move {
-            *request.uri_mut() = uri?;
-            Ok(client.request(request).await?)
-        })
-    }
 }
