@@ -26,6 +26,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::{Service, ServiceExt};
+use tower_lb::http::SetAuthority;
 use tower_lb::BoxError;
 
 use self::serve_app::serve_app;
@@ -128,8 +129,7 @@ async fn serve(listener: TcpListener, answers: Arc<Answers>) {
 /// backend address, counting the requests routed to it.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
-    addr: SocketAddr,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    inner: SetAuthority<Client<HttpConnector, Empty<Bytes>>>,
     calls: Arc<AtomicUsize>,
 }
 
@@ -141,8 +141,7 @@ impl Endpoint {
             .pool_max_idle_per_host(0)
             .build_http();
         Self {
-            addr,
-            client,
+            inner: SetAuthority::from_addr(client, addr),
             calls: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -155,18 +154,16 @@ impl Endpoint {
 
 impl Service<Request> for Endpoint {
     type Response = Response;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = hyper_util::client::legacy::ResponseFuture;
+    type Error = BoxError;
+    type Future = tower_lb::http::ResponseFuture<hyper_util::client::legacy::ResponseFuture>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&mut self, request: Request) -> Self::Future {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let path = request.uri().path().to_owned();
-        *request.uri_mut() = format!("http://{}{}", self.addr, path).parse().unwrap();
-        self.client.request(request)
+        self.inner.call(request)
     }
 }
 

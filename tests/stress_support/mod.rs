@@ -29,6 +29,7 @@ use tower::util::BoxCloneService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_lb::discover::{self, ChannelDiscover, EndpointSender, Weighted};
 use tower_lb::health::{HealthConfig, HealthDiscover, HealthRegistry, Healthy};
+use tower_lb::http::SetAuthority;
 use tower_lb::load::{Handle, InFlight, InFlightDiscover, TrackedBody};
 use tower_lb::pick::Pick;
 use tower_lb::retry::{ReplayBody, RetryLayer, RetryPolicy, TriedEndpoints};
@@ -149,7 +150,7 @@ impl Log {
 /// to it) that logs each attempt it is given.
 #[derive(Clone, Debug)]
 pub struct Recorded {
-    client: Client<HttpConnector, Body>,
+    inner: SetAuthority<Client<HttpConnector, Body>>,
     key: SocketAddr,
     generation: u64,
     log: Arc<Log>,
@@ -157,24 +158,22 @@ pub struct Recorded {
 
 impl Service<Request<Body>> for Recorded {
     type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = hyper_util::client::legacy::ResponseFuture;
+    type Error = BoxError;
+    type Future = tower_lb::http::ResponseFuture<hyper_util::client::legacy::ResponseFuture>;
 
     /// The client queues internally: always ready.
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
         let stamp = req.extensions().get::<Stamp>().map_or(u64::MAX, |s| s.0);
         self.log.attempts.lock().unwrap().push(Attempt {
             key: self.key,
             generation: self.generation,
             stamp,
         });
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        *req.uri_mut() = format!("http://{}{path}", self.key).parse().expect("a URI");
-        self.client.request(req)
+        self.inner.call(req)
     }
 }
 
@@ -236,7 +235,7 @@ where
         assert!(addr.ip().is_loopback(), "tests only talk to loopback");
         let generation = self.clock.tick();
         let endpoint = Recorded {
-            client: self.http.clone(),
+            inner: SetAuthority::from_addr(self.http.clone(), addr),
             key: addr,
             generation,
             log: Arc::clone(&self.log),
