@@ -72,7 +72,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 use tower_lb::discover::StaticList;
-use tower_lb::discover::Weighted;
+use tower_lb::endpoint::Weighted;
 use tower_lb::load::{InFlight, InFlightDiscover};
 use tower_lb::pick::{P2c, Pick, RoundRobin};
 use tower_lb::Balance;
@@ -247,10 +247,10 @@ fn balanced<E, P>(
     rt: &Runtime,
     endpoints: Vec<(SocketAddr, E)>,
     picker: P,
-) -> Balance<SocketAddr, InFlight<Weighted<E>>, P>
+) -> Balance<SocketAddr, Weighted<InFlight<E>>, P>
 where
     E: Service<Request<Empty<Bytes>>> + Clone + Send + Sync + 'static,
-    P: Pick<Request<Empty<Bytes>>, InFlight<Weighted<E>>>,
+    P: Pick<Request<Empty<Bytes>>, Weighted<InFlight<E>>>,
 {
     let count = endpoints.len();
     rt.block_on(async {

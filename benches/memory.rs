@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use tower::discover::Change;
 use tower::{service_fn, Service};
-use tower_lb::discover::Weighted;
+use tower_lb::endpoint::Weighted;
 use tower_lb::load::{CompleteOnResponse, InFlightDiscover};
 use tower_lb::pick::{
     hash_value, ConsistentHash, IpHash, LeastConnections, Maglev, Meta, P2c, Prepare, RoundRobin,

@@ -41,7 +41,7 @@ const CALLERS: usize = 32;
 const BACKENDS: [&str; 3] = ["fast", "slow", "stream"];
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-type Endpoint = InFlight<tower_lb::discover::Weighted<SetAuthority<HttpClient>>>;
+type Endpoint = tower_lb::endpoint::Weighted<InFlight<SetAuthority<HttpClient>>>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {

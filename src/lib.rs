@@ -18,10 +18,15 @@
 //!   discovery [`Worker`](balance::Worker).
 //! * [`health`]: active probes and passive outlier detection, so dead
 //!   endpoints leave rotation and come back.
-//! * [`retry`]: a layer that retries a failed request on another endpoint,
+//! * [`retry`] (feature `http`): a layer that retries a failed request on another endpoint,
 //!   within a budget, with backoff, idempotency rules and bounded body replay.
-//! * [`http`]: [`SetAuthority`](http::SetAuthority), which points one shared
-//!   HTTP client at one endpoint's address.
+//! * [`http`] (feature `http`, on by default): the preset HTTP balancer,
+//!   one named type from a builder, and
+//!   [`SetAuthority`](http::SetAuthority), which points one shared HTTP
+//!   client at one endpoint's address.
+//! * `grpc` (feature `grpc`): the same preset over tonic channels.
+//! * [`endpoint`], [`classify`]: the contracts every part shares, what the
+//!   balancer reads of an endpoint and what counts as its failure.
 //!
 //! # Example
 //!
@@ -54,6 +59,32 @@
 //! # }
 //! ```
 //!
+//! # Module graph
+//!
+//! Arrows point from a module to what it uses; nothing points up, and the
+//! core (everything but the presets, `retry` and the HTTP parts of
+//! `health`) builds with tower, tokio and arc-swap alone
+//! (`--no-default-features`).
+//!
+//! ```text
+//!  presets: http::Balancer, grpc::Balancer          (features http, grpc)
+//!    └─► retry ───────────────────────────────────┐ (feature http)
+//!          └─► load, health, discover              │ endpoint wrappers, sources
+//!                └─► balance (Balance, attempt set: TriedEndpoints)
+//!                      └─► pick (Pick, Prepare, the pickers)
+//!                            └─► leaves: error, endpoint (the contract),
+//!                                classify, util (random, hashing) ◄───┘
+//! ```
+//!
+//! * [`endpoint`] is the contract: weight and availability. The balancer
+//!   reads nothing else of an endpoint; health implements availability.
+//! * The attempt set ([`balance::TriedEndpoints`]) belongs to the balancer:
+//!   layers above it (retry, your own) hand it down with
+//!   [`TriedEndpoints::scope`](balance::TriedEndpoints::scope), so any
+//!   request type works.
+//! * [`classify`] says what counts as an endpoint's failure, for health and
+//!   retry alike.
+//!
 //! # Errors
 //!
 //! The balancer's error type is [`BoxError`]. When no endpoint can be picked
@@ -69,13 +100,18 @@
 )]
 
 pub mod balance;
+pub mod classify;
 pub mod discover;
+pub mod endpoint;
 pub mod error;
 pub mod health;
+#[cfg(feature = "http")]
 pub mod http;
 pub mod load;
 pub mod pick;
+#[cfg(feature = "http")]
 pub mod retry;
+mod util;
 
 pub use crate::balance::{Balance, BalanceLayer};
 pub use crate::error::{BoxError, NoEndpoints};

@@ -9,7 +9,8 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use tower::discover::Change;
-use tower_lb::discover::{self, StaticList, Weighted};
+use tower_lb::discover::{self, StaticList};
+use tower_lb::endpoint::Weighted;
 use tower_lb::pick::RoundRobin;
 use tower_lb::{Balance, BoxError};
 

@@ -240,7 +240,7 @@ async fn missing_file_at_start_is_the_first_item() {
     write(&path, "127.0.0.1:9001@3\n");
     match bounded("an insert", discover.next()).await.unwrap() {
         Ok(tower::discover::Change::Insert(key, svc)) => {
-            use tower_lb::discover::Weight;
+            use tower_lb::endpoint::Endpoint;
             assert_eq!((key, svc.weight()), (addr(9001), 3));
         }
         other => panic!("expected an insert, got {:?}", other.map(|_| ()).err()),

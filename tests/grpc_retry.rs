@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use tonic::Code;
 use tower::{Layer, ServiceBuilder};
+use tower_lb::balance::TriedEndpoints;
 use tower_lb::pick::{hash_value, RoundRobin};
-use tower_lb::retry::{RetryLayer, RetryPolicy, TriedEndpoints};
+use tower_lb::retry::{RetryLayer, RetryPolicy};
 use tower_lb::BoxError;
 
 use grpc_support::{replay_channel, request, Call, Fleet, Mode, WhoClient};

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::time::{advance, Instant};
 use tower::ServiceBuilder;
-use tower_lb::discover::{self, EndpointSender, Weighted};
+use tower_lb::discover::{self, EndpointSender};
+use tower_lb::endpoint::Weighted;
 use tower_lb::health::{
     ActiveChecks, AllUnhealthy, HealthConfig, HealthDiscover, HealthLayer, HealthRegistry,
     HealthState, Healthy, HttpProbe, NoHealthyEndpoints, OutlierDetection, TcpProbe,
@@ -240,11 +241,13 @@ async fn an_endpoint_answering_503_is_ejected_for_longer_each_time() {
         .service(discover);
     within("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
     let bad = |balance: &Lb| {
-        balance
-            .health()
-            .into_iter()
-            .find(|health| *health.key() == backends[0].addr)
-            .unwrap()
+        balance.read_endpoints(|keys, services| {
+            let i = keys
+                .iter()
+                .position(|key| *key == backends[0].addr)
+                .unwrap();
+            services[i].health(keys[i])
+        })
     };
 
     let step = Duration::from_millis(100);

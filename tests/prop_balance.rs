@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tower::{Service, ServiceExt};
-use tower_lb::discover::{self, Weighted};
+use tower_lb::discover;
+use tower_lb::endpoint::Weighted;
 use tower_lb::pick::{LeastConnections, Pick, RoundRobin, WeightedRoundRobin};
 use tower_lb::{Balance, BalanceLayer, BoxError, NoEndpoints};
 

@@ -5,7 +5,8 @@
 mod support;
 
 use tower::{Service, ServiceExt};
-use tower_lb::load::InFlightDiscover;
+use tower_lb::endpoint::Weighted;
+use tower_lb::load::{InFlight, InFlightDiscover};
 use tower_lb::pick::P2c;
 use tower_lb::{discover, Balance, BoxError};
 
@@ -40,8 +41,13 @@ async fn the_readme_example_against_real_backends() -> Result<(), BoxError> {
     let named = response.headers()[BACKEND_HEADER].to_str()?.to_owned();
     assert!(named == "one" || named == "two", "{named}");
     // The body is still unread: the request counts until it is.
-    let busy = |balance: &Balance<String, Counted, P2c>| {
-        balance.read_endpoints(|_, services| services.iter().map(|s| s.in_flight()).sum::<usize>())
+    let busy = |balance: &Balance<String, Weighted<InFlight<Endpoint>>, P2c>| {
+        balance.read_endpoints(|_, services| {
+            services
+                .iter()
+                .map(|s| s.get_ref().in_flight())
+                .sum::<usize>()
+        })
     };
     assert_eq!(busy(&balance), 1);
     assert_eq!(bounded("body", read_body(response)).await?, named);

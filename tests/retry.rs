@@ -10,8 +10,9 @@ use hyper::body::Incoming;
 use tokio::task::JoinSet;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_lb::balance::TriedEndpoints;
 use tower_lb::pick::{Endpoints, Header, IpHash, Meta, Pick, RoundRobin};
-use tower_lb::retry::{RetryLayer, RetryNonIdempotent, RetryPolicy, TriedEndpoints};
+use tower_lb::retry::{RetryLayer, RetryNonIdempotent, RetryPolicy};
 use tower_lb::BoxError;
 
 use retry_support::*;
@@ -267,7 +268,7 @@ async fn large_and_streamed_bodies_are_sent_once_whole() {
 /// one the picker itself names when the first is ruled out.
 async fn hash_retry_walks_on<P>(picker: P, twin: P)
 where
-    P: Pick<Req, tower_lb::discover::Weighted<Endpoint>> + Pick<http::Request<()>, ()>,
+    P: Pick<Req, tower_lb::endpoint::Weighted<Endpoint>> + Pick<http::Request<()>, ()>,
 {
     let sick = Backend::start(StatusCode::SERVICE_UNAVAILABLE).await;
     let mut others = Vec::new();

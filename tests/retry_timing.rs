@@ -15,9 +15,10 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_lb::balance::TriedEndpoints;
 use tower_lb::discover;
 use tower_lb::pick::RoundRobin;
-use tower_lb::retry::{ReplayBody, RetryLayer, RetryPolicy, TriedEndpoints};
+use tower_lb::retry::{ReplayBody, RetryLayer, RetryPolicy};
 use tower_lb::{BalanceLayer, BoxError, NoEndpoints};
 
 type Req = Request<ReplayBody<Full<Bytes>>>;

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tower_lb::discover::Weight;
+use tower_lb::endpoint::Endpoint;
 use tower_lb::pick::Prepare;
 
 use crate::server::Lb;
@@ -41,8 +41,8 @@ fn status_json<P: Prepare>(lb: &Lb<P>) -> String {
     lb.read_endpoints(|addrs, endpoints| {
         let mut json = String::from("[");
         for (i, (addr, endpoint)) in addrs.iter().zip(endpoints).enumerate() {
-            let counted = endpoint.get_ref();
-            let forward = counted.get_ref().get_ref();
+            let counted = endpoint.get_ref().get_ref();
+            let forward = counted.get_ref();
             let health = endpoint.health(());
             let state = match health.state() {
                 tower_lb::health::HealthState::Healthy => "healthy",

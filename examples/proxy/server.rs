@@ -20,7 +20,8 @@ use tower::timeout::error::Elapsed;
 use tower::timeout::Timeout;
 use tower::util::Oneshot;
 use tower::ServiceExt;
-use tower_lb::discover::{FileDiscover, StaticList, Weighted};
+use tower_lb::discover::{FileDiscover, StaticList};
+use tower_lb::endpoint::Weighted;
 use tower_lb::health::{
     ActiveChecks, HealthConfig, HealthDiscover, Healthy, HttpProbe, NoHealthyEndpoints,
     OutlierDetection,
@@ -36,7 +37,7 @@ use crate::forward::{self, Forward, UpstreamBody};
 /// One backend as the balancer holds it: health on the outside (so
 /// `Balance::health` reads it), requests in flight counted until the
 /// response body ends, the weight from the command line or the file.
-pub(crate) type Endpoint = Healthy<InFlight<Weighted<Forward>>>;
+pub(crate) type Endpoint = Healthy<Weighted<InFlight<Forward>>>;
 
 /// The balancer for a picker `P`.
 pub(crate) type Lb<P> = Balance<SocketAddr, Endpoint, P>;

@@ -25,7 +25,7 @@ use hickory_resolver::proto::rr::{Name, RData, Record};
 use libfuzzer_sys::fuzz_target;
 use tokio::net::UdpSocket;
 use tower::discover::Change;
-use tower_lb::discover::{DnsDiscover, OnEmpty, Weight};
+use tower_lb::discover::{DnsDiscover, OnEmpty, Endpoint};
 
 const NAME: &str = "svc.fuzz.test.";
 /// Longer than any resolution takes (1 s timeouts), shorter than the TTL.

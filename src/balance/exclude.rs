@@ -5,25 +5,25 @@ use std::fmt;
 
 use super::service::pick_from;
 use super::snapshot::Snapshot;
-use crate::discover::Weight;
+use super::TriedEndpoints;
+use crate::endpoint::Endpoint;
 use crate::pick::Pick;
-use crate::retry::{Exclusions, TriedEndpoints};
 
-/// Picks for `request`, ruling out the endpoints its [`TriedEndpoints`] holds
-/// and recording the one picked there. A request without a set costs one
-/// extension lookup; with one, a copy of at most eight hashes to the stack.
+/// Picks for `request`, ruling out the endpoints in its attempt set `tried`
+/// and recording the one picked there. Without a set the pick is the plain
+/// one; with one, it costs a copy of at most eight hashes to the stack.
 pub(super) fn pick<K, S, P, Req>(
     snapshot: &Snapshot<K, S, P::Table>,
     picker: &P,
     request: &Req,
+    tried: Option<&TriedEndpoints>,
 ) -> Option<usize>
 where
     K: fmt::Debug,
-    S: Weight,
+    S: Endpoint,
     P: Pick<Req, S>,
-    Req: Exclusions,
 {
-    let Some(tried) = request.tried() else {
+    let Some(tried) = tried else {
         return pick_from(snapshot, picker, request, &[]);
     };
     let mut excluded = [0; TriedEndpoints::CAPACITY];
@@ -34,13 +34,12 @@ where
         let repeat = excluded[..n].contains(&key_hash);
         tracing::debug!(
             endpoint = ?snapshot.keys[i],
-            key_hash = format_args!("{key_hash:016x}"),
             tried = n,
             repeat,
             "re-picked for a retry"
         );
     }
-    tried.record(key_hash);
+    tried.record_named(key_hash, &snapshot.names[i]);
     Some(i)
 }
 
@@ -48,7 +47,7 @@ where
 mod tests {
     use std::convert::Infallible;
 
-    use tower::{service_fn, ServiceExt};
+    use tower::{service_fn, Service, ServiceExt};
 
     use crate::pick::{hash_value, RoundRobin};
     use crate::{discover, Balance};
@@ -57,19 +56,20 @@ mod tests {
     async fn retries_avoid_tried_endpoints_until_none_is_left() {
         let (endpoints, discover) = discover::channel();
         for name in ["a", "b", "c"] {
-            let svc =
-                service_fn(move |_: http::Request<()>| async move { Ok::<_, Infallible>(name) });
+            let svc = service_fn(move |_: ()| async move { Ok::<_, Infallible>(name) });
             endpoints.insert(name, svc).unwrap();
         }
         let balance = Balance::new(discover, RoundRobin::new());
         balance.wait_for(|keys| keys.len() == 3).await;
 
-        let tried = crate::retry::TriedEndpoints::new();
+        let tried = crate::balance::TriedEndpoints::new();
         let mut answers = Vec::new();
         for _ in 0..4 {
-            let mut req = http::Request::new(());
-            req.extensions_mut().insert(tried.clone());
-            answers.push(balance.clone().oneshot(req).await.unwrap());
+            let mut handle = balance.clone();
+            handle.ready().await.unwrap();
+            // The pick happens in `call`, inside the scope.
+            let call = tried.scope(|| handle.call(()));
+            answers.push(call.await.unwrap());
         }
         let mut first_three = answers[..3].to_vec();
         first_three.sort_unstable();
@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(tried.last(), Some(hash_value(&answers[3])));
 
         // Without a set, the pick is the plain one and records nothing.
-        let plain = balance.clone().oneshot(http::Request::new(())).await;
+        let plain = balance.clone().oneshot(()).await;
         assert!(plain.is_ok());
         assert_eq!(tried.picks(), 4);
     }

@@ -10,7 +10,7 @@ use tower::Layer;
 
 use super::service::{Balance, DEFAULT_WAIT};
 use super::worker::Worker;
-use crate::discover::Weight;
+use crate::endpoint::Endpoint;
 use crate::error::BoxError;
 use crate::pick::Prepare;
 
@@ -89,7 +89,7 @@ impl<P: Prepare> BalanceLayer<P> {
     where
         D: Discover + Send + 'static,
         D::Key: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-        D::Service: Weight + Clone + Send + Sync + 'static,
+        D::Service: Endpoint + Clone + Send + Sync + 'static,
         D::Error: Into<BoxError>,
     {
         let (balance, worker) = self.pair(discover);
@@ -102,7 +102,7 @@ impl<P: Prepare> BalanceLayer<P> {
     where
         D: Discover + Send + 'static,
         D::Key: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-        D::Service: Weight + Clone + Send + Sync + 'static,
+        D::Service: Endpoint + Clone + Send + Sync + 'static,
         D::Error: Into<BoxError>,
     {
         Balance::from_parts(discover, Arc::clone(&self.picker), self.wait)
@@ -113,7 +113,7 @@ impl<D, P> Layer<D> for BalanceLayer<P>
 where
     D: Discover + Send + 'static,
     D::Key: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    D::Service: Weight + Clone + Send + Sync + 'static,
+    D::Service: Endpoint + Clone + Send + Sync + 'static,
     D::Error: Into<BoxError>,
     P: Prepare,
 {

@@ -26,13 +26,12 @@
 //!   current costs one atomic load per request), so a removed endpoint's
 //!   service is freed once every handle has made a request since, or has
 //!   been dropped; it is never picked again in the meantime.
-//! * **Retries go elsewhere.** A request that carries a
-//!   [`TriedEndpoints`](crate::retry::TriedEndpoints) (the
-//!   [`retry`](crate::retry) layer adds one) is picked with the endpoints it
-//!   already tried ruled out, and the endpoint picked is recorded in it; when
-//!   every allowed endpoint was tried, the pick ignores the set. Requests
-//!   implement [`Exclusions`](crate::retry::Exclusions) for this:
-//!   `http::Request` and the plain std types already do.
+//! * **Retries go elsewhere.** A request called inside
+//!   [`TriedEndpoints::scope`] (the retry layer does so for each attempt) is
+//!   picked with the endpoints its attempt set already holds ruled out, and
+//!   the endpoint picked is recorded in it; when every allowed endpoint was
+//!   tried, the pick ignores the set. Any request type works: the set
+//!   travels beside the request.
 //! * **Discovery failures keep the set.** A discovery error is logged and the
 //!   current set stays; a stream that ends leaves the set as it last was.
 //! * The worker stops when the last handle is dropped.
@@ -60,6 +59,7 @@
 //! # }
 //! ```
 
+mod attempt;
 mod exclude;
 mod future;
 mod layer;
@@ -67,6 +67,8 @@ mod service;
 mod snapshot;
 mod worker;
 
+pub(crate) use self::attempt::EndpointName;
+pub use self::attempt::TriedEndpoints;
 pub use self::future::ResponseFuture;
 pub use self::layer::BalanceLayer;
 pub use self::service::Balance;

@@ -15,11 +15,10 @@ use super::exclude;
 use super::future::{ResponseFuture, Wait};
 use super::snapshot::{Current, Shared, Snapshot, SnapshotCache};
 use super::worker::{self, Worker};
-use super::BalanceLayer;
-use crate::discover::Weight;
+use super::{BalanceLayer, TriedEndpoints};
+use crate::endpoint::Endpoint;
 use crate::error::{BoxError, NoEndpoints};
 use crate::pick::{Pick, Prepare};
-use crate::retry::Exclusions;
 
 /// How long a request waits for an endpoint before it fails, by default.
 pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(1);
@@ -71,7 +70,7 @@ where
 impl<K, S, P> Balance<K, S, P>
 where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    S: Weight + Clone + Send + Sync + 'static,
+    S: Endpoint + Clone + Send + Sync + 'static,
     P: Prepare,
 {
     /// A balancer over `discover` that picks with `picker`, with its
@@ -196,7 +195,7 @@ pub(super) fn pick_from<K, S, P, Req>(
     excluded: &[u64],
 ) -> Option<usize>
 where
-    S: Weight,
+    S: Endpoint,
     P: Pick<Req, S>,
 {
     let endpoints = snapshot.endpoints();
@@ -217,10 +216,10 @@ where
 impl<K, S, P, Req> Service<Req> for Balance<K, S, P>
 where
     K: fmt::Debug + Send + Sync + 'static,
-    S: Service<Req> + Weight + Clone + Send + Sync + 'static,
+    S: Service<Req> + Endpoint + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     P: Pick<Req, S>,
-    Req: Exclusions + Send + 'static,
+    Req: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -234,7 +233,10 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let snapshot = self.cache.load();
-        match exclude::pick(snapshot, &*self.picker, &request) {
+        let picker = &*self.picker;
+        let picked =
+            TriedEndpoints::with_current(|tried| exclude::pick(snapshot, picker, &request, tried));
+        match picked {
             Some(i) => {
                 let span = tracing::debug_span!("balance", endpoint = ?snapshot.keys[i]);
                 ResponseFuture::ready(snapshot.services[i].clone(), request, span)
@@ -247,6 +249,7 @@ where
                     Arc::clone(&self.shared),
                     Arc::clone(&self.picker),
                     request,
+                    TriedEndpoints::current(),
                     self.wait,
                     span.clone(),
                 );
@@ -260,14 +263,15 @@ fn wait_for_endpoint<K, S, P, Req>(
     shared: Arc<Shared<K, S, P::Table>>,
     picker: Arc<P>,
     request: Req,
+    tried: Option<TriedEndpoints>,
     wait: Duration,
     span: tracing::Span,
 ) -> Wait<S, Req>
 where
     K: fmt::Debug + Send + Sync + 'static,
-    S: Weight + Clone + Send + Sync + 'static,
+    S: Endpoint + Clone + Send + Sync + 'static,
     P: Pick<Req, S>,
-    Req: Exclusions + Send + 'static,
+    Req: Send + 'static,
 {
     Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
@@ -277,7 +281,7 @@ where
             notified.as_mut().enable();
             let known = {
                 let snapshot = shared.current.load();
-                if let Some(i) = exclude::pick(&snapshot, &*picker, &request) {
+                if let Some(i) = exclude::pick(&snapshot, &*picker, &request, tried.as_ref()) {
                     span.record("endpoint", tracing::field::debug(&snapshot.keys[i]));
                     return Ok((snapshot.services[i].clone(), request));
                 }

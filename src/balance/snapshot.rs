@@ -6,7 +6,8 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Cache};
 use tokio::sync::Notify;
 
-use crate::discover::Weight;
+use super::EndpointName;
+use crate::endpoint::Endpoint;
 use crate::pick::{Endpoints, Meta};
 
 /// One published endpoint set and the picker table built from it. Index `i`
@@ -14,12 +15,14 @@ use crate::pick::{Endpoints, Meta};
 #[derive(Debug)]
 pub(crate) struct Snapshot<K, S, T> {
     pub(crate) keys: Vec<K>,
+    /// Each key as events name it.
+    pub(crate) names: Vec<EndpointName>,
     pub(crate) metas: Vec<Meta>,
     pub(crate) services: Vec<S>,
     pub(crate) table: T,
 }
 
-impl<K, S: Weight, T> Snapshot<K, S, T> {
+impl<K, S: Endpoint, T> Snapshot<K, S, T> {
     pub(crate) fn endpoints(&self) -> Endpoints<'_, S> {
         let endpoints = Endpoints::new(&self.metas, &self.services);
         if S::GATED {
@@ -43,6 +46,7 @@ impl<K, S, T> Shared<K, S, T> {
         Self {
             current: ArcSwap::from_pointee(Snapshot {
                 keys: Vec::new(),
+                names: Vec::new(),
                 metas: Vec::new(),
                 services: Vec::new(),
                 table,

@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 use tower::discover::{Change, Discover};
 
 use super::snapshot::{Shared, Snapshot};
-use crate::discover::Weight;
+use super::EndpointName;
+use crate::endpoint::Endpoint;
 use crate::error::BoxError;
 use crate::pick::{hash_value, Meta, Prepare};
 
@@ -57,6 +58,7 @@ impl Worker {
 struct Set<K, S> {
     index: HashMap<K, usize>,
     keys: Vec<K>,
+    names: Vec<EndpointName>,
     metas: Vec<Meta>,
     services: Vec<S>,
 }
@@ -64,7 +66,7 @@ struct Set<K, S> {
 impl<K, S> Set<K, S>
 where
     K: Hash + Eq + Clone + fmt::Debug,
-    S: Weight + Clone,
+    S: Endpoint + Clone,
 {
     fn apply(&mut self, change: Change<K, S>) -> bool {
         match change {
@@ -73,12 +75,13 @@ where
                 if let Some(&i) = self.index.get(&key) {
                     // Requests already on the old service keep their clone and
                     // finish; new ones go to the replacement.
-                    tracing::info!(key = ?key, weight = meta.weight(), "endpoint replaced");
+                    tracing::info!(endpoint = ?key, weight = meta.weight(), "endpoint replaced");
                     self.metas[i] = meta;
                     self.services[i] = service;
                 } else {
-                    tracing::info!(key = ?key, weight = meta.weight(), "endpoint inserted");
+                    tracing::info!(endpoint = ?key, weight = meta.weight(), "endpoint inserted");
                     self.index.insert(key.clone(), self.keys.len());
+                    self.names.push(EndpointName::of(&key));
                     self.keys.push(key);
                     self.metas.push(meta);
                     self.services.push(service);
@@ -87,8 +90,9 @@ where
             }
             Change::Remove(key) => match self.index.remove(&key) {
                 Some(i) => {
-                    tracing::info!(key = ?key, "endpoint removed");
+                    tracing::info!(endpoint = ?key, "endpoint removed");
                     self.keys.swap_remove(i);
+                    self.names.swap_remove(i);
                     self.metas.swap_remove(i);
                     self.services.swap_remove(i);
                     if let Some(moved) = self.keys.get(i) {
@@ -97,7 +101,7 @@ where
                     true
                 }
                 None => {
-                    tracing::warn!(key = ?key, "remove of an unknown endpoint ignored");
+                    tracing::warn!(endpoint = ?key, "remove of an unknown endpoint ignored");
                     false
                 }
             },
@@ -115,7 +119,7 @@ pub(crate) async fn run<D, P>(
 ) where
     D: Discover,
     D::Key: Hash + Eq + Clone + fmt::Debug,
-    D::Service: Weight + Clone,
+    D::Service: Endpoint + Clone,
     D::Error: Into<BoxError>,
     P: Prepare,
 {
@@ -124,6 +128,7 @@ pub(crate) async fn run<D, P>(
     let mut set = Set {
         index: HashMap::new(),
         keys: Vec::new(),
+        names: Vec::new(),
         metas: Vec::new(),
         services: Vec::new(),
     };
@@ -199,6 +204,7 @@ pub(crate) async fn run<D, P>(
                 let table = picker.prepare(&set.metas);
                 shared.publish(Snapshot {
                     keys: set.keys.clone(),
+                    names: set.names.clone(),
                     metas: set.metas.clone(),
                     services: set.services.clone(),
                     table,

@@ -9,7 +9,7 @@ use futures_core::Stream;
 use tokio::sync::mpsc;
 use tower::discover::Change;
 
-use super::Weighted;
+use crate::endpoint::Weighted;
 
 /// A discovery source fed by application code: the [`EndpointSender`] half
 /// inserts and removes endpoints, the [`ChannelDiscover`] half goes to the

@@ -7,7 +7,8 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 use tower::discover::{Change, Discover};
 
-use super::{poll_wrapped, Weighted};
+use crate::endpoint::Weighted;
+use crate::util::poll_wrapped;
 
 pin_project! {
     /// Wraps every service a `Discover` inserts in [`Weighted`] with weight 1,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use tower::discover::Change;
 
-use super::Weighted;
+use crate::endpoint::Weighted;
 
 /// The endpoints a polling source last announced, and the changes it still
 /// has to yield.
@@ -87,7 +87,7 @@ mod tests {
         std::iter::from_fn(|| diff.next_change(|addr| addr.port()))
             .map(|change| match change {
                 Change::Insert(addr, svc) => {
-                    use crate::discover::Weight;
+                    use crate::endpoint::Endpoint;
                     format!("+{}@{}", addr.port(), svc.weight())
                 }
                 Change::Remove(addr) => format!("-{}", addr.port()),

@@ -16,7 +16,7 @@ use tower::discover::Change;
 
 use super::backends::{parse_backends_bytes, BackendsError, BackendsErrorKind, MAX_FILE_LEN};
 use super::diff::Diff;
-use super::Weighted;
+use crate::endpoint::Weighted;
 
 /// How often a [`FileDiscover`] reads its file unless told otherwise.
 pub const DEFAULT_FILE_INTERVAL: Duration = Duration::from_millis(500);

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use tower::discover::Change;
 
-use super::Weighted;
+use crate::endpoint::Weighted;
 
 /// A fixed set of endpoints: yields one insert for each, then ends (the
 /// balancer keeps the set when a discovery stream ends).

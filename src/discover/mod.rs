@@ -15,8 +15,8 @@
 //! * [`DefaultWeight`]: gives weight 1 to the services of any other
 //!   `Discover`.
 //!
-//! Every endpoint carries a [`Weight`]; these sources wrap their services in
-//! [`Weighted`], default weight 1.
+//! Every endpoint carries a weight ([`Endpoint`](crate::endpoint::Endpoint)); these sources wrap
+//! their services in [`Weighted`](crate::endpoint::Weighted), default weight 1.
 //!
 //! ```
 //! use tower_lb::{discover, pick::WeightedRoundRobin, Balance};
@@ -44,8 +44,6 @@ mod diff;
 mod dns;
 mod file;
 mod list;
-mod weighted;
-mod wrap;
 
 pub use self::backends::{
     parse_backend, parse_backends, BackendsError, BackendsErrorKind, MAX_ENTRIES, MAX_FILE_LEN,
@@ -57,5 +55,3 @@ pub use self::default_weight::DefaultWeight;
 pub use self::dns::{DnsDiscover, OnEmpty, ResolveError, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL};
 pub use self::file::{FileDiscover, DEFAULT_FILE_INTERVAL};
 pub use self::list::StaticList;
-pub use self::weighted::{Weight, Weighted};
-pub(crate) use self::wrap::poll_wrapped;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use tower_http::classify::ServerErrorsAsFailures;
+use crate::classify::ServerErrors;
 
 use super::checks::{ActiveChecks, OutlierDetection};
 use super::error::InvalidHealthConfig;
@@ -31,9 +31,9 @@ pub enum AllUnhealthy {
 /// Nothing is on by default: with no active checks and no outlier detection
 /// every endpoint stays healthy. `C` decides which responses are failures
 /// (see [`Classify`](super::Classify)); the default is tower-http's
-/// [`ServerErrorsAsFailures`] (5xx and errors fail).
+/// [`ServerErrors`] (5xx and errors fail).
 #[must_use]
-pub struct HealthConfig<K, C = ServerErrorsAsFailures> {
+pub struct HealthConfig<K, C = ServerErrors> {
     pub(crate) active: Option<ActiveChecks<K>>,
     pub(crate) passive: Option<OutlierDetection>,
     pub(crate) slow_start: Option<Duration>,
@@ -79,7 +79,7 @@ impl<K> HealthConfig<K> {
             passive: None,
             slow_start: None,
             all_unhealthy: AllUnhealthy::FailFast,
-            classify: ServerErrorsAsFailures::new(),
+            classify: ServerErrors,
         }
     }
 }
@@ -111,7 +111,7 @@ impl<K, C> HealthConfig<K, C> {
     }
 
     /// Decides which responses count as failures for outlier detection:
-    /// any tower-http classifier (`ServerErrorsAsFailures`,
+    /// any tower-http classifier (`ServerErrors`,
     /// `GrpcErrorsAsFailures`, `StatusInRangeAsFailures`) for HTTP
     /// responses, or [`ErrorsOnly`](super::ErrorsOnly) for other services.
     pub fn classify<C2>(self, classify: C2) -> HealthConfig<K, C2> {

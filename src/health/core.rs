@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::checks::OutlierDetection;
 use super::config::AllUnhealthy;
-use crate::pick::Rng;
+use crate::util::Rng;
 
 /// `counts` packs the endpoints registered (high half) and, of those, the
 /// healthy ones (low half), so one load sees both consistently.

@@ -8,12 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use crate::classify::ServerErrors;
 use futures_core::Stream;
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 use tower::discover::{Change, Discover};
 use tower::Layer;
-use tower_http::classify::ServerErrorsAsFailures;
 
 use super::checks::ActiveChecks;
 use super::config::HealthConfig;
@@ -31,7 +31,7 @@ pin_project! {
     ///
     /// Inserting a key already present replaces its health state: the new
     /// service starts healthy, with fresh counters.
-    pub struct HealthDiscover<D, K, C = ServerErrorsAsFailures> {
+    pub struct HealthDiscover<D, K, C = ServerErrors> {
         #[pin]
         inner: D,
         tracked: Tracked<K>,
@@ -169,9 +169,10 @@ impl<D, K, C> fmt::Debug for HealthDiscover<D, K, C> {
 /// Builds a [`HealthDiscover`] around a `Discover`, so health checks stack
 /// in a `ServiceBuilder` under a [`BalanceLayer`](crate::BalanceLayer).
 /// Holds a checked configuration only; each `layer` call makes an
-/// independent set with its own registry (read it back with
-/// [`Balance::health`](crate::Balance::health)).
-pub struct HealthLayer<K, C = ServerErrorsAsFailures> {
+/// independent set with its own registry (read each endpoint back with
+/// [`Healthy::health`](super::Healthy::health) through
+/// [`Balance::read_endpoints`](crate::Balance::read_endpoints)).
+pub struct HealthLayer<K, C = ServerErrors> {
     config: HealthConfig<K, C>,
 }
 

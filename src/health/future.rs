@@ -9,9 +9,9 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::classify::Classify;
 use super::error::NoHealthyEndpoints;
 use super::state::EndpointState;
+use crate::classify::Classify;
 use crate::error::BoxError;
 
 pin_project! {

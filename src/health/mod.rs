@@ -7,16 +7,17 @@
 //! a table rebuild. Two sources decide, and either can be used alone:
 //!
 //! * **Active checks** ([`ActiveChecks`]): a probe per endpoint on an
-//!   interval, with a timeout and seeded jitter: [`HttpProbe`] (method, path,
-//!   expected statuses), [`TcpProbe`] (connect), or your own closure
+//!   interval, with a timeout and seeded jitter: `HttpProbe` (feature
+//!   `http`: method, path, expected statuses), [`TcpProbe`] (connect), or your own closure
 //!   ([`probe_fn`]). `fall` failures in a row take an endpoint out, `rise`
 //!   successes bring it back, as in HAProxy. New endpoints start healthy.
 //!   First probes are spread over the interval (the k-th endpoint at k·φ mod
 //!   1 of it), so N endpoints are never probed in one burst.
 //! * **Passive outlier detection** ([`OutlierDetection`]): each response is
-//!   judged as it completes, by a [`Classify`]er (tower-http's
-//!   `ServerErrorsAsFailures` by default, `GrpcErrorsAsFailures` for gRPC;
-//!   an error from the endpoint always counts). After N failures in a row the
+//!   judged as it completes, by a [`Classify`](crate::classify::Classify)er
+//!   ([`ServerErrors`](crate::classify::ServerErrors) by default; with the
+//!   `http` feature any tower-http classifier, `GrpcErrorsAsFailures` for
+//!   gRPC; an error from the endpoint always counts). After N failures in a row the
 //!   endpoint is ejected for a time that grows with each ejection, while a
 //!   cap on the share of ejected endpoints (50 % by default) keeps a bad day
 //!   from emptying the set.
@@ -47,11 +48,11 @@
 //!
 //! # Reading health
 //!
-//! [`Balance::health`](crate::Balance::health) and
-//! [`HealthRegistry::snapshot`] give each endpoint's [`EndpointHealth`]:
-//! its [`HealthState`], consecutive failures, ejection count, probes run.
-//! Every transition is a `tracing` event at info level with the endpoint's
-//! key.
+//! [`HealthRegistry::snapshot`] (the registry of the [`HealthDiscover`])
+//! and [`Healthy::health`] give each endpoint's [`EndpointHealth`]: its
+//! [`HealthState`], consecutive failures, ejection count, probes run. Every
+//! transition is a `tracing` event at info level naming the endpoint by its
+//! key, as the balancer's and the retry layer's events do.
 //!
 //! # Tasks
 //!
@@ -66,9 +67,8 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, Service, ServiceExt};
-//! use tower_lb::health::{
-//!     probe_fn, ActiveChecks, ErrorsOnly, HealthConfig, HealthDiscover, OutlierDetection,
-//! };
+//! use tower_lb::classify::ErrorsOnly;
+//! use tower_lb::health::{probe_fn, ActiveChecks, HealthConfig, HealthDiscover, OutlierDetection};
 //! use tower_lb::{discover, pick::RoundRobin, Balance};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -98,18 +98,18 @@
 //! let answer = balance.ready().await?.call(()).await?;
 //! assert!(answer == "a" || answer == "b");
 //! assert_eq!(registry.healthy(), 2);
-//! assert!(balance.health().iter().all(|e| e.state().in_rotation()));
+//! assert!(registry.snapshot().iter().all(|e| e.state().in_rotation()));
 //! # Ok(())
 //! # }
 //! ```
 
 mod checks;
-mod classify;
 mod config;
 mod core;
 mod discover;
 mod error;
 mod future;
+#[cfg(feature = "http")]
 mod http_probe;
 mod probe;
 mod registry;
@@ -122,11 +122,12 @@ mod task;
 mod tests;
 
 pub use self::checks::{ActiveChecks, OutlierDetection};
-pub use self::classify::{Classify, ErrorsOnly};
+
 pub use self::config::{AllUnhealthy, HealthConfig};
 pub use self::discover::{HealthDiscover, HealthLayer};
 pub use self::error::{InvalidHealthConfig, NoHealthyEndpoints, UnexpectedStatus};
 pub use self::future::ResponseFuture;
+#[cfg(feature = "http")]
 pub use self::http_probe::HttpProbe;
 pub use self::probe::{probe_fn, Probe, ProbeFn, ProbeFuture, ProbeTarget, TcpProbe};
 pub use self::registry::HealthRegistry;

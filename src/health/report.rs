@@ -1,11 +1,8 @@
-//! Reading health: per-endpoint snapshots, from the registry or the balancer.
+//! Reading health: per-endpoint snapshots.
 
 use tokio::time::Instant;
 
-use super::service::Healthy;
 use super::state::{EndpointState, DOWN, EJECTED, RAMP};
-use crate::balance::Balance;
-use crate::pick::Prepare;
 
 /// Where an endpoint stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -108,21 +105,5 @@ impl<K> EndpointHealth<K> {
     /// (panic mode aside).
     pub fn share_permille(&self) -> u32 {
         self.share_permille
-    }
-}
-
-impl<K: Clone, S, C, P: Prepare> Balance<K, Healthy<S, C>, P> {
-    /// Every endpoint's health, in the order of the balancer's current set.
-    ///
-    /// For stacks where [`Healthy`] is not the outermost wrapper, read the
-    /// [`HealthRegistry`](super::HealthRegistry) of the
-    /// [`HealthDiscover`](super::HealthDiscover) instead.
-    pub fn health(&self) -> Vec<EndpointHealth<K>> {
-        self.read_endpoints(|keys, services| {
-            keys.iter()
-                .zip(services)
-                .map(|(key, service)| service.health(key.clone()))
-                .collect()
-        })
     }
 }

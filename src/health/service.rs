@@ -4,23 +4,23 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::classify::ServerErrors;
 use tower::load::Load;
 use tower::Service;
-use tower_http::classify::ServerErrorsAsFailures;
 
-use super::classify::Classify;
 use super::error::NoHealthyEndpoints;
 use super::future::ResponseFuture;
 use super::report::{EndpointHealth, HealthState};
 use super::state::EndpointState;
-use crate::discover::Weight;
+use crate::classify::Classify;
+use crate::endpoint::Endpoint;
 use crate::error::BoxError;
 
 /// An endpoint service with its health: what [`HealthDiscover`](super::HealthDiscover)
 /// yields for every endpoint.
 ///
-/// * As a [`Weight`] it is *gated*: the balancer asks
-///   [`is_available`](Weight::is_available) of it on every pick, which is
+/// * As a [`Endpoint`] it is *gated*: the balancer asks
+///   [`is_available`](Endpoint::is_available) of it on every pick, which is
 ///   one atomic load (two during slow start), so every picker skips it while
 ///   it is unhealthy. The weight and the inner service's own availability
 ///   pass through.
@@ -31,7 +31,7 @@ use crate::error::BoxError;
 ///
 /// Clones share one state: the balancer's copy, the copies in flight and the
 /// endpoint's health task see the same counters.
-pub struct Healthy<S, C = ServerErrorsAsFailures> {
+pub struct Healthy<S, C = ServerErrors> {
     inner: S,
     state: Arc<EndpointState>,
     classify: C,
@@ -86,7 +86,7 @@ impl<S: fmt::Debug, C> fmt::Debug for Healthy<S, C> {
     }
 }
 
-impl<S: Weight, C> Weight for Healthy<S, C> {
+impl<S: Endpoint, C> Endpoint for Healthy<S, C> {
     const GATED: bool = true;
 
     fn weight(&self) -> u32 {

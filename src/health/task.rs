@@ -79,7 +79,7 @@ where
 {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::warn!(
-            key = %state.key,
+            endpoint = %state.key,
             "no tokio runtime: the endpoint's health task (probes, ejection timers) does not run"
         );
         return false;
@@ -175,7 +175,7 @@ async fn run<K>(
             Event::Cancelled => return,
             Event::Probed(Ok(())) => state.record_probe(true),
             Event::Probed(Err(error)) => {
-                tracing::debug!(key = %state.key, %error, "health probe failed");
+                tracing::debug!(endpoint = %state.key, %error, "health probe failed");
                 state.record_probe(false);
             }
             Event::Again => {}

@@ -9,12 +9,19 @@ use pin_project_lite::pin_project;
 use tower::discover::{Change, Discover};
 
 use super::{CompleteOnBodyEnd, InFlight, PeakEwma};
-use crate::discover::poll_wrapped;
+use crate::endpoint::Weighted;
+use crate::util::poll_wrapped;
 
 pin_project! {
     /// Wraps every service a `Discover` inserts in [`InFlight`], so the
     /// balancer can read each endpoint's requests in flight; removals pass
     /// through unchanged, and so do errors and the end of the stream.
+    ///
+    /// The weight stays outermost: a `Weighted<S>` becomes
+    /// `Weighted<InFlight<S>>`, the same type as an `InFlight` service
+    /// inserted by hand into a [`channel`](crate::discover::channel). The
+    /// sources of this crate yield `Weighted` services; wrap any other
+    /// `Discover` in [`DefaultWeight`](crate::discover::DefaultWeight) first.
     ///
     /// ```
     /// use tower_lb::{discover::StaticList, load::InFlightDiscover};
@@ -51,14 +58,18 @@ impl<D, C> InFlightDiscover<D, C> {
     }
 }
 
-impl<D: Discover, C: Clone> Stream for InFlightDiscover<D, C> {
-    type Item = Result<Change<D::Key, InFlight<D::Service, C>>, D::Error>;
+impl<D, S, C> Stream for InFlightDiscover<D, C>
+where
+    D: Discover<Service = Weighted<S>>,
+    C: Clone,
+{
+    type Item = Result<Change<D::Key, Weighted<InFlight<S, C>>>, D::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
         let completion = this.completion;
         poll_wrapped(this.discover, cx, |service| {
-            InFlight::with_completion(service, completion.clone())
+            service.map(|inner| InFlight::with_completion(inner, completion.clone()))
         })
     }
 }
@@ -66,7 +77,9 @@ impl<D: Discover, C: Clone> Stream for InFlightDiscover<D, C> {
 pin_project! {
     /// Wraps every service a `Discover` inserts in [`PeakEwma`], so the
     /// balancer can read each endpoint's latency cost; removals pass through
-    /// unchanged, and so do errors and the end of the stream.
+    /// unchanged, and so do errors and the end of the stream. As with
+    /// [`InFlightDiscover`], the weight stays outermost:
+    /// `Weighted<PeakEwma<S>>`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -117,14 +130,20 @@ impl<D, C> PeakEwmaDiscover<D, C> {
     }
 }
 
-impl<D: Discover, C: Clone> Stream for PeakEwmaDiscover<D, C> {
-    type Item = Result<Change<D::Key, PeakEwma<D::Service, C>>, D::Error>;
+impl<D, S, C> Stream for PeakEwmaDiscover<D, C>
+where
+    D: Discover<Service = Weighted<S>>,
+    C: Clone,
+{
+    type Item = Result<Change<D::Key, Weighted<PeakEwma<S, C>>>, D::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
         let (default_rtt, decay, completion) = (*this.default_rtt, *this.decay, this.completion);
         poll_wrapped(this.discover, cx, |service| {
-            PeakEwma::with_completion(service, default_rtt, decay, completion.clone())
+            service.map(|inner| {
+                PeakEwma::with_completion(inner, default_rtt, decay, completion.clone())
+            })
         })
     }
 }
@@ -136,7 +155,8 @@ mod tests {
     use std::pin::pin;
 
     use super::*;
-    use crate::discover::{channel, StaticList, Weight};
+    use crate::discover::{channel, StaticList};
+    use crate::endpoint::Endpoint;
     use crate::load::{CompleteOnResponse, DEFAULT_DECAY, DEFAULT_RTT};
 
     #[tokio::test]
@@ -156,7 +176,7 @@ mod tests {
             );
         };
         assert_eq!(wrapped.weight(), 3);
-        assert_eq!(wrapped.in_flight(), 0);
+        assert_eq!(wrapped.get_ref().in_flight(), 0);
         assert_eq!(*wrapped.get_ref().get_ref(), 1);
         for key in ["a", "unknown"] {
             let change = poll_fn(|cx| stream.as_mut().poll_next(cx)).await;
@@ -173,7 +193,7 @@ mod tests {
         let mut counters = Vec::new();
         while let Some(change) = poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
             match change {
-                Ok(Change::Insert(_, wrapped)) => counters.push(wrapped.counter()),
+                Ok(Change::Insert(_, wrapped)) => counters.push(wrapped.get_ref().counter()),
                 Ok(Change::Remove(_)) | Err(_) => panic!("a static list only inserts"),
             }
         }
@@ -239,7 +259,7 @@ mod tests {
             panic!("expected an insert");
         };
         assert_eq!(wrapped.weight(), 2);
-        assert_eq!(wrapped.rtt_estimate(), DEFAULT_RTT);
+        assert_eq!(wrapped.get_ref().rtt_estimate(), DEFAULT_RTT);
         let change = poll_fn(|cx| stream.as_mut().poll_next(cx)).await;
         assert!(matches!(change, Some(Ok(Change::Remove("a")))));
     }

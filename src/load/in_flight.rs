@@ -20,7 +20,7 @@ use super::{CompleteOnBodyEnd, Counter, Handle, ResponseFuture};
 /// endpoint's load.
 ///
 /// The wrapper passes the inner service's
-/// [`Weight`](crate::discover::Weight) and availability through. See the
+/// [`Endpoint`](crate::endpoint::Endpoint) and availability through. See the
 /// [module docs](super) for an example.
 pub struct InFlight<S, C = CompleteOnBodyEnd> {
     inner: S,

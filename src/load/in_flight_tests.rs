@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use tower::{service_fn, ServiceExt};
 
 use super::*;
-use crate::discover::{Weight, Weighted};
+use crate::endpoint::{Endpoint, Weighted};
 use crate::load::test_body::{channel_body, BodyError, ChannelBody, Gated};
 use crate::load::CompleteOnResponse;
 
@@ -173,10 +173,10 @@ fn forwards_weight_and_availability() {
     let plain = InFlight::new(Weighted::new((), 5));
     assert_eq!(plain.weight(), 5);
     assert!(plain.is_available());
-    const { assert!(!<InFlight<Weighted<()>> as Weight>::GATED) };
+    const { assert!(!<InFlight<Weighted<()>> as Endpoint>::GATED) };
 
     let down = InFlight::new(Gated(7, false));
-    const { assert!(<InFlight<Gated> as Weight>::GATED) };
+    const { assert!(<InFlight<Gated> as Endpoint>::GATED) };
     assert_eq!(down.weight(), 7);
     assert!(!down.is_available());
     assert!(InFlight::new(Gated(7, true)).is_available());

@@ -124,7 +124,7 @@ impl<S, C: Clone> Layer<S> for PeakEwmaLayer<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::{Weight, Weighted};
+    use crate::endpoint::{Endpoint, Weighted};
 
     #[tokio::test(start_paused = true)]
     async fn layers_wrap_and_keep_the_weight() {

@@ -35,7 +35,7 @@
 //! Wrap each endpoint yourself ([`InFlight::new`]), wrap everything a
 //! discovery source inserts ([`InFlightDiscover`], [`PeakEwmaDiscover`]), or
 //! put a layer in an endpoint stack ([`InFlightLayer`], [`PeakEwmaLayer`]).
-//! The wrappers keep the inner service's [`Weight`](crate::discover::Weight)
+//! The wrappers keep the inner service's [`Endpoint`](crate::endpoint::Endpoint)
 //! and availability, and their clones share one count, so the copies the
 //! balancer makes of an endpoint add up. A [`Counter`] reads an endpoint's
 //! requests in flight and requests started from anywhere, for a status page.

@@ -44,7 +44,7 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 /// Reading the load and recording a sample are lock-free (one atomic word
 /// holds the estimate and its timestamp). Clones share one estimate and one
 /// count. The wrapper passes the inner service's
-/// [`Weight`](crate::discover::Weight) and availability through. See the
+/// [`Endpoint`](crate::endpoint::Endpoint) and availability through. See the
 /// [module docs](super) for an example.
 pub struct PeakEwma<S, C = CompleteOnBodyEnd> {
     inner: S,

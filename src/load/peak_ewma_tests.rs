@@ -5,7 +5,7 @@ use http_body_util::{BodyExt, Empty};
 use tower::{service_fn, ServiceExt};
 
 use super::*;
-use crate::discover::{Weight, Weighted};
+use crate::endpoint::{Endpoint, Weighted};
 use crate::load::test_body::{channel_body, ChannelBody, Gated};
 use crate::load::CompleteOnResponse;
 
@@ -166,10 +166,10 @@ fn forwards_weight_and_availability() {
     let plain = PeakEwma::new(Weighted::new((), 4), DEFAULT_RTT, DEFAULT_DECAY);
     assert_eq!(plain.weight(), 4);
     assert!(plain.is_available());
-    const { assert!(!<PeakEwma<Weighted<()>> as Weight>::GATED) };
+    const { assert!(!<PeakEwma<Weighted<()>> as Endpoint>::GATED) };
 
     let down = PeakEwma::new(Gated(3, false), DEFAULT_RTT, DEFAULT_DECAY);
-    const { assert!(<PeakEwma<Gated> as Weight>::GATED) };
+    const { assert!(<PeakEwma<Gated> as Endpoint>::GATED) };
     assert_eq!(down.weight(), 3);
     assert!(!down.is_available());
     assert_eq!(down.into_inner().weight(), 3);

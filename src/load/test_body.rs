@@ -51,14 +51,12 @@ impl Body for ChannelBody {
     }
 }
 
-impl crate::retry::Exclusions for ChannelBody {}
-
 /// An endpoint of weight `.0` that is available while `.1` holds, like one
 /// behind a health check.
 #[derive(Clone, Debug)]
 pub(crate) struct Gated(pub(crate) u32, pub(crate) bool);
 
-impl crate::discover::Weight for Gated {
+impl crate::endpoint::Endpoint for Gated {
     const GATED: bool = true;
 
     fn weight(&self) -> u32 {

@@ -3,7 +3,7 @@
 
 /// Implements, for a wrapper `$wrapper<S, C>` with the fields `inner: S` and
 /// `counter: Counter`, the accessors of its counts and of its inner service,
-/// and [`Weight`](crate::discover::Weight) passed through from the inner
+/// and [`Endpoint`](crate::endpoint::Endpoint) passed through from the inner
 /// service. Written once so the two wrappers cannot drift apart.
 macro_rules! impl_counted_wrapper {
     ($wrapper:ident) => {
@@ -40,7 +40,7 @@ macro_rules! impl_counted_wrapper {
             }
         }
 
-        impl<S: $crate::discover::Weight, C> $crate::discover::Weight for $wrapper<S, C> {
+        impl<S: $crate::endpoint::Endpoint, C> $crate::endpoint::Endpoint for $wrapper<S, C> {
             const GATED: bool = S::GATED;
 
             fn weight(&self) -> u32 {

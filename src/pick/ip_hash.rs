@@ -3,9 +3,9 @@
 use std::sync::atomic::AtomicUsize;
 
 use super::http_key::ClientIp;
-use super::rng::{mix64, reduce};
 use super::weighted_round_robin::{smooth_schedule, Schedule};
 use super::{Endpoints, HashKey, Meta, Pick, Prepare};
+use crate::util::{mix64, reduce};
 
 /// IP hash, as nginx's `ip_hash`: a request's key (by default the client's
 /// IP address) always maps to the same endpoint while the endpoint set does

@@ -2,7 +2,8 @@
 
 use tower::load::Load;
 
-use super::{Endpoints, Meta, Pick, Prepare, Rng};
+use super::{Endpoints, Meta, Pick, Prepare};
+use crate::util::Rng;
 
 /// Least connections, weight-aware: the endpoint with the smallest
 /// `load ÷ weight`.

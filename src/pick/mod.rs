@@ -55,14 +55,13 @@ mod least_connections;
 mod maglev;
 mod members;
 mod p2c;
-mod rng;
 mod round_robin;
 #[cfg(test)]
 pub(crate) mod testing;
 mod weighted_round_robin;
 
 pub use self::consistent_hash::{BoundedConsistentHash, ConsistentHash, HashRing, InvalidBound};
-pub use self::hash::{hash_bytes, hash_value, HashKey};
+pub use self::hash::HashKey;
 pub use self::http_key::{ClientAddr, ClientIp, Header, Path};
 pub use self::ip_hash::IpHash;
 pub use self::least_connections::LeastConnections;
@@ -70,8 +69,7 @@ pub use self::maglev::{InvalidTableSize, Maglev, MaglevTable};
 pub use self::p2c::P2c;
 pub use self::round_robin::RoundRobin;
 pub use self::weighted_round_robin::WeightedRoundRobin;
-
-pub(crate) use self::rng::Rng;
+pub use crate::util::{hash_bytes, hash_value};
 
 /// What a picker knows of an endpoint when it builds its table.
 ///
@@ -178,7 +176,7 @@ impl<'a, S> Endpoints<'a, S> {
 
     /// The same endpoints, where endpoint `i` is allowed only while
     /// `available(&services[i])` holds. The balancer sets it to
-    /// [`Weight::is_available`](crate::discover::Weight::is_available) for
+    /// [`Endpoint::is_available`](crate::endpoint::Endpoint::is_available) for
     /// health-checked endpoints; it must be cheap (an atomic load).
     #[must_use]
     pub fn with_availability(mut self, available: fn(&S) -> bool) -> Self {

@@ -2,8 +2,9 @@
 
 use tower::load::Load;
 
-use super::rng::{reduce, LocalRng};
-use super::{Endpoints, Meta, Pick, Prepare, Rng};
+use super::{Endpoints, Meta, Pick, Prepare};
+use crate::util::Rng;
+use crate::util::{reduce, LocalRng};
 
 /// Weighted samples tried before a pick with exclusions falls back to a scan,
 /// and before the second candidate is drawn uniformly from the others.

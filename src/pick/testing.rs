@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tower::load::Load;
 
-use super::{hash_value, Endpoints, Meta, Pick, Rng};
+use super::{hash_value, Endpoints, Meta, Pick};
+use crate::util::Rng;
 
 /// Endpoints with `weights`, each keyed by its index.
 pub(crate) fn metas(weights: &[u32]) -> Vec<Meta> {

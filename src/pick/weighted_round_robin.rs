@@ -345,7 +345,7 @@ fn deadline_schedule(weighted: &[(u32, u64)], total: u64) -> Vec<u32> {
 mod tests {
     use super::*;
     use crate::pick::testing::metas;
-    use crate::pick::Rng;
+    use crate::util::Rng;
 
     fn counts(schedule: &[u32], n: usize) -> Vec<u64> {
         let mut c = vec![0u64; n];

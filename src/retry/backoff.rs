@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::RetryReason;
-use crate::pick::Rng;
+use crate::util::Rng;
 
 /// Exponential backoff with full jitter: the delay before retry `n` (1 for
 /// the first retry) is drawn uniformly from `0..=min(cap, base × 2ⁿ⁻¹)`.

@@ -1,13 +1,12 @@
 //! The decision after each attempt: retry or not, and after what delay.
 
-use std::fmt;
-
 use http::{Request, Response};
 use tower::retry::Policy;
 
 use super::backoff::Delay;
 use super::classify::classify_error;
-use super::{ReplayBody, RetryPolicy, TriedEndpoints};
+use super::{ReplayBody, RetryPolicy};
+use crate::balance::TriedEndpoints;
 use crate::error::BoxError;
 
 impl<B, Rb> Policy<Request<ReplayBody<B>>, Response<Rb>, BoxError> for RetryPolicy {
@@ -22,11 +21,12 @@ impl<B, Rb> Policy<Request<ReplayBody<B>>, Response<Rb>, BoxError> for RetryPoli
             Ok(response) => self.config.failures.reason(response)?,
             Err(error) => classify_error(error)?,
         };
-        let endpoint = KeyHash(
-            req.extensions()
-                .get::<TriedEndpoints>()
-                .and_then(TriedEndpoints::last),
-        );
+        // Named as the balancer and the health layer name it.
+        let endpoint = req
+            .extensions()
+            .get::<TriedEndpoints>()
+            .and_then(TriedEndpoints::last_endpoint)
+            .unwrap_or_else(|| String::from("unknown"));
         let attempt = self.attempt;
         if !reason.not_sent() && !self.may_resend(req, reason) {
             tracing::debug!(attempt, %endpoint, %reason, method = %req.method(),
@@ -45,7 +45,7 @@ impl<B, Rb> Policy<Request<ReplayBody<B>>, Response<Rb>, BoxError> for RetryPoli
         self.attempt += 1;
         tracing::info!(
             attempt = self.attempt,
-            failed_endpoint = %endpoint,
+            endpoint = %endpoint,
             %reason,
             ?delay,
             method = %req.method(),
@@ -78,18 +78,6 @@ impl<B, Rb> Policy<Request<ReplayBody<B>>, Response<Rb>, BoxError> for RetryPoli
         *clone.headers_mut() = req.headers().clone();
         *clone.extensions_mut() = req.extensions().clone();
         Some(clone)
-    }
-}
-
-/// An endpoint's key hash in events, as the balancer's debug events print it.
-struct KeyHash(Option<u64>);
-
-impl fmt::Display for KeyHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(hash) => write!(f, "{hash:016x}"),
-            None => f.write_str("unknown"),
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use http::Response;
 use super::classify::StatusSet;
 use super::grpc::grpc_status;
 use super::RetryReason;
-use crate::health::Classify;
+use crate::classify::Classify;
 
 type Judge = dyn Fn(&Response<()>) -> bool + Send + Sync;
 

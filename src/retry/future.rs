@@ -13,12 +13,14 @@ use tower::retry::Policy;
 use tower::Service;
 
 use super::body::Collected;
+use super::scoped::Scoped;
 use super::service::track_attempts;
 use super::{ReplayBody, RetryPolicy};
 use crate::error::BoxError;
 
-type Inner<S> = tower::retry::Retry<RetryPolicy, S>;
-type Attempts<S, B> = tower::retry::future::ResponseFuture<RetryPolicy, S, Request<ReplayBody<B>>>;
+type Inner<S> = tower::retry::Retry<RetryPolicy, Scoped<S>>;
+type Attempts<S, B> =
+    tower::retry::future::ResponseFuture<RetryPolicy, Scoped<S>, Request<ReplayBody<B>>>;
 
 pin_project! {
     /// The future returned by [`Retry`](super::Retry): it buffers the request
@@ -192,7 +194,8 @@ mod tests {
     use tower::{Layer, ServiceExt};
 
     use super::*;
-    use crate::retry::{RetryLayer, TriedEndpoints};
+    use crate::balance::TriedEndpoints;
+    use crate::retry::RetryLayer;
 
     type Chunks =
         StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>>;

@@ -7,7 +7,7 @@ use tower_http::classify::GrpcErrorsAsFailures;
 
 use super::failures::Failures;
 use super::RetryPolicy;
-use crate::health::Classify;
+use crate::classify::Classify;
 
 impl RetryPolicy {
     /// The policy for gRPC calls: [`new`](Self::new)'s settings, with

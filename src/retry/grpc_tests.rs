@@ -11,7 +11,8 @@ use tower::retry::Policy;
 use tower::{Layer, ServiceExt};
 use tower_http::classify::{GrpcErrorsAsFailures, ServerErrorsAsFailures};
 
-use super::{GrpcCode, ReplayBody, RetryLayer, RetryNonIdempotent, RetryPolicy, TriedEndpoints};
+use super::{GrpcCode, ReplayBody, RetryLayer, RetryNonIdempotent, RetryPolicy};
+use crate::balance::TriedEndpoints;
 use crate::error::BoxError;
 use crate::load::test_body::{channel_body, ChannelBody};
 

@@ -68,7 +68,8 @@
 //! # Re-picking elsewhere
 //!
 //! Each retryable request carries a [`TriedEndpoints`] in its extensions,
-//! shared by all its attempts. The balancer rules those endpoints out and
+//! shared by all its attempts, and every attempt is called inside
+//! [`TriedEndpoints::scope`]. The balancer rules those endpoints out and
 //! records the one it picks, so round robin moves on, least connections and
 //! P2C choose among the rest, and hash pickers walk on along their ring or
 //! schedule to the key's next endpoint rather than returning to the same
@@ -152,8 +153,9 @@
 //! # Events
 //!
 //! Each retry is an `INFO` event, "retrying on another endpoint", with the
-//! number of the attempt about to be made, the key hash of the endpoint that
-//! failed, the reason, the delay, the method and the URI. A retry that was
+//! number of the attempt about to be made, the endpoint that failed (named
+//! by its key, as the balancer and the health layer name it), the reason,
+//! the delay and the method. A retry that was
 //! wanted but refused (no attempts left, budget spent, not idempotent) is a
 //! `DEBUG` event; so is each re-pick in the balancer, with the endpoint's key.
 //!
@@ -166,7 +168,8 @@
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_lb::retry::{ReplayBody, RetryLayer, RetryPolicy, TriedEndpoints};
+//! use tower_lb::balance::TriedEndpoints;
+//! use tower_lb::retry::{ReplayBody, RetryLayer, RetryPolicy};
 //! use tower_lb::{discover, pick::RoundRobin, BalanceLayer, BoxError};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -216,8 +219,8 @@ mod future;
 mod grpc;
 mod layer;
 mod policy;
+mod scoped;
 mod service;
-mod tried;
 
 #[cfg(test)]
 mod grpc_tests;
@@ -230,4 +233,3 @@ pub use self::grpc::GrpcCode;
 pub use self::layer::RetryLayer;
 pub use self::policy::RetryPolicy;
 pub use self::service::Retry;
-pub use self::tried::{Exclusions, TriedEndpoints};

@@ -11,8 +11,8 @@ use super::backoff::Backoff;
 use super::classify::{is_idempotent, StatusSet};
 use super::failures::Failures;
 use super::{RetryNonIdempotent, RetryReason};
-use crate::health::Classify;
-use crate::pick::Rng;
+use crate::classify::Classify;
+use crate::util::Rng;
 
 /// The retry rules: a `tower::retry::Policy` for HTTP requests behind a
 /// [`Balance`](crate::Balance). See the [module docs](super) for what is

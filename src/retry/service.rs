@@ -9,7 +9,9 @@ use tower::Service;
 
 use super::future::ResponseFuture;
 use super::layer::BodyRules;
-use super::{ReplayBody, RetryPolicy, TriedEndpoints};
+use super::scoped::Scoped;
+use super::{ReplayBody, RetryPolicy};
+use crate::balance::TriedEndpoints;
 use crate::error::BoxError;
 
 /// Retries failed HTTP requests on other endpoints, within a budget; see the
@@ -24,7 +26,7 @@ use crate::error::BoxError;
 /// type with `map_err(Into::into)`.
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
-    inner: tower::retry::Retry<RetryPolicy, S>,
+    inner: tower::retry::Retry<RetryPolicy, Scoped<S>>,
     rules: BodyRules,
 }
 
@@ -48,19 +50,19 @@ impl<S> Retry<S> {
 
     pub(crate) fn from_parts(inner: S, policy: RetryPolicy, rules: BodyRules) -> Self {
         Self {
-            inner: tower::retry::Retry::new(policy, inner),
+            inner: tower::retry::Retry::new(policy, Scoped::new(inner)),
             rules,
         }
     }
 
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
+        self.inner.get_ref().get_ref()
     }
 
     /// The inner service, consuming the layer.
     pub fn into_inner(self) -> S {
-        self.inner.into_inner()
+        self.inner.into_inner().into_inner()
     }
 }
 

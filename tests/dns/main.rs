@@ -7,7 +7,8 @@ use futures_util::StreamExt;
 use hickory_server::proto::rr::rdata::AAAA;
 use hickory_server::proto::rr::{RData, RecordType};
 use tower::discover::Change;
-use tower_lb::discover::{DnsDiscover, OnEmpty, Weight};
+use tower_lb::discover::{DnsDiscover, OnEmpty};
+use tower_lb::endpoint::Endpoint;
 use tower_lb::pick::RoundRobin;
 use tower_lb::Balance;
 

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use tonic::transport::Channel;
-use tower_lb::discover::{EndpointSender, Weighted};
+use tower_lb::discover::EndpointSender;
+use tower_lb::endpoint::Weighted;
 use tower_lb::load::{Counter, InFlight};
 use tower_lb::pick::Prepare;
 use tower_lb::Balance;

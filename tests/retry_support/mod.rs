@@ -14,10 +14,12 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower_lb::discover::{self, Weighted};
+use tower_lb::balance::TriedEndpoints;
+use tower_lb::discover;
+use tower_lb::endpoint::Weighted;
 use tower_lb::http::SetAuthority;
 use tower_lb::pick::{hash_value, Pick};
-use tower_lb::retry::{ReplayBody, TriedEndpoints};
+use tower_lb::retry::ReplayBody;
 use tower_lb::Balance;
 
 /// The request body every test sends: any body, boxed. (Its error type is

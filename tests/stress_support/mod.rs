@@ -27,12 +27,14 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 use tower::util::BoxCloneService;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_lb::discover::{self, ChannelDiscover, EndpointSender, Weighted};
+use tower_lb::balance::TriedEndpoints;
+use tower_lb::discover::{self, ChannelDiscover, EndpointSender};
+use tower_lb::endpoint::Weighted;
 use tower_lb::health::{HealthConfig, HealthDiscover, HealthRegistry, Healthy};
 use tower_lb::http::SetAuthority;
 use tower_lb::load::{Handle, InFlight, InFlightDiscover, TrackedBody};
 use tower_lb::pick::Pick;
-use tower_lb::retry::{ReplayBody, RetryLayer, RetryPolicy, TriedEndpoints};
+use tower_lb::retry::{ReplayBody, RetryLayer, RetryPolicy};
 use tower_lb::{Balance, BalanceLayer, BoxError};
 
 pub use self::alloc::{allocated, peak, reset_peak};
@@ -43,7 +45,7 @@ pub type ReqBody = Full<Bytes>;
 /// The body endpoints send, after the retry layer.
 pub type Body = ReplayBody<ReqBody>;
 /// What the balancer holds for each endpoint.
-pub type Held = Healthy<InFlight<Weighted<Recorded>>>;
+pub type Held = Healthy<Weighted<InFlight<Recorded>>>;
 /// The balancer, keyed by the backend's address.
 pub type Lb<P> = Balance<SocketAddr, Held, P>;
 /// The whole client as callers see it.

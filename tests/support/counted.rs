@@ -147,6 +147,12 @@ impl<S, C> HasCounter for PeakEwma<S, C> {
     }
 }
 
+impl<S: HasCounter> HasCounter for tower_lb::endpoint::Weighted<S> {
+    fn counter_of(&self) -> Counter {
+        self.get_ref().counter_of()
+    }
+}
+
 /// Every endpoint's counter, by key, from the balancer's current set.
 pub fn counters<S, P>(balance: &Balance<&'static str, S, P>) -> BTreeMap<&'static str, Counter>
 where

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use tokio::sync::{mpsc, watch};
 use tower::discover::Change;
-use tower_lb::discover::Weighted;
+use tower_lb::endpoint::Weighted;
 use tower_lb::BoxError;
 
 type Item<K, S> = Result<Change<K, Weighted<S>>, BoxError>;

@@ -7,7 +7,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use tower_lb::discover::{self, EndpointSender, Weighted};
+use tower_lb::discover::{self, EndpointSender};
+use tower_lb::endpoint::Weighted;
 use tower_lb::load::{Counter, InFlight};
 use tower_lb::pick::Prepare;
 use tower_lb::Balance;

@@ -19,7 +19,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
-use tower_lb::discover::Weighted;
+use tower_lb::endpoint::Weighted;
 use tower_lb::BoxError;
 
 pub use self::client::{Endpoint, ReqBody};

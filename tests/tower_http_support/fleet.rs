@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tower_http::classify::ServerErrorsFailureClass;
-use tower_lb::discover::{EndpointSender, Weighted};
+use tower_lb::discover::EndpointSender;
+use tower_lb::endpoint::Weighted;
 use tower_lb::load::{Counter, InFlight};
 use tower_lb::pick::Prepare;
 use tower_lb::Balance;

@@ -14,7 +14,7 @@ use tower::discover::Change;
 
 use super::resolve::{self, Outcome, Query};
 use super::{DnsDiscover, OnEmpty, ResolveError, FLOOR, MAX_REPORTED};
-use crate::discover::Weighted;
+use crate::endpoint::Weighted;
 
 pub(super) enum State {
     Start,

@@ -21,7 +21,7 @@ impl EndpointState {
                     } else {
                         "endpoint returned early from ejection: active checks passed"
                     };
-                    tracing::info!(key = %self.key, successes, "{}", what);
+                    tracing::info!(endpoint = %self.key, successes, "{}", what);
                 }
             }
         } else {
@@ -32,7 +32,7 @@ impl EndpointState {
                 .saturating_add(1);
             if failures >= self.core.fall && self.take_out(DOWN).is_some() {
                 tracing::info!(
-                    key = %self.key,
+                    endpoint = %self.key,
                     failures,
                     "endpoint unhealthy: active checks failed"
                 );

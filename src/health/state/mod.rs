@@ -202,7 +202,7 @@ impl EndpointState {
         let elapsed = now.saturating_sub(self.healthy_since.load(Ordering::Acquire));
         if elapsed >= window {
             if self.update(|flags| flags & !RAMP).is_some() {
-                tracing::info!(key = %self.key, "endpoint slow start over: full share");
+                tracing::info!(endpoint = %self.key, "endpoint slow start over: full share");
             }
             return None;
         }

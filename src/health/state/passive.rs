@@ -37,7 +37,7 @@ impl EndpointState {
         if !self.core.reserve_ejection(detection.max_ejected_percent) {
             if failures == detection.consecutive_failures {
                 tracing::warn!(
-                    key = %self.key,
+                    endpoint = %self.key,
                     failures,
                     ejected = self.core.ejected(),
                     "endpoint not ejected: the cap on ejected endpoints is reached"
@@ -71,7 +71,7 @@ impl EndpointState {
         // counted from now.
         self.probe_successes.store(0, Ordering::Relaxed);
         tracing::info!(
-            key = %self.key,
+            endpoint = %self.key,
             failures,
             ejections,
             ejection = ?Duration::from_nanos(duration),
@@ -88,7 +88,7 @@ impl EndpointState {
     pub(crate) fn end_ejection(&self) {
         if self.recover(EJECTED).is_some() {
             tracing::info!(
-                key = %self.key,
+                endpoint = %self.key,
                 healthy = is_healthy(self.flags()),
                 "endpoint returned from ejection: its time is over"
             );

@@ -8,8 +8,8 @@ use tower::load::Load;
 use super::ring::{HashRing, WALK};
 use super::ConsistentHash;
 use crate::pick::members::Members;
-use crate::pick::rng::mix64;
 use crate::pick::{Endpoints, HashKey, Meta, Pick, Prepare};
+use crate::util::mix64;
 
 /// Consistent hashing with bounded loads (Mirrokni, Thorup and
 /// Zadimoghaddam, "Consistent Hashing with Bounded Loads", 2017): a key goes

@@ -3,7 +3,7 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::pick::testing::{addr_metas as metas, idle, key_hashes, Counted, Fixed};
-use crate::pick::Rng;
+use crate::util::Rng;
 
 fn plain() -> ConsistentHash<impl Fn(&u64) -> Option<u64>> {
     ConsistentHash::new(|key: &u64| Some(*key))

@@ -11,8 +11,8 @@ mod tests;
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
 
-use super::rng::mix64;
 use super::{Endpoints, HashKey, Meta, Pick, Prepare};
+use crate::util::mix64;
 
 pub use self::bounded::{BoundedConsistentHash, InvalidBound};
 pub use self::ring::HashRing;

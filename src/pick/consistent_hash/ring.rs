@@ -4,8 +4,8 @@
 use std::fmt;
 
 use crate::pick::members::{walk_allowed, Members, MAX_INDEXED};
-use crate::pick::rng::mix64;
 use crate::pick::{Endpoints, Meta};
+use crate::util::mix64;
 
 /// The ring never holds more points than this, plus one per endpoint (every
 /// endpoint of non-zero weight keeps at least one point).
@@ -185,7 +185,7 @@ fn bucket_index(hashes: &[u64]) -> (Box<[u32]>, u32) {
 mod tests {
     use super::*;
     use crate::pick::testing::keyed_metas;
-    use crate::pick::Rng;
+    use crate::util::Rng;
 
     fn metas(weights: &[u32]) -> Vec<Meta> {
         keyed_metas(weights, |i| 1000 + i as u64)

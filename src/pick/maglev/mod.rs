@@ -8,8 +8,8 @@ mod tests;
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
 
-use super::rng::{mix64, reduce};
 use super::{Endpoints, HashKey, Meta, Pick, Prepare};
+use crate::util::{mix64, reduce};
 
 pub use self::size::InvalidTableSize;
 pub use self::table::MaglevTable;

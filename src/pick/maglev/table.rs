@@ -7,8 +7,8 @@ use std::fmt;
 
 use super::size;
 use crate::pick::members::{walk_allowed, Members};
-use crate::pick::rng::{mix64, reduce};
 use crate::pick::{Endpoints, Meta};
+use crate::util::{mix64, reduce};
 
 /// Slots a pick walks past excluded endpoints before it falls back to a
 /// scan of the endpoints.

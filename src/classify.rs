@@ -1,7 +1,12 @@
-//! Which responses count as failures, for outlier detection and retries.
+//! What counts as a failure of an endpoint: the one place the health layer
+//! and the retry layer learn it from.
+//!
+//! [`Classify`] judges a response; [`ServerErrors`] (a 5xx status fails) is
+//! the default for HTTP, [`ErrorsOnly`] for services that are not HTTP. With
+//! the `http` feature every tower-http classifier is a `Classify` too
+//! (`GrpcErrorsAsFailures`, `StatusInRangeAsFailures`, ...).
 
 use http::Response;
-use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
 
 /// Decides whether a successful call's response is a failure of the
 /// endpoint. An `Err` from the endpoint (a refused connection, a reset, the
@@ -10,10 +15,11 @@ use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
 /// before it finished (a timeout or a caller above the balancer giving up)
 /// is neither a success nor a failure.
 ///
-/// Every tower-http [`ClassifyResponse`] is a `Classify` for HTTP responses:
-/// `ServerErrorsAsFailures` (the default: 5xx fail), `GrpcErrorsAsFailures`
-/// (a non-OK `grpc-status`), `StatusInRangeAsFailures`. Responses are
-/// judged on their head: a classifier that needs the end of the body (a
+/// [`ServerErrors`] (5xx fail) is the default. With the `http` feature every
+/// tower-http `ClassifyResponse` is a `Classify` for HTTP responses:
+/// `ServerErrorsAsFailures`, `GrpcErrorsAsFailures` (a non-OK
+/// `grpc-status`), `StatusInRangeAsFailures`. Responses are judged on their
+/// head: a classifier that needs the end of the body (a
 /// gRPC status sent in trailers after streamed messages) counts the response
 /// as a success. A gRPC server that fails before answering sends its status
 /// in the head ("trailers-only"), and that is seen.
@@ -21,23 +27,34 @@ use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
 /// For services that are not HTTP, use [`ErrorsOnly`], or implement this
 /// trait for your response type.
 ///
-/// The retry layer reuses it: [`RetryPolicy::classify`](crate::retry::RetryPolicy::classify)
-/// takes a `Classify<Response<()>>` (every tower-http classifier is one) and
-/// judges each response's head by it.
+/// The retry layer reuses it: `RetryPolicy::classify` (feature `http`)
+/// takes a `Classify<Response<()>>` and judges each response's head by it.
 pub trait Classify<Res>: Clone + Send + Sync + 'static {
     /// Whether `response` means the endpoint failed.
     fn is_failure(&self, response: &Res) -> bool;
 }
 
+#[cfg(feature = "http")]
 impl<C, B> Classify<Response<B>> for C
 where
-    C: ClassifyResponse + Clone + Send + Sync + 'static,
+    C: tower_http::classify::ClassifyResponse + Clone + Send + Sync + 'static,
 {
     fn is_failure(&self, response: &Response<B>) -> bool {
         matches!(
             self.clone().classify_response(response),
-            ClassifiedResponse::Ready(Err(_))
+            tower_http::classify::ClassifiedResponse::Ready(Err(_))
         )
+    }
+}
+
+/// A response with a 5xx status is a failure; so is every error. The
+/// default classifier of the health layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerErrors;
+
+impl<B> Classify<Response<B>> for ServerErrors {
+    fn is_failure(&self, response: &Response<B>) -> bool {
+        response.status().is_server_error()
     }
 }
 
@@ -55,7 +72,6 @@ impl<Res> Classify<Res> for ErrorsOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower_http::classify::{GrpcErrorsAsFailures, ServerErrorsAsFailures};
 
     fn response(status: u16, grpc: Option<&str>) -> Response<()> {
         let mut builder = Response::builder().status(status);
@@ -67,16 +83,17 @@ mod tests {
 
     #[test]
     fn server_errors_fail() {
-        let classify = ServerErrorsAsFailures::new();
+        let classify = ServerErrors;
         assert!(classify.is_failure(&response(503, None)));
         assert!(classify.is_failure(&response(500, None)));
         assert!(!classify.is_failure(&response(404, None)));
         assert!(!classify.is_failure(&response(200, None)));
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn grpc_status_in_the_head_fails() {
-        let classify = GrpcErrorsAsFailures::new();
+        let classify = tower_http::classify::GrpcErrorsAsFailures::new();
         assert!(classify.is_failure(&response(200, Some("14"))));
         assert!(!classify.is_failure(&response(200, Some("0"))));
         // The status will come in trailers: judged a success at the head.

@@ -1,0 +1,131 @@
+//! The endpoint contract: what the balancer reads of every endpoint service.
+//!
+//! An endpoint is any `Service` the balancer can weigh: it implements
+//! [`Endpoint`], which gives its share of traffic and whether it may take a
+//! request now. Every discovery source of this crate yields [`Weighted`]
+//! services; the health wrapper passes the weight through and adds
+//! availability. Pickers, the balancer and the layers built on them read an
+//! endpoint only through this contract.
+
+use std::task::{Context, Poll};
+
+use tower::load::Load;
+use tower::Service;
+
+/// What the balancer reads of an endpoint service: its share of traffic,
+/// relative to the other endpoints, and whether it may take requests now.
+///
+/// The balancer reads the weight once, when the endpoint is inserted. Weight
+/// 0 means the endpoint takes no new requests (it drains); there is no upper
+/// bound below `u32::MAX`, and pickers that expand weights into tables scale
+/// them down, keeping the proportions (see each picker's docs).
+///
+/// Implemented by [`Weighted`] (what every source of this crate yields) and
+/// by [`Healthy`](crate::health::Healthy), which passes its inner service's
+/// weight through. Services of another `Discover` become endpoints through
+/// [`DefaultWeight`](crate::discover::DefaultWeight) (weight 1 each).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an endpoint the balancer can weigh",
+    label = "not a `tower_lb::endpoint::Endpoint`",
+    note = "wrap the `Discover` in `tower_lb::discover::DefaultWeight::new(discover)` (weight 1 for every service), or each service in `tower_lb::endpoint::Weighted::new(service, weight)`",
+    note = "coming from `tower::balance`: `ServiceList` becomes `tower_lb::discover::StaticList`, and `PendingRequests` becomes `tower_lb::load::InFlight`"
+)]
+pub trait Endpoint {
+    /// Whether [`is_available`](Endpoint::is_available) can ever return
+    /// `false`. The balancer asks every candidate of every pick only when it
+    /// is `true` (health-checked endpoints), so plain endpoints pay nothing.
+    const GATED: bool = false;
+
+    /// The endpoint's weight.
+    fn weight(&self) -> u32;
+
+    /// Whether the endpoint may take new requests now (health checks set
+    /// it); read on every pick when [`GATED`](Endpoint::GATED) is `true`, so
+    /// it must be cheap: an atomic load.
+    fn is_available(&self) -> bool {
+        true
+    }
+}
+
+/// A service with a weight: what every discovery source of this crate yields.
+///
+/// ```
+/// use tower_lb::endpoint::{Endpoint, Weighted};
+///
+/// let svc = Weighted::new(tower::service_fn(|_: ()| async { Ok::<_, std::convert::Infallible>(()) }), 5);
+/// assert_eq!(svc.weight(), 5);
+/// let plain = Weighted::from(svc.into_inner());
+/// assert_eq!(plain.weight(), 1);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Weighted<S> {
+    inner: S,
+    weight: u32,
+}
+
+impl<S> Weighted<S> {
+    /// Wraps `inner` with `weight`.
+    pub const fn new(inner: S, weight: u32) -> Self {
+        Self { inner, weight }
+    }
+
+    /// The same weight over `f(inner)`: how the load wrappers keep the
+    /// weight outermost, so that a stack built by hand and one built by the
+    /// `Discover` adapters have one type.
+    pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Weighted<T> {
+        Weighted::new(f(self.inner), self.weight)
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Weight 1.
+impl<S> From<S> for Weighted<S> {
+    fn from(inner: S) -> Self {
+        Self::new(inner, 1)
+    }
+}
+
+impl<S> Endpoint for Weighted<S> {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+impl<S: Load> Load for Weighted<S> {
+    type Metric = S::Metric;
+
+    fn load(&self) -> S::Metric {
+        self.inner.load()
+    }
+}
+
+impl<S, Req> Service<Req> for Weighted<S>
+where
+    S: Service<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> S::Future {
+        self.inner.call(req)
+    }
+}
