@@ -104,6 +104,8 @@ pub mod classify;
 pub mod discover;
 pub mod endpoint;
 pub mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod health;
 #[cfg(feature = "http")]
 pub mod http;

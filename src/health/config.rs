@@ -30,7 +30,7 @@ pub enum AllUnhealthy {
 ///
 /// Nothing is on by default: with no active checks and no outlier detection
 /// every endpoint stays healthy. `C` decides which responses are failures
-/// (see [`Classify`](super::Classify)); the default is tower-http's
+/// (see [`Classify`](crate::classify::Classify)); the default is
 /// [`ServerErrors`] (5xx and errors fail).
 #[must_use]
 pub struct HealthConfig<K, C = ServerErrors> {
@@ -111,9 +111,10 @@ impl<K, C> HealthConfig<K, C> {
     }
 
     /// Decides which responses count as failures for outlier detection:
-    /// any tower-http classifier (`ServerErrors`,
-    /// `GrpcErrorsAsFailures`, `StatusInRangeAsFailures`) for HTTP
-    /// responses, or [`ErrorsOnly`](super::ErrorsOnly) for other services.
+    /// [`ServerErrors`] or, with the `http` feature, any tower-http
+    /// classifier (`GrpcErrorsAsFailures`, `StatusInRangeAsFailures`) for
+    /// HTTP responses; [`ErrorsOnly`](crate::classify::ErrorsOnly) for other
+    /// services.
     pub fn classify<C2>(self, classify: C2) -> HealthConfig<K, C2> {
         HealthConfig {
             active: self.active,

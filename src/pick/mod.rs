@@ -47,6 +47,7 @@
 
 use std::fmt;
 
+mod boxed;
 mod consistent_hash;
 mod hash;
 mod http_key;
@@ -60,6 +61,7 @@ mod round_robin;
 pub(crate) mod testing;
 mod weighted_round_robin;
 
+pub use self::boxed::BoxPick;
 pub use self::consistent_hash::{BoundedConsistentHash, ConsistentHash, HashRing, InvalidBound};
 pub use self::hash::HashKey;
 pub use self::http_key::{ClientAddr, ClientIp, Header, Path};

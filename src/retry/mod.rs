@@ -28,7 +28,7 @@
 //! # Classifiers and gRPC
 //!
 //! What counts as a failed response can come from tower-http's `classify`,
-//! as it does for [health checks](crate::health::Classify):
+//! as it does for [health checks](crate::classify::Classify):
 //! [`RetryPolicy::classify`] takes any `ClassifyResponse`
 //! (`ServerErrorsAsFailures` retries a 500, which the status set does not)
 //! and replaces the status set; the last of `classify` and
@@ -67,9 +67,10 @@
 //!
 //! # Re-picking elsewhere
 //!
-//! Each retryable request carries a [`TriedEndpoints`] in its extensions,
+//! Each retryable request carries a
+//! [`TriedEndpoints`](crate::balance::TriedEndpoints) in its extensions,
 //! shared by all its attempts, and every attempt is called inside
-//! [`TriedEndpoints::scope`]. The balancer rules those endpoints out and
+//! [`TriedEndpoints::scope`](crate::balance::TriedEndpoints::scope). The balancer rules those endpoints out and
 //! records the one it picks, so round robin moves on, least connections and
 //! P2C choose among the rest, and hash pickers walk on along their ring or
 //! schedule to the key's next endpoint rather than returning to the same

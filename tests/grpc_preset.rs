@@ -1,0 +1,40 @@
+//! The gRPC preset over real tonic servers on 127.0.0.1: one named type a
+//! tonic client takes, calls spread over the servers, and a server that
+//! answers `UNAVAILABLE` costs no call.
+
+mod grpc_support;
+
+use std::collections::BTreeMap;
+
+use tower_lb::grpc::{Balancer, Builder};
+use tower_lb::pick::RoundRobin;
+use tower_lb::BoxError;
+
+use grpc_support::{start, Mode, WhoClient};
+
+#[tokio::test]
+async fn the_grpc_preset_spreads_calls_and_retries_unavailable() -> Result<(), BoxError> {
+    let a = start("a", Mode::Healthy).await;
+    let b = start("b", Mode::Healthy).await;
+    let c = start("c", Mode::Unavailable).await;
+    let channel: Balancer = Builder::new()
+        .backends([a.addr, b.addr, c.addr])
+        .picker(RoundRobin::new())
+        .retry(
+            tower_lb::retry::RetryPolicy::grpc()
+                .budget_ratio(1.0)
+                .backoff(std::time::Duration::ZERO, std::time::Duration::ZERO),
+        )
+        .build()?;
+    channel.get_ref().wait_for(|keys| keys.len() == 3).await;
+    let mut client = WhoClient::new(channel);
+    let mut seen = BTreeMap::<String, usize>::new();
+    for _ in 0..90 {
+        *seen.entry(client.ask(None).await?).or_default() += 1;
+    }
+    assert!(!seen.contains_key("c"), "{seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 90);
+    assert!(seen["a"] > 0 && seen["b"] > 0, "{seen:?}");
+    assert!(c.calls() > 0, "the failing server was tried");
+    Ok(())
+}
