@@ -123,7 +123,7 @@ fn dispatch(c: &mut Criterion) {
     let list = || StaticList::new((0..ENDPOINTS).map(|i| (i, endpoint(i))));
     let (p2c, rr, tower_p2c) = rt.block_on(async {
         let p2c = Balance::new(
-            InFlightDiscover::with_completion(list(), CompleteOnResponse),
+            InFlightDiscover::with_completion(list(), CompleteOnResponse::default()),
             P2c::with_seed(7),
         );
         p2c.wait_for(|keys| keys.len() == ENDPOINTS).await;
@@ -140,7 +140,7 @@ fn dispatch(c: &mut Criterion) {
         (p2c, rr, tower_p2c)
     });
     let direct = endpoint(0);
-    let direct_in_flight = InFlight::with_completion(endpoint(0), CompleteOnResponse);
+    let direct_in_flight = InFlight::with_completion(endpoint(0), CompleteOnResponse::default());
 
     let mut group = c.benchmark_group("dispatch");
     group

@@ -191,7 +191,7 @@ where
         }));
         let before = live();
         let balance = Balance::new(
-            InFlightDiscover::with_completion(changes, CompleteOnResponse),
+            InFlightDiscover::with_completion(changes, CompleteOnResponse::default()),
             picker,
         );
         balance.wait_for(|keys| keys.len() == n).await;

@@ -11,8 +11,10 @@
 //! there is no `.proto` file and no build script; a generated client works
 //! the same way, since it is built on the same `tonic::client::Grpc<T>`.
 //!
-//! Each endpoint is a `tonic::transport::Channel` to one server; the
-//! balancer is the `T` of `Grpc<T>`, so every call is one pick.
+//! The transport is the crate's gRPC preset, `tower_lb::grpc::Balancer`:
+//! one lazily connecting tonic channel per server, health-checked, retried
+//! on `UNAVAILABLE`, under one type name. It is the `T` of `Grpc<T>` (and of
+//! any generated client), so every call is one pick.
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
@@ -25,15 +27,14 @@ use http::HeaderName;
 use tonic::body::Body;
 use tonic::server::UnaryService;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Server;
 use tonic::Status;
 use tonic_prost::ProstCodec;
 use tower::Service;
-use tower_lb::discover;
-use tower_lb::endpoint::Weighted;
-use tower_lb::load::InFlight;
+use tower_lb::grpc::{self, Builder};
 use tower_lb::pick::{ConsistentHash, Header, Pick, RoundRobin};
-use tower_lb::{Balance, BoxError};
+use tower_lb::retry::ReplayBody;
+use tower_lb::BoxError;
 
 /// The request of `who.Who/Ask`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -50,10 +51,6 @@ struct Answer {
 }
 
 const ASK: &str = "/who.Who/Ask";
-
-/// What the balancer holds for each server: a channel, counted in flight
-/// until its response (trailers included) ends.
-type Endpoint = Weighted<InFlight<Channel>>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -84,33 +81,28 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// A balancer with `picker` over one lazily connecting channel per server.
-async fn balancer<P>(
-    servers: &[SocketAddr],
-    picker: P,
-) -> Result<Balance<SocketAddr, Endpoint, P>, BoxError>
+/// The preset with `picker` over one lazily connecting channel per server.
+async fn balancer<P>(servers: &[SocketAddr], picker: P) -> Result<grpc::Balancer, BoxError>
 where
-    P: Pick<http::Request<Body>, Endpoint>,
+    P: Pick<http::Request<ReplayBody<Body>>, grpc::Endpoint>,
 {
-    let (endpoints, discover) = discover::channel();
-    let balance = Balance::new(discover, picker);
-    for &addr in servers {
-        let channel = Channel::from_shared(format!("http://{addr}"))?.connect_lazy();
-        endpoints.insert(addr, InFlight::new(channel))?;
-    }
-    balance.wait_for(|keys| keys.len() == servers.len()).await;
-    Ok(balance)
+    let channel = Builder::new()
+        .backends(servers.iter().copied())
+        .picker(picker)
+        .build()?;
+    channel
+        .get_ref()
+        .wait_for(|keys| keys.len() == servers.len())
+        .await;
+    Ok(channel)
 }
 
 /// Calls `Ask`, with `user` as `x-user` metadata (a request header, which
 /// the consistent-hash picker reads) when given.
-async fn ask<P>(
-    client: &mut tonic::client::Grpc<Balance<SocketAddr, Endpoint, P>>,
+async fn ask(
+    client: &mut tonic::client::Grpc<grpc::Balancer>,
     user: Option<&str>,
-) -> Result<String, BoxError>
-where
-    P: Pick<http::Request<Body>, Endpoint>,
-{
+) -> Result<String, BoxError> {
     let mut request = tonic::Request::new(Question {
         user: user.unwrap_or_default().to_owned(),
     });

@@ -46,7 +46,7 @@
 //!
 //! // Count requests in flight per endpoint; power of two choices reads them.
 //! let balance = Balance::new(
-//!     InFlightDiscover::with_completion(discover, tower_lb::load::CompleteOnResponse),
+//!     InFlightDiscover::with_completion(discover, tower_lb::load::CompleteOnResponse::default()),
 //!     P2c::new(),
 //! );
 //! balance.wait_for(|keys| keys.len() == 2).await;

@@ -267,7 +267,7 @@ async fn complete_on_response_stops_counting_at_the_headers() {
     let (endpoints, discover) = discover::channel();
     insert_both(&endpoints);
     let mut to_headers = Balance::new(
-        InFlightDiscover::with_completion(discover, CompleteOnResponse),
+        InFlightDiscover::with_completion(discover, CompleteOnResponse::default()),
         LeastConnections::with_seed(9),
     );
     bounded("discovery", to_body_end.wait_for(|keys| keys.len() == 2)).await;

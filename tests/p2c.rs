@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use tower_lb::discover;
-use tower_lb::load::{InFlightDiscover, PeakEwmaDiscover, DEFAULT_DECAY, DEFAULT_RTT};
+use tower_lb::load::{InFlightDiscover, LatencyDiscover, DEFAULT_DECAY, DEFAULT_RTT};
 use tower_lb::pick::P2c;
 use tower_lb::Balance;
 
@@ -135,7 +135,7 @@ async fn peak_ewma_steers_away_from_a_slow_backend() {
     let (endpoints, discover) = discover::channel();
     insert_all(&endpoints);
     let by_latency = Balance::new(
-        PeakEwmaDiscover::new(discover, DEFAULT_RTT, DEFAULT_DECAY),
+        LatencyDiscover::new(discover, DEFAULT_RTT, DEFAULT_DECAY),
         P2c::with_seed(8),
     );
     bounded("discovery", by_latency.wait_for(|keys| keys.len() == 3)).await;

@@ -1,18 +1,18 @@
-//! Endpoints measured by the crate's own `PeakEwma`, on virtual time.
+//! Endpoints measured by the crate's own `Latency`, on virtual time.
 //!
-//! Each endpoint is a `PeakEwma<SimService, HoldUntilDone>`: the real
+//! Each endpoint is a `Latency<SimService, HoldUntilDone>`: the real
 //! wrapper, with its lock-free estimate, reading tokio's clock, which the
 //! simulation keeps paused and moves to each event's virtual time. The
 //! wrapped service answers at once; when the answer *ends* is the
 //! simulation's to say, so the completion strategy keeps each request's
 //! handle inside the response (a ticket), and the simulation drops the
 //! ticket when the request's last byte comes back in virtual time. That
-//! ends the round trip PeakEwma measures and its count of the request.
+//! ends the round trip Latency measures and its count of the request.
 //!
 //! `HoldUntilDone` is also a template for a completion strategy of your own:
 //! implement tower's `TrackCompletion<H, V>` for every handle `H`, so one
 //! strategy serves both `InFlight` (whose handle is a `Handle`) and
-//! `PeakEwma` (an `EwmaHandle`), and put the handle wherever the end of the
+//! `Latency` (an `EwmaHandle`), and put the handle wherever the end of the
 //! request can drop it.
 
 use std::convert::Infallible;
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tower::load::TrackCompletion;
 use tower::{Service, ServiceExt};
-use tower_lb::load::{EwmaHandle, PeakEwma};
+use tower_lb::load::{EwmaHandle, Latency};
 
 use crate::fleet::Meter;
 use crate::scenario::Job;
@@ -76,12 +76,12 @@ impl<H, V> TrackCompletion<H, V> for HoldUntilDone {
 }
 
 /// An endpoint with Peak-EWMA load.
-pub(crate) type Ewma = PeakEwma<SimService, HoldUntilDone>;
+pub(crate) type Ewma = Latency<SimService, HoldUntilDone>;
 
 /// A fresh endpoint: its estimate starts at `default_rtt` and forgets with
 /// time constant `decay`. Make it on the paused runtime, at virtual time 0.
 pub(crate) fn endpoint(default_rtt: Duration, decay: Duration) -> Ewma {
-    PeakEwma::with_completion(SimService, default_rtt, decay, HoldUntilDone)
+    Latency::with_completion(SimService, default_rtt, decay, HoldUntilDone)
 }
 
 impl Meter for Ewma {

@@ -12,7 +12,7 @@
 //! crate's real pickers choose every endpoint through `Prepare` and `Pick`,
 //! reading load from `tower::load::Load` services: in-flight counts the
 //! simulation keeps, as the balancer would (`probe.rs`), or the crate's own
-//! `PeakEwma` on virtual time (`ewma.rs`). Each is measured against an ideal
+//! `Latency` on virtual time (`ewma.rs`). Each is measured against an ideal
 //! reference that knows every request's exact cost (see `pickers.rs`).
 //!
 //! The tables go to stdout and, as Markdown, to `DIR/simulate.md`; the chart
@@ -21,7 +21,7 @@
 //! A run is deterministic: time is integer nanoseconds in a single-threaded
 //! event loop, every random draw comes from a generator seeded from
 //! `--seed`, the pickers are built with seeds, and nothing depends on
-//! wall-clock time or on hash-map order: `PeakEwma` reads tokio's clock,
+//! wall-clock time or on hash-map order: `Latency` reads tokio's clock,
 //! which stays paused and moves only to each event's virtual time. The same
 //! seed gives the same tables and chart, byte for byte, with the same build.
 

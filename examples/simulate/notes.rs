@@ -92,9 +92,9 @@ pub(crate) fn intro(requests: usize, seed: u64) -> String {
          that stops at the response headers would. *Speed weights* give the endpoints \
          weights in proportion to their speeds, as does weighted round robin: knowledge an \
          operator must configure, and which does not follow a slowdown.\n\
-         * *Peak-EWMA* rows run the same pickers over the crate's own `PeakEwma` load \
+         * *Peak-EWMA* rows run the same pickers over the crate's own `Latency` load \
          (recent round-trip time, peak-sensitive, times requests in flight plus one), each \
-         endpoint a `PeakEwma` on tokio's paused clock, moved to each event's virtual time. \
+         endpoint a `Latency` on tokio's paused clock, moved to each event's virtual time. \
          Its default RTT is the scenario's mean request time at speed 1, what an operator \
          would expect (it matters only until the first answers come back); its decay is the \
          crate's default, {decay} s, the setting users run with: a thousand mean requests \

@@ -81,8 +81,8 @@ enum Build {
         counting: Counting,
         build: fn(u64) -> Box<dyn Policy<Probe>>,
     },
-    /// The crate's `PeakEwma`, on virtual time.
-    PeakEwma(fn(u64) -> Box<dyn Policy<Ewma>>),
+    /// The crate's `Latency`, on virtual time.
+    Latency(fn(u64) -> Box<dyn Policy<Ewma>>),
 }
 
 /// One picker of the comparison.
@@ -112,7 +112,7 @@ impl Entry {
 
     /// A picker reading Peak-EWMA costs.
     fn peak_ewma(name: &'static str, build: fn(u64) -> Box<dyn Policy<Ewma>>) -> Self {
-        Self::with(name, Build::PeakEwma(build))
+        Self::with(name, Build::Latency(build))
     }
 
     fn with(name: &'static str, build: Build) -> Self {
@@ -158,7 +158,7 @@ impl Entry {
                 let probe = |station: &_| Probe::new(station, jobs, counting);
                 fleet::run(fleet, jobs, policy.as_ref(), metas, probe).await
             }
-            Build::PeakEwma(build) => {
+            Build::Latency(build) => {
                 let mut policy = build(seed);
                 policy.prepare(metas);
                 let (rtt, decay) = scenario.peak_ewma();

@@ -23,7 +23,8 @@ use tower::load::TrackCompletion;
 ///
 /// So a streamed answer (server-sent events, an LLM's tokens) keeps its
 /// endpoint counted until its last frame. For services whose response is not
-/// an `http::Response`, use [`CompleteOnResponse`](super::CompleteOnResponse).
+/// an `http::Response`, use tower's [`CompleteOnResponse`](super::CompleteOnResponse)
+/// (`CompleteOnResponse::default()`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CompleteOnBodyEnd;
 
@@ -35,26 +36,6 @@ where
 
     fn track_completion(&self, handle: H, response: http::Response<B>) -> Self::Output {
         response.map(|body| TrackedBody::new(body, handle))
-    }
-}
-
-/// A completion strategy for any service: the request counts until its
-/// response arrives.
-///
-/// For responses that are complete when they arrive (not streamed HTTP
-/// bodies, for which [`CompleteOnBodyEnd`] is the right choice). It does what
-/// tower's `tower::load::CompleteOnResponse` does, and that one works with
-/// this module's wrappers too; this one is a plain unit struct, so it can be
-/// named as a value: `InFlight::with_completion(svc, CompleteOnResponse)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CompleteOnResponse;
-
-impl<H, V> TrackCompletion<H, V> for CompleteOnResponse {
-    type Output = V;
-
-    fn track_completion(&self, handle: H, response: V) -> V {
-        drop(handle);
-        response
     }
 }
 

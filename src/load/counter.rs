@@ -7,7 +7,7 @@ use std::sync::Arc;
 /// Requests in flight and requests started for one endpoint; cheap to clone,
 /// and every clone reads and moves the same numbers.
 ///
-/// Every [`InFlight`](super::InFlight) and [`PeakEwma`](super::PeakEwma)
+/// Every [`InFlight`](super::InFlight) and [`Latency`](super::Latency)
 /// holds one, shared by all clones of the wrapper (the balancer clones an
 /// endpoint for each request), so [`Counter::in_flight`] is the endpoint's
 /// count, not one clone's. Keep a clone for a status page: reading it is two

@@ -8,7 +8,7 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 use tower::discover::{Change, Discover};
 
-use super::{CompleteOnBodyEnd, InFlight, PeakEwma};
+use super::{CompleteOnBodyEnd, InFlight, Latency};
 use crate::endpoint::Weighted;
 use crate::util::poll_wrapped;
 
@@ -29,7 +29,7 @@ pin_project! {
     /// let svc = tower::service_fn(|_: ()| async { Ok::<_, std::convert::Infallible>("hi") });
     /// let counted = InFlightDiscover::with_completion(
     ///     StaticList::new([("a", svc)]),
-    ///     tower_lb::load::CompleteOnResponse,
+    ///     tower_lb::load::CompleteOnResponse::default(),
     /// );
     /// # let _ = counted;
     /// ```
@@ -75,27 +75,27 @@ where
 }
 
 pin_project! {
-    /// Wraps every service a `Discover` inserts in [`PeakEwma`], so the
+    /// Wraps every service a `Discover` inserts in [`Latency`], so the
     /// balancer can read each endpoint's latency cost; removals pass through
     /// unchanged, and so do errors and the end of the stream. As with
     /// [`InFlightDiscover`], the weight stays outermost:
-    /// `Weighted<PeakEwma<S>>`.
+    /// `Weighted<Latency<S>>`.
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower_lb::{discover::StaticList, load::PeakEwmaDiscover};
+    /// use tower_lb::{discover::StaticList, load::LatencyDiscover};
     ///
     /// let svc = tower::service_fn(|_: ()| async { Ok::<_, std::convert::Infallible>("hi") });
-    /// let timed = PeakEwmaDiscover::with_completion(
+    /// let timed = LatencyDiscover::with_completion(
     ///     StaticList::new([("a", svc)]),
     ///     Duration::from_millis(30),
     ///     Duration::from_secs(10),
-    ///     tower_lb::load::CompleteOnResponse,
+    ///     tower_lb::load::CompleteOnResponse::default(),
     /// );
     /// # let _ = timed;
     /// ```
     #[derive(Debug)]
-    pub struct PeakEwmaDiscover<D, C = CompleteOnBodyEnd> {
+    pub struct LatencyDiscover<D, C = CompleteOnBodyEnd> {
         #[pin]
         discover: D,
         default_rtt: Duration,
@@ -104,16 +104,16 @@ pin_project! {
     }
 }
 
-impl<D> PeakEwmaDiscover<D> {
+impl<D> LatencyDiscover<D> {
     /// Estimates each endpoint's latency up to the end of its response
-    /// bodies; see [`PeakEwma::new`] for the settings.
+    /// bodies; see [`Latency::new`] for the settings.
     pub fn new(discover: D, default_rtt: Duration, decay: Duration) -> Self {
         Self::with_completion(discover, default_rtt, decay, CompleteOnBodyEnd)
     }
 }
 
-impl<D, C> PeakEwmaDiscover<D, C> {
-    /// Like [`PeakEwmaDiscover::new`], with round trips ending when
+impl<D, C> LatencyDiscover<D, C> {
+    /// Like [`LatencyDiscover::new`], with round trips ending when
     /// `completion` lets go of their handles.
     pub fn with_completion(
         discover: D,
@@ -130,19 +130,19 @@ impl<D, C> PeakEwmaDiscover<D, C> {
     }
 }
 
-impl<D, S, C> Stream for PeakEwmaDiscover<D, C>
+impl<D, S, C> Stream for LatencyDiscover<D, C>
 where
     D: Discover<Service = Weighted<S>>,
     C: Clone,
 {
-    type Item = Result<Change<D::Key, Weighted<PeakEwma<S, C>>>, D::Error>;
+    type Item = Result<Change<D::Key, Weighted<Latency<S, C>>>, D::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
         let (default_rtt, decay, completion) = (*this.default_rtt, *this.decay, this.completion);
         poll_wrapped(this.discover, cx, |service| {
             service.map(|inner| {
-                PeakEwma::with_completion(inner, default_rtt, decay, completion.clone())
+                Latency::with_completion(inner, default_rtt, decay, completion.clone())
             })
         })
     }
@@ -189,7 +189,10 @@ mod tests {
     async fn each_insert_gets_its_own_count() {
         let svc = || tower::service_fn(|()| async { Ok::<_, Infallible>(()) });
         let list = StaticList::new([("a", svc()), ("b", svc())]);
-        let mut stream = pin!(InFlightDiscover::with_completion(list, CompleteOnResponse));
+        let mut stream = pin!(InFlightDiscover::with_completion(
+            list,
+            CompleteOnResponse::default()
+        ));
         let mut counters = Vec::new();
         while let Some(change) = poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
             match change {
@@ -250,7 +253,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_wraps_inserts_and_passes_removes() {
         let (endpoints, discover) = channel::<&str, u32>();
-        let mut stream = pin!(PeakEwmaDiscover::new(discover, DEFAULT_RTT, DEFAULT_DECAY));
+        let mut stream = pin!(LatencyDiscover::new(discover, DEFAULT_RTT, DEFAULT_DECAY));
         endpoints.insert_weighted("a", 1, 2).unwrap();
         endpoints.remove("a").unwrap();
 

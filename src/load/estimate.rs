@@ -19,7 +19,7 @@ const REFRESH_TICKS: i32 = 1 << 22;
 /// The estimate and the time of its last update live in one `AtomicU64` (an
 /// `f32` of nanoseconds and a `u32` of milliseconds since `epoch`), so a
 /// reader never sees one without the other and a sample is a single
-/// compare-and-swap. Tower's `PeakEwma` keeps them behind a mutex instead.
+/// compare-and-swap. Tower's `Latency` keeps them behind a mutex instead.
 pub(crate) struct Estimate {
     epoch: Instant,
     decay_ns: f64,

@@ -10,7 +10,7 @@ use tower::load::TrackCompletion;
 
 pin_project! {
     /// The future of [`InFlight`](super::InFlight) and
-    /// [`PeakEwma`](super::PeakEwma): it holds the request's handle `H` while
+    /// [`Latency`](super::Latency): it holds the request's handle `H` while
     /// the endpoint works, then gives the handle and the response to the
     /// completion strategy `C`.
     ///

@@ -142,7 +142,7 @@ async fn clones_share_one_count() {
 async fn complete_on_response_releases_at_the_response() {
     let mut svc = InFlight::with_completion(
         service_fn(|()| async { Ok::<_, Infallible>("done") }),
-        CompleteOnResponse,
+        CompleteOnResponse::default(),
     );
     let future = svc.call(());
     assert_eq!(svc.in_flight(), 1);

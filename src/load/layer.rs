@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::{CompleteOnBodyEnd, InFlight, PeakEwma, DEFAULT_DECAY, DEFAULT_RTT};
+use super::{CompleteOnBodyEnd, InFlight, Latency, DEFAULT_DECAY, DEFAULT_RTT};
 
 /// Wraps a service in [`InFlight`]; for building endpoint stacks with
 /// `ServiceBuilder`.
@@ -14,7 +14,7 @@ use super::{CompleteOnBodyEnd, InFlight, PeakEwma, DEFAULT_DECAY, DEFAULT_RTT};
 /// use tower_lb::load::{CompleteOnResponse, InFlightLayer};
 ///
 /// let endpoint = ServiceBuilder::new()
-///     .layer(InFlightLayer::with_completion(CompleteOnResponse))
+///     .layer(InFlightLayer::with_completion(CompleteOnResponse::default()))
 ///     .service_fn(|_: ()| async { Ok::<_, std::convert::Infallible>("hi") });
 /// assert_eq!(endpoint.in_flight(), 0);
 /// ```
@@ -49,18 +49,18 @@ impl<S, C: Clone> Layer<S> for InFlightLayer<C> {
     }
 }
 
-/// Wraps a service in [`PeakEwma`]; for building endpoint stacks with
+/// Wraps a service in [`Latency`]; for building endpoint stacks with
 /// `ServiceBuilder`. The default uses [`DEFAULT_RTT`] and [`DEFAULT_DECAY`].
 ///
 /// ```
 /// use std::time::Duration;
 /// use tower::ServiceBuilder;
-/// use tower_lb::load::{CompleteOnResponse, PeakEwmaLayer};
+/// use tower_lb::load::{CompleteOnResponse, LatencyLayer};
 ///
-/// let layer = PeakEwmaLayer::with_completion(
+/// let layer = LatencyLayer::with_completion(
 ///     Duration::from_millis(50),
 ///     Duration::from_secs(5),
-///     CompleteOnResponse,
+///     CompleteOnResponse::default(),
 /// );
 /// assert_eq!(layer.decay(), Duration::from_secs(5));
 /// let endpoint = ServiceBuilder::new()
@@ -69,29 +69,29 @@ impl<S, C: Clone> Layer<S> for InFlightLayer<C> {
 /// assert!(endpoint.rtt_estimate() <= Duration::from_millis(50));
 /// ```
 #[derive(Clone, Copy, Debug)]
-pub struct PeakEwmaLayer<C = CompleteOnBodyEnd> {
+pub struct LatencyLayer<C = CompleteOnBodyEnd> {
     default_rtt: Duration,
     decay: Duration,
     completion: C,
 }
 
-impl PeakEwmaLayer {
+impl LatencyLayer {
     /// Estimates latency up to the end of each response body; see
-    /// [`PeakEwma::new`] for the settings.
+    /// [`Latency::new`] for the settings.
     #[must_use]
     pub const fn new(default_rtt: Duration, decay: Duration) -> Self {
         Self::with_completion(default_rtt, decay, CompleteOnBodyEnd)
     }
 }
 
-impl Default for PeakEwmaLayer {
+impl Default for LatencyLayer {
     fn default() -> Self {
         Self::new(DEFAULT_RTT, DEFAULT_DECAY)
     }
 }
 
-impl<C> PeakEwmaLayer<C> {
-    /// Like [`PeakEwmaLayer::new`], with round trips ending when `completion`
+impl<C> LatencyLayer<C> {
+    /// Like [`LatencyLayer::new`], with round trips ending when `completion`
     /// lets go of their handles.
     #[must_use]
     pub const fn with_completion(default_rtt: Duration, decay: Duration, completion: C) -> Self {
@@ -113,11 +113,11 @@ impl<C> PeakEwmaLayer<C> {
     }
 }
 
-impl<S, C: Clone> Layer<S> for PeakEwmaLayer<C> {
-    type Service = PeakEwma<S, C>;
+impl<S, C: Clone> Layer<S> for LatencyLayer<C> {
+    type Service = Latency<S, C>;
 
-    fn layer(&self, inner: S) -> PeakEwma<S, C> {
-        PeakEwma::with_completion(inner, self.default_rtt, self.decay, self.completion.clone())
+    fn layer(&self, inner: S) -> Latency<S, C> {
+        Latency::with_completion(inner, self.default_rtt, self.decay, self.completion.clone())
     }
 }
 
@@ -131,7 +131,7 @@ mod tests {
         let counted = InFlightLayer::new().layer(Weighted::new((), 4));
         assert_eq!((counted.weight(), counted.in_flight()), (4, 0));
 
-        let layer = PeakEwmaLayer::default();
+        let layer = LatencyLayer::default();
         assert_eq!(
             (layer.default_rtt(), layer.decay()),
             (DEFAULT_RTT, DEFAULT_DECAY)

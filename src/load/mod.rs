@@ -6,7 +6,7 @@
 //!
 //! * [`InFlight`]: requests in flight (a [`Count`]). Cheap and robust; the
 //!   right metric when request costs vary widely, as inference requests do.
-//! * [`PeakEwma`]: recent latency, peak-sensitive and decaying with time,
+//! * [`Latency`]: recent latency, peak-sensitive and decaying with time,
 //!   times the requests in flight plus one (a [`Cost`]). It favours endpoints
 //!   that answer fast, not just those that are idle.
 //!
@@ -26,15 +26,15 @@
 //!   whose response is not an HTTP body. (Tower's strategy of the same name
 //!   works too; ours can be written as a plain value.)
 //! * Your own: implement [`TrackCompletion<Handle, Response>`](TrackCompletion)
-//!   (and `TrackCompletion<EwmaHandle, Response>` for [`PeakEwma`]).
+//!   (and `TrackCompletion<EwmaHandle, Response>` for [`Latency`]).
 //!
 //! A failed call ends its request at once.
 //!
 //! # Where to wrap
 //!
 //! Wrap each endpoint yourself ([`InFlight::new`]), wrap everything a
-//! discovery source inserts ([`InFlightDiscover`], [`PeakEwmaDiscover`]), or
-//! put a layer in an endpoint stack ([`InFlightLayer`], [`PeakEwmaLayer`]).
+//! discovery source inserts ([`InFlightDiscover`], [`LatencyDiscover`]), or
+//! put a layer in an endpoint stack ([`InFlightLayer`], [`LatencyLayer`]).
 //! The wrappers keep the inner service's [`Endpoint`](crate::endpoint::Endpoint)
 //! and availability, and their clones share one count, so the copies the
 //! balancer makes of an endpoint add up. A [`Counter`] reads an endpoint's
@@ -44,7 +44,7 @@
 //!
 //! Nothing is allocated or boxed and no lock is taken. An [`InFlight`] call
 //! adds two relaxed atomic increments and a reference-count increment, and
-//! its load is one atomic load. A [`PeakEwma`] call adds a clock read and a
+//! its load is one atomic load. A [`Latency`] call adds a clock read and a
 //! second reference count, its completion a compare-and-swap, and its load
 //! two atomic loads, a clock read and an `exp`.
 //!
@@ -84,7 +84,7 @@
 //! ```
 //! use std::convert::Infallible;
 //!
-//! use tower_lb::{discover::StaticList, load::PeakEwmaDiscover, pick::P2c, Balance};
+//! use tower_lb::{discover::StaticList, load::LatencyDiscover, pick::P2c, Balance};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -93,7 +93,7 @@
 //!         Ok::<_, Infallible>(http::Response::new(String::from("hi")))
 //!     })
 //! };
-//! let discover = PeakEwmaDiscover::new(
+//! let discover = LatencyDiscover::new(
 //!     StaticList::new([("a", endpoint()), ("b", endpoint())]),
 //!     tower_lb::load::DEFAULT_RTT,
 //!     tower_lb::load::DEFAULT_DECAY,
@@ -115,11 +115,11 @@ mod peak_ewma;
 pub(crate) mod test_body;
 mod wrapper;
 
-pub use self::completion::{CompleteOnBodyEnd, CompleteOnResponse, TrackedBody};
+pub use self::completion::{CompleteOnBodyEnd, TrackedBody};
 pub use self::counter::{Counter, Handle};
-pub use self::discover::{InFlightDiscover, PeakEwmaDiscover};
+pub use self::discover::{InFlightDiscover, LatencyDiscover};
 pub use self::future::ResponseFuture;
 pub use self::in_flight::{Count, InFlight};
-pub use self::layer::{InFlightLayer, PeakEwmaLayer};
-pub use self::peak_ewma::{Cost, EwmaHandle, PeakEwma, DEFAULT_DECAY, DEFAULT_RTT};
-pub use tower::load::{Load, TrackCompletion};
+pub use self::layer::{InFlightLayer, LatencyLayer};
+pub use self::peak_ewma::{Cost, EwmaHandle, Latency, DEFAULT_DECAY, DEFAULT_RTT};
+pub use tower::load::{CompleteOnResponse, Load, TrackCompletion};

@@ -46,14 +46,14 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 /// count. The wrapper passes the inner service's
 /// [`Endpoint`](crate::endpoint::Endpoint) and availability through. See the
 /// [module docs](super) for an example.
-pub struct PeakEwma<S, C = CompleteOnBodyEnd> {
+pub struct Latency<S, C = CompleteOnBodyEnd> {
     inner: S,
     counter: Counter,
     estimate: Arc<Estimate>,
     completion: C,
 }
 
-/// The load of a [`PeakEwma`]: the latency estimate in nanoseconds times
+/// The load of a [`Latency`]: the latency estimate in nanoseconds times
 /// the requests in flight plus one.
 ///
 /// The estimate counts as at least one nanosecond here, so that between two
@@ -75,7 +75,7 @@ impl From<Cost> for f64 {
     }
 }
 
-/// One request in flight on a [`PeakEwma`]: when dropped, it records the
+/// One request in flight on a [`Latency`]: when dropped, it records the
 /// round trip since the call and stops counting the request.
 pub struct EwmaHandle {
     sent_at: Instant,
@@ -112,7 +112,7 @@ impl fmt::Debug for EwmaHandle {
     }
 }
 
-impl<S> PeakEwma<S> {
+impl<S> Latency<S> {
     /// Estimates `inner`'s latency up to the end of each response body,
     /// starting from `default_rtt` and forgetting with time constant `decay`.
     pub fn new(inner: S, default_rtt: Duration, decay: Duration) -> Self {
@@ -120,8 +120,8 @@ impl<S> PeakEwma<S> {
     }
 }
 
-impl<S, C> PeakEwma<S, C> {
-    /// Like [`PeakEwma::new`], with round trips ending when `completion` lets
+impl<S, C> Latency<S, C> {
+    /// Like [`Latency::new`], with round trips ending when `completion` lets
     /// go of their handles.
     pub fn with_completion(
         inner: S,
@@ -144,9 +144,9 @@ impl<S, C> PeakEwma<S, C> {
     }
 }
 
-impl_counted_wrapper!(PeakEwma);
+impl_counted_wrapper!(Latency);
 
-impl<S: Clone, C: Clone> Clone for PeakEwma<S, C> {
+impl<S: Clone, C: Clone> Clone for Latency<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -157,9 +157,9 @@ impl<S: Clone, C: Clone> Clone for PeakEwma<S, C> {
     }
 }
 
-impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for PeakEwma<S, C> {
+impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Latency<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PeakEwma")
+        f.debug_struct("Latency")
             .field("inner", &self.inner)
             .field("counter", &self.counter)
             .field("estimate", &self.estimate)
@@ -168,7 +168,7 @@ impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for PeakEwma<S, C> {
     }
 }
 
-impl<S, C> Load for PeakEwma<S, C> {
+impl<S, C> Load for Latency<S, C> {
     type Metric = Cost;
 
     fn load(&self) -> Cost {
@@ -179,7 +179,7 @@ impl<S, C> Load for PeakEwma<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for PeakEwma<S, C>
+impl<S, C, Req> Service<Req> for Latency<S, C>
 where
     S: Service<Req>,
     C: TrackCompletion<EwmaHandle, S::Response>,

@@ -15,14 +15,14 @@ const MS: Duration = Duration::from_millis(1);
 fn slow(
     default_rtt: Duration,
     decay: Duration,
-) -> PeakEwma<
+) -> Latency<
     impl Service<Duration, Response = http::Response<Empty<Bytes>>, Error = Infallible> + Clone,
 > {
     let svc = service_fn(|delay: Duration| async move {
         tokio::time::sleep(delay).await;
         Ok::<_, Infallible>(http::Response::new(Empty::new()))
     });
-    PeakEwma::new(svc, default_rtt, decay)
+    Latency::new(svc, default_rtt, decay)
 }
 
 fn close(actual: f64, expected: f64) -> bool {
@@ -86,7 +86,7 @@ async fn fast_responses_pull_the_estimate_down() {
 
 #[tokio::test(start_paused = true)]
 async fn latency_ends_at_the_end_of_the_body() {
-    let mut svc = PeakEwma::new(
+    let mut svc = Latency::new(
         service_fn(
             |body: ChannelBody| async move { Ok::<_, Infallible>(http::Response::new(body)) },
         ),
@@ -107,14 +107,14 @@ async fn latency_ends_at_the_end_of_the_body() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_call_ends_its_round_trip() {
-    let mut svc = PeakEwma::with_completion(
+    let mut svc = Latency::with_completion(
         service_fn(|()| async {
             tokio::time::sleep(Duration::from_secs(3)).await;
             Err::<(), _>("refused")
         }),
         MS,
         Duration::from_secs(10),
-        CompleteOnResponse,
+        CompleteOnResponse::default(),
     );
     assert_eq!(svc.call(()).await.unwrap_err(), "refused");
     assert_eq!(svc.in_flight(), 0);
@@ -163,13 +163,13 @@ async fn zero_and_huge_durations_do_not_panic() {
 
 #[test]
 fn forwards_weight_and_availability() {
-    let plain = PeakEwma::new(Weighted::new((), 4), DEFAULT_RTT, DEFAULT_DECAY);
+    let plain = Latency::new(Weighted::new((), 4), DEFAULT_RTT, DEFAULT_DECAY);
     assert_eq!(plain.weight(), 4);
     assert!(plain.is_available());
-    const { assert!(!<PeakEwma<Weighted<()>> as Endpoint>::GATED) };
+    const { assert!(!<Latency<Weighted<()>> as Endpoint>::GATED) };
 
-    let down = PeakEwma::new(Gated(3, false), DEFAULT_RTT, DEFAULT_DECAY);
-    const { assert!(<PeakEwma<Gated> as Endpoint>::GATED) };
+    let down = Latency::new(Gated(3, false), DEFAULT_RTT, DEFAULT_DECAY);
+    const { assert!(<Latency<Gated> as Endpoint>::GATED) };
     assert_eq!(down.weight(), 3);
     assert!(!down.is_available());
     assert_eq!(down.into_inner().weight(), 3);

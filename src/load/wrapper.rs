@@ -1,4 +1,4 @@
-//! What [`InFlight`](super::InFlight) and [`PeakEwma`](super::PeakEwma)
+//! What [`InFlight`](super::InFlight) and [`Latency`](super::Latency)
 //! share word for word.
 
 /// Implements, for a wrapper `$wrapper<S, C>` with the fields `inner: S` and

@@ -11,7 +11,7 @@ use crate::util::Rng;
 /// Load is whatever the endpoint services report through
 /// [`tower::load::Load`], as long as it converts into `f64`: requests in
 /// flight with [`InFlight`](crate::load::InFlight), a latency cost with
-/// [`PeakEwma`](crate::load::PeakEwma).
+/// [`Latency`](crate::load::Latency).
 ///
 /// # Cost
 ///

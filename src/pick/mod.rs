@@ -66,9 +66,9 @@ pub use self::consistent_hash::{BoundedConsistentHash, ConsistentHash, HashRing,
 pub use self::hash::HashKey;
 pub use self::http_key::{ClientAddr, ClientIp, Header, Path};
 pub use self::ip_hash::IpHash;
-pub use self::least_connections::LeastConnections;
+pub use self::least_connections::{LeastConnections, LeastConnectionsTable};
 pub use self::maglev::{InvalidTableSize, Maglev, MaglevTable};
-pub use self::p2c::P2c;
+pub use self::p2c::{P2c, P2cTable};
 pub use self::round_robin::RoundRobin;
 pub use self::weighted_round_robin::WeightedRoundRobin;
 pub use crate::util::{hash_bytes, hash_value};

@@ -11,7 +11,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 use tower::{Service, ServiceExt};
-use tower_lb::load::{Counter, InFlight, PeakEwma};
+use tower_lb::load::{Counter, InFlight, Latency};
 use tower_lb::pick::Prepare;
 use tower_lb::{Balance, BoxError};
 
@@ -141,7 +141,7 @@ impl<S, C> HasCounter for InFlight<S, C> {
     }
 }
 
-impl<S, C> HasCounter for PeakEwma<S, C> {
+impl<S, C> HasCounter for Latency<S, C> {
     fn counter_of(&self) -> Counter {
         self.counter()
     }
