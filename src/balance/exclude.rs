@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use super::service::pick_from;
 use super::snapshot::Snapshot;
 use super::TriedEndpoints;
 use crate::endpoint::Endpoint;
@@ -41,6 +40,38 @@ where
     }
     tried.record_named(key_hash, &snapshot.names[i]);
     Some(i)
+}
+
+/// Picks from one snapshot; an index the picker returns that is not allowed
+/// counts as no pick, so a faulty picker cannot cause a panic.
+///
+/// `excluded` (key hashes a retry already tried) is honoured while it leaves
+/// an endpoint to pick; when every allowed endpoint was tried, the pick is
+/// made as for a first attempt, so a retry reuses an endpoint rather than
+/// waiting for the set to change.
+fn pick_from<K, S, P, Req>(
+    snapshot: &Snapshot<K, S, P::Table>,
+    picker: &P,
+    request: &Req,
+    excluded: &[u64],
+) -> Option<usize>
+where
+    S: Endpoint,
+    P: Pick<Req, S>,
+{
+    let endpoints = snapshot.endpoints();
+    if !excluded.is_empty() {
+        let fresh = endpoints.excluding(excluded);
+        let picked = picker
+            .pick(&snapshot.table, &fresh, request)
+            .filter(|&i| fresh.is_allowed(i));
+        if picked.is_some() {
+            return picked;
+        }
+    }
+    picker
+        .pick(&snapshot.table, &endpoints, request)
+        .filter(|&i| endpoints.is_allowed(i))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tower::Service;
 
 use super::exclude;
 use super::future::{ResponseFuture, Wait};
-use super::snapshot::{Current, Shared, Snapshot, SnapshotCache};
+use super::snapshot::{Current, Shared, SnapshotCache};
 use super::worker::{self, Worker};
 use super::{BalanceLayer, TriedEndpoints};
 use crate::endpoint::Endpoint;
@@ -179,38 +179,6 @@ impl<K, S, P: Prepare> Balance<K, S, P> {
         let snapshot = self.shared.current.load();
         read(&snapshot.keys, &snapshot.services)
     }
-}
-
-/// Picks from one snapshot; an index the picker returns that is not allowed
-/// counts as no pick, so a faulty picker cannot cause a panic.
-///
-/// `excluded` (key hashes a retry already tried) is honoured while it leaves
-/// an endpoint to pick; when every allowed endpoint was tried, the pick is
-/// made as for a first attempt, so a retry reuses an endpoint rather than
-/// waiting for the set to change.
-pub(super) fn pick_from<K, S, P, Req>(
-    snapshot: &Snapshot<K, S, P::Table>,
-    picker: &P,
-    request: &Req,
-    excluded: &[u64],
-) -> Option<usize>
-where
-    S: Endpoint,
-    P: Pick<Req, S>,
-{
-    let endpoints = snapshot.endpoints();
-    if !excluded.is_empty() {
-        let fresh = endpoints.excluding(excluded);
-        let picked = picker
-            .pick(&snapshot.table, &fresh, request)
-            .filter(|&i| fresh.is_allowed(i));
-        if picked.is_some() {
-            return picked;
-        }
-    }
-    picker
-        .pick(&snapshot.table, &endpoints, request)
-        .filter(|&i| endpoints.is_allowed(i))
 }
 
 impl<K, S, P, Req> Service<Req> for Balance<K, S, P>

@@ -4,7 +4,7 @@ use std::error::Error;
 use std::fmt;
 use std::io;
 
-use http::{Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 
 use crate::error::{BoxError, NoEndpoints};
 use crate::health::NoHealthyEndpoints;
@@ -222,4 +222,9 @@ mod tests {
         assert!(!set.contains(StatusCode::SERVICE_UNAVAILABLE));
         assert_eq!(format!("{set:?}"), "{502, 999}");
     }
+}
+
+/// The `grpc-status` in `headers`, if there is one that reads as a number.
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }

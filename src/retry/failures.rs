@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use http::Response;
 
-use super::classify::StatusSet;
-use super::grpc::grpc_status;
+use super::classify::{grpc_status, StatusSet};
 use super::RetryReason;
 use crate::classify::Classify;
 

@@ -13,8 +13,7 @@ use tower::retry::Policy;
 use tower::Service;
 
 use super::body::Collected;
-use super::scoped::Scoped;
-use super::service::track_attempts;
+use super::scoped::{track_attempts, Scoped};
 use super::{ReplayBody, RetryPolicy};
 use crate::error::BoxError;
 

@@ -1,10 +1,11 @@
 //! gRPC retries: which `grpc-status` codes are retried, and why a POST may
 //! be resent.
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 pub use tower_http::classify::GrpcCode;
 use tower_http::classify::GrpcErrorsAsFailures;
 
+use super::classify::grpc_status;
 use super::failures::Failures;
 use super::RetryPolicy;
 use crate::classify::Classify;
@@ -179,9 +180,4 @@ fn http_as_grpc(status: StatusCode) -> Option<u32> {
         429 | 502 | 503 | 504 => 14,
         _ => 2,
     })
-}
-
-/// The `grpc-status` in `headers`, if there is one that reads as a number.
-pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }

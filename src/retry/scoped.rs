@@ -48,3 +48,11 @@ where
         }
     }
 }
+
+/// Gives a replayable request the set its attempts share, unless the caller
+/// put one in already.
+pub(crate) fn track_attempts(extensions: &mut http::Extensions) {
+    if extensions.get::<TriedEndpoints>().is_none() {
+        extensions.insert(TriedEndpoints::new());
+    }
+}

@@ -9,9 +9,8 @@ use tower::Service;
 
 use super::future::ResponseFuture;
 use super::layer::BodyRules;
-use super::scoped::Scoped;
+use super::scoped::{track_attempts, Scoped};
 use super::{ReplayBody, RetryPolicy};
-use crate::balance::TriedEndpoints;
 use crate::error::BoxError;
 
 /// Retries failed HTTP requests on other endpoints, within a budget; see the
@@ -94,14 +93,6 @@ fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// Gives a replayable request the set its attempts share, unless the caller
-/// put one in already.
-pub(crate) fn track_attempts(extensions: &mut http::Extensions) {
-    if extensions.get::<TriedEndpoints>().is_none() {
-        extensions.insert(TriedEndpoints::new());
-    }
 }
 
 impl<S, B, Rb> Service<Request<B>> for Retry<S>
