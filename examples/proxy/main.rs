@@ -46,8 +46,8 @@ use crate::server::Endpoint;
 fn main() -> ExitCode {
     let args = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Run(args)) => *args,
-        Ok(Command::Help) => {
-            print!("{}", cli::USAGE);
+        Ok(Command::Help(text)) => {
+            print!("{text}");
             return ExitCode::SUCCESS;
         }
         Err(error) => {
