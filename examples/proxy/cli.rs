@@ -16,6 +16,8 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgAction, Parser};
 use http::HeaderName;
 
+use crate::gateway::server::Backends;
+
 use self::values::{
     address, algorithm, backend, duration, header_name, number, path, read_backends_file,
     unexpected, workers, Checked,
@@ -59,18 +61,6 @@ pub(crate) struct Args {
     pub(crate) admin: Option<SocketAddr>,
     /// `--workers`, the number of cores by default.
     pub(crate) workers: usize,
-}
-
-/// Where the backends come from.
-#[derive(Debug)]
-pub(crate) enum Backends {
-    /// `--backend`, in the order given.
-    Static(Vec<(SocketAddr, u32)>),
-    /// `--backends-file`, with the entries it held at start.
-    File {
-        path: PathBuf,
-        initial: Vec<(SocketAddr, u32)>,
-    },
 }
 
 /// `--algorithm`: which picker chooses the backend of each request.
