@@ -1,6 +1,8 @@
-//! The command line: a hand-rolled parser, so the example needs no
-//! argument-parsing crate. Every mistake is one line of text; `main` prints
-//! it and exits with status 2.
+//! The command line, on clap's derive API.
+//!
+//! Clap reads the flags and their values ([`Flags`]); [`Flags::check`] then
+//! applies the rules that span several flags. Every mistake is one line of
+//! text ([`CliError`]): `main` prints it and exits with status 2.
 
 mod values;
 
@@ -10,51 +12,58 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, Parser};
 use http::HeaderName;
-use tower_lb::discover::parse_backend;
 
-use self::values::{address, duration, number, read_backends_file};
+use crate::gateway::server::Backends;
 
-/// `--help`.
-pub(crate) const USAGE: &str = include_str!("usage.txt");
+use self::values::{
+    address, algorithm, backend, duration, header_name, number, path, read_backends_file,
+    unexpected, workers, Checked,
+};
 
 /// The default time between active health probes.
 const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The default number of retries on another backend.
+const DEFAULT_RETRIES: u32 = 2;
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub(crate) enum Command {
+    /// Run the proxy.
     Run(Box<Args>),
-    Help,
+    /// `-h` or `--help`: print this text on stdout and exit 0.
+    Help(String),
 }
 
 /// A valid configuration.
 #[derive(Debug)]
 pub(crate) struct Args {
+    /// `--listen`.
     pub(crate) listen: SocketAddr,
+    /// `--backend` or `--backends-file`.
     pub(crate) backends: Backends,
+    /// `--algorithm`, `p2c` by default.
     pub(crate) algorithm: Algorithm,
+    /// `--hash-header`: only with `consistent-hash`.
     pub(crate) hash_header: Option<HeaderName>,
+    /// `--trusted-hops`, 0 by default.
     pub(crate) trusted_hops: usize,
+    /// `--health-path`: active probes when given.
     pub(crate) health_path: Option<String>,
+    /// `--health-interval`, 1 s by default.
     pub(crate) health_interval: Duration,
+    /// `--retries`, 2 by default.
     pub(crate) retries: u32,
+    /// `--admin`.
     pub(crate) admin: Option<SocketAddr>,
+    /// `--workers`, the number of cores by default.
     pub(crate) workers: usize,
 }
 
-/// Where the backends come from.
-#[derive(Debug)]
-pub(crate) enum Backends {
-    /// `--backend`, in the order given.
-    Static(Vec<(SocketAddr, u32)>),
-    /// `--backends-file`, with the entries it held at start.
-    File {
-        path: PathBuf,
-        initial: Vec<(SocketAddr, u32)>,
-    },
-}
-
+/// `--algorithm`: which picker chooses the backend of each request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Algorithm {
     RoundRobin,
@@ -66,6 +75,7 @@ pub(crate) enum Algorithm {
 }
 
 impl Algorithm {
+    /// Every algorithm by the name the command line gives it.
     const NAMES: [(&'static str, Algorithm); 6] = [
         ("round-robin", Algorithm::RoundRobin),
         ("weighted-round-robin", Algorithm::WeightedRoundRobin),
@@ -75,20 +85,15 @@ impl Algorithm {
         ("p2c", Algorithm::P2c),
     ];
 
-    fn parse(text: &str) -> Result<Self, CliError> {
+    /// The algorithm called `name`, if any.
+    fn from_name(name: &str) -> Option<Self> {
         Self::NAMES
             .iter()
-            .find(|(name, _)| *name == text)
+            .find(|(known, _)| *known == name)
             .map(|&(_, algorithm)| algorithm)
-            .ok_or_else(|| {
-                CliError(format!(
-                    "unknown algorithm `{}` (expected round-robin, weighted-round-robin, \
-                     least-connections, ip-hash, consistent-hash or p2c)",
-                    text.escape_debug()
-                ))
-            })
     }
 
+    /// The name the command line gives this algorithm.
     pub(crate) fn name(self) -> &'static str {
         Self::NAMES
             .iter()
@@ -113,153 +118,224 @@ fn error(message: impl Into<String>) -> CliError {
     CliError(message.into())
 }
 
-/// Everything given, before the checks that span several flags.
-#[derive(Default)]
-struct Given {
-    listen: Option<SocketAddr>,
-    backends: Vec<(SocketAddr, u32)>,
+/// How the proxy forwards, answers and starts: the end of `--help`.
+const AFTER_HELP: &str = "\
+Every value may also be given as --flag=VALUE.
+
+Forwarding: request and response bodies stream both ways (request bodies up to
+64 KiB with a known length are held so that they can be retried); hop-by-hop
+headers are dropped; X-Forwarded-For gets the client's address appended; the
+client's Host header is passed on unchanged. Connections to backends are kept
+alive and reused. Failures answer 502 (no backend could be reached), 503 (no
+backend to send to) or 504 (no response head within 30 s, for each attempt).
+GET, HEAD, PUT, DELETE, OPTIONS and TRACE are retried on another backend after
+an error or a 502, 503 or 504; other methods only when the request was surely
+not sent. Upgrades (WebSocket) and CONNECT are not proxied.
+
+On start the proxy prints `listening on ADDR` (and `admin on ADDR`) on stdout;
+port 0 picks a free port. Logs go to stderr (RUST_LOG sets the level, default
+info). Bad arguments exit with status 2.";
+
+/// The `--help` heading of the two sources of backends.
+const BACKENDS: &str = "Backends (one source, not both)";
+
+/// The `--help` heading of every other flag.
+const OPTIONS: &str = "Options";
+
+/// The flags as clap reads them, each value parsed and checked alone.
+///
+/// The doc comment of each field is its `--help` text, kept line by line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "proxy",
+    about = "A small HTTP/1.1 reverse proxy over tower-lb.",
+    long_about = None,
+    override_usage = "proxy --listen ADDR (--backend ADDR[@WEIGHT]... | --backends-file FILE) [OPTIONS]",
+    after_help = AFTER_HELP,
+    // `-h` prints the whole help too, from the `help` field below.
+    disable_help_flag = true,
+    // `--retries -1` is a bad number, not an unknown flag `-1`.
+    allow_negative_numbers = true,
+)]
+struct Flags {
+    /// a backend, e.g. 127.0.0.1:9001 or 127.0.0.1:9002@3;
+    /// repeatable; weights are whole numbers from 1 (default 1)
+    #[arg(
+        long,
+        value_name = "ADDR[@WEIGHT]",
+        value_parser = Checked(backend),
+        verbatim_doc_comment,
+        help_heading = BACKENDS,
+    )]
+    backend: Vec<(SocketAddr, u32)>,
+
+    /// one ADDR[@WEIGHT] per line, '#' starts a comment;
+    /// re-read every 500 ms, so edits take effect within 1 s;
+    /// a file that becomes invalid keeps the last good set
+    #[arg(long, value_name = "FILE", verbatim_doc_comment, help_heading = BACKENDS)]
     backends_file: Option<PathBuf>,
+
+    /// where the proxy accepts connections, e.g. 127.0.0.1:8080
+    #[arg(long, value_name = "ADDR", value_parser = Checked(address), help_heading = OPTIONS)]
+    listen: SocketAddr,
+
+    /// round-robin | weighted-round-robin | least-connections |
+    /// ip-hash | consistent-hash | p2c   (default p2c)
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = Checked(algorithm),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
     algorithm: Option<Algorithm>,
+
+    /// consistent-hash: key requests by this header
+    /// (default: the client's IP address)
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = Checked(header_name),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
     hash_header: Option<HeaderName>,
+
+    /// ip-hash, consistent-hash by IP: proxies of yours in front of
+    /// this one whose X-Forwarded-For entries are trusted (default 0)
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = Checked(number::<usize>),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
     trusted_hops: Option<usize>,
+
+    /// probe GET PATH on every backend (2xx is healthy);
+    /// passive outlier detection is always on
+    #[arg(
+        long,
+        value_name = "PATH",
+        value_parser = Checked(path),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
     health_path: Option<String>,
+
+    /// time between probes, e.g. 1s, 500ms, 1m 30s (default 1s)
+    #[arg(long, value_name = "DURATION", value_parser = Checked(duration), help_heading = OPTIONS)]
     health_interval: Option<Duration>,
+
+    /// retries on another backend, within a budget (default 2)
+    #[arg(long, value_name = "N", value_parser = Checked(number::<u32>), help_heading = OPTIONS)]
     retries: Option<u32>,
+
+    /// serve GET /status: a JSON array, one object per backend:
+    /// address, weight, healthy, state (healthy, slow-start,
+    /// unhealthy, ejected), in_flight, requests, failures
+    /// (attempts with no answer or a 5xx one), ejections
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_parser = Checked(address),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
     admin: Option<SocketAddr>,
+
+    /// worker threads (default: the number of cores)
+    #[arg(long, value_name = "N", value_parser = Checked(workers), help_heading = OPTIONS)]
     workers: Option<usize>,
+
+    /// print this help
+    #[arg(short, long, action = ArgAction::HelpLong, help_heading = OPTIONS)]
+    help: Option<bool>,
+
+    /// Anything that is not an option, refused by its parser with a clear
+    /// message (clap's own error would not show bytes that are not UTF-8).
+    #[arg(hide = true, value_parser = Checked(unexpected))]
+    unexpected: Vec<String>,
 }
 
 /// Parses the arguments after the program name.
 pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliError> {
-    let mut args = args.into_iter();
-    let mut given = Given::default();
-    while let Some(arg) = args.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|arg| error(format!("argument {arg:?} is not valid UTF-8")))?;
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help);
+    let program = std::iter::once(OsString::from("proxy"));
+    match Flags::try_parse_from(program.chain(args)) {
+        Ok(flags) => flags.check().map(|args| Command::Run(Box::new(args))),
+        Err(error) if error.kind() == ErrorKind::DisplayHelp => {
+            Ok(Command::Help(error.render().to_string()))
         }
-        let Some(flag) = arg.strip_prefix("--") else {
-            return Err(error(format!(
-                "unexpected argument `{}` (options start with --)",
-                arg.escape_debug()
-            )));
-        };
-        // `--flag=value` and `--flag value` are both accepted.
-        let (name, inline) = match flag.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_owned())),
-            None => (flag, None),
-        };
-        if !FLAGS.contains(&name) {
-            return Err(error(format!("unknown option `--{}`", name.escape_debug())));
-        }
-        let value = match inline {
-            Some(value) => value,
-            None => next_value(&mut args, name)?,
-        };
-        given.set(name, &value)?;
+        Err(error) => Err(one_line(&error)),
     }
-    given.check().map(|args| Command::Run(Box::new(args)))
 }
 
-const FLAGS: [&str; 11] = [
-    "listen",
-    "backend",
-    "backends-file",
-    "algorithm",
-    "hash-header",
-    "trusted-hops",
-    "health-path",
-    "health-interval",
-    "retries",
-    "admin",
-    "workers",
-];
-
-fn next_value(args: &mut impl Iterator<Item = OsString>, name: &str) -> Result<String, CliError> {
-    let missing = || error(format!("--{name} needs a value"));
-    let value = args.next().ok_or_else(missing)?;
-    let value = value
-        .into_string()
-        .map_err(|value| error(format!("--{name}: {value:?} is not valid UTF-8")))?;
-    // `--listen --backend x` forgot the value: say so rather than report
-    // `--backend` as a bad address.
-    if value.starts_with("--") {
-        return Err(missing());
+/// A clap error as one line: the flag or argument, and what is wrong.
+fn one_line(clap_error: &clap::Error) -> CliError {
+    let text = |kind| match clap_error.get(kind) {
+        Some(ContextValue::String(text)) => Some(text.as_str()),
+        _ => None,
+    };
+    // `--listen <ADDR>` as clap names an argument: the flag alone.
+    let flag = text(ContextKind::InvalidArg)
+        .map(|arg| arg.split([' ', '=']).next().unwrap_or(arg))
+        .unwrap_or("an option");
+    // Our parsers' own messages (see `values::Checked`).
+    if let Some(message) = text(ContextKind::Custom) {
+        return error(message);
     }
-    Ok(value)
-}
-
-/// Sets a flag that may be given once.
-fn once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), CliError> {
-    if slot.is_some() {
-        return Err(error(format!("--{name} is given more than once")));
-    }
-    *slot = Some(value);
-    Ok(())
-}
-
-impl Given {
-    fn set(&mut self, name: &str, value: &str) -> Result<(), CliError> {
-        match name {
-            "listen" => once(&mut self.listen, name, address(name, value)?),
-            "admin" => once(&mut self.admin, name, address(name, value)?),
-            "backend" => {
-                let (addr, weight) =
-                    parse_backend(value).map_err(|e| error(format!("--backend {value}: {e}")))?;
-                if self.backends.iter().any(|&(known, _)| known == addr) {
-                    return Err(error(format!("--backend {addr} is given more than once")));
-                }
-                self.backends.push((addr, weight));
-                Ok(())
-            }
-            "backends-file" => once(&mut self.backends_file, name, PathBuf::from(value)),
-            "algorithm" => once(&mut self.algorithm, name, Algorithm::parse(value)?),
-            "hash-header" => {
-                let header = HeaderName::try_from(value).map_err(|_| {
-                    error(format!(
-                        "--hash-header: `{}` is not a header name",
-                        value.escape_debug()
-                    ))
-                })?;
-                once(&mut self.hash_header, name, header)
-            }
-            "trusted-hops" => once(&mut self.trusted_hops, name, number(name, value)?),
-            "health-path" => {
-                if !value.starts_with('/') || http::uri::PathAndQuery::try_from(value).is_err() {
-                    return Err(error(format!(
-                        "--health-path: `{}` is not a path (it starts with /)",
-                        value.escape_debug()
-                    )));
-                }
-                once(&mut self.health_path, name, value.to_owned())
-            }
-            "health-interval" => once(&mut self.health_interval, name, duration(name, value)?),
-            "retries" => once(&mut self.retries, name, number(name, value)?),
-            "workers" => {
-                let workers: usize = number(name, value)?;
-                if workers == 0 || workers > 1024 {
-                    return Err(error("--workers must be from 1 to 1024"));
-                }
-                once(&mut self.workers, name, workers)
-            }
-            _ => unreachable!("every name in FLAGS has a case"),
+    match clap_error.kind() {
+        ErrorKind::UnknownArgument if flag.starts_with("--") => {
+            error(format!("unknown option `{}`", flag.escape_debug()))
         }
+        ErrorKind::UnknownArgument => error(format!(
+            "unexpected argument `{}` (options start with --)",
+            flag.escape_debug()
+        )),
+        // `--retries` last, `--listen --backend ...`, `--backends-file=`.
+        ErrorKind::InvalidValue if text(ContextKind::InvalidValue).is_none_or(str::is_empty) => {
+            error(format!("{flag} needs a value"))
+        }
+        ErrorKind::ArgumentConflict
+            if text(ContextKind::PriorArg) == text(ContextKind::InvalidArg) =>
+        {
+            error(format!("{flag} is given more than once"))
+        }
+        ErrorKind::MissingRequiredArgument => {
+            let missing = match clap_error.get(ContextKind::InvalidArg) {
+                Some(ContextValue::Strings(args)) => args.join(" and "),
+                _ => String::from("an option"),
+            };
+            error(format!("missing {}", missing.replace(['<', '>'], "")))
+        }
+        // Anything else clap may refuse: its kind, and the flag if known.
+        kind => match text(ContextKind::InvalidArg) {
+            Some(_) => error(format!("{flag}: {kind}")),
+            None => error(kind.to_string()),
+        },
     }
+}
 
+impl Flags {
+    /// The rules that span several flags, and the defaults.
     fn check(self) -> Result<Args, CliError> {
-        let listen = self.listen.ok_or_else(|| error("missing --listen ADDR"))?;
-        let backends = match (self.backends.is_empty(), self.backends_file) {
+        let mut backends: Vec<(SocketAddr, u32)> = Vec::with_capacity(self.backend.len());
+        for (addr, weight) in self.backend {
+            if backends.iter().any(|&(known, _)| known == addr) {
+                return Err(error(format!("--backend {addr} is given more than once")));
+            }
+            backends.push((addr, weight));
+        }
+        let backends = match (backends.is_empty(), self.backends_file) {
             (true, None) => return Err(error(
                 "no backends: give --backend ADDR[@WEIGHT] (repeatable) or --backends-file FILE",
             )),
             (false, Some(_)) => return Err(error(
                 "--backend and --backends-file cannot be combined: list every backend in the file",
             )),
-            (false, None) => Backends::Static(self.backends),
+            (false, None) => Backends::Static(backends),
             (true, Some(path)) => {
-                let initial = read_backends_file(&path)?;
+                let initial = read_backends_file(&path).map_err(error)?;
                 Backends::File { path, initial }
             }
         };
@@ -279,18 +355,18 @@ impl Given {
         if self.health_interval.is_some() && self.health_path.is_none() {
             return Err(error("--health-interval needs --health-path"));
         }
-        if self.admin.is_some() && self.admin == Some(listen) && listen.port() != 0 {
+        if self.admin == Some(self.listen) && self.listen.port() != 0 {
             return Err(error("--admin and --listen must differ"));
         }
         Ok(Args {
-            listen,
+            listen: self.listen,
             backends,
             algorithm,
             hash_header: self.hash_header,
             trusted_hops: self.trusted_hops.unwrap_or(0),
             health_path: self.health_path,
             health_interval: self.health_interval.unwrap_or(DEFAULT_HEALTH_INTERVAL),
-            retries: self.retries.unwrap_or(2),
+            retries: self.retries.unwrap_or(DEFAULT_RETRIES),
             admin: self.admin,
             workers: self.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)

@@ -22,17 +22,20 @@
 //! The client side runs hyper's HTTP/1 server directly rather than an axum
 //! `Router`: the proxy routes nothing, and a router would box both bodies of
 //! every request. The admin listener (`--admin`, `GET /status`) is axum.
+//!
+//! The server, the admin listener and forwarding live in `examples/gateway`,
+//! shared with other gateways on the crate; this file, `cli.rs` and
+//! `status.rs` are the proxy's own: its command line, its choice of picker
+//! and its `/status` document.
 
-mod admin;
 mod cli;
-mod connect;
-mod forward;
-mod server;
+#[path = "../gateway/mod.rs"]
+mod gateway;
+mod status;
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use tokio::net::TcpListener;
 use tower_lb::pick::{
     ClientIp, ConsistentHash, Header, IpHash, LeastConnections, P2c, Pick, RoundRobin,
     WeightedRoundRobin,
@@ -40,14 +43,14 @@ use tower_lb::pick::{
 use tower_lb::BoxError;
 
 use crate::cli::{Algorithm, Args, Command};
-use crate::forward::UpstreamBody;
-use crate::server::Endpoint;
+use crate::gateway::forward::UpstreamBody;
+use crate::gateway::server::{self, Endpoint, Settings};
 
 fn main() -> ExitCode {
     let args = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Run(args)) => *args,
-        Ok(Command::Help) => {
-            print!("{}", cli::USAGE);
+        Ok(Command::Help(text)) => {
+            print!("{text}");
             return ExitCode::SUCCESS;
         }
         Err(error) => {
@@ -62,19 +65,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // One worker: a current-thread runtime, which skips the work-stealing
-    // scheduler's cross-thread bookkeeping on every wake-up.
-    let runtime = if args.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.workers)
-            .enable_all()
-            .build()
-    };
-    let result = match runtime {
+    let result = match gateway::runtime(args.workers) {
         Ok(runtime) => runtime.block_on(run(args)),
         Err(error) => Err(error.into()),
     };
@@ -107,23 +98,20 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
 }
 
+/// Binds the listeners, builds the balancer with `picker` over the
+/// backends, announces the addresses on stdout and serves until Ctrl-C.
 async fn run_with<P>(args: Args, picker: P, client_ip: Option<ClientIp>) -> Result<(), BoxError>
 where
     P: Pick<http::Request<UpstreamBody>, Endpoint>,
 {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener = server::bind(args.listen, None).await?;
     let admin = match args.admin {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr} (--admin): {e}"))?,
-        ),
+        Some(addr) => Some(server::bind(addr, Some("--admin")).await?),
         None => None,
     };
-    let lb = server::balance(&args, picker)?;
-    server::wait_for_backends(&args, &lb).await;
+    let health = server::health(args.health_path.as_deref(), args.health_interval);
+    let lb = server::balance(&args.backends, health, picker)?;
+    server::wait_for_backends(&args.backends, &lb).await;
 
     let listen = listener.local_addr()?;
     let mut out = std::io::stdout().lock();
@@ -144,13 +132,19 @@ where
     if let Some(admin) = admin {
         let lb = lb.clone();
         tokio::spawn(async move {
-            if let Err(error) = admin::serve(admin, lb).await {
+            let status = move || status::status_json(&lb);
+            if let Err(error) = gateway::admin::serve(admin, status).await {
                 tracing::error!(%error, "admin listener failed");
             }
         });
     }
+    let settings = Settings {
+        retries: args.retries,
+        attempt_timeout: server::DEFAULT_ATTEMPT_TIMEOUT,
+        client_ip,
+    };
     tokio::select! {
-        result = server::serve(listener, lb, args.retries, client_ip) => result,
+        result = server::serve(listener, lb, settings) => result,
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted; stopping");
             Ok(())

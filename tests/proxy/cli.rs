@@ -7,9 +7,13 @@ use crate::support::*;
 
 #[test]
 fn help_prints_the_usage_and_exits_0() {
+    let long = run_to_exit(&["--help"]).stdout;
     for flag in ["--help", "-h"] {
         let run = run_to_exit(&[flag]);
         assert!(run.status.success(), "{flag}: {:?}", run.status);
+        assert!(run.stderr.is_empty(), "{flag}: {}", run.stderr);
+        // `-h` is no summary: both print the whole text.
+        assert_eq!(run.stdout, long, "{flag}");
         for option in [
             "--listen",
             "--backend",
@@ -43,7 +47,7 @@ fn every_bad_command_line_exits_2_with_one_line() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             with(&["--algorithm", "fastest"]),
-            "unknown algorithm `fastest` (expected round-robin",
+            "--algorithm: unknown algorithm `fastest` (expected round-robin",
         ),
         (
             vec!["--listen", "localhost:80", "--backend", "127.0.0.1:9001"],

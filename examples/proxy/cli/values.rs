@@ -1,59 +1,150 @@
-//! Parsers for the values of command-line flags; each error is one line.
+//! Parsers for the values of command-line flags.
+//!
+//! Each takes the flag as written (`--listen`) and the value, and returns
+//! the value or one line of text that names both; [`Checked`] runs them
+//! inside clap.
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use tower_lb::discover::{parse_backends, MAX_FILE_LEN};
+use clap::builder::TypedValueParser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use http::HeaderName;
+use tower_lb::discover::{parse_backend, parse_backends, MAX_FILE_LEN};
 
-use super::{error, CliError};
+use super::Algorithm;
 
-pub(super) fn address(name: &str, value: &str) -> Result<SocketAddr, CliError> {
+/// The most worker threads `--workers` accepts.
+const MAX_WORKERS: usize = 1024;
+
+/// A clap value parser made of a function of the flag and the value.
+///
+/// Clap's own parsers for functions see only `&str` and report a value that
+/// is not UTF-8 without naming its flag; this one names it. An error keeps
+/// its whole line in the `Custom` context of a `ValueValidation` error,
+/// where `cli::one_line` finds it.
+#[derive(Clone, Copy)]
+pub(super) struct Checked<T>(pub(super) fn(&str, &str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Checked<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let long = arg.and_then(clap::Arg::get_long);
+        let flag = long.map(|long| format!("--{long}")).unwrap_or_default();
+        let parsed = match value.to_str() {
+            Some(text) => (self.0)(&flag, text),
+            None if long.is_some() => Err(format!("{flag}: {value:?} is not valid UTF-8")),
+            None => Err(format!("argument {value:?} is not valid UTF-8")),
+        };
+        parsed.map_err(|message| {
+            let mut error = clap::Error::new(ErrorKind::ValueValidation).with_cmd(cmd);
+            error.insert(ContextKind::InvalidArg, ContextValue::String(flag));
+            error.insert(
+                ContextKind::InvalidValue,
+                ContextValue::String(value.to_string_lossy().into_owned()),
+            );
+            error.insert(ContextKind::Custom, ContextValue::String(message));
+            error
+        })
+    }
+}
+
+/// `IP:PORT` or `[IPv6]:PORT`; no names, which would need a resolver.
+pub(super) fn address(flag: &str, value: &str) -> Result<SocketAddr, String> {
     value.parse().map_err(|_| {
-        error(format!(
-            "--{name}: `{}` is not a socket address (expected IP:PORT or [IPv6]:PORT)",
+        format!(
+            "{flag}: `{}` is not a socket address (expected IP:PORT or [IPv6]:PORT)",
             value.escape_debug()
-        ))
+        )
     })
 }
 
-pub(super) fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, CliError> {
-    value.parse().map_err(|_| {
-        error(format!(
-            "--{name}: `{}` is not a whole number",
+/// `ADDR[@WEIGHT]`, as in a backends file.
+pub(super) fn backend(flag: &str, value: &str) -> Result<(SocketAddr, u32), String> {
+    parse_backend(value).map_err(|e| format!("{flag} {value}: {e}"))
+}
+
+/// One of [`Algorithm::NAMES`].
+pub(super) fn algorithm(flag: &str, value: &str) -> Result<Algorithm, String> {
+    Algorithm::from_name(value).ok_or_else(|| {
+        format!(
+            "{flag}: unknown algorithm `{}` (expected round-robin, weighted-round-robin, \
+             least-connections, ip-hash, consistent-hash or p2c)",
             value.escape_debug()
-        ))
+        )
     })
 }
 
-/// `1s`, `500ms`, `2m`: a whole number and a unit; zero is refused.
-pub(super) fn duration(name: &str, value: &str) -> Result<Duration, CliError> {
-    let bad = || {
-        error(format!(
-            "--{name}: `{}` is not a duration (e.g. 1s, 500ms, 2m)",
+/// A valid HTTP header name (any case; stored lower-case).
+pub(super) fn header_name(flag: &str, value: &str) -> Result<HeaderName, String> {
+    HeaderName::try_from(value)
+        .map_err(|_| format!("{flag}: `{}` is not a header name", value.escape_debug()))
+}
+
+/// An absolute path, with an optional query, as a request target.
+pub(super) fn path(flag: &str, value: &str) -> Result<String, String> {
+    if !value.starts_with('/') || http::uri::PathAndQuery::try_from(value).is_err() {
+        return Err(format!(
+            "{flag}: `{}` is not a path (it starts with /)",
             value.escape_debug()
-        ))
-    };
-    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(number),
-        "s" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number.checked_mul(60).ok_or_else(bad)?),
-        _ => return Err(bad()),
-    };
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// A whole number that fits `T`.
+pub(super) fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: `{}` is not a whole number", value.escape_debug()))
+}
+
+/// A number of worker threads, from 1 to [`MAX_WORKERS`].
+pub(super) fn workers(flag: &str, value: &str) -> Result<usize, String> {
+    let workers: usize = number(flag, value)?;
+    if workers == 0 || workers > MAX_WORKERS {
+        return Err(format!("{flag} must be from 1 to {MAX_WORKERS}"));
+    }
+    Ok(workers)
+}
+
+/// A duration as `humantime` reads it (`1s`, `500ms`, `2m`, `1m 30s`);
+/// zero is refused.
+pub(super) fn duration(flag: &str, value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|_| {
+        format!(
+            "{flag}: `{}` is not a duration (e.g. 1s, 500ms, 2m)",
+            value.escape_debug()
+        )
+    })?;
     if duration.is_zero() {
-        return Err(error(format!("--{name} must be more than zero")));
+        return Err(format!("{flag} must be more than zero"));
     }
     Ok(duration)
 }
 
+/// Refuses anything that is not an option (clap hands such arguments to a
+/// hidden positional), naming it as given.
+pub(super) fn unexpected(_flag: &str, value: &str) -> Result<String, String> {
+    Err(format!(
+        "unexpected argument `{}` (options start with --)",
+        value.escape_debug()
+    ))
+}
+
 /// Reads and checks the backends file at start, so that a wrong path or a
 /// bad line stops the proxy with status 2 instead of running empty.
-pub(super) fn read_backends_file(path: &Path) -> Result<Vec<(SocketAddr, u32)>, CliError> {
-    let fail = |reason: String| error(format!("--backends-file {}: {reason}", path.display()));
+pub(super) fn read_backends_file(path: &Path) -> Result<Vec<(SocketAddr, u32)>, String> {
+    let fail = |reason: String| format!("--backends-file {}: {reason}", path.display());
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_FILE_LEN as u64 + 1).read_to_end(&mut bytes))

@@ -1,10 +1,12 @@
-//! The proxy itself: the balancing stack, the front service that each
-//! client connection runs, and how failures become status codes.
+//! The gateway's server: the balancing stack over the backends, the accept
+//! loop and the front service that each client connection runs, and how
+//! failures become status codes.
 
 use std::convert::Infallible;
 use std::error::Error;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -31,8 +33,7 @@ use tower_lb::pick::{ClientAddr, ClientIp, Pick, Prepare};
 use tower_lb::retry::{Retry, RetryLayer, RetryPolicy};
 use tower_lb::{Balance, BoxError, NoEndpoints};
 
-use crate::cli::{Args, Backends};
-use crate::forward::{self, Forward, UpstreamBody};
+use super::forward::{self, Forward, UpstreamBody};
 
 /// One backend as the balancer holds it: health on the outside (so
 /// `Balance::health` reads it), requests in flight counted until the
@@ -49,23 +50,78 @@ type Stack<P> = Retry<Timeout<Lb<P>>>;
 /// The body of every answer: the backend's, streamed, or our own error text.
 type ProxyBody = Either<TrackedBody<Incoming, Handle>, Full<Bytes>>;
 
-/// How long one attempt may wait for a backend's response head; the body
-/// may then take as long as it takes.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one attempt may wait for a backend's response head, unless
+/// [`Settings::attempt_timeout`] says otherwise.
+pub(crate) const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long active health probes may take at most.
+const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long start-up waits for a backends file's entries to reach the
 /// balancer before serving anyway.
 const STARTUP_WAIT: Duration = Duration::from_secs(2);
 
-/// Builds the balancer over the backends the command line names.
-pub(crate) fn balance<P>(args: &Args, picker: P) -> Result<Lb<P>, BoxError>
+/// Where the backends come from.
+#[derive(Debug)]
+pub(crate) enum Backends {
+    /// A fixed list of addresses and weights, in this order.
+    Static(Vec<(SocketAddr, u32)>),
+    /// A file of `ADDR[@WEIGHT]` lines, watched for edits, with the entries
+    /// it held at start.
+    File {
+        path: PathBuf,
+        initial: Vec<(SocketAddr, u32)>,
+    },
+}
+
+impl Backends {
+    /// How many backends there are at start.
+    pub(crate) fn initial_len(&self) -> usize {
+        match self {
+            Backends::Static(backends) => backends.len(),
+            Backends::File { initial, .. } => initial.len(),
+        }
+    }
+}
+
+/// How the server handles each client request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    /// Retries on another backend after a failed attempt, within the retry
+    /// budget.
+    pub(crate) retries: u32,
+    /// How long one attempt may wait for a backend's response head; the
+    /// body may then take as long as it takes.
+    pub(crate) attempt_timeout: Duration,
+    /// How to find the client's address when the picker hashes it (it reads
+    /// the `ClientAddr` extension); `None` for other pickers, which skip it.
+    pub(crate) client_ip: Option<ClientIp>,
+}
+
+/// Binds a listener; the error names the address, and `flag` when given
+/// (`cannot listen on 127.0.0.1:80 (--admin): ...`).
+pub(crate) async fn bind(addr: SocketAddr, flag: Option<&str>) -> Result<TcpListener, BoxError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        match flag {
+            Some(flag) => format!("cannot listen on {addr} ({flag}): {e}"),
+            None => format!("cannot listen on {addr}: {e}"),
+        }
+        .into()
+    })
+}
+
+/// Builds the balancer over `backends`, with `health` (see [`health`]).
+pub(crate) fn balance<P>(
+    backends: &Backends,
+    health: HealthConfig<SocketAddr>,
+    picker: P,
+) -> Result<Lb<P>, BoxError>
 where
     P: Pick<Request<UpstreamBody>, Endpoint>,
 {
     let client = forward::client();
     let make = move |addr| Forward::new(client.clone(), addr);
-    let health = health_config(args);
-    Ok(match &args.backends {
+    Ok(match backends {
         Backends::Static(backends) => {
             let list = StaticList::weighted(backends.iter().map(|&(a, w)| (a, make(a), w)));
             Balance::new(
@@ -83,14 +139,16 @@ where
     })
 }
 
-/// Passive outlier detection always; active HTTP probes with `--health-path`.
-fn health_config(args: &Args) -> HealthConfig<SocketAddr> {
+/// Passive outlier detection always; active HTTP probes of `GET path`
+/// every `interval` when a path is given, each allowed the interval or 2 s,
+/// whichever is shorter.
+pub(crate) fn health(path: Option<&str>, interval: Duration) -> HealthConfig<SocketAddr> {
     let config = HealthConfig::new().passive(OutlierDetection::new());
-    match &args.health_path {
+    match path {
         Some(path) => config.active(
-            ActiveChecks::new(HttpProbe::get(path.clone()))
-                .interval(args.health_interval)
-                .timeout(args.health_interval.min(Duration::from_secs(2))),
+            ActiveChecks::new(HttpProbe::get(path.to_owned()))
+                .interval(interval)
+                .timeout(interval.min(MAX_PROBE_TIMEOUT)),
         ),
         None => config,
     }
@@ -98,11 +156,8 @@ fn health_config(args: &Args) -> HealthConfig<SocketAddr> {
 
 /// Waits until the balancer holds the backends known at start, so the
 /// first requests find them.
-pub(crate) async fn wait_for_backends<P: Prepare>(args: &Args, lb: &Lb<P>) {
-    let expected = match &args.backends {
-        Backends::Static(backends) => backends.len(),
-        Backends::File { initial, .. } => initial.len(),
-    };
+pub(crate) async fn wait_for_backends<P: Prepare>(backends: &Backends, lb: &Lb<P>) {
+    let expected = backends.initial_len();
     let ready = lb.wait_for(|keys| keys.len() >= expected);
     if tokio::time::timeout(STARTUP_WAIT, ready).await.is_err() {
         tracing::warn!(expected, found = lb.len(), "not every backend is in yet");
@@ -113,17 +168,16 @@ pub(crate) async fn wait_for_backends<P: Prepare>(args: &Args, lb: &Lb<P>) {
 pub(crate) async fn serve<P>(
     listener: TcpListener,
     lb: Lb<P>,
-    retries: u32,
-    client_ip: Option<ClientIp>,
+    settings: Settings,
 ) -> Result<(), BoxError>
 where
     P: Pick<Request<UpstreamBody>, Endpoint>,
 {
     let stack = tower::ServiceBuilder::new()
         .layer(RetryLayer::new(
-            RetryPolicy::new().max_attempts(retries.saturating_add(1)),
+            RetryPolicy::new().max_attempts(settings.retries.saturating_add(1)),
         ))
-        .timeout(ATTEMPT_TIMEOUT)
+        .timeout(settings.attempt_timeout)
         .service(lb);
     let mut http = hyper::server::conn::http1::Builder::new();
     // The timer bounds how long a client may take to send a request head.
@@ -143,7 +197,7 @@ where
             stack: stack.clone(),
             peer,
             forwarded_for: forward::forwarded_for(peer),
-            client_ip,
+            client_ip: settings.client_ip,
         };
         let connection = http.serve_connection(TokioIo::new(stream), front);
         tokio::spawn(async move {
@@ -174,8 +228,8 @@ where
 
     fn call(&self, mut request: Request<Incoming>) -> ProxyFuture<P> {
         if let Some(rule) = &self.client_ip {
-            // Read before this proxy appends its peer to X-Forwarded-For:
-            // `--trusted-hops` counts the proxies in front of this one. The
+            // Read before this gateway appends its peer to X-Forwarded-For:
+            // the rule's trusted hops count the proxies in front of this one. The
             // picker then hashes the address found, which it reads from
             // `ClientAddr`.
             let ip = rule.client_ip(&request).unwrap_or(self.peer.ip());

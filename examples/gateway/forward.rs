@@ -23,7 +23,7 @@ use tower::Service;
 use tower_lb::retry::ReplayBody;
 use tower_lb::BoxError;
 
-use crate::connect::Connector;
+use super::connect::Connector;
 
 /// The request body as the retry layer hands it to a backend.
 pub(crate) type UpstreamBody = ReplayBody<Incoming>;

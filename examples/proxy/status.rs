@@ -1,29 +1,12 @@
-//! The admin listener: `GET /status`, every backend as JSON.
+//! The proxy's `/status` document, served by the gateway's admin listener
+//! (`--admin`).
 
 use std::fmt::Write;
-use std::sync::Arc;
 
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
-use tokio::net::TcpListener;
 use tower_lb::endpoint::Endpoint;
 use tower_lb::pick::Prepare;
 
-use crate::server::Lb;
-
-/// Serves `/status` on `listener` until the process stops.
-pub(crate) async fn serve<P: Prepare>(listener: TcpListener, lb: Lb<P>) -> std::io::Result<()> {
-    let status: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || status_json(&lb));
-    let app = Router::new().route(
-        "/status",
-        get(
-            move || async move { ([(CONTENT_TYPE, "application/json")], status()).into_response() },
-        ),
-    );
-    axum::serve(listener, app).await
-}
+use crate::gateway::server::Lb;
 
 /// One object per backend, in the balancer's order:
 ///
@@ -37,7 +20,7 @@ pub(crate) async fn serve<P: Prepare>(listener: TcpListener, lb: Lb<P>) -> std::
 /// `failures` counts attempts that got no response or a 5xx one; `state` is
 /// `healthy`, `slow-start`, `unhealthy` (failed active checks) or `ejected`
 /// (outlier detection).
-fn status_json<P: Prepare>(lb: &Lb<P>) -> String {
+pub(crate) fn status_json<P: Prepare>(lb: &Lb<P>) -> String {
     lb.read_endpoints(|addrs, endpoints| {
         let mut json = String::from("[");
         for (i, (addr, endpoint)) in addrs.iter().zip(endpoints).enumerate() {
