@@ -113,3 +113,153 @@ async fn a_preset_without_backends_is_a_typed_error() {
         .expect_err("a bad path");
     assert!(matches!(error, BuildError::Health(_)), "{error}");
 }
+
+type Chunk = Result<http_body::Frame<bytes::Bytes>, tower_lb::BoxError>;
+type Fed = http_body_util::StreamBody<futures_util::stream::BoxStream<'static, Chunk>>;
+
+/// A request body fed by the test; it ends when the sender drops.
+fn fed() -> (tokio::sync::mpsc::Sender<Chunk>, Fed) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    (tx, http_body_util::StreamBody::new(Box::pin(stream)))
+}
+
+/// Every backend's consecutive failures and ejections, by address.
+fn failures(pool: &tower_lb::http::Balancer<Fed>) -> Vec<(u32, u32)> {
+    pool.get_ref().read_endpoints(|keys, services| {
+        keys.iter()
+            .zip(services)
+            .map(|(key, service)| {
+                let health = service.health(*key);
+                (health.consecutive_failures(), health.ejections())
+            })
+            .collect()
+    })
+}
+
+#[tokio::test]
+async fn a_failing_request_body_blames_no_backend_and_is_not_retried() {
+    let fleet = backends(&["a", "b"]).await;
+    let pool: tower_lb::http::Balancer<Fed> = Builder::new()
+        .backends(fleet.iter().map(Backend::addr))
+        .outlier_detection(OutlierDetection::new().consecutive_failures(1))
+        .build()
+        .expect("a valid preset");
+    bounded("discovery", pool.get_ref().wait_for(|keys| keys.len() == 2)).await;
+    for _ in 0..10 {
+        // The caller's body fails half way: the caller's fault.
+        let (tx, body) = fed();
+        let request = http::Request::post("/echo").body(body).unwrap();
+        let call = tokio::spawn(pool.clone().oneshot(request));
+        tx.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"half",
+        ))))
+        .await
+        .unwrap();
+        tx.send(Err("the client went away".into())).await.unwrap();
+        let error = bounded("the call", call)
+            .await
+            .unwrap()
+            .expect_err("the body failed");
+        assert!(tower_lb::classify::is_request_fault(&*error), "{error}");
+    }
+    assert_eq!(failures(&pool), [(0, 0), (0, 0)], "no backend was blamed");
+    let attempts: usize = fleet.iter().map(Backend::requests).sum();
+    assert!(
+        attempts <= 10,
+        "not retried: {attempts} requests reached the backends"
+    );
+    // Both backends still take requests.
+    let (tx, body) = fed();
+    drop(tx);
+    let response = bounded(
+        "a request",
+        pool.clone()
+            .oneshot(http::Request::get("/").body(body).unwrap()),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_not_timed_out_and_retry_after_pauses_a_backend() {
+    let busy = axum::Router::new().route(
+        "/busy",
+        axum::routing::get(|| async {
+            (
+                http::StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "60")],
+                "busy",
+            )
+        }),
+    );
+    let fleet = [
+        Backend::start_with("a", busy).await,
+        Backend::start("b").await,
+    ];
+    let pool: tower_lb::http::Balancer<Fed> = Builder::new()
+        .backends(fleet.iter().map(Backend::addr))
+        .picker(RoundRobin::new())
+        .attempt_timeout(Duration::from_millis(300))
+        .build()
+        .expect("a valid preset");
+    bounded("discovery", pool.get_ref().wait_for(|keys| keys.len() == 2)).await;
+
+    // Uploading takes longer than the attempt timeout; the answer comes.
+    let (tx, body) = fed();
+    let request = http::Request::post("/echo").body(body).unwrap();
+    let call = tokio::spawn(pool.clone().oneshot(request));
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tx.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"abc",
+        ))))
+        .await
+        .unwrap();
+    }
+    drop(tx);
+    let response = bounded("the upload", call)
+        .await
+        .unwrap()
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(read_body(response).await.unwrap(), "abcabcabcabc");
+
+    // `a` asks for a minute's pause: round robin then sends everything to `b`.
+    let get = |path: &str| {
+        let (tx, body) = fed();
+        drop(tx);
+        http::Request::get(path).body(body).unwrap()
+    };
+    let mut busy_answers = 0;
+    for _ in 0..2 {
+        let response = bounded("a request", pool.clone().oneshot(get("/busy")))
+            .await
+            .unwrap();
+        if response.status() == http::StatusCode::TOO_MANY_REQUESTS {
+            busy_answers += 1;
+        }
+    }
+    assert_eq!(
+        busy_answers, 1,
+        "only the first request met the busy backend"
+    );
+    let paused = pool.get_ref().read_endpoints(|keys, services| {
+        let i = keys.iter().position(|key| *key == fleet[0].addr()).unwrap();
+        services[i].health(keys[i]).paused_until()
+    });
+    assert!(paused.is_some(), "`a` is paused");
+    let before = fleet[0].requests();
+    for _ in 0..6 {
+        let response = bounded("a request", pool.clone().oneshot(get("/")))
+            .await
+            .unwrap();
+        assert_eq!(read_body(response).await.unwrap(), "b");
+    }
+    assert_eq!(
+        fleet[0].requests(),
+        before,
+        "nothing reached the paused backend"
+    );
+}

@@ -6,12 +6,10 @@ use tonic::body::Body;
 use tonic::transport::Channel;
 use tower::Service;
 
-use crate::retry::ReplayBody;
-
-/// A tonic [`Channel`] that serves `http::Request<ReplayBody<tonic::body::Body>>`,
-/// what the retry layer sends: each request's replayable body is handed to
-/// the channel as a tonic body. The endpoint service of the gRPC preset;
-/// use it to compose a retried gRPC stack by hand.
+/// A tonic [`Channel`] that serves requests of any body of bytes, such as
+/// the retry layer's `ReplayBody<tonic::body::Body>`: each request's body is
+/// handed to the channel as a tonic body. The endpoint service of the gRPC
+/// preset; use it to compose a retried gRPC stack by hand.
 ///
 /// ```
 /// use tower_lb::grpc::ReplayChannel;
@@ -41,7 +39,11 @@ impl ReplayChannel {
     }
 }
 
-impl Service<http::Request<ReplayBody<Body>>> for ReplayChannel {
+impl<B> Service<http::Request<B>> for ReplayChannel
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::BoxError>,
+{
     type Response = <Channel as Service<http::Request<Body>>>::Response;
     type Error = <Channel as Service<http::Request<Body>>>::Error;
     type Future = <Channel as Service<http::Request<Body>>>::Future;
@@ -50,7 +52,7 @@ impl Service<http::Request<ReplayBody<Body>>> for ReplayChannel {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReplayBody<Body>>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         self.inner.call(request.map(Body::new))
     }
 }

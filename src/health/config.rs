@@ -38,8 +38,13 @@ pub struct HealthConfig<K, C = ServerErrors> {
     pub(crate) passive: Option<OutlierDetection>,
     pub(crate) slow_start: Option<Duration>,
     pub(crate) all_unhealthy: AllUnhealthy,
+    pub(crate) max_pushback: Duration,
     pub(crate) classify: C,
 }
+
+/// The longest pause an endpoint's `Retry-After` or
+/// `grpc-retry-pushback-ms` can ask for, by default: 30 s.
+pub const DEFAULT_MAX_PUSHBACK: Duration = Duration::from_secs(30);
 
 impl<K, C: Clone> Clone for HealthConfig<K, C> {
     fn clone(&self) -> Self {
@@ -48,6 +53,7 @@ impl<K, C: Clone> Clone for HealthConfig<K, C> {
             passive: self.passive,
             slow_start: self.slow_start,
             all_unhealthy: self.all_unhealthy,
+            max_pushback: self.max_pushback,
             classify: self.classify.clone(),
         }
     }
@@ -60,6 +66,7 @@ impl<K, C: fmt::Debug> fmt::Debug for HealthConfig<K, C> {
             .field("passive", &self.passive)
             .field("slow_start", &self.slow_start)
             .field("all_unhealthy", &self.all_unhealthy)
+            .field("max_pushback", &self.max_pushback)
             .field("classify", &self.classify)
             .finish()
     }
@@ -79,6 +86,7 @@ impl<K> HealthConfig<K> {
             passive: None,
             slow_start: None,
             all_unhealthy: AllUnhealthy::FailFast,
+            max_pushback: DEFAULT_MAX_PUSHBACK,
             classify: ServerErrors,
         }
     }
@@ -110,6 +118,18 @@ impl<K, C> HealthConfig<K, C> {
         self
     }
 
+    /// The longest pause an endpoint can ask for ([`DEFAULT_MAX_PUSHBACK`],
+    /// 30 s, by default). An answer that carries `Retry-After` (on 429 or
+    /// 503) or `grpc-retry-pushback-ms` takes its endpoint out of rotation
+    /// for the time it asks, at most this long (see
+    /// [`classify::pushback`](crate::classify::pushback)); `Duration::ZERO`
+    /// ignores such requests. When every healthy endpoint is paused, the
+    /// pauses are ignored rather than fail requests.
+    pub fn max_pushback(mut self, max: Duration) -> Self {
+        self.max_pushback = max;
+        self
+    }
+
     /// Decides which responses count as failures for outlier detection:
     /// [`ServerErrors`] or, with the `http` feature, any tower-http
     /// classifier (`GrpcErrorsAsFailures`, `StatusInRangeAsFailures`) for
@@ -121,6 +141,7 @@ impl<K, C> HealthConfig<K, C> {
             passive: self.passive,
             slow_start: self.slow_start,
             all_unhealthy: self.all_unhealthy,
+            max_pushback: self.max_pushback,
             classify,
         }
     }

@@ -25,6 +25,10 @@ pub(crate) struct Core {
     ramping: AtomicUsize,
     /// Endpoints ejected by outlier detection (for the cap).
     ejected: AtomicUsize,
+    /// Healthy endpoints paused at their own request (`Retry-After`).
+    paused: AtomicUsize,
+    /// The longest pause an endpoint may ask for; zero ignores them.
+    pub(crate) max_pushback: Duration,
     /// Endpoint tasks alive (probing and timers).
     pub(crate) tasks: AtomicUsize,
     /// Woken on every transition, probe and task exit.
@@ -56,6 +60,8 @@ impl Core {
             counts: AtomicU64::new(0),
             ramping: AtomicUsize::new(0),
             ejected: AtomicUsize::new(0),
+            paused: AtomicUsize::new(0),
+            max_pushback: Duration::ZERO,
             tasks: AtomicUsize::new(0),
             changed: Notify::new(),
             passive,
@@ -67,6 +73,11 @@ impl Core {
             phase_offset,
             seq: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn with_max_pushback(mut self, max: Duration) -> Self {
+        self.max_pushback = max;
+        self
     }
 
     /// Now, as nanoseconds since this set's creation.
@@ -155,6 +166,22 @@ impl Core {
             (true, 1) => tracing::info!(endpoints = total, "a healthy endpoint is back"),
             _ => {}
         }
+    }
+
+    /// Counts a healthy endpoint entering (`true`) or leaving a pause.
+    pub(crate) fn paused_changed(&self, paused: bool) {
+        if paused {
+            self.paused.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.paused.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether every healthy endpoint is paused: then pauses are ignored,
+    /// rather than leave no endpoint to pick.
+    pub(crate) fn all_paused(&self) -> bool {
+        let (_, healthy) = self.counts();
+        self.paused.load(Ordering::Relaxed) >= healthy
     }
 
     pub(crate) fn ramping_changed(&self, ramping: bool) {

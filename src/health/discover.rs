@@ -73,7 +73,8 @@ impl<D, K, C> HealthDiscover<D, K, C> {
             config.all_unhealthy,
             thresholds,
             seed,
-        );
+        )
+        .with_max_pushback(config.max_pushback);
         Self {
             inner,
             tracked: Tracked {

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 
 use super::error::NoHealthyEndpoints;
 use super::state::EndpointState;
-use crate::classify::Classify;
+use crate::classify::{is_request_fault, Classify};
 use crate::error::BoxError;
 
 pin_project! {
@@ -80,11 +80,19 @@ where
                     } else {
                         endpoint.record_success();
                     }
+                    if let Some(pause) = classify.pushback(&response) {
+                        endpoint.pause_for(pause);
+                    }
                     Ok(response)
                 }
                 Err(error) => {
-                    endpoint.record_failure();
-                    Err(error.into())
+                    let error = error.into();
+                    // The request's own fault (its body failed, it could not
+                    // be sent) says nothing about the endpoint.
+                    if !is_request_fault(&*error) {
+                        endpoint.record_failure();
+                    }
+                    Err(error)
                 }
             }),
             StateProj::Failed { error } => Poll::Ready(Err(match error.take() {

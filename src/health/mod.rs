@@ -123,7 +123,7 @@ mod tests;
 
 pub use self::checks::{ActiveChecks, OutlierDetection};
 
-pub use self::config::{AllUnhealthy, HealthConfig};
+pub use self::config::{AllUnhealthy, HealthConfig, DEFAULT_MAX_PUSHBACK};
 pub use self::discover::{HealthDiscover, HealthLayer};
 pub use self::error::{InvalidHealthConfig, NoHealthyEndpoints, UnexpectedStatus};
 pub use self::future::ResponseFuture;

@@ -47,6 +47,7 @@ pub struct EndpointHealth<K> {
     ejections: u32,
     probes: u64,
     ejected_until: Option<Instant>,
+    paused_until: Option<Instant>,
     share_permille: u32,
 }
 
@@ -61,6 +62,7 @@ impl<K> EndpointHealth<K> {
             ejections: report.ejections,
             probes: report.probes,
             ejected_until: report.ejected_until.map(|at| endpoint.core.instant(at)),
+            paused_until: report.paused_until.map(|at| endpoint.core.instant(at)),
             share_permille: match state {
                 HealthState::Healthy => 1000,
                 HealthState::SlowStart => report.ramp_permille,
@@ -98,6 +100,12 @@ impl<K> EndpointHealth<K> {
     /// When the current ejection ends, if the endpoint is ejected.
     pub fn ejected_until(&self) -> Option<Instant> {
         self.ejected_until
+    }
+
+    /// When the pause the endpoint asked for (`Retry-After`,
+    /// `grpc-retry-pushback-ms`) ends, if it is paused.
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
     }
 
     /// The share of its normal traffic the endpoint admits, in per mille:

@@ -341,3 +341,116 @@ fn invalid_settings_are_refused() {
     assert_eq!(fine.validate(), Ok(()));
     assert!(!InvalidHealthConfig::ZeroInterval.to_string().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn pauses_keep_an_endpoint_out_until_they_end() {
+    let core = Arc::new(
+        Core::new(None, None, AllUnhealthy::FailFast, (2, 3), Some(1))
+            .with_max_pushback(Duration::from_secs(10)),
+    );
+    let set = endpoints(&core, 2);
+    let paused_for = |e: &EndpointState| {
+        EndpointHealth::read((), e)
+            .paused_until()
+            .map(|until| until - tokio::time::Instant::now())
+    };
+    set[0].pause_for(Duration::from_secs(3));
+    assert!(!set[0].admits(), "paused at its own request");
+    assert!(set[1].admits());
+    assert_eq!(
+        state(&set[0]),
+        HealthState::Healthy,
+        "a pause is not a failure"
+    );
+    assert_eq!(paused_for(&set[0]), Some(Duration::from_secs(3)));
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert!(set[0].admits(), "the pause is over");
+    assert_eq!(paused_for(&set[0]), None);
+
+    // Capped by the set's maximum; zero asks for nothing.
+    set[0].pause_for(Duration::from_secs(3600));
+    assert_eq!(paused_for(&set[0]), Some(Duration::from_secs(10)));
+    set[1].pause_for(Duration::ZERO);
+    assert!(set[1].admits());
+
+    // Every healthy endpoint paused: the pauses are ignored.
+    set[1].pause_for(Duration::from_secs(5));
+    assert!(set[0].admits() && set[1].admits());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(set[1].admits(), "its pause is over");
+    assert!(!set[0].admits(), "the other is still paused, and alone");
+}
+
+/// Health-checked services over `inner`, as the balancer gets them, and
+/// the adapter that keeps their health states registered.
+async fn healthy<S: Clone, C: Clone>(
+    inner: Vec<S>,
+    config: HealthConfig<usize, C>,
+) -> (
+    impl Sized,
+    Vec<super::Healthy<crate::endpoint::Weighted<S>, C>>,
+) {
+    use std::future::poll_fn;
+    use tower::discover::{Change, Discover};
+    let list = crate::discover::StaticList::new(inner.into_iter().enumerate());
+    let mut discover = Box::pin(super::HealthDiscover::new(list, config).unwrap());
+    let mut services = Vec::new();
+    while let Some(Ok(Change::Insert(_, service))) =
+        poll_fn(|cx| discover.as_mut().poll_discover(cx)).await
+    {
+        services.push(service);
+    }
+    (discover, services)
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_faults_do_not_count_and_timeouts_do() {
+    use tower::{service_fn, BoxError, Service, ServiceExt};
+
+    use crate::classify::RequestFault;
+
+    type Call = tower::util::BoxCloneSyncService<(), (), BoxError>;
+    // 0: fails by the request's fault; 1: never answers, under a timeout.
+    let faulty: Call = tower::util::BoxCloneSyncService::new(service_fn(|()| async {
+        Err::<(), BoxError>(RequestFault::new("the body stream ended early").into())
+    }));
+    let hanging: Call = tower::util::BoxCloneSyncService::new(tower::timeout::Timeout::new(
+        service_fn(|()| std::future::pending::<Result<(), BoxError>>()),
+        Duration::from_millis(100),
+    ));
+    let config = HealthConfig::new()
+        .passive(passive(2))
+        .classify(crate::classify::ErrorsOnly);
+    let (_set, mut services) = healthy(vec![faulty, hanging], config).await;
+    for _ in 0..5 {
+        let error = services[0]
+            .ready()
+            .await
+            .unwrap()
+            .call(())
+            .await
+            .unwrap_err();
+        assert!(crate::classify::is_request_fault(&*error));
+    }
+    assert!(
+        services[0].is_healthy(),
+        "five request faults eject nothing"
+    );
+    assert_eq!(services[0].health(0).consecutive_failures(), 0);
+
+    for _ in 0..2 {
+        let error = services[1]
+            .ready()
+            .await
+            .unwrap()
+            .call(())
+            .await
+            .unwrap_err();
+        assert!(error.is::<tower::timeout::error::Elapsed>(), "{error}");
+    }
+    assert_eq!(
+        services[1].health(1).state(),
+        HealthState::Ejected,
+        "two timed-out attempts in a row eject it"
+    );
+}

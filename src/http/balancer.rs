@@ -12,15 +12,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::preset::{common_setters, BuildError, Common, Preset, Stack};
-use super::SetAuthority;
+use super::{SentBody, SetAuthority};
 use crate::classify::ServerErrors;
 use crate::error::BoxError;
 use crate::pick::{BoxPick, P2c, Pick};
 use crate::retry::ReplayBody;
 
 /// The client every backend of the preset shares: hyper-util's pooled
-/// HTTP/1 client.
-pub type HttpClient<B> = Client<HttpConnector, ReplayBody<B>>;
+/// HTTP/1 client, sending the retry layer's replayable bodies.
+pub type HttpClient<B> = Client<HttpConnector, SentBody<ReplayBody<B>>>;
 
 /// One backend of [`Balancer`]: the shared client pointed at its address,
 /// with a per-attempt timeout, in-flight counting, its weight and health.

@@ -62,9 +62,13 @@
 
 mod balancer;
 pub(crate) mod preset;
+mod response_timeout;
 mod set_authority;
 pub(crate) mod source;
 
 pub use self::balancer::{Balancer, Builder, Endpoint, HttpClient, Picker};
 pub use self::preset::{BuildError, Preset, Stack};
+pub use self::response_timeout::{
+    ResponseFuture as ResponseTimeoutFuture, ResponseTimeout, ResponseTimeoutLayer, SentBody,
+};
 pub use self::set_authority::{ResponseFuture, SetAuthority};

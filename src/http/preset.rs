@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tower::discover::Change;
-use tower::timeout::Timeout;
 use tower_layer::Layer;
 
 use super::source::Source;
+use super::ResponseTimeout;
 use crate::balance::{Balance, BalanceLayer};
 use crate::endpoint::Weighted;
 use crate::health::{
@@ -24,8 +24,9 @@ use crate::retry::{Retry, RetryLayer, RetryPolicy};
 /// One backend of a preset, around the service `E` that talks to it: health
 /// (passive outlier detection, active probes when asked), then the weight,
 /// then requests in flight counted to the end of the response body, then
-/// the per-attempt timeout, which the health layer sees fail.
-pub type Stack<E, C> = Healthy<Weighted<InFlight<Timeout<E>>>, C>;
+/// the per-attempt [`ResponseTimeout`] (its clock starts when the request
+/// body has been sent), which the health layer sees fail.
+pub type Stack<E, C> = Healthy<Weighted<InFlight<ResponseTimeout<E>>>, C>;
 
 /// A preset's whole stack, around the service `E` that talks to one
 /// backend: what the HTTP and gRPC `Balancer` aliases name.
@@ -123,7 +124,7 @@ impl Common {
         let endpoints = changes.map(move |change| {
             change.map(|change| match change {
                 Change::Insert(addr, weight) => {
-                    let endpoint = InFlight::new(Timeout::new(make(addr), timeout));
+                    let endpoint = InFlight::new(ResponseTimeout::new(make(addr), timeout));
                     Change::Insert(addr, Weighted::new(endpoint, weight))
                 }
                 Change::Remove(addr) => Change::Remove(addr),
@@ -232,10 +233,11 @@ macro_rules! common_setters {
             self
         }
 
-        /// How long one attempt may wait for its response head (30 s by
-        /// default). An attempt that runs out fails, counts as a failure of
-        /// its endpoint for outlier detection, and is retried if the request
-        /// may be.
+        /// How long one attempt may wait for its response head once its
+        /// request body has been sent (30 s by default; a slow upload is not
+        /// cut off). An attempt that runs out fails with tower's `Elapsed`,
+        /// counts as a failure of its endpoint for outlier detection, and is
+        /// retried if the request may be.
         pub fn attempt_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.common.attempt_timeout = timeout;
             self

@@ -6,6 +6,7 @@ use std::io;
 
 use http::{HeaderMap, Method, StatusCode};
 
+use crate::classify::is_request_fault;
 use crate::error::{BoxError, NoEndpoints};
 use crate::health::NoHealthyEndpoints;
 
@@ -86,8 +87,13 @@ pub struct RetryNonIdempotent;
 /// Classifies an attempt's error by walking its source chain; `None` for an
 /// error that no other attempt can fix ([`NoEndpoints`]: another pick would
 /// wait for the same set; [`NoHealthyEndpoints`]: every endpoint is down,
-/// and a retry would only add load when one comes back).
+/// and a retry would only add load when one comes back; a
+/// [request fault](crate::classify::is_request_fault): the request itself
+/// failed, and would fail again).
 pub(crate) fn classify_error(error: &BoxError) -> Option<RetryReason> {
+    if is_request_fault(&**error) {
+        return None;
+    }
     let mut reason = RetryReason::Error;
     let mut next: Option<&(dyn Error + 'static)> = Some(&**error);
     while let Some(error) = next {
@@ -153,6 +159,11 @@ impl fmt::Debug for StatusSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.iter()).finish()
     }
+}
+
+/// The `grpc-status` in `headers`, if there is one that reads as a number.
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -222,9 +233,4 @@ mod tests {
         assert!(!set.contains(StatusCode::SERVICE_UNAVAILABLE));
         assert_eq!(format!("{set:?}"), "{502, 999}");
     }
-}
-
-/// The `grpc-status` in `headers`, if there is one that reads as a number.
-pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }

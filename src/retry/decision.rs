@@ -148,6 +148,11 @@ mod tests {
             known: 0,
         };
         assert!(!retries(&policy, req("GET"), Err(none.into())));
+        let fault = crate::classify::RequestFault::new("the body stream ended early");
+        assert!(
+            !retries(&policy, req("GET"), Err(fault.into())),
+            "the request's own fault is not retried"
+        );
         let teapots = policy.clone().retry_statuses([StatusCode::IM_A_TEAPOT]);
         assert!(retries(&teapots, req("GET"), status(418)));
         assert!(!retries(&teapots, req("GET"), status(503)));

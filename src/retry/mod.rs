@@ -15,6 +15,7 @@
 //! | a timeout (tower's `Elapsed`), any other error | idempotent methods |
 //! | [`NoEndpoints`](crate::NoEndpoints) | never: another pick would wait for the same set |
 //! | [`NoHealthyEndpoints`](crate::health::NoHealthyEndpoints) | never: every endpoint is down |
+//! | a [request fault](crate::classify::is_request_fault) (the caller's body failed, the request could not be sent) | never: the request would fail again, and it is not the endpoint's fault |
 //!
 //! A non-idempotent request that may have reached an endpoint is retried
 //! only when it opts in ([`RetryNonIdempotent`] in its extensions) or the

@@ -23,6 +23,8 @@ pub(crate) const EJECTED: u32 = 2;
 pub(crate) const RAMP: u32 = 4;
 /// Removed from discovery: no more transitions, no more counting.
 pub(crate) const REMOVED: u32 = 8;
+/// Asked for a pause (`Retry-After`) until `paused_until`.
+pub(crate) const PAUSED: u32 = 16;
 
 /// Share of picks a slow-starting endpoint admits at first, per mille.
 pub(crate) const RAMP_FLOOR: u32 = 100;
@@ -37,6 +39,11 @@ fn is_ramping(flags: u32) -> bool {
     is_healthy(flags) && flags & RAMP != 0
 }
 
+/// Healthy and paused: what the set's count of paused endpoints counts.
+fn is_paused(flags: u32) -> bool {
+    is_healthy(flags) && flags & PAUSED != 0
+}
+
 #[derive(Debug)]
 pub(crate) struct EndpointState {
     pub(crate) core: Arc<Core>,
@@ -49,6 +56,7 @@ pub(crate) struct EndpointState {
     /// The multiplier of the next ejection, before decay.
     penalty: AtomicU32,
     ejected_until: AtomicU64,
+    paused_until: AtomicU64,
     healthy_since: AtomicU64,
     ramp_permille: AtomicU32,
     admitted: AtomicU64,
@@ -67,6 +75,7 @@ pub(crate) struct Report {
     pub(crate) ejections: u32,
     pub(crate) probes: u64,
     pub(crate) ejected_until: Option<u64>,
+    pub(crate) paused_until: Option<u64>,
     pub(crate) ramp_permille: u32,
 }
 
@@ -86,6 +95,7 @@ impl EndpointState {
             ejections: AtomicU32::new(0),
             penalty: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            paused_until: AtomicU64::new(0),
             healthy_since: AtomicU64::new(now),
             ramp_permille: AtomicU32::new(RAMP_FLOOR),
             admitted: AtomicU64::new(0),
@@ -102,6 +112,9 @@ impl EndpointState {
     pub(crate) fn deregister(&self) {
         let old = self.flags.fetch_or(REMOVED, Ordering::AcqRel);
         if old & REMOVED == 0 {
+            if is_paused(old) {
+                self.core.paused_changed(false);
+            }
             self.core
                 .remove_endpoint(is_healthy(old), is_ramping(old), old & EJECTED != 0);
             self.core.changed.notify_waiters();
@@ -123,9 +136,43 @@ impl EndpointState {
             // endpoint is healthy; `fails_fast` then answers the call.
             return self.core.all_down();
         }
+        if flags & PAUSED != 0 && !self.pause_over() {
+            return self.core.all_paused();
+        }
         if flags & RAMP != 0 {
             return self.ramp_admits();
         }
+        true
+    }
+
+    /// Takes the endpoint out of rotation for `pause` (at most the set's
+    /// `max_pushback`), as its answer asked.
+    pub(crate) fn pause_for(&self, pause: std::time::Duration) {
+        let pause = pause.min(self.core.max_pushback);
+        if pause.is_zero() {
+            return;
+        }
+        let until = self.core.now().saturating_add(nanos(pause));
+        self.paused_until.fetch_max(until, Ordering::AcqRel);
+        if self.update(|flags| flags | PAUSED).is_some() {
+            tracing::debug!(endpoint = %self.key, ?pause, "endpoint paused at its own request");
+        }
+    }
+
+    /// Whether a pause has run out; clears it if so. Reads the clock, but
+    /// only for a paused endpoint.
+    fn pause_over(&self) -> bool {
+        let now = self.core.now();
+        if now < self.paused_until.load(Ordering::Acquire) {
+            return false;
+        }
+        self.update(|flags| {
+            if now >= self.paused_until.load(Ordering::Acquire) {
+                flags & !PAUSED
+            } else {
+                flags
+            }
+        });
         true
     }
 
@@ -221,6 +268,9 @@ impl EndpointState {
             probes: self.probes.load(Ordering::Relaxed),
             ejected_until: (flags & EJECTED != 0)
                 .then(|| self.ejected_until.load(Ordering::Acquire)),
+            paused_until: (flags & PAUSED != 0)
+                .then(|| self.paused_until.load(Ordering::Acquire))
+                .filter(|&until| until > self.core.now()),
             ramp_permille: self.ramp_permille.load(Ordering::Relaxed),
         }
     }
@@ -251,6 +301,9 @@ impl EndpointState {
         }
         if is_ramping(old) != is_ramping(new) {
             self.core.ramping_changed(is_ramping(new));
+        }
+        if is_paused(old) != is_paused(new) {
+            self.core.paused_changed(is_paused(new));
         }
         if old & EJECTED != 0 && new & EJECTED == 0 {
             self.core.release_ejection();

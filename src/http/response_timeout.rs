@@ -1,0 +1,217 @@
+//! A per-attempt timeout that starts when the request has been sent.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+use tower::timeout::error::Elapsed;
+use tower::Service;
+use tower_layer::Layer;
+
+use crate::error::BoxError;
+
+/// Fails an HTTP attempt with tower's `Elapsed` when its response head has
+/// not arrived `timeout` after the **request body was sent**: a slow
+/// upload is not cut off by the timer meant for a slow server, while a
+/// server that accepts the request and never answers is.
+///
+/// The clock starts when the body reports its end (at once for a body that
+/// is empty or already complete), when it fails, or when the client drops
+/// it. Put it under the health wrapper (the presets do): a timed-out
+/// attempt then counts as a failure of its endpoint, so a hanging endpoint
+/// is ejected by passive outlier detection alone.
+///
+/// Cost: one shared flag and notification per request (one allocation).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+/// use tower_lb::http::ResponseTimeoutLayer;
+///
+/// let endpoint = ServiceBuilder::new()
+///     .layer(ResponseTimeoutLayer::new(Duration::from_secs(30)))
+///     .service_fn(|_req: http::Request<_>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+///     });
+/// # let _: &tower_lb::http::ResponseTimeout<_> = &endpoint;
+/// # let _ = |r: http::Request<String>| r;
+/// ```
+#[derive(Clone, Debug)]
+pub struct ResponseTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> ResponseTimeout<S> {
+    /// Times `inner`'s responses out `timeout` after each request is sent.
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// Builds [`ResponseTimeout`]s.
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseTimeoutLayer {
+    timeout: Duration,
+}
+
+impl ResponseTimeoutLayer {
+    /// Times responses out `timeout` after each request is sent.
+    pub const fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+impl<S> Layer<S> for ResponseTimeoutLayer {
+    type Service = ResponseTimeout<S>;
+
+    fn layer(&self, inner: S) -> ResponseTimeout<S> {
+        ResponseTimeout::new(inner, self.timeout)
+    }
+}
+
+pin_project! {
+    /// A request body that tells its [`ResponseTimeout`] when it has been
+    /// sent: at its end, at an error, or when dropped.
+    pub struct SentBody<B> {
+        #[pin]
+        inner: B,
+        // Dropped when the body is sent (or dropped): that starts the clock.
+        sent: Option<oneshot::Sender<()>>,
+    }
+}
+
+impl<B> fmt::Debug for SentBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentBody")
+            .field("sent", &self.sent.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for SentBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream() {
+            this.sent.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<S, B> Service<Request<B>> for ResponseTimeout<S>
+where
+    S: Service<Request<SentBody<B>>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // A body already complete is sent with the head: the clock starts now.
+        let (tx, rx) = if request.body().is_end_stream() {
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
+        let request = request.map(|inner| SentBody { inner, sent: tx });
+        let deadline = match rx {
+            None => Instant::now() + self.timeout,
+            // Reset to the real deadline once the body is sent.
+            Some(_) => far_future(),
+        };
+        ResponseFuture {
+            inner: self.inner.call(request),
+            sending: rx,
+            timeout: self.timeout,
+            sleep: tokio::time::sleep_until(deadline),
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    // About thirty years: tokio's own "never".
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+pin_project! {
+    /// The future of [`ResponseTimeout`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        // Until the body is sent; the clock runs from then.
+        sending: Option<oneshot::Receiver<()>>,
+        timeout: Duration,
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("timeout", &self.timeout)
+            .field("body_sent", &self.sending.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        if let Some(sending) = this.sending.as_mut() {
+            // Sent or dropped, the sender's end is the body's.
+            let _ = ready!(Pin::new(sending).poll(cx));
+            *this.sending = None;
+            this.sleep.as_mut().reset(Instant::now() + *this.timeout);
+        }
+        ready!(this.sleep.poll(cx));
+        Poll::Ready(Err(Elapsed::new().into()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
