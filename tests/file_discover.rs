@@ -345,3 +345,97 @@ async fn real_servers_follow_the_file() {
     assert!(!seen.contains(&a.to_string()), "a was removed: {seen:?}");
     assert!(seen.contains(&b.to_string()) && seen.contains(&c.to_string()));
 }
+
+/// The next change of `discover` as text: `+ADDR` or `-ADDR`, or the error's
+/// kind.
+async fn next_change<F, S>(discover: &mut FileDiscover<F>) -> String
+where
+    F: FnMut(SocketAddr) -> S + Unpin,
+{
+    match bounded("a change", discover.next()).await {
+        Some(Ok(tower::discover::Change::Insert(addr, _))) => format!("+{}", addr.port()),
+        Some(Ok(tower::discover::Change::Remove(addr))) => format!("-{}", addr.port()),
+        Some(Err(error)) => format!("{:?}", error.kind()),
+        None => "end".to_owned(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_files_keep_the_set_unless_allowed() {
+    let dir = TempDir::new("empty");
+    let path = dir.file();
+    write(&path, "127.0.0.1:9001\n127.0.0.1:9002\n");
+    let mut discover = FileDiscover::new(&path, |_| ());
+    let mut first = vec![
+        next_change(&mut discover).await,
+        next_change(&mut discover).await,
+    ];
+    first.sort();
+    assert_eq!(first, ["+9001", "+9002"]);
+    write(&path, "");
+    assert_eq!(next_change(&mut discover).await, "Empty");
+    // Comments only: the same problem, reported once; the set stays.
+    write(&path, "# nothing here\n\n   # still nothing\n");
+    let quiet = tokio::time::timeout(Duration::from_secs(3), discover.next()).await;
+    assert!(quiet.is_err(), "{quiet:?}");
+    // A valid file applies again.
+    write(&path, "127.0.0.1:9002\n");
+    assert_eq!(next_change(&mut discover).await, "-9001");
+
+    // Opted in, an empty file empties the set.
+    let mut allowed = FileDiscover::new(&path, |_| ()).allow_empty(true);
+    assert_eq!(next_change(&mut allowed).await, "+9002");
+    write(&path, "# drained\n");
+    assert_eq!(next_change(&mut allowed).await, "-9002");
+}
+
+#[cfg(unix)]
+#[tokio::test(start_paused = true)]
+async fn a_fifo_is_refused_without_blocking_and_a_later_file_applies() {
+    let dir = TempDir::new("fifo");
+    let path = dir.file();
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // std has no way to make a FIFO: this is the test's one call to C.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut discover = FileDiscover::new(&path, |_| ());
+    assert_eq!(next_change(&mut discover).await, "NotARegularFile");
+    // The FIFO is replaced by a valid file: it applies.
+    write(&path, "127.0.0.1:9005\n");
+    assert_eq!(next_change(&mut discover).await, "+9005");
+    // A directory is refused too, and the set stays.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    assert_eq!(next_change(&mut discover).await, "NotARegularFile");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_caught_half_written_is_never_applied() {
+    let dir = TempDir::new("half");
+    let path = dir.file();
+    write(&path, "127.0.0.1:9001\n127.0.0.1:9002\n127.0.0.1:9003\n");
+    // Reads at 0 s and its confirmation at 0.1 s, then every 10 s, each
+    // new content confirmed 0.1 s later.
+    let mut discover = FileDiscover::new(&path, |_| ()).interval(Duration::from_secs(10));
+    for _ in 0..3 {
+        assert!(next_change(&mut discover).await.starts_with('+'));
+    }
+    // Rewritten in place: the read at 10 s lands after the truncation and
+    // the first line, before the rest is written (at 10.05 s).
+    std::fs::write(&path, "127.0.0.1:9001\n").unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(9950), discover.next()).await;
+    assert!(
+        early.is_err(),
+        "the half-written file was applied: {early:?}"
+    );
+    std::fs::write(&path, "127.0.0.1:9001\n127.0.0.1:9002\n127.0.0.1:9004\n").unwrap();
+    let mut changes = vec![
+        next_change(&mut discover).await,
+        next_change(&mut discover).await,
+    ];
+    changes.sort();
+    assert_eq!(
+        changes,
+        ["+9004", "-9003"],
+        "only the finished file applied"
+    );
+}

@@ -35,6 +35,22 @@
 //! * **Discovery failures keep the set.** A discovery error is logged and the
 //!   current set stays; a stream that ends leaves the set as it last was.
 //! * The worker stops when the last handle is dropped.
+//! * **Events.** Each change of the set is one `INFO` event, "endpoint set
+//!   changed", with the counts inserted, replaced and removed; each
+//!   endpoint's own change is a `DEBUG` event naming it (`endpoint` = its
+//!   key), so a file of ten thousand backends logs one line an edit.
+//!
+//! # Draining
+//!
+//! To take a balancer out of service without cutting requests off: stop
+//! its discovery source (end the stream, or remove every endpoint), stop
+//! sending it new requests, then wait until the endpoints' requests in
+//! flight reach zero (read them with [`Balance::read_endpoints`] and the
+//! load wrappers' `in_flight()`, or let the response futures complete).
+//! Removed endpoints already drain on their own: their clones finish the
+//! requests they carry. A server that owns the balancer drains the same
+//! way: stop accepting, let in-flight requests finish up to a deadline,
+//! then drop the balancer (its worker stops with the last handle).
 //!
 //! # Example
 //!

@@ -61,6 +61,16 @@ struct Set<K, S> {
     names: Vec<EndpointName>,
     metas: Vec<Meta>,
     services: Vec<S>,
+    /// What changed since the last publish, for its one info event.
+    changed: Counts,
+}
+
+/// Inserts, replacements and removals in one batch of changes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    inserted: usize,
+    replaced: usize,
+    removed: usize,
 }
 
 impl<K, S> Set<K, S>
@@ -75,11 +85,13 @@ where
                 if let Some(&i) = self.index.get(&key) {
                     // Requests already on the old service keep their clone and
                     // finish; new ones go to the replacement.
-                    tracing::info!(endpoint = ?key, weight = meta.weight(), "endpoint replaced");
+                    tracing::debug!(endpoint = ?key, weight = meta.weight(), "endpoint replaced");
+                    self.changed.replaced += 1;
                     self.metas[i] = meta;
                     self.services[i] = service;
                 } else {
-                    tracing::info!(endpoint = ?key, weight = meta.weight(), "endpoint inserted");
+                    tracing::debug!(endpoint = ?key, weight = meta.weight(), "endpoint inserted");
+                    self.changed.inserted += 1;
                     self.index.insert(key.clone(), self.keys.len());
                     self.names.push(EndpointName::of(&key));
                     self.keys.push(key);
@@ -90,7 +102,8 @@ where
             }
             Change::Remove(key) => match self.index.remove(&key) {
                 Some(i) => {
-                    tracing::info!(endpoint = ?key, "endpoint removed");
+                    tracing::debug!(endpoint = ?key, "endpoint removed");
+                    self.changed.removed += 1;
                     self.keys.swap_remove(i);
                     self.names.swap_remove(i);
                     self.metas.swap_remove(i);
@@ -131,6 +144,7 @@ pub(crate) async fn run<D, P>(
         names: Vec::new(),
         metas: Vec::new(),
         services: Vec::new(),
+        changed: Counts::default(),
     };
     let mut ended = false;
     // Consecutive discovery errors: they are logged at 1, 2, 4, 8, … and
@@ -209,7 +223,20 @@ pub(crate) async fn run<D, P>(
                     services: set.services.clone(),
                     table,
                 });
-                tracing::debug!(endpoints = set.keys.len(), "endpoint set published");
+                let Counts {
+                    inserted,
+                    replaced,
+                    removed,
+                } = std::mem::take(&mut set.changed);
+                // One line a change of the set, however large: the
+                // endpoints themselves are named at debug level.
+                tracing::info!(
+                    endpoints = set.keys.len(),
+                    inserted,
+                    replaced,
+                    removed,
+                    "endpoint set changed"
+                );
                 pause
             }
             Step::Pause(pause) => Some(pause),

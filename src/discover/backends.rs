@@ -168,6 +168,16 @@ pub enum BackendsErrorKind {
     NotUtf8,
     /// The file could not be read.
     Io(io::Error),
+    /// The path is not a regular file (a FIFO, a device, a directory): it
+    /// is never opened for reading, so it cannot block discovery.
+    NotARegularFile,
+    /// Reading the file took longer than the read timeout (a hung network
+    /// file system); the read is abandoned and no other one starts until it
+    /// ends.
+    ReadTimedOut(std::time::Duration),
+    /// The file lists no backend (it is empty, or only comments) and the
+    /// discovery does not allow an empty set: the last good set is kept.
+    Empty,
 }
 
 impl BackendsError {
@@ -240,6 +250,15 @@ impl fmt::Display for BackendsError {
             }
             BackendsErrorKind::NotUtf8 => f.write_str("not valid UTF-8"),
             BackendsErrorKind::Io(error) => write!(f, "cannot read: {error}"),
+            BackendsErrorKind::NotARegularFile => {
+                f.write_str("not a regular file (a FIFO, device or directory is never read)")
+            }
+            BackendsErrorKind::ReadTimedOut(after) => {
+                write!(f, "reading took longer than {after:?}; abandoned")
+            }
+            BackendsErrorKind::Empty => f.write_str(
+                "lists no backends; the last good set is kept (allow empty sets to apply it)",
+            ),
         }
     }
 }

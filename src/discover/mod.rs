@@ -53,5 +53,5 @@ pub use self::channel::{channel, ChannelDiscover, Closed, EndpointSender};
 pub use self::default_weight::DefaultWeight;
 #[cfg(feature = "dns")]
 pub use self::dns::{DnsDiscover, OnEmpty, ResolveError, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL};
-pub use self::file::{FileDiscover, DEFAULT_FILE_INTERVAL};
+pub use self::file::{FileDiscover, DEFAULT_FILE_INTERVAL, DEFAULT_READ_TIMEOUT};
 pub use self::list::StaticList;

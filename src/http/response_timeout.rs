@@ -33,15 +33,15 @@ use crate::error::BoxError;
 /// ```
 /// use std::time::Duration;
 /// use tower::ServiceBuilder;
-/// use tower_lb::http::ResponseTimeoutLayer;
+/// use tower_lb::http::{ResponseTimeoutLayer, SentBody};
 ///
+/// // Any endpoint service; it sees the request body wrapped in `SentBody`.
 /// let endpoint = ServiceBuilder::new()
 ///     .layer(ResponseTimeoutLayer::new(Duration::from_secs(30)))
-///     .service_fn(|_req: http::Request<_>| async {
+///     .service_fn(|_req: http::Request<SentBody<String>>| async {
 ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
 ///     });
-/// # let _: &tower_lb::http::ResponseTimeout<_> = &endpoint;
-/// # let _ = |r: http::Request<String>| r;
+/// # let _ = endpoint;
 /// ```
 #[derive(Clone, Debug)]
 pub struct ResponseTimeout<S> {
