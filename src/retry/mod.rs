@@ -80,6 +80,14 @@
 //! their key, so the set survives changes to the endpoint set between
 //! attempts.
 //!
+//! # Backpressure
+//!
+//! An endpoint that answers 429 or 503 with `Retry-After`, or sets
+//! `grpc-retry-pushback-ms`, is paused by the health layer for that long
+//! (see [`classify::pushback`](crate::classify::pushback)): the retry, and
+//! every other request, goes to another endpoint until the pause is over. A
+//! 429 is not retried by default (it is not in the status set).
+//!
 //! # Budget, attempts, backoff
 //!
 //! Retries draw on a budget (tower's `TpsBudget`): every request deposits,
