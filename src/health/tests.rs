@@ -422,14 +422,18 @@ async fn request_faults_do_not_count_and_timeouts_do() {
         .passive(passive(2))
         .classify(crate::classify::ErrorsOnly);
     let (_set, mut services) = healthy(vec![faulty, hanging], config).await;
-    for _ in 0..5 {
-        let error = services[0]
+    async fn fail(service: &mut (impl Service<(), Error = BoxError> + Send)) -> BoxError {
+        service
             .ready()
             .await
             .unwrap()
             .call(())
             .await
-            .unwrap_err();
+            .err()
+            .expect("an error")
+    }
+    for _ in 0..5 {
+        let error = fail(&mut services[0]).await;
         assert!(crate::classify::is_request_fault(&*error));
     }
     assert!(
@@ -439,13 +443,7 @@ async fn request_faults_do_not_count_and_timeouts_do() {
     assert_eq!(services[0].health(0).consecutive_failures(), 0);
 
     for _ in 0..2 {
-        let error = services[1]
-            .ready()
-            .await
-            .unwrap()
-            .call(())
-            .await
-            .unwrap_err();
+        let error = fail(&mut services[1]).await;
         assert!(error.is::<tower::timeout::error::Elapsed>(), "{error}");
     }
     assert_eq!(

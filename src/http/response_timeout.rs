@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::Request;
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
@@ -16,6 +16,7 @@ use tower::Service;
 use tower_layer::Layer;
 
 use crate::error::BoxError;
+use crate::load::TrackedBody;
 
 /// Fails an HTTP attempt with tower's `Elapsed` when its response head has
 /// not arrived `timeout` after the **request body was sent**: a slow
@@ -28,7 +29,7 @@ use crate::error::BoxError;
 /// attempt then counts as a failure of its endpoint, so a hanging endpoint
 /// is ejected by passive outlier detection alone.
 ///
-/// Cost: one shared flag and notification per request (one allocation).
+/// Cost: a one-shot channel per request (one allocation).
 ///
 /// ```
 /// use std::time::Duration;
@@ -82,49 +83,11 @@ impl<S> Layer<S> for ResponseTimeoutLayer {
     }
 }
 
-pin_project! {
-    /// A request body that tells its [`ResponseTimeout`] when it has been
-    /// sent: at its end, at an error, or when dropped.
-    pub struct SentBody<B> {
-        #[pin]
-        inner: B,
-        // Dropped when the body is sent (or dropped): that starts the clock.
-        sent: Option<oneshot::Sender<()>>,
-    }
-}
-
-impl<B> fmt::Debug for SentBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SentBody")
-            .field("sent", &self.sent.is_none())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<B: Body> Body for SentBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream() {
-            this.sent.take();
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// A request body that tells its [`ResponseTimeout`] when it has been
+/// sent: it holds the sending half of a channel until the body is finished
+/// (at its end, at an error, or when dropped), by the rule of
+/// [`CompleteOnBodyEnd`](crate::load::CompleteOnBodyEnd).
+pub type SentBody<B> = TrackedBody<B, oneshot::Sender<()>>;
 
 impl<S, B> Service<Request<B>> for ResponseTimeout<S>
 where
@@ -141,24 +104,16 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // A body already complete is sent with the head: the clock starts now.
-        let (tx, rx) = if request.body().is_end_stream() {
-            (None, None)
-        } else {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        };
-        let request = request.map(|inner| SentBody { inner, sent: tx });
-        let deadline = match rx {
-            None => Instant::now() + self.timeout,
-            // Reset to the real deadline once the body is sent.
-            Some(_) => far_future(),
-        };
+        // A body already complete lets go of the sender at once, and the
+        // clock starts on the first poll.
+        let (sent, sending) = oneshot::channel();
+        let request = request.map(|inner| TrackedBody::new(inner, sent));
         ResponseFuture {
             inner: self.inner.call(request),
-            sending: rx,
+            sending: Some(sending),
             timeout: self.timeout,
-            sleep: tokio::time::sleep_until(deadline),
+            // Reset to the real deadline once the body is sent.
+            sleep: tokio::time::sleep_until(far_future()),
         }
     }
 }
