@@ -273,5 +273,4 @@ impl std::error::Error for BackendsError {
 }
 
 #[cfg(test)]
-#[path = "backends_tests.rs"]
 mod tests;

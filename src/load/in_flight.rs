@@ -126,5 +126,4 @@ where
 }
 
 #[cfg(test)]
-#[path = "in_flight_tests.rs"]
 mod tests;

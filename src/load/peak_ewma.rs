@@ -204,5 +204,4 @@ where
 }
 
 #[cfg(test)]
-#[path = "peak_ewma_tests.rs"]
 mod tests;

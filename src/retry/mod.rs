@@ -233,7 +233,7 @@ mod scoped;
 mod service;
 
 #[cfg(test)]
-mod grpc_tests;
+mod tests;
 
 pub use self::backoff::Delay;
 pub use self::body::ReplayBody;

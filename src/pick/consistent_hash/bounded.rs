@@ -263,3 +263,6 @@ impl fmt::Display for InvalidBound {
 }
 
 impl Error for InvalidBound {}
+
+#[cfg(test)]
+mod tests;

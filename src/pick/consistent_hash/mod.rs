@@ -2,8 +2,6 @@
 //! each endpoint's load.
 
 mod bounded;
-#[cfg(test)]
-mod bounded_tests;
 mod ring;
 #[cfg(test)]
 mod tests;
