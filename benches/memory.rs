@@ -22,11 +22,9 @@
 //! cargo bench --bench memory
 //! ```
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use tower::discover::Change;
 use tower::{service_fn, Service};
@@ -43,65 +41,15 @@ const VIRTUAL_NODES: u32 = 160;
 
 // ===== counting allocator =====
 
-/// `System`, counting the bytes and blocks it hands out and takes back.
-struct Counting;
+/// The tests' counting allocator (`tests/support/alloc.rs`), shared.
+#[path = "../tests/support/alloc.rs"]
+#[allow(dead_code)]
+mod alloc;
 
-static BYTES: AtomicIsize = AtomicIsize::new(0);
-static BLOCKS: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to `System`, which upholds the
-// `GlobalAlloc` contract; the counters only observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's guarantees on `layout` are passed on.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-            BLOCKS.fetch_add(1, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-            BLOCKS.fetch_add(1, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
-        BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        BLOCKS.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` was allocated by `System` with `layout`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            BYTES.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        new
-    }
-}
+use alloc::live;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Live heap bytes and blocks now.
-fn live() -> (isize, isize) {
-    (
-        BYTES.load(Ordering::Relaxed),
-        BLOCKS.load(Ordering::Relaxed),
-    )
-}
+static GLOBAL: alloc::Counting = alloc::Counting;
 
 /// Heap growth, in bytes and blocks, between two readings.
 #[derive(Clone, Copy)]

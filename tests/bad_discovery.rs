@@ -21,9 +21,9 @@ async fn a_key_listed_twice_keeps_the_second() {
     let servers = backends(&["first", "second"]).await;
     let list = StaticList::new([("k", servers[0].endpoint()), ("k", servers[1].endpoint())]);
     let mut balance = Balance::new(list, RoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys == ["k"])).await;
+    within("discovery", balance.wait_for(|keys| keys == ["k"])).await;
     assert_eq!(balance.endpoints(), [("k", 1)]);
-    let answers = bounded("requests", tally(&mut balance, 50, |_| get("/"))).await;
+    let answers = within("requests", tally(&mut balance, 50, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("second", 50)]));
     assert_eq!(served(&servers), [0, 50]);
 }
@@ -36,23 +36,23 @@ async fn removing_an_unknown_key_changes_nothing() {
     endpoints.insert("b", servers[1].endpoint()).unwrap();
     endpoints.insert("m", servers[2].endpoint()).unwrap();
     let mut balance = Balance::new(discover, RoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
 
     endpoints.remove("nobody").unwrap();
     endpoints.remove("nobody").unwrap();
     // Applied in order: once "m" is gone, the unknown removes were seen.
     endpoints.remove("m").unwrap();
-    bounded("m removed", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("m removed", balance.wait_for(|keys| keys.len() == 2)).await;
     let mut keys: Vec<_> = balance.endpoints();
     keys.sort();
     assert_eq!(keys, [("a", 1), ("b", 1)]);
 
-    let answers = bounded("requests", tally(&mut balance, 100, |_| get("/"))).await;
+    let answers = within("requests", tally(&mut balance, 100, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 50), ("b", 50)]));
 
     // The worker is still there to take the next change.
     endpoints.insert("m", servers[2].endpoint()).unwrap();
-    bounded("m back", balance.wait_for(|keys| keys.len() == 3)).await;
+    within("m back", balance.wait_for(|keys| keys.len() == 3)).await;
 }
 
 #[tokio::test]
@@ -63,20 +63,20 @@ async fn discovery_errors_and_end_keep_the_set() {
     script.insert("a", servers[0].endpoint(), 1);
     script.insert("b", servers[1].endpoint(), 1);
     let mut balance = Balance::new(scripted, RoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
 
     script.fail("registry unreachable");
     script.fail("still unreachable");
     script.insert("c", servers[2].endpoint(), 1);
-    bounded("after errors", balance.wait_for(|keys| keys.len() == 3)).await;
-    let answers = bounded("requests", tally(&mut balance, 300, |_| get("/"))).await;
+    within("after errors", balance.wait_for(|keys| keys.len() == 3)).await;
+    let answers = within("requests", tally(&mut balance, 300, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 100), ("b", 100), ("c", 100)]));
 
     drop(script);
-    bounded("stream end", probe.ended()).await;
+    within("stream end", probe.ended()).await;
     assert!(!probe.seen().dropped, "the worker outlives its stream");
     assert_eq!(balance.len(), 3);
-    let answers = bounded("after end", tally(&mut balance, 300, |_| get("/"))).await;
+    let answers = within("after end", tally(&mut balance, 300, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 100), ("b", 100), ("c", 100)]));
     assert_eq!(served(&servers), [200, 200, 200]);
 }
@@ -106,13 +106,13 @@ async fn a_stream_failing_on_every_poll_does_not_starve_requests() {
     let (mut balance, worker) = Balance::pair(stream, RoundRobin::new());
     // On this test's single thread: the worker must yield for us to run.
     let worker = tokio::spawn(worker);
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
     // Few requests: each waits behind a full batch of errors (slow in a
     // debug build), and it is the progress that matters.
-    let answers = bounded("requests", tally(&mut balance, 20, |_| get("/"))).await;
+    let answers = within("requests", tally(&mut balance, 20, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 10), ("b", 10)]));
     drop(balance);
-    bounded("worker stops", worker).await.unwrap();
+    within("worker stops", worker).await.unwrap();
 }
 
 /// Yields its inserts and ends; panics if polled after its end, as a
@@ -142,11 +142,11 @@ async fn an_ended_stream_is_not_polled_again() {
     };
     let (mut balance, worker) = Balance::pair(stream, RoundRobin::new());
     let worker = tokio::spawn(worker);
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
-    let answers = bounded("requests", tally(&mut balance, 100, |_| get("/"))).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
+    let answers = within("requests", tally(&mut balance, 100, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 50), ("b", 50)]));
     drop(balance);
-    bounded("worker stops", worker)
+    within("worker stops", worker)
         .await
         .expect("the worker did not panic");
 }

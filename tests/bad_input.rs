@@ -33,7 +33,7 @@ where
     );
     let balance = Balance::new(list, picker);
     let n = weights.len();
-    bounded("discovery", balance.wait_for(|keys| keys.len() == n)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == n)).await;
     balance
 }
 
@@ -42,16 +42,16 @@ async fn weight_zero_gets_no_traffic() {
     let servers = backends(&["a", "b", "c"]).await;
 
     let mut rr = weighted(&servers, &[1, 0, 1], RoundRobin::new()).await;
-    let answers = bounded("rr", tally(&mut rr, 300, |_| get("/"))).await;
+    let answers = within("rr", tally(&mut rr, 300, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 150), ("c", 150)]));
 
     let mut wrr = weighted(&servers, &[1, 0, 1], WeightedRoundRobin::new()).await;
-    let answers = bounded("wrr", tally(&mut wrr, 300, |_| get("/"))).await;
+    let answers = within("wrr", tally(&mut wrr, 300, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 150), ("c", 150)]));
 
     let mut ip_hash = weighted(&servers, &[1, 0, 1], IpHash::new()).await;
     let mut rng = Seeded::new(3);
-    let answers = bounded(
+    let answers = within(
         "ip hash",
         tally(&mut ip_hash, 300, |_| from(IpAddr::V4(rng.ipv4()))),
     )
@@ -78,8 +78,8 @@ async fn all_weights_zero_is_no_endpoints() {
     let mut rr = BalanceLayer::new(RoundRobin::new())
         .wait(wait)
         .spawn(zeros());
-    bounded("discovery", rr.wait_for(|keys| keys.len() == 3)).await;
-    let error = bounded("request", send(&mut rr, get("/")))
+    within("discovery", rr.wait_for(|keys| keys.len() == 3)).await;
+    let error = within("request", send(&mut rr, get("/")))
         .await
         .unwrap_err();
     assert_eq!(
@@ -91,15 +91,15 @@ async fn all_weights_zero_is_no_endpoints() {
     let mut wrr = BalanceLayer::new(WeightedRoundRobin::new())
         .wait(wait)
         .spawn(zeros());
-    bounded("discovery", wrr.wait_for(|keys| keys.len() == 3)).await;
-    let error = bounded("request", send(&mut wrr, get("/")))
+    within("discovery", wrr.wait_for(|keys| keys.len() == 3)).await;
+    let error = within("request", send(&mut wrr, get("/")))
         .await
         .unwrap_err();
     assert_eq!(no_endpoints(&error).known(), 3);
 
     let mut ip_hash = BalanceLayer::new(IpHash::new()).wait(wait).spawn(zeros());
-    bounded("discovery", ip_hash.wait_for(|keys| keys.len() == 3)).await;
-    let error = bounded(
+    within("discovery", ip_hash.wait_for(|keys| keys.len() == 3)).await;
+    let error = within(
         "request",
         send(&mut ip_hash, from("192.0.2.1".parse().unwrap())),
     )
@@ -121,7 +121,7 @@ async fn huge_weights_split_as_documented() {
         WeightedRoundRobin::new(),
     )
     .await;
-    let answers = bounded("equal", tally(&mut wrr, 200, |_| get("/"))).await;
+    let answers = within("equal", tally(&mut wrr, 200, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 100), ("b", 100)]));
 
     // Scaled down to the schedule cap, proportions kept, and no endpoint
@@ -129,7 +129,7 @@ async fn huge_weights_split_as_documented() {
     // u32::MAX gets at most one request in a few hundred.
     let weights = [u32::MAX, u32::MAX / 2, 1];
     let mut wrr = weighted(&servers, &weights, WeightedRoundRobin::new()).await;
-    let answers = bounded("skewed", tally(&mut wrr, 300, |_| get("/"))).await;
+    let answers = within("skewed", tally(&mut wrr, 300, |_| get("/"))).await;
     let got = |id: &str| answers.get(id).copied().unwrap_or(0);
     assert!(got("a").abs_diff(200) <= 1, "{answers:?}");
     assert!(got("b").abs_diff(100) <= 1, "{answers:?}");
@@ -137,13 +137,13 @@ async fn huge_weights_split_as_documented() {
 
     // Round robin ignores weights, however large.
     let mut rr = weighted(&servers[..2], &[u32::MAX, 1], RoundRobin::new()).await;
-    let answers = bounded("rr", tally(&mut rr, 100, |_| get("/"))).await;
+    let answers = within("rr", tally(&mut rr, 100, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 50), ("b", 50)]));
 
     // IP hash over huge weights: every client is served.
     let mut ip_hash = weighted(&servers, &[u32::MAX, u32::MAX, u32::MAX], IpHash::new()).await;
     let mut rng = Seeded::new(5);
-    let answers = bounded(
+    let answers = within(
         "ip hash",
         tally(&mut ip_hash, 300, |_| from(IpAddr::V4(rng.ipv4()))),
     )
@@ -160,11 +160,11 @@ async fn a_stopped_backend_is_an_error_not_a_hang() {
         ("down", servers[1].endpoint()),
     ]);
     let mut balance = Balance::new(list, RoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
 
     let (mut ok, mut refused) = (0, 0);
     for _ in 0..20 {
-        match bounded("request", send(&mut balance, get("/"))).await {
+        match within("request", send(&mut balance, get("/"))).await {
             Ok((status, body)) => {
                 assert_eq!((status.as_u16(), body.as_str()), (200, "up"));
                 ok += 1;
@@ -189,15 +189,15 @@ async fn a_backend_stopped_mid_use_fails_its_requests_and_can_come_back() {
     let addr = server.addr();
     let list = StaticList::new([("a", server.endpoint())]);
     let mut balance = Balance::new(list, RoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 1)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 1)).await;
     // A pooled keep-alive connection now exists.
-    assert_eq!(bounded("request", get_ok(&mut balance, "/")).await, "a");
+    assert_eq!(within("request", get_ok(&mut balance, "/")).await, "a");
 
     // Stopped with a request held open on it: that one fails too.
     let held = spawn_send(balance.clone(), get("/slow"));
-    bounded("held", server.wait_held(1)).await;
+    within("held", server.wait_held(1)).await;
     server.stop().await;
-    let error = bounded("held request", held).await.unwrap().unwrap_err();
+    let error = within("held request", held).await.unwrap().unwrap_err();
     assert!(
         error
             .downcast_ref::<hyper_util::client::legacy::Error>()
@@ -206,15 +206,15 @@ async fn a_backend_stopped_mid_use_fails_its_requests_and_can_come_back() {
         chain(&*error)
     );
     for _ in 0..5 {
-        let result = bounded("request to a stopped backend", send(&mut balance, get("/"))).await;
+        let result = within("request to a stopped backend", send(&mut balance, get("/"))).await;
         assert!(result.is_err(), "{result:?}");
     }
     drop(server);
 
     // The endpoint stays in the set; once its backend is back, it answers.
-    let again = Backend::start_at("a-again", addr, axum::Router::new()).await;
+    let again = Backend::builder("a-again").at(addr).start().await;
     assert_eq!(
-        bounded("request", get_ok(&mut balance, "/")).await,
+        within("request", get_ok(&mut balance, "/")).await,
         "a-again"
     );
     assert_eq!(again.requests(), 1);

@@ -12,7 +12,6 @@
 //!   the endpoints and go to 0 with the balancer, the runtime's task count
 //!   and the bytes the process holds come back to where they were.
 
-mod stress_support;
 mod support;
 
 use std::net::SocketAddr;
@@ -23,8 +22,12 @@ use tower_lb::health::{ActiveChecks, HealthConfig, HttpProbe, OutlierDetection};
 use tower_lb::pick::P2c;
 use tower_lb::retry::RetryPolicy;
 
-use stress_support::*;
+use support::alloc::{allocated, peak, reset_peak};
+use support::stress::*;
 use support::{Backend, Seeded};
+
+#[global_allocator]
+static ALLOCATOR: support::alloc::Counting = support::alloc::Counting;
 
 const REQUESTS: usize = 20_000;
 const TASKS: usize = 64;
@@ -68,7 +71,7 @@ async fn churn_under_load_loses_nothing_and_leaves_nothing() {
     let mut replaced = 0;
     loop {
         let mark = (changes + 1) * PACE;
-        let now = *support::bounded("load", finished.wait_for(|&n| n >= mark.min(REQUESTS)))
+        let now = *support::within("load", finished.wait_for(|&n| n >= mark.min(REQUESTS)))
             .await
             .unwrap();
         if now >= REQUESTS {
@@ -95,7 +98,7 @@ async fn churn_under_load_loses_nothing_and_leaves_nothing() {
         }
         changes += 1;
     }
-    let outcome = support::bounded("the load", load)
+    let outcome = support::within("the load", load)
         .await
         .expect("the load ran");
     let elapsed = started.elapsed();
@@ -138,16 +141,19 @@ async fn churn_under_load_loses_nothing_and_leaves_nothing() {
     let registry = stack.registry.clone();
     assert_eq!(stack.balance.len(), START);
     assert_eq!(registry.len(), START);
-    support::bounded("health tasks", registry.wait_for(|r| r.tasks() == START)).await;
+    support::within("health tasks", registry.wait_for(|r| r.tasks() == START)).await;
     assert_eq!(registry.healthy(), START);
 
     // With the balancer gone, so are its tasks and its memory.
     let held_during = peak() - bytes_before;
     drop(stack);
-    support::bounded("health tasks stop", registry.wait_for(|r| r.tasks() == 0)).await;
+    support::within("health tasks stop", registry.wait_for(|r| r.tasks() == 0)).await;
     drop(registry);
-    settle("runtime tasks", Duration::from_secs(20), || {
-        runtime.metrics().num_alive_tasks() <= tasks_before
+    // Nothing notifies when a task ends: yield until they have.
+    support::within("runtime tasks", async {
+        while runtime.metrics().num_alive_tasks() > tasks_before {
+            tokio::task::yield_now().await;
+        }
     })
     .await;
     let tasks_after = runtime.metrics().num_alive_tasks();

@@ -18,7 +18,7 @@ async fn merge(
 ) -> BTreeMap<String, usize> {
     let mut total = BTreeMap::new();
     for task in tasks {
-        let counts = bounded("task", task).await.expect("the task did not panic");
+        let counts = within("task", task).await.expect("the task did not panic");
         for (id, n) in counts {
             *total.entry(id).or_insert(0) += n;
         }
@@ -36,7 +36,7 @@ async fn clones_on_64_tasks_split_round_robin_exactly() {
             .map(|(key, server)| (key, server.endpoint())),
     );
     let balance = Balance::new(list, RoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 4)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 4)).await;
 
     let tasks = (0..TASKS)
         .map(|_| spawn_tally(balance.clone(), EACH, |_| get("/")))
@@ -61,7 +61,7 @@ async fn weighted_shares_hold_under_concurrency() {
         ("c", servers[2].endpoint(), 1),
     ]);
     let balance = Balance::new(list, WeightedRoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
 
     // 32 × 70 = 2240 picks = 320 whole cycles of 7.
     let tasks = (0..32)
@@ -80,7 +80,7 @@ async fn endpoints_churning_under_load_lose_no_request() {
         endpoints.insert(key, server.endpoint()).unwrap();
     }
     let balance = Balance::new(discover, RoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 4)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 4)).await;
 
     let tasks: Vec<_> = (0..16)
         .map(|_| spawn_tally(balance.clone(), EACH, |_| get("/")))
@@ -89,9 +89,9 @@ async fn endpoints_churning_under_load_lose_no_request() {
     // for the same backend, each step published while requests flow.
     for round in 0..20 {
         endpoints.insert("e", servers[4].endpoint()).unwrap();
-        bounded("e in", balance.wait_for(|keys| keys.contains(&"e"))).await;
+        within("e in", balance.wait_for(|keys| keys.contains(&"e"))).await;
         endpoints.remove("e").unwrap();
-        bounded("e out", balance.wait_for(|keys| !keys.contains(&"e"))).await;
+        within("e out", balance.wait_for(|keys| !keys.contains(&"e"))).await;
         if round % 5 == 0 {
             endpoints.insert("a", servers[0].endpoint()).unwrap();
         }

@@ -45,7 +45,7 @@ fn user(i: usize) -> String {
 async fn ten() -> Vec<Backend> {
     let mut servers = Vec::new();
     for id in IDS {
-        servers.push(Backend::start_with(id, item_route(id)).await);
+        servers.push(Backend::start(id).await);
     }
     servers
 }
@@ -69,7 +69,7 @@ async fn removing_one_of_ten_moves_only_its_keys_and_adding_it_back_restores_the
     let servers = ten().await;
     let (endpoints, discover) = channel_of(&servers);
     let balance = Balance::new(discover, ConsistentHash::new(x_user()));
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
     let request = |i| keyed("/", &user(i));
     // All 10 000 keys through the picker, over the balancer's current set;
     // the first SAMPLE of them through the balancer and real backends too,
@@ -93,7 +93,7 @@ async fn removing_one_of_ten_moves_only_its_keys_and_adding_it_back_restores_the
     }
 
     endpoints.remove("b3").unwrap();
-    bounded("b3 removed", balance.wait_for(|keys| !keys.contains(&"b3"))).await;
+    within("b3 removed", balance.wait_for(|keys| !keys.contains(&"b3"))).await;
     let during = mapping();
     let on_b3 = servers[3].requests();
     let over_http = answers(&balance, SAMPLE, request).await;
@@ -115,7 +115,7 @@ async fn removing_one_of_ten_moves_only_its_keys_and_adding_it_back_restores_the
     assert!(moved > 0 && moved <= KEYS * 12 / 100, "{moved} keys moved");
 
     endpoints.insert("b3", servers[3].endpoint()).unwrap();
-    bounded("b3 back", balance.wait_for(|keys| keys.len() == 10)).await;
+    within("b3 back", balance.wait_for(|keys| keys.len() == 10)).await;
     let after = mapping();
     assert_eq!(after, before, "every key is back where it was");
     let over_http = answers(&balance, SAMPLE, request).await;
@@ -132,9 +132,9 @@ async fn one_key_one_backend_and_no_key_round_robin() {
     let servers = ten().await;
     let (_endpoints, discover) = channel_of(&servers);
     let mut balance = Balance::new(discover, ConsistentHash::new(x_user()));
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
 
-    let answers = bounded("alice", tally(&mut balance, 50, |_| keyed("/", "alice"))).await;
+    let answers = within("alice", tally(&mut balance, 50, |_| keyed("/", "alice"))).await;
     assert_eq!(answers.len(), 1, "{answers:?}");
     let (owner, _) = answers.first_key_value().unwrap();
     let counts = served(&servers);
@@ -144,7 +144,7 @@ async fn one_key_one_backend_and_no_key_round_robin() {
 
     // Without the header there is no key: plain round robin.
     let before = served(&servers);
-    let answers = bounded("keyless", tally(&mut balance, 100, |_| get("/"))).await;
+    let answers = within("keyless", tally(&mut balance, 100, |_| get("/"))).await;
     assert_eq!(answers.len(), 10);
     assert!(answers.values().all(|&n| n == 10), "{answers:?}");
     let after = served(&servers);
@@ -156,7 +156,7 @@ async fn the_path_is_a_key_too() {
     let servers = ten().await;
     let (_endpoints, discover) = channel_of(&servers);
     let balance = Balance::new(discover, ConsistentHash::new(Path));
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
 
     let item = |i| get(&format!("/items/{i}"));
     let first = answers(&balance, 1000, item).await;
@@ -179,7 +179,7 @@ async fn bounded_load_keeps_every_endpoint_within_c_times_the_mean() {
     let picker = ConsistentHash::new(x_user()).bounded_load(C).unwrap();
     assert_eq!(picker.factor(), C);
     let mut balance = Balance::new(InFlightDiscover::new(discover), picker);
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
     let index = |key: &str| IDS.iter().position(|&id| id == key).unwrap();
 
     // 80 % of requests for one hot key, the rest spread over 1000 users;
@@ -229,7 +229,7 @@ async fn bounded_load_keeps_every_endpoint_within_c_times_the_mean() {
             let i = index(key);
             servers[i].slow().release(held[i].len());
             for request in held[i].drain(..) {
-                bounded("drained request", request).await.unwrap().unwrap();
+                within("drained request", request).await.unwrap().unwrap();
             }
             assert_eq!(in_flight(&balance)[key], 0);
             drained += 1;
@@ -244,7 +244,7 @@ async fn bounded_load_keeps_every_endpoint_within_c_times_the_mean() {
         server.slow().open();
     }
     for request in held.into_iter().flatten() {
-        bounded("held request", request).await.unwrap().unwrap();
+        within("held request", request).await.unwrap().unwrap();
     }
     assert_eq!(in_flight(&balance).values().sum::<usize>(), 0);
 }

@@ -12,7 +12,6 @@
 //!   timeout during the probes' detection time for the one that hangs.
 //!   The numbers are printed.
 
-mod stress_support;
 mod support;
 
 use std::net::SocketAddr;
@@ -24,7 +23,7 @@ use tower_lb::health::{ActiveChecks, HealthConfig, HealthRegistry, HttpProbe, Ou
 use tower_lb::pick::RoundRobin;
 use tower_lb::retry::RetryPolicy;
 
-use stress_support::*;
+use support::stress::*;
 use support::Backend;
 
 const REQUESTS: usize = 10_000;
@@ -47,7 +46,7 @@ async fn out_of_rotation(
 ) -> (u64, Duration) {
     let out =
         |r: &HealthRegistry<SocketAddr>| r.get(&addr).is_some_and(|e| !e.state().in_rotation());
-    support::bounded("leaving rotation", registry.wait_for(out)).await;
+    support::within("leaving rotation", registry.wait_for(out)).await;
     (clock.tick(), since.elapsed())
 }
 
@@ -55,8 +54,8 @@ async fn out_of_rotation(
 async fn bad_backends_under_load_fail_no_request() {
     let good = support::backends(&["g0", "g1", "g2"]).await;
     let killed = Backend::start("killed").await;
-    let hanging = Flaky::start("hanging").await;
-    let failing = Flaky::start("failing").await;
+    let hanging = Backend::start("hanging").await;
+    let failing = Backend::start("failing").await;
     let bad = [
         ("killed", killed.addr()),
         ("hanging", hanging.addr()),
@@ -105,16 +104,16 @@ async fn bad_backends_under_load_fail_no_request() {
     let started = Instant::now();
     let (done, mut finished) = watch::channel(0usize);
     let load = tokio::spawn(load(stack.client.clone(), REQUESTS, TASKS, done));
-    support::bounded("the first requests", finished.wait_for(|&n| n >= BAD_AT))
+    support::within("the first requests", finished.wait_for(|&n| n >= BAD_AT))
         .await
         .unwrap();
 
     // Everything goes bad at once; the tick marks the moment.
     let bad_since = stack.clock.tick();
     let went_bad = Instant::now();
-    let arrived_before = [0, hanging.arrived(), failing.arrived()];
-    hanging.set(Mode::Hang);
-    failing.set(Mode::Fail);
+    let arrived_before = [0, hanging.requests(), failing.requests()];
+    hanging.set_hang(true);
+    failing.set_status(StatusCode::INTERNAL_SERVER_ERROR);
     killed.stop().await;
 
     // Each leaves rotation; its tick marks the moment that took effect.
@@ -129,9 +128,9 @@ async fn bad_backends_under_load_fail_no_request() {
         .zip([k, h, f])
         .map(|(&(name, addr), (tick, detected))| (name, addr, tick, detected))
         .collect();
-    let arrived_out = [0, hanging.arrived(), failing.arrived()];
+    let arrived_out = [0, hanging.requests(), failing.requests()];
 
-    let outcome = support::bounded("the load", load)
+    let outcome = support::within("the load", load)
         .await
         .expect("the load ran");
     let elapsed = started.elapsed();

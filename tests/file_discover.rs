@@ -14,10 +14,10 @@ use tower_lb::discover::{BackendsErrorKind, FileDiscover};
 use tower_lb::pick::RoundRobin;
 use tower_lb::{Balance, BoxError};
 
-#[path = "support/answer.rs"]
-mod answer;
+mod support;
 
-use self::answer::{counting, Made};
+use support::answer::{counting, Made};
+use support::within;
 
 /// A directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -64,14 +64,6 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v
 }
 
-/// Bounds a wait that should end quickly, so a bug fails the test instead of
-/// hanging it. Under paused time this is virtual time.
-async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
 #[tokio::test(start_paused = true)]
 async fn edits_become_inserts_removes_and_replacements() {
     let dir = TempDir::new("edits");
@@ -81,7 +73,7 @@ async fn edits_become_inserts_removes_and_replacements() {
     let discover = FileDiscover::new(&path, counting(&counts));
     let mut balance = Balance::new(discover, RoundRobin::new());
 
-    bounded("two backends", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("two backends", balance.wait_for(|keys| keys.len() == 2)).await;
     let mut answers = Vec::new();
     for _ in 0..4 {
         answers.push(balance.ready().await.unwrap().call(()).await.unwrap());
@@ -95,7 +87,7 @@ async fn edits_become_inserts_removes_and_replacements() {
         &path,
         "127.0.0.1:9001\n127.0.0.1:9002\n127.0.0.1:9003 # new\n",
     );
-    bounded(
+    within(
         "the third",
         balance.wait_for(|keys| keys.contains(&addr(9003))),
     )
@@ -104,7 +96,7 @@ async fn edits_become_inserts_removes_and_replacements() {
 
     // Removed: gone, the rest untouched.
     write(&path, "127.0.0.1:9001\n127.0.0.1:9003\n");
-    bounded(
+    within(
         "the removal",
         balance.wait_for(|keys| !keys.contains(&addr(9002))),
     )
@@ -119,7 +111,7 @@ async fn edits_become_inserts_removes_and_replacements() {
 
     // A new weight replaces that endpoint only.
     write(&path, "127.0.0.1:9001@5\n127.0.0.1:9003\n");
-    bounded(
+    within(
         "the new weight",
         balance.wait_for(|_| balance.endpoints().contains(&(addr(9001), 5))),
     )
@@ -182,10 +174,10 @@ async fn garbage_keeps_the_last_good_set_until_fixed() {
     let counts = Made::default();
     let discover = FileDiscover::new(&path, counting(&counts));
     let balance = Balance::new(discover, RoundRobin::new());
-    bounded("two backends", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("two backends", balance.wait_for(|keys| keys.len() == 2)).await;
 
     write(&path, "127.0.0.1:9001\nthis is not a backend\n");
-    bounded("the warning", async {
+    within("the warning", async {
         while !logs.text().contains("line 2") {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -203,7 +195,7 @@ async fn garbage_keeps_the_last_good_set_until_fixed() {
 
     // A missing file keeps the set too.
     std::fs::remove_file(&path).unwrap();
-    bounded("the io warning", async {
+    within("the io warning", async {
         while !logs.text().contains("cannot read") {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -213,7 +205,7 @@ async fn garbage_keeps_the_last_good_set_until_fixed() {
 
     // Fixed: changes apply again.
     write(&path, "127.0.0.1:9002@2\n127.0.0.1:9004\n");
-    bounded(
+    within(
         "the fixed file",
         balance.wait_for(|keys| keys.contains(&addr(9004)) && keys.len() == 2),
     )
@@ -228,7 +220,7 @@ async fn missing_file_at_start_is_the_first_item() {
     let counts = Made::default();
     let mut discover = FileDiscover::new(&path, counting(&counts));
 
-    let first = bounded("the first item", discover.next()).await.unwrap();
+    let first = within("the first item", discover.next()).await.unwrap();
     let error = first.expect_err("an error first");
     assert!(
         matches!(error.kind(), BackendsErrorKind::Io(e) if e.kind() == io::ErrorKind::NotFound),
@@ -238,7 +230,7 @@ async fn missing_file_at_start_is_the_first_item() {
 
     // The same problem is not yielded again; the file appearing is.
     write(&path, "127.0.0.1:9001@3\n");
-    match bounded("an insert", discover.next()).await.unwrap() {
+    match within("an insert", discover.next()).await.unwrap() {
         Ok(tower::discover::Change::Insert(key, svc)) => {
             use tower_lb::endpoint::Endpoint;
             assert_eq!((key, svc.weight()), (addr(9001), 3));
@@ -254,7 +246,7 @@ async fn invalid_file_at_start_names_the_line() {
     write(&path, "127.0.0.1:9001\n127.0.0.1:9002@0\n");
     let counts = Made::default();
     let mut discover = FileDiscover::new(&path, counting(&counts)).interval(Duration::ZERO);
-    let error = bounded("the error", discover.next())
+    let error = within("the error", discover.next())
         .await
         .unwrap()
         .expect_err("an error first");
@@ -322,7 +314,7 @@ async fn real_servers_follow_the_file() {
     let discover =
         FileDiscover::new(&path, http_endpoint(client)).interval(Duration::from_millis(20));
     let mut balance = Balance::new(discover, RoundRobin::new());
-    bounded("two servers", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("two servers", balance.wait_for(|keys| keys.len() == 2)).await;
 
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -333,7 +325,7 @@ async fn real_servers_follow_the_file() {
     assert_eq!(seen, sorted(vec![a.to_string(), b.to_string()]));
 
     write(&path, &format!("{b}\n{c}@2\n"));
-    bounded(
+    within(
         "the new set",
         balance.wait_for(|keys| keys.contains(&c) && !keys.contains(&a)),
     )

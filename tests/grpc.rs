@@ -3,7 +3,7 @@
 //! in-flight counting of streams, and gRPC failures classified by
 //! tower-http's `GrpcErrorsAsFailures`.
 
-mod grpc_support;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use tower_lb::load::{Counter, InFlight};
 use tower_lb::pick::{ConsistentHash, Header, LeastConnections, RoundRobin};
 use tower_lb::{Balance, BalanceLayer, BoxError, NoEndpoints};
 
-use grpc_support::{Classified, Endpoint, Fleet, Mode, WhoClient, HEALTHY, USER};
+use support::grpc::{Classified, Endpoint, Fleet, WhoClient, HEALTHY, USER};
 
 fn by_user() -> ConsistentHash<Header> {
     ConsistentHash::new(Header::new(HeaderName::from_static(USER)))
@@ -40,7 +40,7 @@ async fn round_robin_splits_calls_exactly() -> Result<(), BoxError> {
         .collect();
     assert_eq!(answers, expected);
     for backend in &fleet.backends {
-        assert_eq!(backend.calls(), 100, "server {}", backend.id);
+        assert_eq!(backend.requests(), 100, "server {}", backend.id());
     }
     // tonic reads each answer to its trailers, so no call stays counted.
     assert_eq!(fleet.in_flight(), [0, 0, 0]);
@@ -52,7 +52,7 @@ async fn round_robin_splits_calls_exactly() -> Result<(), BoxError> {
 #[tokio::test]
 async fn consistent_hashing_on_a_metadata_key() -> Result<(), BoxError> {
     let (fleet, balance) = Fleet::start(&HEALTHY, by_user()).await;
-    let addrs: Vec<_> = fleet.backends.iter().map(|b| b.addr).collect();
+    let addrs: Vec<_> = fleet.backends.iter().map(|b| b.addr()).collect();
     let mut client = WhoClient::new(balance.clone());
 
     let users: Vec<String> = (0..50).map(|i| format!("user-{i}")).collect();
@@ -67,8 +67,8 @@ async fn consistent_hashing_on_a_metadata_key() -> Result<(), BoxError> {
     let used: HashSet<&String> = owner.values().collect();
     assert!(used.len() >= 2, "50 keys all on {used:?}");
     for backend in &fleet.backends {
-        let keys = owner.values().filter(|s| *s == backend.id).count();
-        assert_eq!(backend.calls(), 4 * keys, "server {}", backend.id);
+        let keys = owner.values().filter(|s| *s == backend.id()).count();
+        assert_eq!(backend.requests(), 4 * keys, "server {}", backend.id());
     }
 
     // Another client process that knows the same endpoints builds the same
@@ -92,9 +92,9 @@ async fn consistent_hashing_on_a_metadata_key() -> Result<(), BoxError> {
     assert_eq!(keyless.len(), 3);
 
     // Removing a server moves only its own keys.
-    fleet.endpoints.remove(fleet.backend("b").addr)?;
+    fleet.endpoints.remove(fleet.backend("b").addr())?;
     balance.wait_for(|keys| keys.len() == 2).await;
-    let calls_to_b = fleet.backend("b").calls();
+    let calls_to_b = fleet.backend("b").requests();
     for user in &users {
         let server = client.ask(Some(user)).await?;
         match owner[user.as_str()].as_str() {
@@ -102,7 +102,7 @@ async fn consistent_hashing_on_a_metadata_key() -> Result<(), BoxError> {
             before => assert_eq!(server, before, "{user} moved"),
         }
     }
-    assert_eq!(fleet.backend("b").calls(), calls_to_b);
+    assert_eq!(fleet.backend("b").requests(), calls_to_b);
     Ok(())
 }
 
@@ -113,9 +113,9 @@ async fn a_removed_server_gets_no_more_calls() -> Result<(), BoxError> {
     for _ in 0..30 {
         client.ask(None).await?;
     }
-    assert_eq!(fleet.backend("b").calls(), 10);
+    assert_eq!(fleet.backend("b").requests(), 10);
 
-    fleet.endpoints.remove(fleet.backend("b").addr)?;
+    fleet.endpoints.remove(fleet.backend("b").addr())?;
     balance.wait_for(|keys| keys.len() == 2).await;
     let mut answers: HashMap<String, usize> = HashMap::new();
     for _ in 0..30 {
@@ -124,19 +124,21 @@ async fn a_removed_server_gets_no_more_calls() -> Result<(), BoxError> {
     assert_eq!(answers.get("b"), None);
     assert_eq!((answers["a"], answers["c"]), (15, 15));
     assert_eq!(
-        fleet.backend("b").calls(),
+        fleet.backend("b").requests(),
         10,
         "the removed server was called"
     );
 
     // Inserting it again brings it back.
     let b = fleet.backend("b");
-    fleet.endpoints.insert(b.addr, InFlight::new(b.channel()))?;
+    fleet
+        .endpoints
+        .insert(b.addr(), InFlight::new(b.channel()))?;
     balance.wait_for(|keys| keys.len() == 3).await;
     for _ in 0..30 {
         client.ask(None).await?;
     }
-    assert_eq!(fleet.backend("b").calls(), 20);
+    assert_eq!(fleet.backend("b").requests(), 20);
     Ok(())
 }
 
@@ -147,14 +149,14 @@ async fn an_open_server_stream_keeps_its_endpoint_busy() -> Result<(), BoxError>
 
     let mut stream = client.watch(None, true).await?;
     let busy = stream.message().await?.expect("a first answer").server;
-    let index = fleet.backends.iter().position(|b| b.id == busy).unwrap();
+    let index = fleet.backends.iter().position(|b| b.id() == busy).unwrap();
     assert_eq!(fleet.counters[index].in_flight(), 1);
 
     // Least connections keeps away from the server that is streaming.
     for _ in 0..20 {
         assert_ne!(client.ask(None).await?, busy);
     }
-    assert_eq!(fleet.backend(&busy).calls(), 1);
+    assert_eq!(fleet.backend(&busy).requests(), 1);
 
     // Dropping the stream ends the call, and with it the count.
     drop(stream);
@@ -169,11 +171,7 @@ async fn an_open_server_stream_keeps_its_endpoint_busy() -> Result<(), BoxError>
 
 #[tokio::test]
 async fn grpc_failures_are_classified_by_status_code() -> Result<(), BoxError> {
-    let modes = [
-        ("a", Mode::Healthy),
-        ("b", Mode::Healthy),
-        ("c", Mode::Unavailable),
-    ];
+    let modes = [("a", Code::Ok), ("b", Code::Ok), ("c", Code::Unavailable)];
     let (fleet, balance) = Fleet::start(&modes, RoundRobin::new()).await;
 
     let seen = Classified::default();

@@ -2,7 +2,7 @@
 //! a server that answers `UNAVAILABLE` costs a call one attempt, never two,
 //! and the call's body is replayed whole on another server.
 
-mod grpc_support;
+mod support;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -14,13 +14,9 @@ use tower_lb::pick::{hash_value, RoundRobin};
 use tower_lb::retry::{RetryLayer, RetryPolicy};
 use tower_lb::BoxError;
 
-use grpc_support::{replay_channel, request, Call, Fleet, Mode, WhoClient};
+use support::grpc::{replay_channel, request, Call, Fleet, WhoClient};
 
-const MODES: [(&str, Mode); 3] = [
-    ("a", Mode::Healthy),
-    ("b", Mode::Healthy),
-    ("c", Mode::Unavailable),
-];
+const MODES: [(&str, Code); 3] = [("a", Code::Ok), ("b", Code::Ok), ("c", Code::Unavailable)];
 
 #[tokio::test]
 async fn unavailable_calls_are_retried_on_another_server() -> Result<(), BoxError> {
@@ -36,7 +32,7 @@ async fn unavailable_calls_are_retried_on_another_server() -> Result<(), BoxErro
         .service(balance);
     let mut client = WhoClient::new(retrying);
 
-    let failing = hash_value(&fleet.backend("c").addr);
+    let failing = hash_value(&fleet.backend("c").addr());
     let mut retried = 0;
     for i in 0..300 {
         let user = format!("call-{i}");
@@ -105,13 +101,13 @@ async fn without_the_grpc_policy_an_unavailable_call_fails() -> Result<(), BoxEr
     let mut client = WhoClient::new(retrying);
     let unavailable = client.ask_counting_unavailable(30, "c").await;
     assert_eq!(unavailable, 10);
-    assert_eq!(fleet.backend("c").calls(), 10);
+    assert_eq!(fleet.backend("c").requests(), 10);
     Ok(())
 }
 
 #[tokio::test]
 async fn when_every_server_is_unavailable_the_status_comes_back() -> Result<(), BoxError> {
-    let modes = [("x", Mode::Unavailable), ("y", Mode::Unavailable)];
+    let modes = [("x", Code::Unavailable), ("y", Code::Unavailable)];
     let (fleet, balance) = Fleet::start_with(&modes, RoundRobin::new(), replay_channel).await;
     let policy = RetryPolicy::grpc().backoff(Duration::ZERO, Duration::ZERO);
     let mut client = WhoClient::new(RetryLayer::new(policy).layer(balance));
@@ -121,7 +117,7 @@ async fn when_every_server_is_unavailable_the_status_comes_back() -> Result<(), 
         .expect_err("no server can answer");
     assert_eq!(status.code(), Code::Unavailable);
     // Three attempts (the default), both servers tried before one again.
-    let calls = [fleet.backend("x").calls(), fleet.backend("y").calls()];
+    let calls = [fleet.backend("x").requests(), fleet.backend("y").requests()];
     assert_eq!(calls.iter().sum::<usize>(), 3);
     assert!(calls.contains(&1) && calls.contains(&2), "{calls:?}");
     Ok(())

@@ -2,11 +2,12 @@
 //! paused clock: time moves only when a test advances it, so probe and
 //! ejection timings are exact while real requests and probes run.
 
-mod health_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use http::StatusCode;
 use tokio::time::{advance, Instant};
 use tower::ServiceBuilder;
 use tower_lb::discover::{self, EndpointSender};
@@ -18,7 +19,8 @@ use tower_lb::health::{
 use tower_lb::pick::RoundRobin;
 use tower_lb::{Balance, BalanceLayer};
 
-use health_support::{freeze_clock, send, within, Backend, Endpoint};
+use support::health::{freeze_clock, send, Endpoint};
+use support::{within, Backend};
 
 type Lb = Balance<SocketAddr, Healthy<Weighted<Endpoint>>, RoundRobin>;
 
@@ -34,12 +36,12 @@ impl Fleet {
     async fn start(n: usize, config: HealthConfig<SocketAddr>) -> Self {
         let mut backends = Vec::new();
         for _ in 0..n {
-            backends.push(Backend::start().await);
+            backends.push(Backend::start("backend").await);
         }
-        let endpoints: Vec<Endpoint> = backends.iter().map(|b| Endpoint::new(b.addr)).collect();
+        let endpoints: Vec<Endpoint> = backends.iter().map(|b| Endpoint::new(b.addr())).collect();
         let (sender, discover) = discover::channel();
         for (backend, endpoint) in backends.iter().zip(&endpoints) {
-            sender.insert(backend.addr, endpoint.clone()).unwrap();
+            sender.insert(backend.addr(), endpoint.clone()).unwrap();
         }
         let discover = HealthDiscover::new(discover, config).expect("valid settings");
         let registry = discover.registry();
@@ -56,7 +58,7 @@ impl Fleet {
 
     fn state(&self, i: usize) -> HealthState {
         self.registry
-            .get(&self.backends[i].addr)
+            .get(&self.backends[i].addr())
             .expect("known endpoint")
             .state()
     }
@@ -117,7 +119,7 @@ async fn active_checks_take_a_killed_endpoint_out_and_bring_it_back() {
     }
     assert!(fleet.calls().iter().all(|&calls| calls >= 13));
 
-    fleet.backends[1].kill().await;
+    fleet.backends[1].stop().await;
     let before = fleet.calls()[1];
     let (ticks, failed) = fleet
         .tick_until(STEP, 200, "leave rotation", |f| {
@@ -173,7 +175,7 @@ async fn passive_detection_ejects_a_killed_endpoint_after_n_failures() {
         assert!(fleet.tick(STEP).await);
     }
 
-    fleet.backends[2].kill().await;
+    fleet.backends[2].stop().await;
     let before = fleet.calls()[2];
     let (_, failed) = fleet
         .tick_until(STEP, 100, "ejection", |f| {
@@ -187,7 +189,7 @@ async fn passive_detection_ejects_a_killed_endpoint_after_n_failures() {
         "exactly N requests reached it"
     );
     assert_eq!(failed, 3);
-    let health = fleet.registry.get(&fleet.backends[2].addr).unwrap();
+    let health = fleet.registry.get(&fleet.backends[2].addr()).unwrap();
     assert_eq!(health.ejections(), 1);
     assert_eq!(
         health.ejected_until(),
@@ -218,15 +220,15 @@ async fn passive_detection_ejects_a_killed_endpoint_after_n_failures() {
 async fn an_endpoint_answering_503_is_ejected_for_longer_each_time() {
     let _clock = freeze_clock();
     let backends = [
-        Backend::start().await,
-        Backend::start().await,
-        Backend::start().await,
+        Backend::start("backend").await,
+        Backend::start("backend").await,
+        Backend::start("backend").await,
     ];
-    backends[0].set_status(503);
-    let endpoints: Vec<Endpoint> = backends.iter().map(|b| Endpoint::new(b.addr)).collect();
+    backends[0].set_status(StatusCode::SERVICE_UNAVAILABLE);
+    let endpoints: Vec<Endpoint> = backends.iter().map(|b| Endpoint::new(b.addr())).collect();
     let (sender, discover) = discover::channel();
     for (backend, endpoint) in backends.iter().zip(&endpoints) {
-        sender.insert(backend.addr, endpoint.clone()).unwrap();
+        sender.insert(backend.addr(), endpoint.clone()).unwrap();
     }
     // Built as layers, and read back through the balancer.
     let config = HealthConfig::new().passive(
@@ -244,7 +246,7 @@ async fn an_endpoint_answering_503_is_ejected_for_longer_each_time() {
         balance.read_endpoints(|keys, services| {
             let i = keys
                 .iter()
-                .position(|key| *key == backends[0].addr)
+                .position(|key| *key == backends[0].addr())
                 .unwrap();
             services[i].health(keys[i])
         })
@@ -299,7 +301,7 @@ async fn at_most_the_cap_is_ejected_and_all_unhealthy_fails_fast() {
         .all_unhealthy(AllUnhealthy::FailFast);
     let mut fleet = Fleet::start(4, config).await;
     for backend in &fleet.backends {
-        backend.set_status(503);
+        backend.set_status(StatusCode::SERVICE_UNAVAILABLE);
     }
     for _ in 0..20 {
         assert!(fleet.tick(STEP).await, "503 is an answer, not an error");
@@ -330,7 +332,7 @@ async fn at_most_the_cap_is_ejected_and_all_unhealthy_fails_fast() {
 
     // Active checks now fail everywhere: nobody is healthy.
     for backend in &fleet.backends {
-        backend.set_health(503);
+        backend.set_health(StatusCode::SERVICE_UNAVAILABLE);
     }
     fleet
         .tick_until(STEP, 60, "all unhealthy", |f| f.registry.healthy() == 0)
@@ -348,7 +350,7 @@ async fn at_most_the_cap_is_ejected_and_all_unhealthy_fails_fast() {
     assert_eq!(fleet.calls(), before, "no endpoint was called");
 
     // One passes its probes again and takes every request.
-    fleet.backends[3].set_health(200);
+    fleet.backends[3].set_health(StatusCode::OK);
     fleet
         .tick_until(STEP, 100, "one back", |f| f.registry.healthy() == 1)
         .await;
@@ -367,7 +369,7 @@ async fn panic_mode_routes_to_every_endpoint_when_none_is_healthy() {
         .all_unhealthy(AllUnhealthy::Panic);
     let mut fleet = Fleet::start(4, config).await;
     for backend in &fleet.backends {
-        backend.set_health(503);
+        backend.set_health(StatusCode::SERVICE_UNAVAILABLE);
     }
     fleet
         .tick_until(STEP, 60, "all unhealthy", |f| f.registry.healthy() == 0)
@@ -398,11 +400,11 @@ async fn slow_start_ramps_a_returning_endpoint_up() {
     }
     assert!((0..3).all(|i| fleet.state(i) == HealthState::Healthy));
 
-    fleet.backends[0].set_health(503);
+    fleet.backends[0].set_health(StatusCode::SERVICE_UNAVAILABLE);
     fleet
         .tick_until(STEP, 60, "out", |f| f.state(0) == HealthState::Unhealthy)
         .await;
-    fleet.backends[0].set_health(200);
+    fleet.backends[0].set_health(StatusCode::OK);
     fleet
         .tick_until(STEP, 60, "back", |f| f.state(0) == HealthState::SlowStart)
         .await;
@@ -444,7 +446,7 @@ async fn removing_an_endpoint_stops_its_probes() {
     }
     assert!(fleet.registry.snapshot().iter().all(|e| e.probes() >= 2));
 
-    let gone = fleet.backends[2].addr;
+    let gone = fleet.backends[2].addr();
     fleet.sender.remove(gone).unwrap();
     within("remove", fleet.balance.wait_for(|keys| keys.len() == 2)).await;
     within("task stops", fleet.registry.wait_for(|r| r.tasks() == 2)).await;
@@ -453,18 +455,18 @@ async fn removing_an_endpoint_stops_its_probes() {
     let probed = fleet
         .backends
         .iter()
-        .map(Backend::health_hits)
+        .map(Backend::health_checks)
         .collect::<Vec<_>>();
     for _ in 0..100 {
         fleet.tick(STEP).await;
     }
     assert_eq!(
-        fleet.backends[2].health_hits(),
+        fleet.backends[2].health_checks(),
         probed[2],
         "no probe after removal"
     );
-    assert!(fleet.backends[0].health_hits() >= probed[0] + 3);
-    assert!(fleet.backends[1].health_hits() >= probed[1] + 3);
+    assert!(fleet.backends[0].health_checks() >= probed[0] + 3);
+    assert!(fleet.backends[1].health_checks() >= probed[1] + 3);
 
     // Dropping the balancer ends its worker, the adapter and every task.
     let Fleet {
@@ -485,7 +487,7 @@ async fn a_tcp_probe_follows_the_listener() {
         .fall(1)
         .seed(3);
     let mut fleet = Fleet::start(2, HealthConfig::new().active(checks)).await;
-    fleet.backends[0].kill().await;
+    fleet.backends[0].stop().await;
     fleet
         .tick_until(STEP, 60, "down", |f| f.state(0) == HealthState::Unhealthy)
         .await;

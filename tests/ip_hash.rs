@@ -22,7 +22,7 @@ async fn ip_hash_over(servers: &[Backend], picker: IpHash) -> HttpBalance<IpHash
             .map(|(id, s)| (id, s.endpoint())),
     );
     let balance = Balance::new(list, picker);
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 4)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 4)).await;
     balance
 }
 
@@ -51,7 +51,7 @@ async fn same_client_same_endpoint() {
     for _ in 0..50 {
         let ip = IpAddr::V4(rng.ipv4());
         // Five requests, each from a new connection (a new source port).
-        let answers = bounded(
+        let answers = within(
             "one client",
             tally(&mut balance, 5, |i| from(ip, 40_000 + i as u16)),
         )
@@ -72,7 +72,7 @@ async fn distinct_clients_spread_within_20_percent() {
     assert_eq!(clients.len(), 1000);
     let clients: Vec<IpAddr> = clients.into_iter().collect();
 
-    let answers = bounded(
+    let answers = within(
         "1000 clients",
         tally(&mut balance, 1000, |i| from(clients[i], 1)),
     )
@@ -97,14 +97,14 @@ async fn forwarded_for_behind_one_trusted_proxy() {
         let ip = IpAddr::V4(rng.ipv4());
         let client = ip.to_string();
         // The client's own connection, when it reaches us directly.
-        let (_, home) = bounded("direct", send(&mut direct, from(ip, 5000)))
+        let (_, home) = within("direct", send(&mut direct, from(ip, 5000)))
             .await
             .unwrap();
         // Through either proxy, and with a forged entry to the left that
         // only the client could have written: always the same endpoint.
         for proxy in proxies {
             for header in [client.clone(), format!("198.18.0.1, {client}")] {
-                let (_, body) = bounded("proxied", send(&mut proxied, forwarded(&header, proxy)))
+                let (_, body) = within("proxied", send(&mut proxied, forwarded(&header, proxy)))
                     .await
                     .unwrap();
                 assert_eq!(body, home, "{header} via {proxy}");
@@ -121,11 +121,11 @@ async fn unreadable_forwarding_falls_back_to_the_connection() {
     let mut rng = Seeded::new(17);
     for _ in 0..20 {
         let ip = IpAddr::V4(rng.ipv4());
-        let (_, home) = bounded("direct", send(&mut direct, from(ip, 1)))
+        let (_, home) = within("direct", send(&mut direct, from(ip, 1)))
             .await
             .unwrap();
         for garbage in ["unknown", "_hidden", "not an address", ",,,"] {
-            let (status, body) = bounded("garbage", send(&mut proxied, forwarded(garbage, ip)))
+            let (status, body) = within("garbage", send(&mut proxied, forwarded(garbage, ip)))
                 .await
                 .unwrap();
             assert_eq!((status.as_u16(), &body), (200, &home), "{garbage}");
@@ -140,11 +140,11 @@ async fn requests_without_an_address_go_round_robin() {
 
     let mut first_cycle = Vec::new();
     for _ in 0..4 {
-        first_cycle.push(bounded("keyless", get_ok(&mut balance, "/")).await);
+        first_cycle.push(within("keyless", get_ok(&mut balance, "/")).await);
     }
     assert_eq!(first_cycle, IDS);
 
-    let answers = bounded("keyless", tally(&mut balance, 396, |_| get("/"))).await;
+    let answers = within("keyless", tally(&mut balance, 396, |_| get("/"))).await;
     assert_eq!(
         answers,
         counts(&[("a", 99), ("b", 99), ("c", 99), ("d", 99)])
@@ -154,7 +154,7 @@ async fn requests_without_an_address_go_round_robin() {
     // Behind a proxy, a request with neither headers nor a connection
     // address is keyless too.
     let mut proxied = ip_hash_over(&servers, IpHash::trusted_hops(1)).await;
-    let answers = bounded("keyless", tally(&mut proxied, 40, |_| get("/"))).await;
+    let answers = within("keyless", tally(&mut proxied, 40, |_| get("/"))).await;
     assert_eq!(
         answers,
         counts(&[("a", 10), ("b", 10), ("c", 10), ("d", 10)])
@@ -170,9 +170,9 @@ async fn shares_of_distinct_clients_follow_weights() {
         ("c", servers[2].endpoint(), 2),
     ]);
     let mut balance = Balance::new(list, IpHash::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
     let mut rng = Seeded::new(19);
-    let answers = bounded(
+    let answers = within(
         "weighted clients",
         tally(&mut balance, 1000, |_| from(IpAddr::V4(rng.ipv4()), 1)),
     )
@@ -194,12 +194,12 @@ async fn axum_connect_info_is_the_connection_address() {
     let mut rng = Seeded::new(23);
     for _ in 0..20 {
         let peer = SocketAddr::new(IpAddr::V4(rng.ipv4()), 1234);
-        let (_, home) = bounded("client addr", send(&mut balance, from(peer.ip(), 1)))
+        let (_, home) = within("client addr", send(&mut balance, from(peer.ip(), 1)))
             .await
             .unwrap();
         let mut req = get("/");
         req.extensions_mut().insert(ConnectInfo(peer));
-        let (_, body) = bounded("connect info", send(&mut balance, req))
+        let (_, body) = within("connect info", send(&mut balance, req))
             .await
             .unwrap();
         assert_eq!(body, home, "{peer}");

@@ -29,7 +29,7 @@ async fn one_slow_of_three() -> Vec<Backend> {
     let mut servers = Vec::new();
     for id in IDS {
         let delay = if id == "slow" { SLOW } else { Duration::ZERO };
-        servers.push(Backend::start_with(id, work_route(id, delay)).await);
+        servers.push(Backend::builder(id).delay(delay).start().await);
     }
     servers
 }
@@ -50,7 +50,7 @@ async fn a_slow_endpoint_gets_a_small_share_of_32_callers() {
         InFlightDiscover::new(discover),
         LeastConnections::with_seed(11),
     );
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
 
     let callers = (0..CALLERS)
         .map(|_| spawn_fetch_tally(balance.clone(), EACH, |_| get("/work")))
@@ -72,7 +72,7 @@ async fn a_slow_endpoint_gets_a_small_share_of_32_callers() {
             .map(|(key, server)| (key, server.endpoint())),
     );
     let round_robin = Balance::new(list, RoundRobin::new());
-    bounded("discovery", round_robin.wait_for(|keys| keys.len() == 3)).await;
+    within("discovery", round_robin.wait_for(|keys| keys.len() == 3)).await;
     let callers = (0..CALLERS)
         .map(|_| spawn_tally(round_robin.clone(), EACH, |_| get("/work")))
         .collect();
@@ -97,11 +97,11 @@ async fn a_streaming_response_counts_until_its_body_ends() {
         InFlightDiscover::new(discover),
         LeastConnections::with_seed(5),
     );
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
 
     // A stream of two frames, none let through yet: the headers arrive,
     // the body stays open.
-    let response = bounded(
+    let response = within(
         "stream headers",
         balance.ready().await.unwrap().call(get("/stream/2")),
     )
@@ -124,7 +124,7 @@ async fn a_streaming_response_counts_until_its_body_ends() {
     // While it streams, the others are less loaded: nothing else goes there.
     let before = server(busy).requests();
     for _ in 0..30 {
-        let (_, body) = bounded("request", fetch(&mut balance, get("/")))
+        let (_, body) = within("request", fetch(&mut balance, get("/")))
             .await
             .unwrap();
         assert_ne!(body, busy);
@@ -134,20 +134,20 @@ async fn a_streaming_response_counts_until_its_body_ends() {
     // One frame read, one to come: still in flight.
     let mut body = response.into_body();
     server(busy).frames().release(1);
-    let frame = bounded("frame 0", body.frame()).await.unwrap().unwrap();
+    let frame = within("frame 0", body.frame()).await.unwrap().unwrap();
     assert_eq!(frame.into_data().unwrap(), format!("{busy}:0\n"));
     assert!(body.is_tracking());
     assert_eq!(in_flight(&balance), expected(1));
 
     // The last frame and the end of the body end the request.
     server(busy).frames().release(1);
-    let rest = bounded("rest", body.collect()).await.unwrap().to_bytes();
+    let rest = within("rest", body.collect()).await.unwrap().to_bytes();
     assert_eq!(rest, format!("{busy}:1\n"));
     assert_eq!(in_flight(&balance), expected(0));
 
     // All idle again: ties are broken at random, and the endpoint that
     // streamed takes its turn.
-    let answers = bounded(
+    let answers = within(
         "after the stream",
         spawn_fetch_tally(balance.clone(), 60, |_| get("/")),
     )
@@ -156,7 +156,7 @@ async fn a_streaming_response_counts_until_its_body_ends() {
     assert!(answers.get(busy).copied().unwrap_or(0) >= 5, "{answers:?}");
 
     // A body dropped unread ends its request too.
-    let response = bounded(
+    let response = within(
         "second stream",
         balance.ready().await.unwrap().call(get("/stream/5")),
     )
@@ -169,7 +169,7 @@ async fn a_streaming_response_counts_until_its_body_ends() {
     assert_eq!(in_flight(&balance).values().sum::<usize>(), 1);
     drop(response);
     assert_eq!(in_flight(&balance).values().sum::<usize>(), 0);
-    let answers = bounded(
+    let answers = within(
         "after the drop",
         spawn_fetch_tally(balance.clone(), 60, |_| get("/")),
     )
@@ -195,7 +195,7 @@ async fn four_in_flight_at_weight_four_rank_like_one_at_weight_one() {
         InFlightDiscover::new(discover),
         LeastConnections::with_seed(3),
     );
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
 
     // Five requests held open: whichever way the first tie goes, the picks
     // keep in flight ÷ weight level and end at 4 on heavy, 1 on light.
@@ -205,11 +205,11 @@ async fn four_in_flight_at_weight_four_rank_like_one_at_weight_one() {
     }
     let loads = in_flight(&balance);
     assert_eq!((loads["heavy"], loads["light"]), (4, 1));
-    bounded("held on heavy", servers[0].wait_held(4)).await;
-    bounded("held on light", servers[1].wait_held(1)).await;
+    within("held on heavy", servers[0].wait_held(4)).await;
+    within("held on light", servers[1].wait_held(1)).await;
 
     // 4 ÷ 4 = 1 ÷ 1: a tie, so both take quick requests.
-    let answers = bounded(
+    let answers = within(
         "at a tie",
         spawn_fetch_tally(balance.clone(), 40, |_| get("/")),
     )
@@ -230,7 +230,7 @@ async fn four_in_flight_at_weight_four_rank_like_one_at_weight_one() {
         (4, 2) => "heavy",
         unexpected => panic!("the sixth request went nowhere: {unexpected:?}"),
     };
-    let answers = bounded(
+    let answers = within(
         "after the tie",
         spawn_fetch_tally(balance.clone(), 20, |_| get("/")),
     )
@@ -242,7 +242,7 @@ async fn four_in_flight_at_weight_four_rank_like_one_at_weight_one() {
         server.slow().open();
     }
     for request in held {
-        let (status, _) = bounded("held request", request).await.unwrap().unwrap();
+        let (status, _) = within("held request", request).await.unwrap().unwrap();
         assert_eq!(status, 200);
     }
     assert_eq!(in_flight(&balance), [("heavy", 0), ("light", 0)].into());
@@ -270,16 +270,16 @@ async fn complete_on_response_stops_counting_at_the_headers() {
         InFlightDiscover::with_completion(discover, CompleteOnResponse::default()),
         LeastConnections::with_seed(9),
     );
-    bounded("discovery", to_body_end.wait_for(|keys| keys.len() == 2)).await;
-    bounded("discovery", to_headers.wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", to_body_end.wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", to_headers.wait_for(|keys| keys.len() == 2)).await;
 
-    let streamed = bounded(
+    let streamed = within(
         "stream",
         to_body_end.ready().await.unwrap().call(get("/stream/1")),
     )
     .await
     .unwrap();
-    let undercounted = bounded(
+    let undercounted = within(
         "stream",
         to_headers.ready().await.unwrap().call(get("/stream/1")),
     )
@@ -298,7 +298,7 @@ async fn complete_on_response_stops_counting_at_the_headers() {
         .to_str()
         .unwrap()
         .to_owned();
-    let answers = bounded(
+    let answers = within(
         "while streaming",
         spawn_tally(to_headers.clone(), 40, |_| get("/")),
     )
@@ -312,7 +312,7 @@ async fn complete_on_response_stops_counting_at_the_headers() {
         .to_str()
         .unwrap()
         .to_owned();
-    let answers = bounded(
+    let answers = within(
         "while streaming",
         spawn_fetch_tally(to_body_end.clone(), 40, |_| get("/")),
     )
@@ -323,9 +323,9 @@ async fn complete_on_response_stops_counting_at_the_headers() {
     for server in &servers {
         server.frames().open();
     }
-    let body = bounded("body", read_body(streamed)).await.unwrap();
+    let body = within("body", read_body(streamed)).await.unwrap();
     assert_eq!(body, format!("{busy}:0\n"));
-    let body = bounded("body", body_string(undercounted)).await.unwrap();
+    let body = within("body", body_string(undercounted)).await.unwrap();
     assert_eq!(body, format!("{streaming}:0\n"));
     assert_eq!(in_flight(&to_body_end).values().sum::<usize>(), 0);
 }

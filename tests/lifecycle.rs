@@ -26,27 +26,27 @@ async fn removal_drains_the_endpoint() {
     let (endpoints, discover) = discover::channel();
     endpoints.insert("x", servers[0].endpoint()).unwrap();
     let mut balance = Balance::new(discover, RoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys == ["x"])).await;
+    within("discovery", balance.wait_for(|keys| keys == ["x"])).await;
 
     // One request held open on x.
     let held = spawn_send(balance.clone(), get("/slow"));
-    bounded("request held on x", servers[0].wait_held(1)).await;
+    within("request held on x", servers[0].wait_held(1)).await;
 
     endpoints.insert("y", servers[1].endpoint()).unwrap();
     endpoints.insert("z", servers[2].endpoint()).unwrap();
-    bounded("y and z", balance.wait_for(|keys| keys.len() == 3)).await;
+    within("y and z", balance.wait_for(|keys| keys.len() == 3)).await;
     endpoints.remove("x").unwrap();
-    bounded("x removed", balance.wait_for(|keys| !keys.contains(&"x"))).await;
+    within("x removed", balance.wait_for(|keys| !keys.contains(&"x"))).await;
     assert_eq!(balance.len(), 2);
 
-    let answers = bounded("300 requests", tally(&mut balance, 300, |_| get("/"))).await;
+    let answers = within("300 requests", tally(&mut balance, 300, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("y", 150), ("z", 150)]));
     assert_eq!(served(&servers), [1, 150, 150]);
     assert_eq!(servers[0].held(), 1, "the held request is still open");
     assert!(!held.is_finished());
 
     servers[0].slow().release(1);
-    let (status, body) = bounded("held request", held).await.unwrap().unwrap();
+    let (status, body) = within("held request", held).await.unwrap().unwrap();
     assert_eq!((status.as_u16(), body.as_str()), (200, "x"));
     assert_eq!(servers[0].requests(), 1);
 }
@@ -57,32 +57,32 @@ async fn reinserting_a_key_replaces_its_endpoint() {
     let (endpoints, discover) = discover::channel();
     endpoints.insert("k", servers[0].endpoint()).unwrap();
     let mut balance = Balance::new(discover, RoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys == ["k"])).await;
-    let answers = bounded("before", tally(&mut balance, 10, |_| get("/"))).await;
+    within("discovery", balance.wait_for(|keys| keys == ["k"])).await;
+    let answers = within("before", tally(&mut balance, 10, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("old", 10)]));
 
     // A request still on the old endpoint when it is replaced.
     let held = spawn_send(balance.clone(), get("/slow"));
-    bounded("request held on old", servers[0].wait_held(1)).await;
+    within("request held on old", servers[0].wait_held(1)).await;
 
     endpoints.insert("k", servers[1].endpoint()).unwrap();
     // Changes apply in order, so once the marker is in, so is the new "k".
     endpoints.insert("marker", servers[2].endpoint()).unwrap();
-    bounded(
+    within(
         "replaced",
         balance.wait_for(|keys| keys.contains(&"marker")),
     )
     .await;
     endpoints.remove("marker").unwrap();
-    bounded("marker gone", balance.wait_for(|keys| keys == ["k"])).await;
+    within("marker gone", balance.wait_for(|keys| keys == ["k"])).await;
     assert_eq!(balance.endpoints(), [("k", 1)]);
 
-    let answers = bounded("after", tally(&mut balance, 100, |_| get("/"))).await;
+    let answers = within("after", tally(&mut balance, 100, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("new", 100)]));
     assert_eq!(served(&servers), [11, 100, 0]);
 
     servers[0].slow().release(1);
-    let (status, body) = bounded("held request", held).await.unwrap().unwrap();
+    let (status, body) = within("held request", held).await.unwrap().unwrap();
     assert_eq!((status.as_u16(), body.as_str()), (200, "old"));
 }
 
@@ -95,7 +95,7 @@ async fn an_empty_set_fails_after_the_configured_wait() {
         .spawn(discover);
 
     let start = Instant::now();
-    let error = bounded("request", send(&mut balance, get("/")))
+    let error = within("request", send(&mut balance, get("/")))
         .await
         .unwrap_err();
     let elapsed = start.elapsed();
@@ -113,7 +113,7 @@ async fn an_empty_set_fails_after_the_configured_wait() {
         .wait(Duration::ZERO)
         .spawn(discover);
     let start = Instant::now();
-    let error = bounded("request", send(&mut balance, get("/")))
+    let error = within("request", send(&mut balance, get("/")))
         .await
         .unwrap_err();
     assert_eq!(no_endpoints(&error).waited(), Duration::ZERO);
@@ -125,7 +125,7 @@ async fn the_default_wait_is_one_second() {
     let (_endpoints, discover) = discover::channel::<&'static str, Endpoint>();
     let mut balance = Balance::new(discover, RoundRobin::new());
     assert_eq!(balance.wait(), Duration::from_secs(1));
-    let error = bounded("request", send(&mut balance, get("/")))
+    let error = within("request", send(&mut balance, get("/")))
         .await
         .unwrap_err();
     assert_eq!(no_endpoints(&error).waited(), Duration::from_secs(1));
@@ -149,14 +149,11 @@ async fn a_waiting_request_takes_an_endpoint_inserted_during_the_wait() {
     endpoints.insert("late", server.endpoint()).unwrap();
     // From here on the request talks to a socket: let time run for real.
     tokio::time::resume();
-    let response = bounded("late request", response)
+    let response = within("late request", response)
         .await
         .expect("the inserted endpoint answers");
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        bounded("body", body_string(response)).await.unwrap(),
-        "late"
-    );
+    assert_eq!(within("body", body_string(response)).await.unwrap(), "late");
     assert_eq!(server.requests(), 1);
 }
 
@@ -169,20 +166,20 @@ async fn removing_every_endpoint_then_adding_one_back() {
     let mut balance = BalanceLayer::new(RoundRobin::new())
         .wait(wait)
         .spawn(discover);
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 1)).await;
-    assert_eq!(bounded("request", get_ok(&mut balance, "/")).await, "a");
+    within("discovery", balance.wait_for(|keys| keys.len() == 1)).await;
+    assert_eq!(within("request", get_ok(&mut balance, "/")).await, "a");
 
     endpoints.remove("a").unwrap();
-    bounded("removed", balance.wait_for(<[_]>::is_empty)).await;
-    let error = bounded("empty", send(&mut balance, get("/")))
+    within("removed", balance.wait_for(<[_]>::is_empty)).await;
+    let error = within("empty", send(&mut balance, get("/")))
         .await
         .unwrap_err();
     assert_eq!(no_endpoints(&error).waited(), wait);
     assert_eq!(no_endpoints(&error).known(), 0);
 
     endpoints.insert("a", server.endpoint()).unwrap();
-    bounded("back", balance.wait_for(|keys| keys.len() == 1)).await;
-    assert_eq!(bounded("request", get_ok(&mut balance, "/")).await, "a");
+    within("back", balance.wait_for(|keys| keys.len() == 1)).await;
+    assert_eq!(within("request", get_ok(&mut balance, "/")).await, "a");
     assert_eq!(server.requests(), 2);
 }
 
@@ -192,14 +189,14 @@ async fn the_worker_stops_with_the_last_handle() {
     let (script, scripted, mut probe) = scripted();
     script.insert("a", server.endpoint(), 1);
     let balance = Balance::new(scripted, RoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 1)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 1)).await;
 
     // Clones used and dropped on other tasks keep nothing alive.
     let tasks: Vec<_> = (0..8)
         .map(|_| spawn_tally(balance.clone(), 2, |_| get("/")))
         .collect();
     for task in tasks {
-        assert_eq!(bounded("clone", task).await.unwrap(), counts(&[("a", 2)]));
+        assert_eq!(within("clone", task).await.unwrap(), counts(&[("a", 2)]));
     }
 
     // A request in flight holds its endpoint, not the balancer: the
@@ -211,12 +208,12 @@ async fn the_worker_stops_with_the_last_handle() {
         let response = response.await?;
         Ok::<_, tower_lb::BoxError>((response.status(), body_string(response).await?))
     });
-    bounded("held", server.wait_held(1)).await;
+    within("held", server.wait_held(1)).await;
     assert_eq!(probe.seen(), Seen::default(), "alive while a handle is");
     assert!(!script.is_closed());
 
     drop(balance);
-    bounded("worker stops", probe.dropped()).await;
+    within("worker stops", probe.dropped()).await;
     assert!(script.is_closed());
     assert!(
         !probe.seen().ended,
@@ -224,7 +221,7 @@ async fn the_worker_stops_with_the_last_handle() {
     );
 
     server.slow().release(1);
-    let (status, body) = bounded("held request", held).await.unwrap().unwrap();
+    let (status, body) = within("held request", held).await.unwrap().unwrap();
     assert_eq!((status.as_u16(), body.as_str()), (200, "a"));
 }
 
@@ -235,11 +232,11 @@ async fn the_channel_closes_when_the_balancer_is_gone() {
     endpoints.insert("a", server.endpoint()).unwrap();
     let (balance, worker) = Balance::pair(discover, RoundRobin::new());
     let worker = tokio::spawn(worker);
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 1)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 1)).await;
     assert!(endpoints.insert("b", server.endpoint()).is_ok());
 
     drop(balance);
-    bounded("worker finishes", worker).await.unwrap();
+    within("worker finishes", worker).await.unwrap();
     let closed: discover::Closed = endpoints.insert("c", server.endpoint()).unwrap_err();
     assert!(closed.to_string().contains("dropped"), "{closed}");
     assert!(endpoints.remove("a").is_err());
@@ -258,16 +255,16 @@ async fn pair_runs_the_worker_where_the_caller_says() {
     assert!(still_pending(&mut early).await);
 
     let worker = tokio::spawn(worker);
-    let response = bounded("early request", early).await.unwrap();
+    let response = within("early request", early).await.unwrap();
     assert_eq!(body_string(response).await.unwrap(), "a");
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
 
-    let answers = bounded("requests", tally(&mut balance, 99, |_| get("/"))).await;
+    let answers = within("requests", tally(&mut balance, 99, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 49), ("b", 50)]));
     assert_eq!(served(&servers), [50, 50]);
 
     drop(balance);
-    bounded("worker finishes", worker).await.unwrap();
+    within("worker finishes", worker).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -279,10 +276,10 @@ async fn a_waiting_request_outlives_its_balancer_and_still_fails_in_time() {
         .spawn(scripted);
     let response = balance.ready().await.unwrap().call(get("/"));
     drop(balance);
-    bounded("worker stops", probe.dropped()).await;
+    within("worker stops", probe.dropped()).await;
 
     let start = Instant::now();
-    let error = bounded("orphaned request", response).await.unwrap_err();
+    let error = within("orphaned request", response).await.unwrap_err();
     assert_eq!(no_endpoints(&error).waited(), wait);
     assert!(start.elapsed() <= wait + Duration::from_millis(1));
 }

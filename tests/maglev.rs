@@ -107,7 +107,7 @@ async fn removing_one_of_ten_moves_at_most_a_fifth_of_the_keys() {
     let servers = backends(&IDS).await;
     let (endpoints, discover) = channel_of(&servers, &[1; 10]);
     let balance = Balance::new(discover, Maglev::new(x_user()));
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
     // All keys through the picker over the balancer's current set; a
     // sample through the balancer and real backends, which must agree.
     let mapping = || picked(&Maglev::new(x_user()), &balance.endpoints(), KEYS, user);
@@ -116,7 +116,7 @@ async fn removing_one_of_ten_moves_at_most_a_fifth_of_the_keys() {
     assert_eq!(answers(&balance, SAMPLE, user).await, before[..SAMPLE]);
 
     endpoints.remove("m7").unwrap();
-    bounded("m7 removed", balance.wait_for(|keys| !keys.contains(&"m7"))).await;
+    within("m7 removed", balance.wait_for(|keys| !keys.contains(&"m7"))).await;
     let during = mapping();
     let on_m7 = servers[7].requests();
     assert_eq!(answers(&balance, SAMPLE, user).await, during[..SAMPLE]);
@@ -141,7 +141,7 @@ async fn removing_one_of_ten_moves_at_most_a_fifth_of_the_keys() {
     );
 
     endpoints.insert("m7", servers[7].endpoint()).unwrap();
-    bounded("m7 back", balance.wait_for(|keys| keys.len() == 10)).await;
+    within("m7 back", balance.wait_for(|keys| keys.len() == 10)).await;
     let after = mapping();
     assert_eq!(after, before, "the same set builds the same table");
     assert_eq!(answers(&balance, SAMPLE, user).await, before[..SAMPLE]);
@@ -153,10 +153,10 @@ async fn one_key_one_backend_and_weights_through_real_servers() {
     let weights = [3, 1, 1, 1, 1, 1, 1, 1, 1, 1];
     let (_endpoints, discover) = channel_of(&servers, &weights);
     let mut balance = Balance::new(discover, Maglev::new(x_user()));
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 10)).await;
     assert_eq!(balance.endpoints().iter().map(|(_, w)| w).sum::<u32>(), 12);
 
-    let answers = bounded("one key", tally(&mut balance, 50, |_| user(42))).await;
+    let answers = within("one key", tally(&mut balance, 50, |_| user(42))).await;
     assert_eq!(answers.len(), 1, "{answers:?}");
     let counts = served(&servers);
     assert_eq!(counts.iter().filter(|&&n| n == 50).count(), 1, "{counts:?}");
@@ -174,7 +174,7 @@ async fn one_key_one_backend_and_weights_through_real_servers() {
 
     // A request without the key goes round robin, weights aside.
     let before = served(&servers);
-    let answers = bounded("keyless", tally(&mut balance, 100, |_| get("/"))).await;
+    let answers = within("keyless", tally(&mut balance, 100, |_| get("/"))).await;
     assert!(answers.values().all(|&n| n == 10), "{answers:?}");
     let after = served(&servers);
     assert!(after.iter().zip(&before).all(|(a, b)| a - b == 10));

@@ -18,16 +18,16 @@ async fn never_picks_the_busier_of_two() {
     let (endpoints, discover) = discover::channel();
     endpoints.insert("a", servers[0].endpoint()).unwrap();
     let mut balance = Balance::new(InFlightDiscover::new(discover), P2c::with_seed(21));
-    bounded("discovery", balance.wait_for(|keys| keys == ["a"])).await;
+    within("discovery", balance.wait_for(|keys| keys == ["a"])).await;
 
     // Five requests held open on "a" while it is alone, then "b" joins.
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(start(&mut balance, get("/slow")).await);
     }
-    bounded("held on a", servers[0].wait_held(5)).await;
+    within("held on a", servers[0].wait_held(5)).await;
     endpoints.insert("b", servers[1].endpoint()).unwrap();
-    bounded("b joins", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("b joins", balance.wait_for(|keys| keys.len() == 2)).await;
     assert_eq!(in_flight(&balance), [("a", 5), ("b", 0)].into());
 
     // With two endpoints both are always the candidates. Four callers keep
@@ -43,11 +43,11 @@ async fn never_picks_the_busier_of_two() {
     // Once its requests finish, "a" is as good as "b" again.
     servers[0].slow().open();
     for request in held {
-        let (status, body) = bounded("held request", request).await.unwrap().unwrap();
+        let (status, body) = within("held request", request).await.unwrap().unwrap();
         assert_eq!((status.as_u16(), body.as_str()), (200, "a"));
     }
     assert_eq!(in_flight(&balance), [("a", 0), ("b", 0)].into());
-    let answers = bounded(
+    let answers = within(
         "after release",
         spawn_fetch_tally(balance.clone(), 100, |_| get("/")),
     )
@@ -62,7 +62,7 @@ async fn a_heavily_loaded_endpoint_of_four_is_left_alone() {
     let (endpoints, discover) = discover::channel();
     endpoints.insert("a", servers[0].endpoint()).unwrap();
     let mut balance = Balance::new(InFlightDiscover::new(discover), P2c::with_seed(4));
-    bounded("discovery", balance.wait_for(|keys| keys == ["a"])).await;
+    within("discovery", balance.wait_for(|keys| keys == ["a"])).await;
 
     const CALLERS: usize = 16;
     let mut held = Vec::new();
@@ -72,7 +72,7 @@ async fn a_heavily_loaded_endpoint_of_four_is_left_alone() {
     for (key, server) in ["b", "c", "d"].into_iter().zip(&servers[1..]) {
         endpoints.insert(key, server.endpoint()).unwrap();
     }
-    bounded("all four", balance.wait_for(|keys| keys.len() == 4)).await;
+    within("all four", balance.wait_for(|keys| keys.len() == 4)).await;
 
     // "a" holds 16 requests. When one of the 16 callers picks, the other
     // endpoints hold at most the other 15 callers' requests between them,
@@ -90,7 +90,7 @@ async fn a_heavily_loaded_endpoint_of_four_is_left_alone() {
 
     servers[0].slow().open();
     for request in held {
-        bounded("held request", request).await.unwrap().unwrap();
+        within("held request", request).await.unwrap().unwrap();
     }
     assert_eq!(in_flight(&balance).values().sum::<usize>(), 0);
 }
@@ -106,7 +106,7 @@ async fn peak_ewma_steers_away_from_a_slow_backend() {
     let mut servers = Vec::new();
     for id in ["fast1", "fast2", "slow"] {
         let delay = if id == "slow" { SLOW } else { Duration::ZERO };
-        servers.push(Backend::start_with(id, work_route(id, delay)).await);
+        servers.push(Backend::builder(id).delay(delay).start().await);
     }
     let insert_all = |endpoints: &discover::EndpointSender<&'static str, Endpoint>| {
         for (key, server) in ["fast1", "fast2", "slow"].into_iter().zip(&servers) {
@@ -120,8 +120,8 @@ async fn peak_ewma_steers_away_from_a_slow_backend() {
     let (endpoints, discover) = discover::channel();
     insert_all(&endpoints);
     let by_count = Balance::new(InFlightDiscover::new(discover), P2c::with_seed(8));
-    bounded("discovery", by_count.wait_for(|keys| keys.len() == 3)).await;
-    let blind = bounded(
+    within("discovery", by_count.wait_for(|keys| keys.len() == 3)).await;
+    let blind = within(
         "by requests in flight",
         spawn_fetch_tally(by_count.clone(), SEQUENTIAL, |_| get("/work")),
     )
@@ -138,8 +138,8 @@ async fn peak_ewma_steers_away_from_a_slow_backend() {
         LatencyDiscover::new(discover, DEFAULT_RTT, DEFAULT_DECAY),
         P2c::with_seed(8),
     );
-    bounded("discovery", by_latency.wait_for(|keys| keys.len() == 3)).await;
-    let aware = bounded(
+    within("discovery", by_latency.wait_for(|keys| keys.len() == 3)).await;
+    let aware = within(
         "by latency",
         spawn_fetch_tally(by_latency.clone(), SEQUENTIAL, |_| get("/work")),
     )

@@ -4,7 +4,7 @@
 //! exactly what a map of key to weight says, and requests go only to its
 //! endpoints of weight above 0.
 
-mod prop_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -19,7 +19,7 @@ use tower_lb::endpoint::Weighted;
 use tower_lb::pick::{LeastConnections, Pick, RoundRobin, WeightedRoundRobin};
 use tower_lb::{Balance, BalanceLayer, BoxError, NoEndpoints};
 
-use prop_support::*;
+use support::prop::*;
 
 /// A key used to learn that the worker has applied everything before it.
 const MARK: u8 = u8::MAX;

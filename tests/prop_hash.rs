@@ -2,12 +2,12 @@
 //! keys as a change requires, and bounded load never lets an endpoint past
 //! its bound.
 
-mod prop_support;
+mod support;
 
 use proptest::prelude::*;
 use tower_lb::pick::{ConsistentHash, Endpoints, Meta, Pick, Prepare};
 
-use prop_support::*;
+use support::prop::*;
 
 type Key = Option<u64>;
 type KeyFn = fn(&Key) -> Option<u64>;

@@ -4,7 +4,7 @@
 //! install), exclusions by key hash (what a retry passes), and random
 //! request keys, missing ones included.
 
-mod prop_support;
+mod support;
 
 use proptest::prelude::*;
 use tower_lb::pick::{
@@ -12,7 +12,7 @@ use tower_lb::pick::{
     RoundRobin, WeightedRoundRobin,
 };
 
-use prop_support::*;
+use support::prop::*;
 
 /// The request key: `None` is a request without one.
 type Key = Option<u64>;

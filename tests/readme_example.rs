@@ -29,14 +29,14 @@ async fn the_readme_example_against_real_backends() -> Result<(), BoxError> {
     endpoints.insert(one.clone(), client_for(&one))?;
     endpoints.insert_weighted(two.clone(), client_for(&two), 2)?;
     let balance = Balance::new(InFlightDiscover::new(discover), P2c::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
     let mut listed = balance.endpoints();
     listed.sort();
     let mut expected = vec![(one.clone(), 1), (two.clone(), 2)];
     expected.sort();
     assert_eq!(listed, expected);
 
-    let response = bounded("request", balance.clone().ready().await?.call(get("/"))).await?;
+    let response = within("request", balance.clone().ready().await?.call(get("/"))).await?;
     assert_eq!(response.status(), 200);
     let named = response.headers()[BACKEND_HEADER].to_str()?.to_owned();
     assert!(named == "one" || named == "two", "{named}");
@@ -50,7 +50,7 @@ async fn the_readme_example_against_real_backends() -> Result<(), BoxError> {
         })
     };
     assert_eq!(busy(&balance), 1);
-    assert_eq!(bounded("body", read_body(response)).await?, named);
+    assert_eq!(within("body", read_body(response)).await?, named);
     assert_eq!(busy(&balance), 0);
 
     // Clones share the set: one to every task.
@@ -74,11 +74,11 @@ async fn with_equal_loads_its_weights_set_the_shares() {
         .insert_weighted("two", servers[1].endpoint(), 2)
         .unwrap();
     let balance = Balance::new(InFlightDiscover::new(discover), P2c::with_seed(2));
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
 
     // One request at a time, so both endpoints are idle at every pick and
     // the first sample, drawn by weight, wins.
-    let answers = bounded(
+    let answers = within(
         "sequential requests",
         spawn_fetch_tally(balance.clone(), 300, |_| get("/")),
     )

@@ -1,6 +1,6 @@
 //! The retry layer against real axum servers on 127.0.0.1.
 
-mod retry_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,7 +15,8 @@ use tower_lb::pick::{Endpoints, Header, IpHash, Meta, Pick, RoundRobin};
 use tower_lb::retry::{RetryLayer, RetryNonIdempotent, RetryPolicy};
 use tower_lb::BoxError;
 
-use retry_support::*;
+use support::retry::*;
+use support::{refusing_addr, Backend};
 
 /// What one request came back with, and where it went.
 struct Outcome {
@@ -67,11 +68,11 @@ fn count(outcomes: &[Outcome], status: StatusCode) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connections_are_retried_elsewhere() {
     let (a, b) = (
-        Backend::start(StatusCode::OK).await,
-        Backend::start(StatusCode::OK).await,
+        answering(StatusCode::OK).await,
+        answering(StatusCode::OK).await,
     );
     let dead = refusing_addr();
-    let balance = balance(RoundRobin::new(), &[a.addr, dead, b.addr]).await;
+    let balance = balance(RoundRobin::new(), &[a.addr(), dead, b.addr()]).await;
     let policy = RetryPolicy::new().budget_ratio(1.0).seed(1);
     let svc = ServiceBuilder::new()
         .layer(RetryLayer::new(policy))
@@ -81,7 +82,7 @@ async fn refused_connections_are_retried_elsewhere() {
 
     assert_eq!(count(&outcomes, StatusCode::OK), 1000);
     assert_eq!(
-        a.hits() + b.hits(),
+        a.requests() + b.requests(),
         1000,
         "one answered attempt per request"
     );
@@ -106,12 +107,12 @@ async fn refused_connections_are_retried_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_answers_are_retried_for_idempotent_requests_only() {
-    let sick = Backend::start(StatusCode::SERVICE_UNAVAILABLE).await;
+    let sick = answering(StatusCode::SERVICE_UNAVAILABLE).await;
     let (a, b) = (
-        Backend::start(StatusCode::OK).await,
-        Backend::start(StatusCode::OK).await,
+        answering(StatusCode::OK).await,
+        answering(StatusCode::OK).await,
     );
-    let addrs = [sick.addr, a.addr, b.addr];
+    let addrs = [sick.addr(), a.addr(), b.addr()];
     let policy = || RetryPolicy::new().budget_ratio(1.0).seed(2);
     let stack = |balance, policy| {
         ServiceBuilder::new()
@@ -127,14 +128,14 @@ async fn unavailable_answers_are_retried_for_idempotent_requests_only() {
     }
 
     // POST, not opted in: a 503 comes back as it is, and nothing is resent.
-    let before = sick.hits() + a.hits() + b.hits();
+    let before = sick.requests() + a.requests() + b.requests();
     let svc = stack(balance(RoundRobin::new(), &addrs).await, policy());
     let outcomes = send_all(svc, 150, |_| request("POST", full("order"))).await;
     let unavailable = count(&outcomes, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(unavailable + count(&outcomes, StatusCode::OK), 150);
     assert_eq!(unavailable, 50, "round robin: a third of the requests");
     assert_eq!(
-        sick.hits() + a.hits() + b.hits() - before,
+        sick.requests() + a.requests() + b.requests() - before,
         150,
         "no POST resent"
     );
@@ -159,11 +160,11 @@ async fn unavailable_answers_are_retried_for_idempotent_requests_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_fleet_sees_no_more_than_the_budget() {
     let backends = [
-        Backend::start(StatusCode::SERVICE_UNAVAILABLE).await,
-        Backend::start(StatusCode::BAD_GATEWAY).await,
-        Backend::start(StatusCode::GATEWAY_TIMEOUT).await,
+        answering(StatusCode::SERVICE_UNAVAILABLE).await,
+        answering(StatusCode::BAD_GATEWAY).await,
+        answering(StatusCode::GATEWAY_TIMEOUT).await,
     ];
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr()).collect();
     let (requests, ratio, floor, window) = (1000, 0.2f32, 1, 60);
     let policy = RetryPolicy::new()
         .max_attempts(10)
@@ -178,7 +179,7 @@ async fn a_failing_fleet_sees_no_more_than_the_budget() {
     let outcomes = send_all(svc, requests, |_| request("GET", empty())).await;
 
     assert_eq!(count(&outcomes, StatusCode::OK), 0);
-    let attempts: usize = backends.iter().map(Backend::hits).sum();
+    let attempts: usize = backends.iter().map(Backend::requests).sum();
     let bound = requests as f64 * (1.0 + f64::from(ratio)) + (floor * window) as f64;
     assert!(attempts as f64 <= bound, "{attempts} attempts > {bound}");
     // And the budget is used, not just respected by retrying nothing.
@@ -192,10 +193,10 @@ async fn a_failing_fleet_sees_no_more_than_the_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_bodies_are_replayed_byte_for_byte() {
     let backends = [
-        Backend::start(StatusCode::SERVICE_UNAVAILABLE).await,
-        Backend::start(StatusCode::SERVICE_UNAVAILABLE).await,
+        answering(StatusCode::SERVICE_UNAVAILABLE).await,
+        answering(StatusCode::SERVICE_UNAVAILABLE).await,
     ];
-    let addrs = [backends[0].addr, backends[1].addr];
+    let addrs = [backends[0].addr(), backends[1].addr()];
     let policy = RetryPolicy::new()
         .max_attempts(3)
         .backoff(Duration::ZERO, Duration::ZERO);
@@ -211,10 +212,7 @@ async fn small_bodies_are_replayed_byte_for_byte() {
         // Three attempts over two endpoints: both tried, then one again.
         assert_eq!((tried.picks(), tried.len()), (3, 2));
     }
-    let seen: Vec<_> = backends
-        .iter()
-        .flat_map(|b| b.bodies.lock().unwrap().clone())
-        .collect();
+    let seen: Vec<_> = backends.iter().flat_map(|b| b.bodies()).collect();
     assert_eq!(seen.len(), 6);
     assert!(
         seen.iter().all(|body| *body == data),
@@ -225,10 +223,10 @@ async fn small_bodies_are_replayed_byte_for_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_and_streamed_bodies_are_sent_once_whole() {
     let backends = [
-        Backend::start(StatusCode::SERVICE_UNAVAILABLE).await,
-        Backend::start(StatusCode::SERVICE_UNAVAILABLE).await,
+        answering(StatusCode::SERVICE_UNAVAILABLE).await,
+        answering(StatusCode::SERVICE_UNAVAILABLE).await,
     ];
-    let addrs = [backends[0].addr, backends[1].addr];
+    let addrs = [backends[0].addr(), backends[1].addr()];
     let big = pattern(1024 * 1024);
     let small = pattern(1000);
     let cases = [
@@ -240,7 +238,7 @@ async fn large_and_streamed_bodies_are_sent_once_whole() {
         (false, streamed(small.clone(), 100), small.clone()),
     ];
     for (buffer_streams, body, expected) in cases {
-        let before: Vec<usize> = backends.iter().map(Backend::hits).collect();
+        let before: Vec<usize> = backends.iter().map(Backend::requests).collect();
         let layer = RetryLayer::new(RetryPolicy::new())
             .body_limit(64 * 1024)
             .buffer_unknown_length(buffer_streams);
@@ -251,13 +249,13 @@ async fn large_and_streamed_bodies_are_sent_once_whole() {
         let grew: Vec<&Backend> = backends
             .iter()
             .zip(&before)
-            .filter(|(b, &n)| b.hits() > n)
+            .filter(|(b, &n)| b.requests() > n)
             .map(|(b, _)| b)
             .collect();
         assert_eq!(grew.len(), 1, "sent to one endpoint");
-        let bodies = grew[0].bodies.lock().unwrap().clone();
+        let bodies = grew[0].bodies();
         assert_eq!(bodies.last(), Some(&expected), "the body arrived whole");
-        let total: usize = backends.iter().map(Backend::hits).sum();
+        let total: usize = backends.iter().map(Backend::requests).sum();
         assert_eq!(total, before.iter().sum::<usize>() + 1, "sent once");
         assert_eq!(tried.picks(), 1, "one attempt");
     }
@@ -270,20 +268,20 @@ async fn hash_retry_walks_on<P>(picker: P, twin: P)
 where
     P: Pick<Req, tower_lb::endpoint::Weighted<Endpoint>> + Pick<http::Request<()>, ()>,
 {
-    let sick = Backend::start(StatusCode::SERVICE_UNAVAILABLE).await;
+    let sick = answering(StatusCode::SERVICE_UNAVAILABLE).await;
     let mut others = Vec::new();
     for _ in 0..4 {
-        others.push(Backend::start(StatusCode::OK).await);
+        others.push(answering(StatusCode::OK).await);
     }
-    let mut addrs = vec![sick.addr];
-    addrs.extend(others.iter().map(|b| b.addr));
+    let mut addrs = vec![sick.addr()];
+    addrs.extend(others.iter().map(|b| b.addr()));
     let balance = balance(picker, &addrs).await;
 
     // The same set, as the balancer indexes it, for asking the twin picker.
     let keys: Vec<SocketAddr> = balance.endpoints().into_iter().map(|(k, _)| k).collect();
     let metas: Vec<Meta> = keys.iter().map(|&k| Meta::new(key_hash(k), 1)).collect();
     let table = twin.prepare(&metas);
-    let sick_hash = key_hash(sick.addr);
+    let sick_hash = key_hash(sick.addr());
     let services = vec![(); metas.len()];
 
     let svc = RetryLayer::new(RetryPolicy::new().budget_ratio(1.0)).layer(balance);

@@ -2,9 +2,9 @@
 //! counting allocator around one request through `Balance` alone and through
 //! `Retry` + `Balance`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod support;
+
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -14,22 +14,10 @@ use tower_lb::pick::RoundRobin;
 use tower_lb::retry::{ReplayBody, RetryLayer, RetryPolicy};
 use tower_lb::{discover, Balance};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
+use support::alloc::{allocations, Counting};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOCATOR: Counting = Counting;
 
 async fn allocations_of<S, R>(svc: &S, make: impl Fn() -> R) -> usize
 where
@@ -44,9 +32,9 @@ where
     for _ in 0..5 {
         let req = make();
         let svc = svc.clone();
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = allocations();
         svc.oneshot(req).await.unwrap();
-        fewest = fewest.min(ALLOCATIONS.load(Ordering::Relaxed) - before);
+        fewest = fewest.min(allocations() - before);
     }
     fewest
 }

@@ -2,8 +2,7 @@
 //! on 127.0.0.1: a classifier replaces the status set, and a non-idempotent
 //! request is still resent only when it opts in.
 
-#[allow(dead_code)] // the support serves tests/retry.rs too
-mod retry_support;
+mod support;
 
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
@@ -11,7 +10,7 @@ use tower_http::classify::ServerErrorsAsFailures;
 use tower_lb::pick::RoundRobin;
 use tower_lb::retry::{RetryLayer, RetryNonIdempotent, RetryPolicy};
 
-use retry_support::*;
+use support::retry::*;
 
 /// Sends `n` requests one at a time; returns the statuses that came back
 /// and how many attempts the servers saw.
@@ -21,12 +20,12 @@ async fn run(
     opt_in: bool,
     n: usize,
 ) -> (Vec<StatusCode>, usize) {
-    let broken = Backend::start(StatusCode::INTERNAL_SERVER_ERROR).await;
+    let broken = answering(StatusCode::INTERNAL_SERVER_ERROR).await;
     let (a, b) = (
-        Backend::start(StatusCode::OK).await,
-        Backend::start(StatusCode::OK).await,
+        answering(StatusCode::OK).await,
+        answering(StatusCode::OK).await,
     );
-    let balance = balance(RoundRobin::new(), &[broken.addr, a.addr, b.addr]).await;
+    let balance = balance(RoundRobin::new(), &[broken.addr(), a.addr(), b.addr()]).await;
     let svc = RetryLayer::new(policy.budget_ratio(1.0)).layer(balance);
     let mut statuses = Vec::new();
     for _ in 0..n {
@@ -36,7 +35,7 @@ async fn run(
         }
         statuses.push(svc.clone().oneshot(req).await.unwrap().status());
     }
-    (statuses, broken.hits() + a.hits() + b.hits())
+    (statuses, broken.requests() + a.requests() + b.requests())
 }
 
 fn count(statuses: &[StatusCode], status: StatusCode) -> usize {

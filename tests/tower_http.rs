@@ -2,7 +2,7 @@
 //! axum backends on 127.0.0.1; tower-http's `classify` deciding what a
 //! failure is, per call, per endpoint, and for retries.
 
-mod tower_http_support;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tokio::sync::Notify;
 use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::classify::{
@@ -24,7 +23,10 @@ use tower_lb::discover;
 use tower_lb::pick::RoundRobin;
 use tower_lb::{Balance, BoxError};
 
-use tower_http_support::{http_endpoint, start, Failures, Fleet, Mode, RetryOnFailure, HEALTHY};
+use support::tower_http::{
+    self as fleet_support, http_endpoint, Failures, Fleet, RetryOnFailure, HEALTHY,
+};
+use support::{Backend, BACKEND_HEADER};
 
 const X_CLIENT: HeaderName = HeaderName::from_static("x-client");
 
@@ -67,8 +69,8 @@ async fn one_service_builder_stacks_tower_http_layers_and_the_balancer() -> Resu
                 }
                 let response = client.ready().await?.call(request).await?;
                 assert_eq!(response.status(), StatusCode::OK);
-                assert_eq!(header(&response, "x-seen-client"), "tower-lb");
-                let server = header(&response, "x-server").to_owned();
+                assert_eq!(header(&response, "x-seen-x-client"), "tower-lb");
+                let server = header(&response, BACKEND_HEADER).to_owned();
                 let body = response.into_body().collect().await?.to_bytes();
                 assert_eq!(body, server.as_bytes());
                 seen.push(server);
@@ -113,7 +115,7 @@ async fn a_slow_backend_times_out_with_tower_elapsed() -> Result<(), BoxError> {
         "not a timeout: {error}"
     );
     // The request did reach a backend before the timeout.
-    fleet.slow.notified().await;
+    support::within("the slow request arrives", fleet.wait_slow()).await;
     assert_eq!(fleet.calls().iter().sum::<usize>(), 1);
 
     // tower-http classifies the error as a failure too.
@@ -141,24 +143,25 @@ async fn server_errors_are_failures_and_other_statuses_are_not() -> Result<(), B
 
     // A 500 is a response, not an error, for the balancer and for Trace's
     // caller: only the classifier calls it a failure.
-    let response = client.ready().await?.call(get("/fail")).await?;
+    let response = client.ready().await?.call(get("/status/500")).await?;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let server = header(&response, BACKEND_HEADER).to_owned();
     match failures.taken().as_slice() {
         [ServerErrorsFailureClass::StatusCode(StatusCode::INTERNAL_SERVER_ERROR)] => {}
         other => panic!("expected a 500 failure, got {other:?}"),
     }
     // Until its body is read (or dropped), the answer counts as in flight.
     assert_eq!(fleet.in_flight().iter().sum::<usize>(), 1);
-    assert_eq!(response.into_body().collect().await?.to_bytes(), "failed");
+    assert_eq!(response.into_body().collect().await?.to_bytes(), server);
 
-    let response = client.ready().await?.call(get("/no-such-route")).await?;
+    let response = client.ready().await?.call(get("/status/404")).await?;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(failures.taken().is_empty(), "a 404 is not a server failure");
     drop(response);
 
     // The same classifier, asked directly about a real response.
     let mut balance = balance;
-    let response = balance.ready().await?.call(get("/fail")).await?;
+    let response = balance.ready().await?.call(get("/status/500")).await?;
     match ServerErrorsAsFailures::new().classify_response(&response) {
         ClassifiedResponse::Ready(Err(ServerErrorsFailureClass::StatusCode(status))) => {
             assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR)
@@ -175,18 +178,18 @@ async fn each_endpoint_failures_are_counted_by_the_classifier() -> Result<(), Bo
     // Classification per endpoint: a `Trace` around each endpoint, inside
     // the balancer, counts that endpoint's failures. This is what passive
     // health checking reads to eject an endpoint.
-    let slow = Arc::new(Notify::new());
-    let modes = [
-        ("a", Mode::Healthy),
-        ("b", Mode::Healthy),
-        ("c", Mode::Failing),
+    let statuses = [
+        ("a", StatusCode::OK),
+        ("b", StatusCode::OK),
+        ("c", StatusCode::SERVICE_UNAVAILABLE),
     ];
-    let client = tower_http_support::client();
+    let client = fleet_support::client();
     let (endpoints, discover) = discover::channel();
     let mut balance = Balance::new(discover, RoundRobin::new());
     let mut failed = HashMap::new();
-    for (id, mode) in modes {
-        let backend = start(id, mode, Arc::clone(&slow)).await;
+    let mut backends = Vec::new();
+    for (id, status) in statuses {
+        let backend = Backend::builder(id).status(status).start().await;
         let count = Arc::new(AtomicUsize::new(0));
         let on_failure = {
             let count = Arc::clone(&count);
@@ -196,9 +199,10 @@ async fn each_endpoint_failures_are_counted_by_the_classifier() -> Result<(), Bo
         };
         let endpoint = ServiceBuilder::new()
             .layer(TraceLayer::new_for_http().on_failure(on_failure))
-            .service(http_endpoint(&client, backend.addr));
-        endpoints.insert(backend.addr, endpoint)?;
+            .service(http_endpoint(&client, backend.addr()));
+        endpoints.insert(backend.addr(), endpoint)?;
         failed.insert(id, count);
+        backends.push(backend);
     }
     balance.wait_for(|keys| keys.len() == 3).await;
 
@@ -222,12 +226,12 @@ async fn each_endpoint_failures_are_counted_by_the_classifier() -> Result<(), Bo
 
 #[tokio::test]
 async fn a_classifier_decides_what_is_retried() -> Result<(), BoxError> {
-    let modes = [
-        ("a", Mode::Healthy),
-        ("b", Mode::Healthy),
-        ("c", Mode::Failing),
+    let statuses = [
+        ("a", StatusCode::OK),
+        ("b", StatusCode::OK),
+        ("c", StatusCode::SERVICE_UNAVAILABLE),
     ];
-    let (fleet, balance) = Fleet::start(&modes, RoundRobin::new()).await;
+    let (fleet, balance) = Fleet::start(&statuses, RoundRobin::new()).await;
     let retries = Arc::new(AtomicUsize::new(0));
     let failures = Failures::default();
     let mut client = ServiceBuilder::new()
@@ -243,7 +247,7 @@ async fn a_classifier_decides_what_is_retried() -> Result<(), BoxError> {
     for _ in 0..30 {
         let response = client.ready().await?.call(get("/")).await?;
         assert_eq!(response.status(), StatusCode::OK);
-        assert_ne!(header(&response, "x-server"), "c");
+        assert_ne!(header(&response, BACKEND_HEADER), "c");
     }
     // Every 503 of the failing backend was retried, and round robin sent
     // the retry on to a healthy one.

@@ -17,16 +17,16 @@ async fn weights_5_1_1_interleave_as_nginx_does() {
         ("c", servers[2].endpoint(), 1),
     ]);
     let mut balance = Balance::new(list, WeightedRoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
     assert_eq!(balance.endpoints(), [("a", 5), ("b", 1), ("c", 1)]);
 
     let mut cycle = Vec::new();
     for _ in 0..7 {
-        cycle.push(bounded("request", get_ok(&mut balance, "/")).await);
+        cycle.push(within("request", get_ok(&mut balance, "/")).await);
     }
     assert_eq!(cycle, ["a", "a", "b", "a", "c", "a", "a"]);
 
-    let answers = bounded("693 requests", tally(&mut balance, 693, |_| get("/"))).await;
+    let answers = within("693 requests", tally(&mut balance, 693, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 495), ("b", 99), ("c", 99)]));
     assert_eq!(served(&servers), [500, 100, 100]);
 }
@@ -38,23 +38,23 @@ async fn reinserting_with_a_new_weight_changes_the_shares() {
     endpoints.insert("a", servers[0].endpoint()).unwrap();
     endpoints.insert("b", servers[1].endpoint()).unwrap();
     let mut balance = Balance::new(discover, WeightedRoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 2)).await;
 
-    let answers = bounded("even", tally(&mut balance, 100, |_| get("/"))).await;
+    let answers = within("even", tally(&mut balance, 100, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 50), ("b", 50)]));
 
     endpoints
         .insert_weighted("a", servers[0].endpoint(), 3)
         .unwrap();
     let view = balance.clone();
-    bounded(
+    within(
         "reweight",
         balance.wait_for(|_| view.endpoints().contains(&("a", 3))),
     )
     .await;
 
     // Whole cycles of a 3:1 schedule, from wherever the cursor stands.
-    let answers = bounded("skewed", tally(&mut balance, 400, |_| get("/"))).await;
+    let answers = within("skewed", tally(&mut balance, 400, |_| get("/"))).await;
     assert_eq!(answers, counts(&[("a", 300), ("b", 100)]));
     assert_eq!(served(&servers), [350, 150]);
 }
@@ -71,12 +71,12 @@ async fn no_endpoint_runs_far_ahead_of_its_share() {
         ("c", servers[2].endpoint(), 1),
     ]);
     let mut balance = Balance::new(list, WeightedRoundRobin::new());
-    bounded("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
+    within("discovery", balance.wait_for(|keys| keys.len() == 3)).await;
 
     let weights = [("a", 3.0), ("b", 2.0), ("c", 1.0)];
     let mut seen = std::collections::BTreeMap::<String, f64>::new();
     for t in 1..=60 {
-        let body = bounded("request", get_ok(&mut balance, "/")).await;
+        let body = within("request", get_ok(&mut balance, "/")).await;
         *seen.entry(body).or_default() += 1.0;
         for (id, w) in weights {
             let fair = f64::from(t) * w / 6.0;

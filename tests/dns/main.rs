@@ -12,13 +12,14 @@ use tower_lb::endpoint::Endpoint;
 use tower_lb::pick::RoundRobin;
 use tower_lb::Balance;
 
-#[path = "../support/answer.rs"]
-mod answer;
 mod server;
+#[path = "../support/mod.rs"]
+mod support;
 mod ttl;
 
-pub(crate) use self::answer::{counting, Made};
-use self::server::{a, bounded, name, sa, srv, TestDns};
+use self::server::{a, name, sa, srv, TestDns};
+pub(crate) use self::support::answer::{counting, Made};
+use self::support::within;
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
@@ -35,7 +36,7 @@ async fn a_and_aaaa_records_come_and_go() {
         .name_servers([dns.addr])
         .min_ttl(Duration::from_millis(20));
     let balance = Balance::new(discover, RoundRobin::new());
-    bounded("two", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("two", balance.wait_for(|keys| keys.len() == 2)).await;
 
     dns.set(
         "api.lb.test.",
@@ -50,7 +51,7 @@ async fn a_and_aaaa_records_come_and_go() {
     )
     .await;
     let v6: SocketAddr = "[::1]:8080".parse().unwrap();
-    bounded(
+    within(
         "the new addresses",
         balance.wait_for(|keys| keys.len() == 4 && keys.contains(&v6)),
     )
@@ -58,7 +59,7 @@ async fn a_and_aaaa_records_come_and_go() {
 
     dns.set("api.lb.test.", 0, [a([127, 0, 0, 2]), a([127, 0, 0, 3])])
         .await;
-    bounded(
+    within(
         "the removal",
         balance.wait_for(|keys| !keys.contains(&sa([127, 0, 0, 1], 8080))),
     )
@@ -99,7 +100,7 @@ async fn srv_weights_and_lowest_priority_group() {
         .name_servers([dns.addr])
         .min_ttl(Duration::from_millis(20));
     let balance = Balance::new(discover, RoundRobin::new());
-    bounded("the first group", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("the first group", balance.wait_for(|keys| keys.len() == 2)).await;
     assert_eq!(
         sorted(balance.endpoints()),
         [(sa([127, 0, 0, 1], 9001), 5), (sa([127, 0, 0, 2], 9002), 1)],
@@ -108,7 +109,7 @@ async fn srv_weights_and_lowest_priority_group() {
 
     // The first group gone from DNS: the fallback group takes over.
     dns.set(service, 0, [srv(20, 10, 9003, "c.lb.test.")]).await;
-    bounded(
+    within(
         "the fallback",
         balance.wait_for(|keys| keys == [sa([127, 0, 0, 3], 9003)]),
     )
@@ -117,7 +118,7 @@ async fn srv_weights_and_lowest_priority_group() {
 
     // A new weight replaces the endpoint.
     dns.set(service, 0, [srv(20, 7, 9003, "c.lb.test.")]).await;
-    bounded(
+    within(
         "the new weight",
         balance.wait_for(|_| balance.endpoints() == [(sa([127, 0, 0, 3], 9003), 7)]),
     )
@@ -138,7 +139,7 @@ async fn server_down_keeps_the_last_set() {
         .timeout(Duration::from_millis(50));
     let mut inserted = Vec::new();
     for _ in 0..2 {
-        match bounded("an insert", discover.next()).await {
+        match within("an insert", discover.next()).await {
             Some(Ok(Change::Insert(addr, _))) => inserted.push(addr),
             other => panic!("expected an insert, got {:?}", other.map(|c| c.map(|_| ()))),
         }
@@ -149,7 +150,7 @@ async fn server_down_keeps_the_last_set() {
     );
 
     *dns.down.lock().unwrap() = Some("");
-    let error = match bounded("the failure", discover.next()).await {
+    let error = match within("the failure", discover.next()).await {
         Some(Err(error)) => error,
         other => panic!("expected an error, got {:?}", other.map(|c| c.map(|_| ()))),
     };
@@ -170,7 +171,7 @@ async fn server_down_keeps_the_last_set() {
     *dns.down.lock().unwrap() = None;
     let mut changes = Vec::new();
     for _ in 0..2 {
-        match bounded("a change", discover.next()).await {
+        match within("a change", discover.next()).await {
             Some(Ok(Change::Insert(addr, svc))) => {
                 changes.push(format!("+{addr}@{}", svc.weight()))
             }
@@ -191,13 +192,13 @@ async fn nxdomain_clears_the_set_by_default() {
         .name_servers([dns.addr])
         .min_ttl(Duration::from_millis(20));
     let balance = Balance::new(discover, RoundRobin::new());
-    bounded("one", balance.wait_for(|keys| keys.len() == 1)).await;
+    within("one", balance.wait_for(|keys| keys.len() == 1)).await;
 
     dns.clear(&name(owner), RecordType::A).await;
-    bounded("empty", balance.wait_for(|keys| keys.is_empty())).await;
+    within("empty", balance.wait_for(|keys| keys.is_empty())).await;
 
     dns.set(owner, 0, [a([127, 0, 0, 9])]).await;
-    bounded(
+    within(
         "back",
         balance.wait_for(|keys| keys == [sa([127, 0, 0, 9], 80)]),
     )
@@ -215,7 +216,7 @@ async fn keep_last_holds_the_set_through_empty_answers() {
         .min_ttl(Duration::from_millis(20))
         .on_empty(OnEmpty::KeepLast);
     let balance = Balance::new(discover, RoundRobin::new());
-    bounded("two", balance.wait_for(|keys| keys.len() == 2)).await;
+    within("two", balance.wait_for(|keys| keys.len() == 2)).await;
 
     dns.clear(&name(owner), RecordType::A).await;
     // A query from the second resolution after the edit means the first
@@ -225,7 +226,7 @@ async fn keep_last_holds_the_set_through_empty_answers() {
     assert_eq!(balance.len(), 2, "kept through the empty answers");
 
     dns.set(owner, 0, [a([127, 0, 0, 5])]).await;
-    bounded(
+    within(
         "the new set",
         balance.wait_for(|keys| keys == [sa([127, 0, 0, 5], 80)]),
     )
@@ -280,7 +281,7 @@ async fn srv_targets_are_looked_up_and_their_failure_keeps_the_set() {
         .timeout(Duration::from_millis(50));
     let mut found = Vec::new();
     for _ in 0..2 {
-        match bounded("an insert", discover.next()).await {
+        match within("an insert", discover.next()).await {
             Some(Ok(Change::Insert(addr, svc))) => found.push((addr, svc.weight())),
             other => panic!("expected an insert, got {:?}", other.map(|c| c.map(|_| ()))),
         }
@@ -299,13 +300,13 @@ async fn srv_targets_are_looked_up_and_their_failure_keeps_the_set() {
     *dns.down.lock().unwrap() = Some("other.test.");
     dns.set(service, 0, [srv(0, 2, 7000, "d.other.test.")])
         .await;
-    match bounded("the failure", discover.next()).await {
+    match within("the failure", discover.next()).await {
         Some(Err(error)) => assert!(error.to_string().contains(service), "{error}"),
         other => panic!("expected an error, got {:?}", other.map(|c| c.map(|_| ()))),
     }
 
     *dns.down.lock().unwrap() = None;
-    match bounded("the removal", discover.next()).await {
+    match within("the removal", discover.next()).await {
         Some(Ok(Change::Remove(addr))) => assert_eq!(addr, sa([127, 0, 0, 1], 7001)),
         other => panic!("expected a removal, got {:?}", other.map(|c| c.map(|_| ()))),
     }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -166,7 +166,7 @@ impl TestDns {
 
     /// Waits until the server has received `n` queries for `owner`/`kind`.
     pub async fn wait_queries(&self, owner: &str, kind: RecordType, n: usize) -> Vec<Instant> {
-        bounded("queries", async {
+        crate::support::within("queries", async {
             loop {
                 let arrived = self.arrived.notified();
                 let mut arrived = std::pin::pin!(arrived);
@@ -193,12 +193,4 @@ pub fn srv(priority: u16, weight: u16, port: u16, target: &str) -> RData {
 
 pub fn sa(ip: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::from((ip, port))
-}
-
-/// Bounds a wait that should end quickly, so a bug fails the test instead of
-/// hanging it.
-pub async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }

@@ -7,7 +7,8 @@ use tower_lb::discover::DnsDiscover;
 use tower_lb::pick::RoundRobin;
 use tower_lb::Balance;
 
-use super::server::{a, bounded, sa, TestDns};
+use super::server::{a, sa, TestDns};
+use super::support::within;
 use super::{counting, Made};
 
 /// Gaps between consecutive instants.
@@ -42,11 +43,11 @@ async fn the_ceiling_re_resolves_long_ttls() {
         .min_ttl(Duration::from_millis(10))
         .max_ttl(ceiling);
     let balance = Balance::new(discover, RoundRobin::new());
-    bounded("one", balance.wait_for(|keys| keys.len() == 1)).await;
+    within("one", balance.wait_for(|keys| keys.len() == 1)).await;
 
     // Without the ceiling the next query would be an hour away.
     dns.set(owner, 3600, [a([127, 0, 0, 2])]).await;
-    bounded(
+    within(
         "the change",
         balance.wait_for(|keys| keys == [sa([127, 0, 0, 2], 80)]),
     )

@@ -11,7 +11,7 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_splits_requests_evenly() {
     let backends = backends(&["a", "b", "c"]).await;
-    let addrs: Vec<String> = backends.iter().map(Backend::arg).collect();
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
     let proxy = block_in_place(|| Proxy::start(&args(&["--algorithm", "round-robin"], &addrs)));
     let client = client();
     for _ in 0..300 {
@@ -19,7 +19,7 @@ async fn round_robin_splits_requests_evenly() {
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     }
     for backend in &backends {
-        assert_eq!(backend.hits(), 100, "backend {}", backend.name());
+        assert_eq!(backend.requests(), 100, "backend {}", backend.id());
     }
 }
 
@@ -27,7 +27,7 @@ async fn round_robin_splits_requests_evenly() {
 async fn weights_split_requests_and_status_reports_every_backend() {
     let backends = backends(&["one", "two", "three"]).await;
     let addrs: Vec<String> = (0..3)
-        .map(|i| format!("{}@{}", backends[i].addr, i + 1))
+        .map(|i| format!("{}@{}", backends[i].addr(), i + 1))
         .collect();
     let proxy =
         block_in_place(|| Proxy::start(&args(&["--algorithm", "weighted-round-robin"], &addrs)));
@@ -38,7 +38,7 @@ async fn weights_split_requests_and_status_reports_every_backend() {
             .expect("an answer");
         assert_eq!(answer.status, StatusCode::OK);
     }
-    let hits: Vec<usize> = backends.iter().map(Backend::hits).collect();
+    let hits: Vec<usize> = backends.iter().map(Backend::requests).collect();
     assert_eq!(hits, [100, 200, 300]);
 
     eventually("every response body has ended", || async {
@@ -53,12 +53,12 @@ async fn weights_split_requests_and_status_reports_every_backend() {
         .iter()
         .enumerate()
         .map(|(i, backend)| Endpoint {
-            address: backend.addr,
+            address: backend.addr(),
             weight: i as u64 + 1,
             healthy: true,
             state: "healthy".into(),
             in_flight: 0,
-            requests: backend.hits() as u64,
+            requests: backend.requests() as u64,
             failures: 0,
         })
         .collect();
@@ -89,7 +89,7 @@ async fn check_affinity(proxy: &Proxy, header: &str, keys: impl Iterator<Item = 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_hash_reads_trusted_forwarding_hops() {
     let backends = backends(&["a", "b", "c"]).await;
-    let addrs: Vec<String> = backends.iter().map(Backend::arg).collect();
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
     let flags = ["--algorithm", "ip-hash", "--trusted-hops", "1"];
     let proxy = block_in_place(|| Proxy::start(&args(&flags, &addrs)));
     let clients = (1..=30).map(|i| format!("198.51.100.{i}"));
@@ -99,7 +99,7 @@ async fn ip_hash_reads_trusted_forwarding_hops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_keys_by_a_header() {
     let backends = backends(&["a", "b", "c"]).await;
-    let addrs: Vec<String> = backends.iter().map(Backend::arg).collect();
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
     let flags = ["--algorithm", "consistent-hash", "--hash-header", "x-user"];
     let proxy = block_in_place(|| Proxy::start(&args(&flags, &addrs)));
     check_affinity(&proxy, "x-user", (0..30).map(|i| format!("user-{i}"))).await;

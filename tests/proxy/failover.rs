@@ -14,43 +14,74 @@ async fn backends_file_edits_apply_under_traffic_without_a_failure() {
         .unwrap();
     let dir = temp_dir("file-edits");
     let file = dir.join("backends");
-    write_atomically(&file, &format!("# start\n{}\n{}  # b\n", a.addr, b.addr));
+    write_atomically(
+        &file,
+        &format!("# start\n{}\n{}  # b\n", a.addr(), b.addr()),
+    );
     let path = file.to_str().expect("a UTF-8 path");
     let proxy =
         block_in_place(|| Proxy::start(&["--algorithm", "round-robin", "--backends-file", path]));
     let client = client();
     let traffic = Traffic::start(&client, proxy.url("/"), 4);
-    a.wait_for_hits(20, PATIENCE).await;
-    b.wait_for_hits(20, PATIENCE).await;
+    within("requests at the backend", a.wait_requests(20)).await;
+    within("requests at the backend", b.wait_requests(20)).await;
 
     // Add c: it starts taking requests.
-    write_atomically(&file, &format!("{}\n{}\n{}@2\n", a.addr, b.addr, c.addr));
-    c.wait_for_hits(20, PATIENCE).await;
+    write_atomically(
+        &file,
+        &format!("{}\n{}\n{}@2\n", a.addr(), b.addr(), c.addr()),
+    );
+    within("requests at the backend", c.wait_requests(20)).await;
 
     // Remove b: once the proxy's set no longer holds it, b gets nothing new.
-    write_atomically(&file, &format!("{}\n{}@2\n", a.addr, c.addr));
+    write_atomically(&file, &format!("{}\n{}@2\n", a.addr(), c.addr()));
     let without_b = |report: &[Endpoint]| {
-        report.iter().map(|e| e.address).collect::<HashSet<_>>() == HashSet::from([a.addr, c.addr])
+        report.iter().map(|e| e.address).collect::<HashSet<_>>()
+            == HashSet::from([a.addr(), c.addr()])
     };
     eventually("b leaves the set", || async {
         without_b(&status(&client, &proxy).await)
     })
     .await;
     // Requests picked just before the change may still be on their way to b.
-    a.wait_for_hits(a.hits() + 50, PATIENCE).await;
-    c.wait_for_hits(c.hits() + 50, PATIENCE).await;
-    let b_hits = b.hits();
-    a.wait_for_hits(a.hits() + 50, PATIENCE).await;
-    c.wait_for_hits(c.hits() + 50, PATIENCE).await;
-    assert_eq!(b.hits(), b_hits, "a removed backend got new requests");
+    within(
+        "requests at the backend",
+        a.wait_requests(a.requests() + 50),
+    )
+    .await;
+    within(
+        "requests at the backend",
+        c.wait_requests(c.requests() + 50),
+    )
+    .await;
+    let b_hits = b.requests();
+    within(
+        "requests at the backend",
+        a.wait_requests(a.requests() + 50),
+    )
+    .await;
+    within(
+        "requests at the backend",
+        c.wait_requests(c.requests() + 50),
+    )
+    .await;
+    assert_eq!(b.requests(), b_hits, "a removed backend got new requests");
 
     // A bad edit keeps the last good set, and says why.
-    write_atomically(&file, &format!("{}\nnot-an-address\n", a.addr));
+    write_atomically(&file, &format!("{}\nnot-an-address\n", a.addr()));
     block_in_place(|| {
         proxy.wait_for_log("line 2: `not-an-address` is not a socket address", PATIENCE)
     });
-    a.wait_for_hits(a.hits() + 50, PATIENCE).await;
-    c.wait_for_hits(c.hits() + 50, PATIENCE).await;
+    within(
+        "requests at the backend",
+        a.wait_requests(a.requests() + 50),
+    )
+    .await;
+    within(
+        "requests at the backend",
+        c.wait_requests(c.requests() + 50),
+    )
+    .await;
     assert!(without_b(&status(&client, &proxy).await));
 
     traffic.stop_without_failures().await;
@@ -59,21 +90,21 @@ async fn backends_file_edits_apply_under_traffic_without_a_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_backend_fails_no_get_request() {
-    let mut backends = backends(&["a", "b", "c"]).await;
-    let addrs: Vec<String> = backends.iter().map(Backend::arg).collect();
+    let backends = backends(&["a", "b", "c"]).await;
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
     let flags = ["--health-path", "/health", "--health-interval", "100ms"];
     let proxy = block_in_place(|| Proxy::start(&args(&flags, &addrs)));
     let client = client();
     let traffic = Traffic::start(&client, proxy.url("/"), 4);
     for backend in &backends {
-        backend.wait_for_hits(20, PATIENCE).await;
+        within("requests at the backend", backend.wait_requests(20)).await;
     }
 
-    backends[1].kill().await;
-    let victim = backends[1].addr;
+    backends[1].stop().await;
+    let victim = backends[1].addr();
     for i in [0, 2] {
-        let more = backends[i].hits() + 200;
-        backends[i].wait_for_hits(more, PATIENCE).await;
+        let more = backends[i].requests() + 200;
+        within("requests at the backend", backends[i].wait_requests(more)).await;
     }
     eventually("the killed backend is reported unhealthy", || async {
         let report = status(&client, &proxy).await;

@@ -1,8 +1,5 @@
 //! An endpoint that answers its own address, and a maker for discovery
 //! sources that counts how often each address is made.
-//!
-//! Not part of `support`: test binaries that only need these include this
-//! file with `#[path]`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::future::{poll_fn, Future};
 use std::task::Poll;
 
-use axum::routing::get;
-use axum::Router;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
@@ -85,7 +83,7 @@ pub async fn merge_tallies(
 ) -> BTreeMap<String, usize> {
     let mut total = BTreeMap::new();
     for task in tasks {
-        let counts = super::bounded("caller", task)
+        let counts = super::within("caller", task)
             .await
             .expect("the caller did not panic");
         for (id, n) in counts {
@@ -177,20 +175,4 @@ where
         .into_iter()
         .map(|(key, counter)| (key, counter.in_flight()))
         .collect()
-}
-
-/// A route `/work` that answers the backend's `id` after `delay` of tokio
-/// time (at once for a zero delay): the same request is fast on some
-/// backends and slow on others. Pass it to [`Backend::start_with`](super::Backend::start_with).
-pub fn work_route(id: &str, delay: std::time::Duration) -> Router {
-    let id = id.to_owned();
-    Router::new().route(
-        "/work",
-        get(move || async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            id
-        }),
-    )
 }

@@ -1,8 +1,8 @@
 //! A balancer over one in-flight-counted endpoint per started backend, as
 //! the fleets of the gRPC and tower-http tests set it up.
 //!
-//! Not part of `support`: those tests' support modules include this file
-//! with `#[path]`.
+//! Used by [`grpc::Fleet`](super::grpc::Fleet) and
+//! [`tower_http::Fleet`](super::tower_http::Fleet).
 
 use std::future::Future;
 use std::net::SocketAddr;

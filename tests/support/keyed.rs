@@ -3,15 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::routing::get;
-use axum::Router;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tower::Service;
 use tower_lb::pick::{hash_value, Endpoints, Meta, Pick};
 use tower_lb::BoxError;
 
-use super::{bounded, send, ReqBody};
+use super::{send, within, ReqBody};
 
 /// How many tasks [`answers`] spreads its requests over.
 const CALLERS: usize = 8;
@@ -47,19 +45,11 @@ where
         .collect();
     let mut all = vec![String::new(); n];
     for task in tasks {
-        for (i, body) in bounded("caller", task).await.expect("no panic") {
+        for (i, body) in within("caller", task).await.expect("no panic") {
             all[i] = body;
         }
     }
     all
-}
-
-/// A route `/items/{key}` that answers the backend's `id` whatever the key:
-/// many distinct paths, for keying by path. Pass it to
-/// [`Backend::start_with`](super::Backend::start_with).
-pub fn item_route(id: &str) -> Router {
-    let id = id.to_owned();
-    Router::new().route("/items/{key}", get(move || async move { id }))
 }
 
 /// Where `picker` sends the requests `request(0..n)` among `endpoints`

@@ -1,14 +1,28 @@
-//! Helpers shared by the integration tests: real backends on 127.0.0.1, an
-//! HTTP client endpoint per backend, and ways to drive a balancer.
+//! What the integration tests share: the one backend server (HTTP or
+//! gRPC, on 127.0.0.1), the one bounded wait ([`within`]), the one
+//! counting allocator ([`alloc`]), an HTTP client endpoint per backend,
+//! and ways to drive a balancer.
 //!
-//! Every test file includes it with `mod support;` and uses a part of it.
+//! Every single-file test includes it with `mod support;` and uses a part
+//! of it; `tests/dns` and `tests/proxy` include it with `#[path]`. Parts
+//! for one family of tests live in submodules named after it: [`grpc`],
+//! [`health`], [`prop`], [`retry`], [`stress`], [`tower_http`].
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
+pub mod alloc;
+pub mod answer;
 mod client;
 mod counted;
 mod discover;
+mod fleet;
+pub mod grpc;
+pub mod health;
 mod keyed;
+pub mod prop;
+pub mod retry;
 mod server;
+pub mod stress;
+pub mod tower_http;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,12 +38,12 @@ use tower_lb::BoxError;
 
 pub use self::client::{Endpoint, ReqBody};
 pub use self::counted::{
-    counters, fetch, in_flight, merge_tallies, read_body, spawn_fetch_tally, start, work_route,
-    Counted, HasCounter,
+    counters, fetch, in_flight, merge_tallies, read_body, spawn_fetch_tally, start, Counted,
+    HasCounter,
 };
 pub use self::discover::{scripted, Probe, Script, Scripted, Seen};
-pub use self::keyed::{answers, item_route, picked};
-pub use self::server::{Backend, Gate, BACKEND_HEADER};
+pub use self::keyed::{answers, picked};
+pub use self::server::{Backend, Builder, Gate, BACKEND_HEADER};
 
 /// The endpoint service as discovery sources wrap it.
 pub type Ep = Weighted<Endpoint>;
@@ -37,21 +51,76 @@ pub type Ep = Weighted<Endpoint>;
 /// A balancer over HTTP endpoints keyed by name.
 pub type HttpBalance<P> = tower_lb::Balance<&'static str, Ep, P>;
 
-/// How long any single step of a test may take before the test fails
-/// instead of hanging; far above what a step needs.
+/// How long any single step of a test may take, in real time, before the
+/// test fails instead of hanging; far above what a step needs.
 pub const STEP: Duration = Duration::from_secs(20);
 
-/// Runs `fut`, failing the test if it takes longer than [`STEP`].
+/// Runs `fut`, failing the test with `what` if it has not finished within
+/// [`STEP`] of real time.
 ///
-/// On a paused clock the bound still turns a hang into a failure, but the
-/// clock jumps ahead whenever every task waits, so use it there only for
-/// steps that wait on nothing but timers and other tasks, never on a
-/// socket (or `tokio::time::resume` first).
-pub async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(STEP, fut).await {
-        Ok(output) => output,
-        Err(_) => panic!("{what}: no answer within {STEP:?}"),
+/// The bound is kept by one watchdog thread for the whole test binary, not
+/// by a tokio timer, so it holds the same on a real clock, on a paused one
+/// (which it does not stop from advancing by itself) and on a frozen one
+/// (which never advances by itself). It bounds a wait for an event; it is
+/// never a test's assertion about how long something takes.
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    let (expired, expiry) = tokio::sync::oneshot::channel::<()>();
+    watchdog()
+        .send((std::time::Instant::now() + STEP, expired))
+        .expect("the watchdog runs as long as the process");
+    tokio::select! {
+        biased;
+        output = fut => output,
+        Ok(()) = expiry => panic!("{what}: not done within {STEP:?}"),
     }
+}
+
+/// A deadline and whom to tell when it passes.
+type Deadline = (std::time::Instant, tokio::sync::oneshot::Sender<()>);
+
+/// The one thread that keeps every [`within`] bound: it fires each
+/// deadline that passes and forgets those whose wait has ended (the
+/// receiver is gone), each time it wakes.
+fn watchdog() -> std::sync::mpsc::Sender<Deadline> {
+    static WATCHDOG: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Deadline>>> =
+        std::sync::OnceLock::new();
+    let sender = WATCHDOG.get_or_init(|| {
+        let (sender, deadlines) = std::sync::mpsc::channel::<Deadline>();
+        std::thread::spawn(move || {
+            let mut pending: Vec<Deadline> = Vec::new();
+            loop {
+                let now = std::time::Instant::now();
+                pending.retain(|(_, waiter)| !waiter.is_closed());
+                let (due, later): (Vec<_>, Vec<_>) =
+                    pending.drain(..).partition(|(at, _)| *at <= now);
+                pending = later;
+                for (_, waiter) in due {
+                    let _ = waiter.send(());
+                }
+                let next = pending.iter().map(|(at, _)| *at).min();
+                let received = match next {
+                    Some(at) => deadlines.recv_timeout(at.saturating_duration_since(now)),
+                    None => deadlines
+                        .recv()
+                        .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+                };
+                match received {
+                    Ok(deadline) => pending.push(deadline),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        });
+        std::sync::Mutex::new(sender)
+    });
+    sender.lock().unwrap().clone()
+}
+
+/// An address on 127.0.0.1 where nothing listens (bound, then released):
+/// connections to it are refused.
+pub fn refusing_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("a bound address")
 }
 
 /// Starts one backend per id.

@@ -1,11 +1,11 @@
-//! Helpers for the proxy tests: the proxy as a child process, axum backends
-//! in the test, a client, steady traffic, and the `/status` report.
+//! Helpers for the proxy tests: the proxy as a child process, a client,
+//! steady traffic, and the `/status` report. The backends, the bounded
+//! wait and the rest come from the shared `tests/support`.
 #![allow(dead_code)]
 
-mod backend;
 mod process;
-#[path = "../../support/serve_app.rs"]
-mod serve_app;
+#[path = "../../support/mod.rs"]
+mod shared;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,8 +22,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower_lb::BoxError;
 
-pub use self::backend::Backend;
 pub use self::process::{run_to_exit, Proxy};
+pub use self::shared::{backends, refusing_addr, within, Backend};
 
 /// How long a test waits for something it expects to happen soon.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -189,18 +189,21 @@ pub async fn status(client: &HttpClient, proxy: &Proxy) -> Vec<Endpoint> {
         .collect()
 }
 
-/// Checks `condition` until it holds, a few times a second, for at most
-/// [`PATIENCE`]: for conditions that only another process can report.
+/// Checks `condition` until it holds, every 20 ms, [`within`] the shared
+/// bound: for conditions that only another process can report, and so
+/// nothing here can be notified of (the pause is between two polls of that
+/// process, never a wait for an event in this one).
 pub async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    within(what, async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 /// Replaces `path` in one step, as a backends file should be edited.
@@ -208,12 +211,6 @@ pub fn write_atomically(path: &Path, text: &str) {
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, text).expect("write the backends file");
     std::fs::rename(&temporary, path).expect("rename the backends file");
-}
-
-/// An address on which nothing listens: connections are refused.
-pub fn refusing_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr")
 }
 
 /// A fresh directory for one test's files.
@@ -231,12 +228,4 @@ pub fn args<'a>(flags: &[&'a str], backends: &'a [String]) -> Vec<&'a str> {
         args.extend(["--backend", backend.as_str()]);
     }
     args
-}
-
-pub async fn backends(names: &[&str]) -> Vec<Backend> {
-    let mut started = Vec::new();
-    for name in names {
-        started.push(Backend::start(name).await);
-    }
-    started
 }

@@ -1,14 +1,7 @@
 //! What the churn and failure tests share: the full client stack (retry,
 //! per-try timeout, balance over health over in-flight counting over a
 //! channel), endpoints that log every attempt with the moment it was
-//! picked, a backend that can be switched to failing or hanging, a load of
-//! many tasks, and a count of the bytes the process holds.
-#![allow(dead_code, unused_imports, unreachable_pub)]
-
-mod alloc;
-mod flaky;
-#[path = "../support/serve_app.rs"]
-mod serve_app;
+//! picked, and a load of many tasks.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,9 +29,6 @@ use tower_lb::load::{Handle, InFlight, InFlightDiscover, TrackedBody};
 use tower_lb::pick::Pick;
 use tower_lb::retry::{ReplayBody, RetryLayer, RetryPolicy};
 use tower_lb::{Balance, BalanceLayer, BoxError};
-
-pub use self::alloc::{allocated, peak, reset_peak};
-pub use self::flaky::{Flaky, Mode};
 
 /// The body callers send.
 pub type ReqBody = Full<Bytes>;
@@ -246,7 +236,7 @@ where
             .insert_weighted(addr, endpoint, weight)
             .expect("the balancer runs");
         let published = |_: &[SocketAddr]| self.generation(addr) == Some(generation);
-        crate::support::bounded("insert", self.balance.wait_for(published)).await;
+        super::within("insert", self.balance.wait_for(published)).await;
         let replaced = self.current.lock().unwrap().insert(addr, generation);
         if let Some(old) = replaced {
             self.retire(addr, old);
@@ -259,7 +249,7 @@ where
     pub async fn remove(&self, addr: SocketAddr) -> u64 {
         self.sender.remove(addr).expect("the balancer runs");
         let gone = |keys: &[SocketAddr]| !keys.contains(&addr);
-        crate::support::bounded("remove", self.balance.wait_for(gone)).await;
+        super::within("remove", self.balance.wait_for(gone)).await;
         let old = self.current.lock().unwrap().remove(&addr);
         self.retire(addr, old.expect("a known endpoint"))
     }
@@ -334,7 +324,7 @@ pub async fn load(
                 match answer {
                     Ok((StatusCode::OK, body)) if !body.is_empty() => {}
                     Ok((status, body)) => outcome.fail(format!("{status}: {body:?}")),
-                    Err(error) => outcome.fail(crate::support::chain(&*error)),
+                    Err(error) => outcome.fail(super::chain(&*error)),
                 }
                 done.send_modify(|n| *n += 1);
             }
@@ -359,15 +349,5 @@ impl Outcome {
         if self.errors.len() < 5 {
             self.errors.push(error);
         }
-    }
-}
-
-/// Waits, yielding, until `done` holds; fails the test after `limit` of
-/// real time. For conditions nothing notifies about (task counts).
-pub async fn settle(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::task::yield_now().await;
     }
 }

@@ -1,7 +1,6 @@
 //! Strategies and models shared by the property tests: random endpoint
 //! sets, stand-in endpoint services with a health flag and a load, and a
 //! fixed-seed proptest configuration.
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeSet;
 

@@ -1,10 +1,8 @@
-//! Helpers for the retry tests: axum backends on 127.0.0.1, a hyper-util
-//! client per endpoint, and a balancer over them.
+//! For the retry tests: request bodies of every kind, a hyper-util client
+//! per endpoint, and a balancer over them.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -51,44 +49,6 @@ pub fn pattern(len: usize) -> Bytes {
         .map(|i| (i * 31 % 251) as u8)
         .collect::<Vec<_>>()
         .into()
-}
-
-/// An axum server on 127.0.0.1 that answers every request with one status
-/// and records each request's body.
-pub struct Backend {
-    pub addr: SocketAddr,
-    pub hits: Arc<AtomicUsize>,
-    pub bodies: Arc<Mutex<Vec<Bytes>>>,
-}
-
-impl Backend {
-    pub async fn start(status: StatusCode) -> Self {
-        let hits = Arc::new(AtomicUsize::new(0));
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let (h, b) = (Arc::clone(&hits), Arc::clone(&bodies));
-        let app = axum::Router::new().fallback(move |body: Bytes| {
-            let (hits, bodies) = (Arc::clone(&h), Arc::clone(&b));
-            async move {
-                hits.fetch_add(1, Ordering::SeqCst);
-                bodies.lock().unwrap().push(body);
-                status
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, hits, bodies }
-    }
-
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-/// An address on 127.0.0.1 where nothing listens: bound, then released.
-pub fn refusing_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 /// One endpoint: a shared hyper-util client with the URI's authority set
@@ -139,4 +99,14 @@ pub fn tried_hashes(tried: &TriedEndpoints) -> Vec<u64> {
 
 pub fn key_hash(addr: SocketAddr) -> u64 {
     hash_value(&addr)
+}
+
+/// A backend that answers every request with `status`, keeping each
+/// request's body; named after its status.
+pub async fn answering(status: StatusCode) -> super::Backend {
+    super::Backend::builder(status.as_str())
+        .status(status)
+        .record_bodies()
+        .start()
+        .await
 }
