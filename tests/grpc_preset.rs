@@ -2,7 +2,7 @@
 //! tonic client takes, calls spread over the servers, and a server that
 //! answers `UNAVAILABLE` costs no call.
 
-mod grpc_support;
+mod support;
 
 use std::collections::BTreeMap;
 
@@ -10,15 +10,17 @@ use tower_lb::grpc::{Balancer, Builder};
 use tower_lb::pick::RoundRobin;
 use tower_lb::BoxError;
 
-use grpc_support::{start, Mode, WhoClient};
+use support::grpc::WhoClient;
+use support::Backend;
+use tonic::Code;
 
 #[tokio::test]
 async fn the_grpc_preset_spreads_calls_and_retries_unavailable() -> Result<(), BoxError> {
-    let a = start("a", Mode::Healthy).await;
-    let b = start("b", Mode::Healthy).await;
-    let c = start("c", Mode::Unavailable).await;
+    let a = Backend::builder("a").grpc(Code::Ok).start().await;
+    let b = Backend::builder("b").grpc(Code::Ok).start().await;
+    let c = Backend::builder("c").grpc(Code::Unavailable).start().await;
     let channel: Balancer = Builder::new()
-        .backends([a.addr, b.addr, c.addr])
+        .backends([a.addr(), b.addr(), c.addr()])
         .picker(RoundRobin::new())
         .retry(
             tower_lb::retry::RetryPolicy::grpc()
@@ -35,6 +37,6 @@ async fn the_grpc_preset_spreads_calls_and_retries_unavailable() -> Result<(), B
     assert!(!seen.contains_key("c"), "{seen:?}");
     assert_eq!(seen.values().sum::<usize>(), 90);
     assert!(seen["a"] > 0 && seen["b"] > 0, "{seen:?}");
-    assert!(c.calls() > 0, "the failing server was tried");
+    assert!(c.requests() > 0, "the failing server was tried");
     Ok(())
 }

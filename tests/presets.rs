@@ -18,13 +18,11 @@ use support::*;
 async fn tally_preset(pool: &Balancer, n: usize, path: &str) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for _ in 0..n {
-        let response = bounded("a request", pool.clone().oneshot(get(path)))
+        let response = within("a request", pool.clone().oneshot(get(path)))
             .await
             .expect("answered");
         assert_eq!(response.status(), 200);
-        let id = bounded("a body", read_body(response))
-            .await
-            .expect("a body");
+        let id = within("a body", read_body(response)).await.expect("a body");
         *seen.entry(id).or_default() += 1;
     }
     seen
@@ -32,7 +30,7 @@ async fn tally_preset(pool: &Balancer, n: usize, path: &str) -> BTreeMap<String,
 
 /// Waits until the pool's balancer knows `n` backends.
 async fn known(pool: &Balancer, n: usize) {
-    bounded("discovery", pool.get_ref().wait_for(|keys| keys.len() == n)).await;
+    within("discovery", pool.get_ref().wait_for(|keys| keys.len() == n)).await;
 }
 
 #[tokio::test]
