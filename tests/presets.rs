@@ -143,7 +143,7 @@ async fn a_failing_request_body_blames_no_backend_and_is_not_retried() {
         .outlier_detection(OutlierDetection::new().consecutive_failures(1))
         .build()
         .expect("a valid preset");
-    bounded("discovery", pool.get_ref().wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", pool.get_ref().wait_for(|keys| keys.len() == 2)).await;
     for _ in 0..10 {
         // The caller's body fails half way: the caller's fault.
         let (tx, body) = fed();
@@ -155,7 +155,7 @@ async fn a_failing_request_body_blames_no_backend_and_is_not_retried() {
         .await
         .unwrap();
         tx.send(Err("the client went away".into())).await.unwrap();
-        let error = bounded("the call", call)
+        let error = within("the call", call)
             .await
             .unwrap()
             .expect_err("the body failed");
@@ -170,7 +170,7 @@ async fn a_failing_request_body_blames_no_backend_and_is_not_retried() {
     // Both backends still take requests.
     let (tx, body) = fed();
     drop(tx);
-    let response = bounded(
+    let response = within(
         "a request",
         pool.clone()
             .oneshot(http::Request::get("/").body(body).unwrap()),
@@ -182,18 +182,13 @@ async fn a_failing_request_body_blames_no_backend_and_is_not_retried() {
 
 #[tokio::test]
 async fn a_slow_upload_is_not_timed_out_and_retry_after_pauses_a_backend() {
-    let busy = axum::Router::new().route(
-        "/busy",
-        axum::routing::get(|| async {
-            (
-                http::StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "60")],
-                "busy",
-            )
-        }),
-    );
+    // `a` answers 429 with a minute's `retry-after` (but for `/echo`).
     let fleet = [
-        Backend::start_with("a", busy).await,
+        Backend::builder("a")
+            .status(http::StatusCode::TOO_MANY_REQUESTS)
+            .header("retry-after", "60")
+            .start()
+            .await,
         Backend::start("b").await,
     ];
     let pool: tower_lb::http::Balancer<Fed> = Builder::new()
@@ -202,7 +197,7 @@ async fn a_slow_upload_is_not_timed_out_and_retry_after_pauses_a_backend() {
         .attempt_timeout(Duration::from_millis(300))
         .build()
         .expect("a valid preset");
-    bounded("discovery", pool.get_ref().wait_for(|keys| keys.len() == 2)).await;
+    within("discovery", pool.get_ref().wait_for(|keys| keys.len() == 2)).await;
 
     // Uploading takes longer than the attempt timeout; the answer comes.
     let (tx, body) = fed();
@@ -217,10 +212,7 @@ async fn a_slow_upload_is_not_timed_out_and_retry_after_pauses_a_backend() {
         .unwrap();
     }
     drop(tx);
-    let response = bounded("the upload", call)
-        .await
-        .unwrap()
-        .expect("answered");
+    let response = within("the upload", call).await.unwrap().expect("answered");
     assert_eq!(response.status(), 200);
     assert_eq!(read_body(response).await.unwrap(), "abcabcabcabc");
 
@@ -232,7 +224,7 @@ async fn a_slow_upload_is_not_timed_out_and_retry_after_pauses_a_backend() {
     };
     let mut busy_answers = 0;
     for _ in 0..2 {
-        let response = bounded("a request", pool.clone().oneshot(get("/busy")))
+        let response = within("a request", pool.clone().oneshot(get("/busy")))
             .await
             .unwrap();
         if response.status() == http::StatusCode::TOO_MANY_REQUESTS {
@@ -250,7 +242,7 @@ async fn a_slow_upload_is_not_timed_out_and_retry_after_pauses_a_backend() {
     assert!(paused.is_some(), "`a` is paused");
     let before = fleet[0].requests();
     for _ in 0..6 {
-        let response = bounded("a request", pool.clone().oneshot(get("/")))
+        let response = within("a request", pool.clone().oneshot(get("/")))
             .await
             .unwrap();
         assert_eq!(read_body(response).await.unwrap(), "b");

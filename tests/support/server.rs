@@ -13,7 +13,8 @@
 //! * any path not below (`/`, `/work`, `/items/7`...), any method: its id,
 //!   with its current [`status`](Backend::set_status) (200 unless set),
 //!   after its [`delay`](Builder::delay) of tokio time; or never, while it
-//!   [hangs](Backend::set_hang). Each body is kept when the builder asks
+//!   [hangs](Backend::set_hang); with the builder's
+//!   [headers](Builder::header). Each body is kept when the builder asks
 //!   to [`record_bodies`](Builder::record_bodies).
 //! * `/health`: `ok`, with its current [`health`](Backend::set_health)
 //!   status (200 unless set); counted apart, in
@@ -99,6 +100,7 @@ pub struct Builder {
     record_bodies: bool,
     grpc: Option<tonic::Code>,
     at: Option<SocketAddr>,
+    headers: HeaderMap,
 }
 
 impl Builder {
@@ -106,6 +108,12 @@ impl Builder {
     /// [`grpc`](Self::grpc).
     pub fn status(mut self, status: StatusCode) -> Self {
         self.status = status;
+        self
+    }
+
+    /// Adds this header to each answer with its id (`retry-after`, say).
+    pub fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.append(name, HeaderValue::from_static(value));
         self
     }
 
@@ -149,6 +157,7 @@ impl Builder {
             health: AtomicU16::new(200),
             hang: AtomicBool::new(false),
             delay: self.delay,
+            headers: self.headers,
             requests: watch::Sender::new(0),
             health_checks: AtomicUsize::new(0),
             bodies: self.record_bodies.then(Mutex::default),
@@ -179,6 +188,7 @@ pub(super) struct Shared {
     health: AtomicU16,
     hang: AtomicBool,
     delay: Duration,
+    headers: HeaderMap,
     requests: watch::Sender<usize>,
     health_checks: AtomicUsize,
     bodies: Option<Mutex<Vec<Bytes>>>,
@@ -221,6 +231,7 @@ impl Backend {
             record_bodies: false,
             grpc: None,
             at: None,
+            headers: HeaderMap::new(),
         }
     }
 
@@ -385,7 +396,7 @@ fn routes(shared: &Arc<Shared>) -> Router {
         .with_state(Arc::clone(shared))
 }
 
-async fn answer(State(shared): State<Arc<Shared>>, body: Bytes) -> (StatusCode, String) {
+async fn answer(State(shared): State<Arc<Shared>>, body: Bytes) -> (StatusCode, HeaderMap, String) {
     if let Some(bodies) = &shared.bodies {
         bodies.lock().unwrap().push(body);
     }
@@ -397,7 +408,7 @@ async fn answer(State(shared): State<Arc<Shared>>, body: Bytes) -> (StatusCode, 
     }
     let status = StatusCode::from_u16(shared.status.load(Ordering::SeqCst))
         .expect("a status set from a StatusCode");
-    (status, shared.id.to_string())
+    (status, shared.headers.clone(), shared.id.to_string())
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
