@@ -344,7 +344,7 @@ async fn next_change<F, S>(discover: &mut FileDiscover<F>) -> String
 where
     F: FnMut(SocketAddr) -> S + Unpin,
 {
-    match bounded("a change", discover.next()).await {
+    match within("a change", discover.next()).await {
         Some(Ok(tower::discover::Change::Insert(addr, _))) => format!("+{}", addr.port()),
         Some(Ok(tower::discover::Change::Remove(addr))) => format!("-{}", addr.port()),
         Some(Err(error)) => format!("{:?}", error.kind()),
