@@ -200,6 +200,8 @@ async fn a_slow_upload_is_not_timed_out_and_retry_after_pauses_a_backend() {
     within("discovery", pool.get_ref().wait_for(|keys| keys.len() == 2)).await;
 
     // Uploading takes longer than the attempt timeout; the answer comes.
+    // The pauses are the slowness under test (a real server needs real
+    // time), not a wait for an event.
     let (tx, body) = fed();
     let request = http::Request::post("/echo").body(body).unwrap();
     let call = tokio::spawn(pool.clone().oneshot(request));
