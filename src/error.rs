@@ -45,3 +45,59 @@ impl fmt::Display for NoEndpoints {
 }
 
 impl std::error::Error for NoEndpoints {}
+
+/// Every endpoint that could take the request is saturated, and the
+/// request's priority is below the shedding threshold: it fails at once.
+///
+/// Returned (boxed as [`BoxError`]) by the balancer when its picker sheds
+/// the request (the [`Scored`](crate::pick::Scored) picker's saturation
+/// admission). The request was sent nowhere, so it is safe to retry after
+/// [`retry_after`](Saturated::retry_after). The HTTP preset's
+/// `http::saturated_response` (feature `http`) turns it into
+/// `429 Too Many Requests` with `Retry-After`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Saturated {
+    pub(crate) eligible: usize,
+    pub(crate) priority: i32,
+    pub(crate) retry_after: Duration,
+}
+
+impl Saturated {
+    /// A saturation error: `eligible` endpoints could serve the request and
+    /// all were saturated; the request had `priority`; callers should wait
+    /// `retry_after` before trying again.
+    pub const fn new(eligible: usize, priority: i32, retry_after: Duration) -> Self {
+        Self {
+            eligible,
+            priority,
+            retry_after,
+        }
+    }
+
+    /// How many endpoints could have served the request (all saturated).
+    pub fn eligible(&self) -> usize {
+        self.eligible
+    }
+
+    /// The request's priority.
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+
+    /// How long a caller should wait before trying again.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for Saturated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "saturated: all {} eligible endpoints are saturated; request of priority {} shed",
+            self.eligible, self.priority
+        )
+    }
+}
+
+impl std::error::Error for Saturated {}

@@ -6,6 +6,7 @@ use std::fmt;
 use super::snapshot::Snapshot;
 use super::TriedEndpoints;
 use crate::endpoint::Endpoint;
+use crate::error::Saturated;
 use crate::pick::Pick;
 
 /// Picks for `request`, ruling out the endpoints in its attempt set `tried`
@@ -16,7 +17,7 @@ pub(super) fn pick<K, S, P, Req>(
     picker: &P,
     request: &Req,
     tried: Option<&TriedEndpoints>,
-) -> Option<usize>
+) -> Result<Option<usize>, Saturated>
 where
     K: fmt::Debug,
     S: Endpoint,
@@ -27,7 +28,9 @@ where
     };
     let mut excluded = [0; TriedEndpoints::CAPACITY];
     let n = tried.fill(&mut excluded);
-    let i = pick_from(snapshot, picker, request, &excluded[..n])?;
+    let Some(i) = pick_from(snapshot, picker, request, &excluded[..n])? else {
+        return Ok(None);
+    };
     let key_hash = snapshot.metas[i].key_hash();
     if n > 0 {
         let repeat = excluded[..n].contains(&key_hash);
@@ -39,7 +42,7 @@ where
         );
     }
     tried.record_named(key_hash, &snapshot.names[i]);
-    Some(i)
+    Ok(Some(i))
 }
 
 /// Picks from one snapshot; an index the picker returns that is not allowed
@@ -54,7 +57,7 @@ fn pick_from<K, S, P, Req>(
     picker: &P,
     request: &Req,
     excluded: &[u64],
-) -> Option<usize>
+) -> Result<Option<usize>, Saturated>
 where
     S: Endpoint,
     P: Pick<Req, S>,
@@ -63,15 +66,15 @@ where
     if !excluded.is_empty() {
         let fresh = endpoints.excluding(excluded);
         let picked = picker
-            .pick(&snapshot.table, &fresh, request)
+            .pick_or_shed(&snapshot.table, &fresh, request)?
             .filter(|&i| fresh.is_allowed(i));
         if picked.is_some() {
-            return picked;
+            return Ok(picked);
         }
     }
-    picker
-        .pick(&snapshot.table, &endpoints, request)
-        .filter(|&i| endpoints.is_allowed(i))
+    Ok(picker
+        .pick_or_shed(&snapshot.table, &endpoints, request)?
+        .filter(|&i| endpoints.is_allowed(i)))
 }
 
 #[cfg(test)]

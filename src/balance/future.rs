@@ -37,6 +37,7 @@ pin_project! {
         S: Service<Req>,
     {
         Waiting { wait: Wait<S, Req> },
+        Failed { error: Option<BoxError> },
         Ready { service: S, request: Option<Req> },
         Calling { #[pin] future: S::Future },
     }
@@ -50,6 +51,14 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
                 request: Some(request),
             },
             span,
+        }
+    }
+
+    /// A request that fails without being sent (it was shed).
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+            span: tracing::Span::none(),
         }
     }
 
@@ -80,6 +89,12 @@ where
                         request: Some(request),
                     });
                 }
+                StateProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .unwrap_or_else(|| "response future polled after failure".into());
+                    return Poll::Ready(Err(error));
+                }
                 StateProj::Ready { service, request } => {
                     ready!(service.poll_ready(cx)).map_err(Into::into)?;
                     let Some(request) = request.take() else {
@@ -105,6 +120,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Waiting { .. } => "waiting for an endpoint",
+            State::Failed { .. } => "failed before sending",
             State::Ready { .. } => "driving endpoint readiness",
             State::Calling { .. } => "calling endpoint",
         };

@@ -205,11 +205,15 @@ where
         let picked =
             TriedEndpoints::with_current(|tried| exclude::pick(snapshot, picker, &request, tried));
         match picked {
-            Some(i) => {
+            Err(shed) => {
+                tracing::debug!(error = %shed, "request shed");
+                ResponseFuture::failed(shed.into())
+            }
+            Ok(Some(i)) => {
                 let span = tracing::debug_span!("balance", endpoint = ?snapshot.keys[i]);
                 ResponseFuture::ready(snapshot.services[i].clone(), request, span)
             }
-            None => {
+            Ok(None) => {
                 let span = tracing::debug_span!("balance", endpoint = tracing::field::Empty);
                 let known = snapshot.keys.len();
                 tracing::debug!(known, "no endpoint to pick; waiting for the set to change");
@@ -249,7 +253,7 @@ where
             notified.as_mut().enable();
             let known = {
                 let snapshot = shared.current.load();
-                if let Some(i) = exclude::pick(&snapshot, &*picker, &request, tried.as_ref()) {
+                if let Some(i) = exclude::pick(&snapshot, &*picker, &request, tried.as_ref())? {
                     span.record("endpoint", tracing::field::debug(&snapshot.keys[i]));
                     return Ok((snapshot.services[i].clone(), request));
                 }

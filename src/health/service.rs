@@ -97,6 +97,10 @@ impl<S: Endpoint, C> Endpoint for Healthy<S, C> {
     fn is_available(&self) -> bool {
         self.state.admits() && (!S::GATED || self.inner.is_available())
     }
+
+    fn metrics(&self) -> Option<&crate::endpoint::EndpointMetrics> {
+        self.inner.metrics()
+    }
 }
 
 impl<S: Load, C> Load for Healthy<S, C> {

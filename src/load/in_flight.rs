@@ -49,6 +49,12 @@ impl From<Count> for f64 {
     }
 }
 
+impl crate::endpoint::ClientLoad for Count {
+    fn in_flight(&self) -> usize {
+        self.0
+    }
+}
+
 impl From<Count> for usize {
     fn from(count: Count) -> usize {
         count.0

@@ -59,19 +59,57 @@ pub struct Latency<S, C = CompleteOnBodyEnd> {
 /// The estimate counts as at least one nanosecond here, so that between two
 /// endpoints whose estimates have decayed to nothing the one with fewer
 /// requests in flight still costs less.
-#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
-pub struct Cost(f64);
+///
+/// Costs compare by that product alone; the parts stay readable for
+/// pickers that score on them ([`ClientLoad`](crate::endpoint::ClientLoad)).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cost {
+    cost: f64,
+    rtt_ns: f64,
+    in_flight: usize,
+}
 
 impl Cost {
     /// The cost as a number (nanoseconds × requests).
     pub const fn get(self) -> f64 {
-        self.0
+        self.cost
+    }
+
+    #[cfg(test)]
+    pub(crate) const fn of(cost: f64) -> Self {
+        Self {
+            cost,
+            rtt_ns: cost,
+            in_flight: 0,
+        }
+    }
+}
+
+impl PartialEq for Cost {
+    fn eq(&self, other: &Self) -> bool {
+        self.cost == other.cost
+    }
+}
+
+impl PartialOrd for Cost {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        self.cost.partial_cmp(&other.cost)
     }
 }
 
 impl From<Cost> for f64 {
     fn from(cost: Cost) -> f64 {
-        cost.0
+        cost.cost
+    }
+}
+
+impl crate::endpoint::ClientLoad for Cost {
+    fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    fn latency(&self) -> Option<Duration> {
+        Some(Duration::from_nanos(self.rtt_ns as u64))
     }
 }
 
@@ -174,8 +212,12 @@ impl<S, C> Load for Latency<S, C> {
     fn load(&self) -> Cost {
         let rtt = self.estimate.rtt_ns(Instant::now()).max(1.0);
         // Exact below 2^53 requests, which no endpoint reaches.
-        let pending = self.counter.in_flight() as f64;
-        Cost(rtt * (pending + 1.0))
+        let in_flight = self.counter.in_flight();
+        Cost {
+            cost: rtt * (in_flight as f64 + 1.0),
+            rtt_ns: rtt,
+            in_flight,
+        }
     }
 }
 

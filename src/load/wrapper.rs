@@ -50,6 +50,10 @@ macro_rules! impl_counted_wrapper {
             fn is_available(&self) -> bool {
                 self.inner.is_available()
             }
+
+            fn metrics(&self) -> Option<&$crate::endpoint::EndpointMetrics> {
+                self.inner.metrics()
+            }
         }
     };
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{Endpoints, Meta, Pick, Prepare};
+use crate::error::Saturated;
 
 /// A picker's table with its type erased.
 type AnyTable = Box<dyn Any + Send + Sync>;
@@ -12,7 +13,12 @@ type AnyTable = Box<dyn Any + Send + Sync>;
 /// What [`BoxPick`] calls: a [`Pick`] whose table is erased.
 trait ErasedPick<Req, S>: Send + Sync + 'static {
     fn prepare_any(&self, endpoints: &[Meta]) -> AnyTable;
-    fn pick_any(&self, table: &AnyTable, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize>;
+    fn pick_any(
+        &self,
+        table: &AnyTable,
+        endpoints: &Endpoints<'_, S>,
+        req: &Req,
+    ) -> Result<Option<usize>, Saturated>;
 }
 
 impl<P, Req, S> ErasedPick<Req, S> for P
@@ -23,10 +29,17 @@ where
         Box::new(Prepare::prepare(self, endpoints))
     }
 
-    fn pick_any(&self, table: &AnyTable, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
+    fn pick_any(
+        &self,
+        table: &AnyTable,
+        endpoints: &Endpoints<'_, S>,
+        req: &Req,
+    ) -> Result<Option<usize>, Saturated> {
         // The table was built by this picker's `prepare`: the cast holds.
-        let table = table.downcast_ref::<P::Table>()?;
-        Pick::pick(self, table, endpoints, req)
+        let Some(table) = table.downcast_ref::<P::Table>() else {
+            return Ok(None);
+        };
+        Pick::pick_or_shed(self, table, endpoints, req)
     }
 }
 
@@ -94,6 +107,15 @@ impl<Req: 'static, S: 'static> Prepare for BoxPick<Req, S> {
 
 impl<Req: 'static, S: 'static> Pick<Req, S> for BoxPick<Req, S> {
     fn pick(&self, table: &AnyTable, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
+        self.inner.pick_any(table, endpoints, req).ok().flatten()
+    }
+
+    fn pick_or_shed(
+        &self,
+        table: &AnyTable,
+        endpoints: &Endpoints<'_, S>,
+        req: &Req,
+    ) -> Result<Option<usize>, Saturated> {
         self.inner.pick_any(table, endpoints, req)
     }
 }

@@ -125,6 +125,20 @@ pub trait Prepare: Send + Sync + 'static {
 pub trait Pick<Req, S>: Prepare {
     /// Picks an endpoint for `req`.
     fn pick(&self, table: &Self::Table, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize>;
+
+    /// Picks an endpoint for `req`, or sheds it: `Err` fails the request at
+    /// once with [`Saturated`](crate::error::Saturated), without waiting for
+    /// the set to change. The balancer calls this method; the default is
+    /// [`pick`](Pick::pick), which never sheds. A picker that admits
+    /// requests ([`Scored`]) overrides it.
+    fn pick_or_shed(
+        &self,
+        table: &Self::Table,
+        endpoints: &Endpoints<'_, S>,
+        req: &Req,
+    ) -> Result<Option<usize>, crate::error::Saturated> {
+        Ok(self.pick(table, endpoints, req))
+    }
 }
 
 /// The endpoints a picker chooses from: their [`Meta`] and their services,

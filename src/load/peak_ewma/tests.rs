@@ -68,7 +68,7 @@ async fn a_slow_response_raises_the_cost_and_decay_lowers_it() {
     assert!(svc.rtt_estimate() < MS);
     // Fully decayed, the cost still ranks by requests in flight.
     let _pending = svc.call(Duration::from_secs(60));
-    assert_eq!(svc.load(), Cost(2.0));
+    assert_eq!(svc.load(), Cost::of(2.0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -177,7 +177,7 @@ fn forwards_weight_and_availability() {
 
 #[test]
 fn cost_converts_and_orders() {
-    assert!(Cost(1.0) < Cost(2.0));
-    assert_eq!(f64::from(Cost(2.5)), 2.5);
-    assert_eq!(Cost(4.0).get(), 4.0);
+    assert!(Cost::of(1.0) < Cost::of(2.0));
+    assert_eq!(f64::from(Cost::of(2.5)), 2.5);
+    assert_eq!(Cost::of(4.0).get(), 4.0);
 }

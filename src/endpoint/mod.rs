@@ -6,11 +6,24 @@
 //! services; the health wrapper passes the weight through and adds
 //! availability. Pickers, the balancer and the layers built on them read an
 //! endpoint only through this contract.
+//!
+//! An endpoint may also report its own load: an [`EndpointMetrics`] record
+//! that a source (the `metrics` module, or your code) fills and pickers read
+//! through [`Endpoint::metrics`]. A [`Weighted`] endpoint carries one when
+//! given ([`Weighted::with_metrics`]); the wrappers of this crate pass it
+//! through. What the client measures itself (requests in flight, latency)
+//! reaches pickers through `tower::load::Load`, whose metrics implement
+//! [`ClientLoad`].
+
+mod metrics;
 
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tower::load::Load;
 use tower::Service;
+
+pub use self::metrics::{EndpointMetrics, Extra, LoadFacts, LoadReport, DEFAULT_STALENESS};
 
 /// What the balancer reads of an endpoint service: its share of traffic,
 /// relative to the other endpoints, and whether it may take requests now.
@@ -45,6 +58,27 @@ pub trait Endpoint {
     fn is_available(&self) -> bool {
         true
     }
+
+    /// The load the endpoint reports of itself, if a source fills a record
+    /// for it; read on every pick of a picker that scores on it (an
+    /// `Arc` dereference, then atomic loads). `None` by default.
+    fn metrics(&self) -> Option<&EndpointMetrics> {
+        None
+    }
+}
+
+/// What the client measures of an endpoint itself: the
+/// [`Load`] metrics of this crate's wrappers implement it, so that a scoring
+/// picker can read requests in flight (and latency, where measured) through
+/// `Load`.
+pub trait ClientLoad {
+    /// Requests this client has in flight on the endpoint.
+    fn in_flight(&self) -> usize;
+
+    /// The client's latency estimate for the endpoint, if it keeps one.
+    fn latency(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A service with a weight: what every discovery source of this crate yields.
@@ -61,19 +95,36 @@ pub trait Endpoint {
 pub struct Weighted<S> {
     inner: S,
     weight: u32,
+    metrics: Option<EndpointMetrics>,
 }
 
 impl<S> Weighted<S> {
     /// Wraps `inner` with `weight`.
     pub const fn new(inner: S, weight: u32) -> Self {
-        Self { inner, weight }
+        Self {
+            inner,
+            weight,
+            metrics: None,
+        }
     }
 
-    /// The same weight over `f(inner)`: how the load wrappers keep the
-    /// weight outermost, so that a stack built by hand and one built by the
-    /// `Discover` adapters have one type.
+    /// The same endpoint, reporting its load through `metrics` (a clone of
+    /// the record its sources fill): [`Endpoint::metrics`] returns it.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: EndpointMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The same weight (and metrics record) over `f(inner)`: how the load
+    /// wrappers keep the weight outermost, so that a stack built by hand and
+    /// one built by the `Discover` adapters have one type.
     pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Weighted<T> {
-        Weighted::new(f(self.inner), self.weight)
+        Weighted {
+            inner: f(self.inner),
+            weight: self.weight,
+            metrics: self.metrics,
+        }
     }
 
     /// The wrapped service.
@@ -102,6 +153,10 @@ impl<S> From<S> for Weighted<S> {
 impl<S> Endpoint for Weighted<S> {
     fn weight(&self) -> u32 {
         self.weight
+    }
+
+    fn metrics(&self) -> Option<&EndpointMetrics> {
+        self.metrics.as_ref()
     }
 }
 

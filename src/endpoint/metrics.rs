@@ -1,0 +1,399 @@
+//! The load an endpoint reports of itself: facts with a time.
+//!
+//! An [`EndpointMetrics`] is one endpoint's shared record of what the server
+//! says about its own load: its waiting queue, its running requests, its
+//! KV-cache use, its ORCA utilisation and request rate, named metrics, the
+//! models it serves and the adapters it has loaded, and when it last said so.
+//! Sources above the contract fill it (the `metrics` module, feature
+//! `metrics`: ORCA load reports in answers, a Prometheus poller, or your own
+//! code); pickers read it through
+//! [`Endpoint::metrics`](super::Endpoint::metrics).
+//!
+//! # Reading is an atomic load
+//!
+//! The numbers live in four `AtomicU64` words, written as a whole by
+//! [`EndpointMetrics::record`] and read by [`EndpointMetrics::load`] without
+//! a lock. A reader racing a writer can see the queue of one report with the
+//! KV use of the next: each number is always one a server reported. The
+//! rarely changing parts (named metrics, models, adapters) sit behind an
+//! `ArcSwap`, whose load takes no lock either.
+//!
+//! # Staleness
+//!
+//! A fact older than the record's staleness bound (200 ms by default, see
+//! [`EndpointMetrics::with_staleness`]) is not returned: [`load`] answers
+//! `None`, as it does before the first report, and pickers fall back to the
+//! client's own count of requests in flight.
+//!
+//! [`load`]: EndpointMetrics::load
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_lb::endpoint::{EndpointMetrics, LoadReport};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let metrics = EndpointMetrics::new();
+//! assert!(metrics.load().is_none(), "nothing measured yet");
+//!
+//! metrics.record(&LoadReport {
+//!     queue: Some(3),
+//!     kv_cache_use: Some(0.42),
+//!     ..LoadReport::default()
+//! });
+//! let facts = metrics.load().expect("fresh");
+//! assert_eq!((facts.queue, facts.kv_cache_use), (3, 0.42));
+//!
+//! tokio::time::advance(Duration::from_millis(201)).await;
+//! assert!(metrics.load().is_none(), "stale after 200 ms");
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+/// How long a report counts by default: 200 ms.
+pub const DEFAULT_STALENESS: Duration = Duration::from_millis(200);
+
+/// One endpoint's self-reported load, shared by the source that fills it
+/// and the pickers that read it; see the [module docs](self).
+///
+/// Cloning is a reference-count increment; every clone reads and writes the
+/// same record.
+#[derive(Clone)]
+pub struct EndpointMetrics {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    epoch: Instant,
+    staleness_ms: u64,
+    /// Waiting queue (high half) and running requests (low half).
+    requests: AtomicU64,
+    /// KV-cache use (high half, `f32` bits) and utilisation (low half).
+    usage: AtomicU64,
+    /// Queries per second (high half, `f32` bits) and errors per second.
+    rates: AtomicU64,
+    /// Milliseconds since `epoch` of the last report, plus one; 0: never.
+    measured_at: AtomicU64,
+    /// Milliseconds since `epoch` of the first report after a gap longer
+    /// than the staleness bound, plus one; 0: never.
+    reporting_since: AtomicU64,
+    extra: ArcSwap<Extra>,
+    /// Milliseconds since `epoch` (plus one) of the last bad report logged.
+    garbage_logged: AtomicU64,
+}
+
+/// The rarely changing part of an endpoint's metrics: read through
+/// [`EndpointMetrics::extra`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Extra {
+    /// Metrics by name, as the server reported them (ORCA `named_metrics`,
+    /// or the Prometheus names a mapping keeps).
+    pub named: Vec<(Box<str>, f64)>,
+    /// The models the endpoint serves; empty means any model.
+    pub models: Vec<Box<str>>,
+    /// The adapters (LoRA) the endpoint has loaded, running or waiting.
+    pub adapters: Vec<Box<str>>,
+    /// How many adapters the endpoint can hold at once, if it says.
+    pub max_adapters: Option<u32>,
+}
+
+impl Extra {
+    /// Whether the endpoint serves `model` (it names no models, or names it).
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| &**m == model)
+    }
+
+    /// Whether `adapter` is loaded.
+    pub fn has_adapter(&self, adapter: &str) -> bool {
+        self.adapters.iter().any(|a| &**a == adapter)
+    }
+
+    /// Whether another adapter can be loaded: the endpoint gives a limit and
+    /// holds fewer adapters than that. Without a limit, `true`.
+    pub fn has_adapter_slot(&self) -> bool {
+        self.max_adapters
+            .is_none_or(|max| self.adapters.len() < max as usize)
+    }
+
+    /// The named metric `name`, if reported.
+    pub fn named(&self, name: &str) -> Option<f64> {
+        self.named
+            .iter()
+            .find_map(|(n, v)| (&**n == name).then_some(*v))
+    }
+}
+
+/// One report of an endpoint's load: each field present replaces the
+/// recorded one, each absent field keeps it.
+///
+/// Values are checked by [`EndpointMetrics::record`]: a KV use outside
+/// `[0, 1]` is clamped to it, a non-finite or negative rate or utilisation
+/// is ignored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadReport {
+    /// Requests waiting in the server's queue.
+    pub queue: Option<u32>,
+    /// Requests the server is running.
+    pub running: Option<u32>,
+    /// Share of the KV cache in use, in `[0, 1]`.
+    pub kv_cache_use: Option<f32>,
+    /// ORCA utilisation: `application_utilization` when the server sets it,
+    /// else `cpu_utilization`.
+    pub utilization: Option<f32>,
+    /// ORCA queries per second (`rps_fractional`).
+    pub qps: Option<f32>,
+    /// ORCA errors per second (`eps`).
+    pub eps: Option<f32>,
+    /// Named metrics; `None` keeps the recorded ones.
+    pub named: Option<Vec<(Box<str>, f64)>>,
+    /// Loaded adapters; `None` keeps the recorded ones.
+    pub adapters: Option<Vec<Box<str>>>,
+    /// The adapter limit; `None` keeps the recorded one.
+    pub max_adapters: Option<u32>,
+    /// The models served; `None` keeps the recorded ones.
+    pub models: Option<Vec<Box<str>>>,
+}
+
+impl LoadReport {
+    /// Whether the report carries no fact at all.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What [`EndpointMetrics::load`] returns: the endpoint's last report, while
+/// it is fresh.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoadFacts {
+    /// Requests waiting in the server's queue (0 if never reported).
+    pub queue: u32,
+    /// Requests the server is running (0 if never reported).
+    pub running: u32,
+    /// Share of the KV cache in use, in `[0, 1]` (0 if never reported).
+    pub kv_cache_use: f32,
+    /// ORCA utilisation (0 if never reported).
+    pub utilization: f32,
+    /// ORCA queries per second (0 if never reported).
+    pub qps: f32,
+    /// ORCA errors per second (0 if never reported).
+    pub eps: f32,
+    /// How long ago the last report arrived.
+    pub age: Duration,
+}
+
+impl Default for EndpointMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EndpointMetrics {
+    /// An empty record whose reports count for [`DEFAULT_STALENESS`].
+    pub fn new() -> Self {
+        Self::with_staleness(DEFAULT_STALENESS)
+    }
+
+    /// An empty record whose reports count for `staleness` (at least a
+    /// millisecond, the record's resolution; `Duration::MAX` never goes
+    /// stale).
+    pub fn with_staleness(staleness: Duration) -> Self {
+        let staleness_ms = u64::try_from(staleness.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Self {
+            shared: Arc::new(Shared {
+                epoch: Instant::now(),
+                staleness_ms,
+                requests: AtomicU64::new(0),
+                usage: AtomicU64::new(0),
+                rates: AtomicU64::new(0),
+                measured_at: AtomicU64::new(0),
+                reporting_since: AtomicU64::new(0),
+                extra: ArcSwap::from_pointee(Extra::default()),
+                garbage_logged: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// How long a report counts.
+    pub fn staleness(&self) -> Duration {
+        Duration::from_millis(self.shared.staleness_ms)
+    }
+
+    /// Records `report`, stamped now. Absent fields keep their values; an
+    /// empty report still refreshes the time (the server answered and had
+    /// nothing new to say).
+    pub fn record(&self, report: &LoadReport) {
+        let s = &*self.shared;
+        if report.queue.is_some() || report.running.is_some() {
+            let old = s.requests.load(Ordering::Relaxed);
+            let queue = report.queue.unwrap_or((old >> 32) as u32);
+            let running = report.running.unwrap_or(old as u32);
+            s.requests
+                .store(pack_u32(queue, running), Ordering::Relaxed);
+        }
+        if report.kv_cache_use.is_some() || report.utilization.is_some() {
+            let (kv, util) = unpack_f32(s.usage.load(Ordering::Relaxed));
+            let kv = report
+                .kv_cache_use
+                .filter(|v| !v.is_nan())
+                .map_or(kv, |v| v.clamp(0.0, 1.0));
+            let util = rate(report.utilization).unwrap_or(util);
+            s.usage.store(pack_f32(kv, util), Ordering::Relaxed);
+        }
+        if report.qps.is_some() || report.eps.is_some() {
+            let (qps, eps) = unpack_f32(s.rates.load(Ordering::Relaxed));
+            let qps = rate(report.qps).unwrap_or(qps);
+            let eps = rate(report.eps).unwrap_or(eps);
+            s.rates.store(pack_f32(qps, eps), Ordering::Relaxed);
+        }
+        if report.named.is_some()
+            || report.adapters.is_some()
+            || report.models.is_some()
+            || report.max_adapters.is_some()
+        {
+            let current = s.extra.load();
+            let next = Extra {
+                named: report.named.clone().unwrap_or_else(|| current.named.clone()),
+                models: report
+                    .models
+                    .clone()
+                    .unwrap_or_else(|| current.models.clone()),
+                adapters: report
+                    .adapters
+                    .clone()
+                    .unwrap_or_else(|| current.adapters.clone()),
+                max_adapters: report.max_adapters.or(current.max_adapters),
+            };
+            if next != **current {
+                s.extra.store(Arc::new(next));
+            }
+        }
+        let now = self.now_ms();
+        let last = s.measured_at.swap(now, Ordering::Release);
+        if last == 0 || now.saturating_sub(last) > s.staleness_ms {
+            s.reporting_since.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks the record as just refreshed without changing a value.
+    pub fn touch(&self) {
+        self.record(&LoadReport::default());
+    }
+
+    /// The last report, if one arrived within the staleness bound.
+    #[inline]
+    pub fn load(&self) -> Option<LoadFacts> {
+        self.load_at(Instant::now())
+    }
+
+    /// [`load`](Self::load) as of `now`, so a picker reads the clock once
+    /// for all endpoints.
+    #[inline]
+    pub fn load_at(&self, now: Instant) -> Option<LoadFacts> {
+        let s = &*self.shared;
+        let at = s.measured_at.load(Ordering::Acquire);
+        if at == 0 {
+            return None;
+        }
+        let age = self.ms_at(now).saturating_sub(at);
+        if age > s.staleness_ms {
+            return None;
+        }
+        let requests = s.requests.load(Ordering::Relaxed);
+        let (kv_cache_use, utilization) = unpack_f32(s.usage.load(Ordering::Relaxed));
+        let (qps, eps) = unpack_f32(s.rates.load(Ordering::Relaxed));
+        Some(LoadFacts {
+            queue: (requests >> 32) as u32,
+            running: requests as u32,
+            kv_cache_use,
+            utilization,
+            qps,
+            eps,
+            age: Duration::from_millis(age),
+        })
+    }
+
+    /// How long ago the last report arrived, stale or not; `None` before
+    /// the first.
+    pub fn age(&self) -> Option<Duration> {
+        let at = self.shared.measured_at.load(Ordering::Acquire);
+        (at != 0).then(|| Duration::from_millis(self.now_ms().saturating_sub(at)))
+    }
+
+    /// How long the endpoint has reported without a gap longer than the
+    /// staleness bound; `None` when its last report is stale. Weighted
+    /// round robin from load reports waits out its blackout period on it.
+    pub fn reporting_for(&self, now: Instant) -> Option<Duration> {
+        let s = &*self.shared;
+        let at = s.measured_at.load(Ordering::Acquire);
+        let now = self.ms_at(now);
+        if at == 0 || now.saturating_sub(at) > s.staleness_ms {
+            return None;
+        }
+        let since = s.reporting_since.load(Ordering::Relaxed).max(1);
+        Some(Duration::from_millis(now.saturating_sub(since)))
+    }
+
+    /// The rarely changing part: named metrics, models, adapters. A lock-free
+    /// load; hold the guard briefly.
+    pub fn extra(&self) -> arc_swap::Guard<Arc<Extra>> {
+        self.shared.extra.load()
+    }
+
+    /// Whether a bad report seen now should be logged: the first of a burst
+    /// is, later ones are not until a report period (the staleness bound)
+    /// has passed without one. Sources call it so that garbage is logged
+    /// once per burst.
+    pub fn should_log_garbage(&self) -> bool {
+        let now = self.now_ms();
+        let last = self.shared.garbage_logged.swap(now, Ordering::Relaxed);
+        last == 0 || now.saturating_sub(last) > self.shared.staleness_ms
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.ms_at(Instant::now())
+    }
+
+    fn ms_at(&self, now: Instant) -> u64 {
+        let ms = now.saturating_duration_since(self.shared.epoch).as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+    }
+}
+
+impl fmt::Debug for EndpointMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointMetrics")
+            .field("facts", &self.load())
+            .field("age", &self.age())
+            .field("staleness", &self.staleness())
+            .finish()
+    }
+}
+
+/// A rate or utilisation: finite and not negative, or ignored.
+fn rate(value: Option<f32>) -> Option<f32> {
+    value.filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+fn pack_u32(high: u32, low: u32) -> u64 {
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+fn pack_f32(high: f32, low: f32) -> u64 {
+    pack_u32(high.to_bits(), low.to_bits())
+}
+
+fn unpack_f32(word: u64) -> (f32, f32) {
+    (f32::from_bits((word >> 32) as u32), f32::from_bits(word as u32))
+}
+
+#[cfg(test)]
+mod tests;
