@@ -261,7 +261,10 @@ impl EndpointMetrics {
         {
             let current = s.extra.load();
             let next = Extra {
-                named: report.named.clone().unwrap_or_else(|| current.named.clone()),
+                named: report
+                    .named
+                    .clone()
+                    .unwrap_or_else(|| current.named.clone()),
                 models: report
                     .models
                     .clone()
@@ -392,7 +395,10 @@ fn pack_f32(high: f32, low: f32) -> u64 {
 }
 
 fn unpack_f32(word: u64) -> (f32, f32) {
-    (f32::from_bits((word >> 32) as u32), f32::from_bits(word as u32))
+    (
+        f32::from_bits((word >> 32) as u32),
+        f32::from_bits(word as u32),
+    )
 }
 
 #[cfg(test)]

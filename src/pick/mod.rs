@@ -20,6 +20,7 @@
 //! | [`ConsistentHash`] | O(1) expected | virtual nodes ∝ weight | any [`HashKey`] |
 //! | [`BoundedConsistentHash`] | O(n) | virtual nodes and load bound ∝ weight | any [`HashKey`] |
 //! | [`Maglev`] | O(1) | table share ∝ weight | any [`HashKey`] |
+//! | [`Scored`] | O(n) | weight 0 skipped; scores from reported load | model, adapter, priority |
 //!
 //! An endpoint with weight 0 receives no new requests from any picker: it is
 //! how an endpoint is drained without removing it.
@@ -57,6 +58,7 @@ mod maglev;
 mod members;
 mod p2c;
 mod round_robin;
+mod scored;
 #[cfg(test)]
 pub(crate) mod testing;
 mod weighted_round_robin;
@@ -70,6 +72,10 @@ pub use self::least_connections::{LeastConnections, LeastConnectionsTable};
 pub use self::maglev::{InvalidTableSize, Maglev, MaglevTable};
 pub use self::p2c::{P2c, P2cTable};
 pub use self::round_robin::RoundRobin;
+pub use self::scored::{
+    Candidate, Choice, FactsRef, RequestFacts, Saturation, ScoreHook, Scored, ScoredRequest,
+    Scorer, Weights, ADAPTER_HEADER, MODEL_HEADER, PRIORITY_HEADER,
+};
 pub use self::weighted_round_robin::WeightedRoundRobin;
 pub use crate::util::{hash_bytes, hash_value};
 

@@ -16,7 +16,10 @@ async fn absent_fields_keep_their_values() {
         ..LoadReport::default()
     });
     let facts = metrics.load().unwrap();
-    assert_eq!((facts.queue, facts.running, facts.kv_cache_use), (1, 7, 0.5));
+    assert_eq!(
+        (facts.queue, facts.running, facts.kv_cache_use),
+        (1, 7, 0.5)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -59,10 +62,7 @@ async fn staleness_and_reporting_time() {
     assert_eq!(metrics.age(), Some(Duration::from_millis(101)));
     // A gap longer than the bound starts the reporting time again.
     metrics.touch();
-    assert_eq!(
-        metrics.reporting_for(Instant::now()),
-        Some(Duration::ZERO)
-    );
+    assert_eq!(metrics.reporting_for(Instant::now()), Some(Duration::ZERO));
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,225 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::*;
+use crate::endpoint::{EndpointMetrics, LoadReport, Weighted};
+use crate::load::InFlight;
+
+type Svc = Weighted<InFlight<()>>;
+
+fn endpoint(report: Option<LoadReport>) -> Svc {
+    let svc = Weighted::new(InFlight::new(()), 1);
+    match report {
+        Some(report) => {
+            let metrics = EndpointMetrics::new();
+            metrics.record(&report);
+            svc.with_metrics(metrics)
+        }
+        None => svc,
+    }
+}
+
+fn load(queue: u32, kv: f32) -> Option<LoadReport> {
+    Some(LoadReport {
+        queue: Some(queue),
+        kv_cache_use: Some(kv),
+        ..LoadReport::default()
+    })
+}
+
+fn metas(n: usize) -> Vec<Meta> {
+    (0..n).map(|i| Meta::new(i as u64 + 1, 1)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_least_loaded_endpoint_wins() {
+    let services = [
+        endpoint(load(3, 0.2)),
+        endpoint(load(0, 0.1)),
+        endpoint(load(9, 0.95)),
+    ];
+    let metas = metas(3);
+    let endpoints = Endpoints::new(&metas, &services);
+    let scored = Scored::with_seed(1);
+    for _ in 0..20 {
+        assert_eq!(scored.pick(&(), &endpoints, &()), Some(1));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ties_are_broken_at_random() {
+    let services: Vec<Svc> = (0..4).map(|_| endpoint(load(1, 0.5))).collect();
+    let metas = metas(4);
+    let endpoints = Endpoints::new(&metas, &services);
+    let scored = Scored::with_seed(3);
+    let mut seen = [0; 4];
+    for _ in 0..400 {
+        seen[scored.pick(&(), &endpoints, &()).unwrap()] += 1;
+    }
+    assert!(seen.iter().all(|&n| n > 60), "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_reports_fall_back_to_in_flight() {
+    let services = [endpoint(load(0, 0.0)), endpoint(None)];
+    let metas = metas(2);
+    let endpoints = Endpoints::new(&metas, &services);
+    let scored = Scored::with_seed(1).weights(Weights {
+        in_flight: 0.0,
+        ..Weights::default()
+    });
+    // Three requests on endpoint 0, whose fresh report says it is idle; one
+    // on endpoint 1, which reports nothing.
+    let counter = services[0].get_ref().counter();
+    let held: Vec<_> = (0..3).map(|_| counter.start()).collect();
+    let _one = services[1].get_ref().counter().start();
+    assert_eq!(
+        scored.pick(&(), &endpoints, &()),
+        Some(0),
+        "fresh report wins on queue and KV"
+    );
+    tokio::time::advance(Duration::from_millis(250)).await;
+    assert_eq!(
+        scored.pick(&(), &endpoints, &()),
+        Some(1),
+        "stale: in flight decides"
+    );
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn saturation_sheds_low_priority_only() {
+    let services = [endpoint(load(6, 0.1)), endpoint(load(0, 0.9))];
+    let metas = metas(2);
+    let endpoints = Endpoints::new(&metas, &services);
+    let scored = Scored::with_seed(1);
+    let low = RequestFacts::new().priority(-1);
+    let error = scored.pick_or_shed(&(), &endpoints, &low).unwrap_err();
+    assert_eq!((error.eligible(), error.priority()), (2, -1));
+    assert_eq!(error.retry_after(), Duration::from_secs(1));
+    let high = RequestFacts::new().priority(0);
+    assert!(scored
+        .pick_or_shed(&(), &endpoints, &high)
+        .unwrap()
+        .is_some());
+    // One endpoint below the limits admits everyone.
+    let services = [endpoint(load(6, 0.1)), endpoint(load(5, 0.8))];
+    let endpoints = Endpoints::new(&metas, &services);
+    assert_eq!(scored.pick_or_shed(&(), &endpoints, &low), Ok(Some(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn models_and_adapters_filter() {
+    let with = |models: &[&str], adapters: &[&str], max: u32| {
+        let metrics = EndpointMetrics::new();
+        metrics.record(&LoadReport {
+            queue: Some(0),
+            models: Some(models.iter().map(|m| (*m).into()).collect()),
+            adapters: Some(adapters.iter().map(|m| (*m).into()).collect()),
+            max_adapters: Some(max),
+            ..LoadReport::default()
+        });
+        Weighted::new(InFlight::new(()), 1).with_metrics(metrics)
+    };
+    let services = [
+        with(&["mistral"], &[], 4),
+        with(&["llama"], &["a", "b"], 2),
+        with(&["llama"], &["c"], 2),
+    ];
+    let metas = metas(3);
+    let endpoints = Endpoints::new(&metas, &services);
+    let scored = Scored::with_seed(1);
+    let pick = |facts: RequestFacts| scored.pick(&(), &endpoints, &facts);
+    assert_eq!(pick(RequestFacts::new().model("mistral")), Some(0));
+    assert_eq!(
+        pick(RequestFacts::new().model("llama").adapter("a")),
+        Some(1)
+    );
+    assert_eq!(
+        pick(RequestFacts::new().model("llama").adapter("c")),
+        Some(2)
+    );
+    // Not loaded anywhere: only endpoint 2 has a free slot.
+    assert_eq!(
+        pick(RequestFacts::new().model("llama").adapter("z")),
+        Some(2)
+    );
+    assert_eq!(pick(RequestFacts::new().model("gpt")), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn user_scorers_filters_and_hooks() {
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl ScoreHook<()> for Count {
+        fn before_send(&self, _: &(), endpoint: Meta) {
+            assert!(endpoint.key_hash() >= 3, "only the best are picked");
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let services: Vec<Svc> = (0..4).map(|_| endpoint(load(0, 0.0))).collect();
+    let metas = metas(4);
+    let endpoints = Endpoints::new(&metas, &services);
+    let hook = Arc::new(Count::default());
+    let scored = Scored::with_seed(1)
+        .scorer(10.0, |_: &(), c: &Candidate<'_, Svc>| {
+            (c.index as f64) / 2.0
+        })
+        .filter(|_: &(), s: &Svc| s.metrics().is_some())
+        .hook(hook.clone());
+    // Index 2 and 3 both clamp to 1; a NaN-free scorer keeps to [0, 1].
+    for _ in 0..10 {
+        let i = scored.pick(&(), &endpoints, &()).unwrap();
+        assert!(i == 2 || i == 3);
+    }
+    let only_three = Scored::with_seed(1)
+        .filter(|_: &(), s: &Svc| s.get_ref().in_flight() == 0)
+        .scorer(
+            1.0,
+            |_: &(), c: &Candidate<'_, Svc>| if c.index == 2 { f64::NAN } else { 1.0 },
+        )
+        .hook(hook.clone());
+    let _held = services[0].get_ref().counter().start();
+    let _held1 = services[1].get_ref().counter().start();
+    assert_eq!(only_three.pick(&(), &endpoints, &()), Some(3));
+    assert_eq!(hook.0.load(Ordering::Relaxed), 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn weighted_choice_follows_scores() {
+    let services = [endpoint(load(0, 0.0)), endpoint(load(0, 0.75))];
+    let metas = metas(2);
+    let endpoints = Endpoints::new(&metas, &services);
+    let scored = Scored::with_seed(9)
+        .choice(Choice::Weighted)
+        .weights(Weights {
+            queue: 0.0,
+            kv_cache: 1.0,
+            in_flight: 0.0,
+            latency: 0.0,
+            adapter: 0.0,
+        });
+    let mut seen = [0; 2];
+    for _ in 0..5000 {
+        seen[scored.pick(&(), &endpoints, &()).unwrap()] += 1;
+    }
+    // Scores 1 and 0.25: shares 80 % and 20 %.
+    let share = f64::from(seen[0]) / 5000.0;
+    assert!((share - 0.8).abs() < 0.03, "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_endpoints_and_excluded_ones() {
+    let services: Vec<Svc> = Vec::new();
+    let scored = Scored::with_seed(1);
+    assert_eq!(scored.pick(&(), &Endpoints::new(&[], &services), &()), None);
+    let services = [endpoint(load(0, 0.0)), endpoint(load(9, 0.9))];
+    let metas = [Meta::new(1, 0), Meta::new(2, 1)];
+    let endpoints = Endpoints::new(&metas, &services);
+    assert_eq!(
+        scored.pick(&(), &endpoints, &()),
+        Some(1),
+        "weight 0 is never picked"
+    );
+    assert_eq!(scored.pick(&(), &endpoints.excluding(&[2]), &()), None);
+}
