@@ -110,6 +110,8 @@ pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod load;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod pick;
 #[cfg(feature = "http")]
 pub mod retry;
