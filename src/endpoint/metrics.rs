@@ -301,15 +301,21 @@ impl EndpointMetrics {
     /// for all endpoints.
     #[inline]
     pub fn load_at(&self, now: Instant) -> Option<LoadFacts> {
+        self.last_at(now)
+            .filter(|facts| facts.age.as_millis() <= u128::from(self.shared.staleness_ms))
+    }
+
+    /// The last report as of `now` whatever its age (see
+    /// [`LoadFacts::age`]); `None` before the first. For pickers that apply
+    /// their own expiry, such as weighted round robin from load reports.
+    #[inline]
+    pub fn last_at(&self, now: Instant) -> Option<LoadFacts> {
         let s = &*self.shared;
         let at = s.measured_at.load(Ordering::Acquire);
         if at == 0 {
             return None;
         }
         let age = self.ms_at(now).saturating_sub(at);
-        if age > s.staleness_ms {
-            return None;
-        }
         let requests = s.requests.load(Ordering::Relaxed);
         let (kv_cache_use, utilization) = unpack_f32(s.usage.load(Ordering::Relaxed));
         let (qps, eps) = unpack_f32(s.rates.load(Ordering::Relaxed));
@@ -332,8 +338,8 @@ impl EndpointMetrics {
     }
 
     /// How long the endpoint has reported without a gap longer than the
-    /// staleness bound; `None` when its last report is stale. Weighted
-    /// round robin from load reports waits out its blackout period on it.
+    /// staleness bound; `None` when its last report is stale. For status
+    /// pages.
     pub fn reporting_for(&self, now: Instant) -> Option<Duration> {
         let s = &*self.shared;
         let at = s.measured_at.load(Ordering::Acquire);

@@ -20,6 +20,7 @@
 //! | [`ConsistentHash`] | O(1) expected | virtual nodes ∝ weight | any [`HashKey`] |
 //! | [`BoundedConsistentHash`] | O(n) | virtual nodes and load bound ∝ weight | any [`HashKey`] |
 //! | [`Maglev`] | O(1) | table share ∝ weight | any [`HashKey`] |
+//! | [`ReportWeighted`] | O(1) expected | from load reports (gRFC A58) | none |
 //! | [`Scored`] | O(n) | weight 0 skipped; scores from reported load | model, adapter, priority |
 //!
 //! An endpoint with weight 0 receives no new requests from any picker: it is
@@ -57,6 +58,7 @@ mod least_connections;
 mod maglev;
 mod members;
 mod p2c;
+mod report_weighted;
 mod round_robin;
 mod scored;
 #[cfg(test)]
@@ -71,6 +73,7 @@ pub use self::ip_hash::IpHash;
 pub use self::least_connections::{LeastConnections, LeastConnectionsTable};
 pub use self::maglev::{InvalidTableSize, Maglev, MaglevTable};
 pub use self::p2c::{P2c, P2cTable};
+pub use self::report_weighted::{ReportTable, ReportWeighted, ReportWeights};
 pub use self::round_robin::RoundRobin;
 pub use self::scored::{
     Candidate, Choice, FactsRef, RequestFacts, Saturation, ScoreHook, Scored, ScoredRequest,

@@ -1,0 +1,320 @@
+//! Weighted round robin from load reports (gRPC's gRFC A58).
+
+use std::collections::{BinaryHeap, HashMap};
+use std::cmp::Reverse;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tokio::time::Instant;
+
+use super::{Endpoints, Meta, Pick, Prepare};
+use crate::endpoint::Endpoint;
+use crate::util::Rng;
+
+/// The settings of [`ReportWeighted`], with gRFC A58's defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReportWeights {
+    /// How long an endpoint must report before its weight is used: 10 s.
+    /// Until then it gets the mean weight.
+    pub blackout_period: Duration,
+    /// A weight whose last report is older than this is dropped, and the
+    /// blackout starts again with the next report: 3 min.
+    pub expiration_period: Duration,
+    /// How often weights are recomputed: 1 s.
+    pub update_period: Duration,
+    /// How much errors count against an endpoint: 1.0 (see
+    /// [`ReportWeighted`] for the formula).
+    pub error_utilization_penalty: f64,
+}
+
+impl Default for ReportWeights {
+    fn default() -> Self {
+        Self {
+            blackout_period: Duration::from_secs(10),
+            expiration_period: Duration::from_secs(180),
+            update_period: Duration::from_secs(1),
+            error_utilization_penalty: 1.0,
+        }
+    }
+}
+
+/// Weighted round robin with weights from the endpoints' own load reports,
+/// as gRPC's `weighted_round_robin` policy (gRFC A58) computes them.
+///
+/// Each endpoint's weight is `qps ÷ (utilization + (eps ÷ qps) × penalty)`,
+/// from its [`EndpointMetrics`](crate::endpoint::EndpointMetrics) (ORCA's
+/// `rps_fractional`, `eps`, and `application_utilization` or else
+/// `cpu_utilization`; the `metrics` module's `LoadReportLayer` fills them
+/// from ORCA reports). A report with no queries or
+/// no utilisation gives no weight. Weights are recomputed at most every
+/// [`update_period`](ReportWeights::update_period), by the first pick after
+/// it is due; an endpoint's weight is used only once it has reported for the
+/// [`blackout_period`](ReportWeights::blackout_period), and dropped once its
+/// last report is older than the
+/// [`expiration_period`](ReportWeights::expiration_period). Endpoints
+/// without a usable weight get the mean of the others'. With fewer than two
+/// endpoints with a weight, picks go round robin.
+///
+/// The weights are turned into an earliest-deadline-first schedule (each
+/// endpoint's next deadline advances by `1 ÷ weight` when it is served) of
+/// 32 slots per endpoint, which picks walk with one atomic counter.
+///
+/// # Cost
+///
+/// * **pick**: O(1) expected: one atomic increment and one `ArcSwap` load;
+///   an endpoint that is not allowed passes its slot to the next one
+///   (O(n) when most are not). Once per update period, one pick recomputes
+///   the weights and the schedule: O(n log n), and it allocates.
+/// * **prepare**: O(n): a fresh round-robin table.
+///
+/// # Weights
+///
+/// The configured weights are not used, except that weight 0 is never
+/// picked.
+///
+/// # No endpoints, missing reports
+///
+/// With no allowed endpoint, `pick` returns `None`. Endpoints that report
+/// nothing, or only stale reports, get the mean weight; with fewer than two
+/// weighted endpoints the picker is a plain round robin.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_lb::pick::{ReportWeighted, ReportWeights};
+///
+/// let picker = ReportWeighted::new(ReportWeights {
+///     blackout_period: Duration::from_secs(5),
+///     ..ReportWeights::default()
+/// });
+/// # let _ = picker;
+/// ```
+pub struct ReportWeighted {
+    settings: ReportWeights,
+    rng: Rng,
+    /// First report with a weight, per endpoint key hash (A58's
+    /// `non_empty_since`). Only the pick that recomputes the weights takes
+    /// it, with `try_lock`: no pick waits on it.
+    since: Mutex<HashMap<u64, Instant>>,
+}
+
+/// The table of [`ReportWeighted`]: the current schedule of one endpoint
+/// set.
+pub struct ReportTable {
+    len: usize,
+    next: AtomicUsize,
+    /// Milliseconds since `epoch` when the weights are next due.
+    due_ms: AtomicU64,
+    epoch: Instant,
+    schedule: ArcSwapOption<Vec<u32>>,
+}
+
+impl fmt::Debug for ReportTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReportTable")
+            .field("len", &self.len)
+            .field("weighted", &self.schedule.load().is_some())
+            .finish()
+    }
+}
+
+impl ReportTable {
+    /// Whether picks follow report weights now (`false`: round robin).
+    pub fn is_weighted(&self) -> bool {
+        self.schedule.load().is_some()
+    }
+}
+
+impl fmt::Debug for ReportWeighted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReportWeighted")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Default for ReportWeighted {
+    fn default() -> Self {
+        Self::new(ReportWeights::default())
+    }
+}
+
+impl ReportWeighted {
+    /// A picker with `settings`; the starting point of the schedule comes
+    /// from entropy, so that many clients do not move in step.
+    #[must_use]
+    pub fn new(settings: ReportWeights) -> Self {
+        Self::from_rng(settings, Rng::from_entropy())
+    }
+
+    /// Like [`new`](Self::new), starting from `seed`, for reproducible tests.
+    #[must_use]
+    pub fn with_seed(settings: ReportWeights, seed: u64) -> Self {
+        Self::from_rng(settings, Rng::from_seed(seed))
+    }
+
+    fn from_rng(settings: ReportWeights, rng: Rng) -> Self {
+        let penalty = settings.error_utilization_penalty;
+        Self {
+            settings: ReportWeights {
+                error_utilization_penalty: if penalty.is_finite() && penalty > 0.0 {
+                    penalty
+                } else {
+                    0.0
+                },
+                ..settings
+            },
+            rng,
+            since: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Recomputes the weights and the schedule if they are due and no other
+    /// pick is at it.
+    fn refresh<S: Endpoint>(&self, table: &ReportTable, endpoints: &Endpoints<'_, S>) {
+        let now = Instant::now();
+        let now_ms = now.saturating_duration_since(table.epoch).as_millis() as u64;
+        let due = table.due_ms.load(Ordering::Relaxed);
+        if now_ms < due {
+            return;
+        }
+        let next = now_ms.saturating_add(self.settings.update_period.as_millis().max(1) as u64);
+        if table
+            .due_ms
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let Ok(mut since) = self.since.try_lock() else {
+            return;
+        };
+        let weights = self.weights(endpoints, now, &mut since);
+        table.schedule.store(schedule(&weights).map(Arc::new));
+    }
+
+    fn weights<S: Endpoint>(
+        &self,
+        endpoints: &Endpoints<'_, S>,
+        now: Instant,
+        since: &mut HashMap<u64, Instant>,
+    ) -> Vec<f64> {
+        let s = &self.settings;
+        let mut weights = Vec::with_capacity(endpoints.len());
+        for (meta, service) in endpoints.metas().iter().zip(endpoints.services()) {
+            let facts = service.metrics().and_then(|m| m.last_at(now));
+            let fresh = facts.filter(|f| f.age < s.expiration_period);
+            let weight = fresh.map_or(0.0, |f| {
+                let (qps, util, eps) = (f64::from(f.qps), f64::from(f.utilization), f64::from(f.eps));
+                if qps > 0.0 && util > 0.0 {
+                    qps / (util + eps / qps * s.error_utilization_penalty)
+                } else {
+                    0.0
+                }
+            });
+            let weight = if weight.is_finite() && weight > 0.0 {
+                let start = *since.entry(meta.key_hash()).or_insert(now);
+                if now.saturating_duration_since(start) < s.blackout_period {
+                    0.0
+                } else {
+                    weight
+                }
+            } else {
+                if fresh.is_none() {
+                    // Expired or never reported: the blackout starts again.
+                    since.remove(&meta.key_hash());
+                }
+                0.0
+            };
+            weights.push(weight);
+        }
+        // Forget endpoints that left the set.
+        if since.len() > endpoints.len() * 2 {
+            let keys: std::collections::HashSet<u64> =
+                endpoints.metas().iter().map(Meta::key_hash).collect();
+            since.retain(|k, _| keys.contains(k));
+        }
+        weights
+    }
+}
+
+/// The EDF schedule of `weights`, or `None` (round robin) when fewer than
+/// two are positive.
+fn schedule(weights: &[f64]) -> Option<Vec<u32>> {
+    let positive: Vec<f64> = weights.iter().copied().filter(|w| *w > 0.0).collect();
+    if positive.len() < 2 || weights.len() > u32::MAX as usize {
+        return None;
+    }
+    let mean = positive.iter().sum::<f64>() / positive.len() as f64;
+    let slots = (weights.len() * 32).min(1 << 16).max(weights.len());
+    // Deadlines in fixed point, so that the heap orders integers; ties go
+    // to the lower index.
+    let mut heap: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::with_capacity(weights.len());
+    let period: Vec<f64> = weights
+        .iter()
+        .map(|&w| 1.0 / if w > 0.0 { w } else { mean })
+        .collect();
+    let scale = 1e6 / period.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut deadline: Vec<f64> = period.clone();
+    for (i, d) in deadline.iter().enumerate() {
+        heap.push(Reverse(((d * scale) as u64, i as u32)));
+    }
+    let mut order = Vec::with_capacity(slots);
+    while order.len() < slots {
+        let Some(Reverse((_, i))) = heap.pop() else {
+            break;
+        };
+        order.push(i);
+        let i = i as usize;
+        deadline[i] += period[i];
+        heap.push(Reverse(((deadline[i] * scale) as u64, i as u32)));
+    }
+    Some(order)
+}
+
+impl Prepare for ReportWeighted {
+    type Table = ReportTable;
+
+    fn prepare(&self, endpoints: &[Meta]) -> ReportTable {
+        ReportTable {
+            len: endpoints.len(),
+            next: AtomicUsize::new(self.rng.next_u64() as usize),
+            due_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            schedule: ArcSwapOption::empty(),
+        }
+    }
+}
+
+impl<Req, S: Endpoint> Pick<Req, S> for ReportWeighted {
+    fn pick(&self, table: &ReportTable, endpoints: &Endpoints<'_, S>, _req: &Req) -> Option<usize> {
+        let n = endpoints.len().min(table.len);
+        if n == 0 {
+            return None;
+        }
+        self.refresh(table, endpoints);
+        let turn = table.next.fetch_add(1, Ordering::Relaxed);
+        let schedule = table.schedule.load();
+        match schedule.as_deref() {
+            Some(order) if !order.is_empty() => {
+                for step in 0..order.len() {
+                    let i = order[(turn.wrapping_add(step)) % order.len()] as usize;
+                    if endpoints.is_allowed(i) {
+                        return Some(i);
+                    }
+                }
+                None
+            }
+            _ => (0..n)
+                .map(|step| turn.wrapping_add(step) % n)
+                .find(|&i| endpoints.is_allowed(i)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
