@@ -63,6 +63,7 @@
 mod balancer;
 pub(crate) mod preset;
 mod response_timeout;
+mod saturated;
 mod set_authority;
 pub(crate) mod source;
 
@@ -71,4 +72,5 @@ pub use self::preset::{BuildError, Preset, Stack};
 pub use self::response_timeout::{
     ResponseFuture as ResponseTimeoutFuture, ResponseTimeout, ResponseTimeoutLayer, SentBody,
 };
+pub use self::saturated::saturated_response;
 pub use self::set_authority::{ResponseFuture, SetAuthority};

@@ -25,18 +25,40 @@ use tower::load::TrackCompletion;
 /// endpoint counted until its last frame. For services whose response is not
 /// an `http::Response`, use tower's [`CompleteOnResponse`](super::CompleteOnResponse)
 /// (`CompleteOnResponse::default()`).
+///
+/// An answer with status 5xx or 429 is a failure: the strategy tells the
+/// handle so ([`AnswerHandle::answer_failed`]), and
+/// [`Latency`](super::Latency) does not let it lower the endpoint's cost.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CompleteOnBodyEnd;
 
 impl<H, B> TrackCompletion<H, http::Response<B>> for CompleteOnBodyEnd
 where
+    H: AnswerHandle,
     B: Body,
 {
     type Output = http::Response<TrackedBody<B, H>>;
 
-    fn track_completion(&self, handle: H, response: http::Response<B>) -> Self::Output {
+    fn track_completion(&self, mut handle: H, response: http::Response<B>) -> Self::Output {
+        let status = response.status();
+        if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+            handle.answer_failed();
+        }
         response.map(|body| TrackedBody::new(body, handle))
     }
+}
+
+/// A request's handle that can hear that its answer is a failure: a call
+/// that failed, or (with [`CompleteOnBodyEnd`]) an answer of status 5xx or
+/// 429.
+///
+/// [`Handle`](super::Handle) ignores it; [`EwmaHandle`](super::EwmaHandle)
+/// records the round trip as a failure (see [`Latency`](super::Latency)).
+/// Implement it for your own handle type to use it with this module's
+/// completion strategies and futures.
+pub trait AnswerHandle {
+    /// The answer is a failure.
+    fn answer_failed(&mut self) {}
 }
 
 pin_project! {

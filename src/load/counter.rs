@@ -97,6 +97,8 @@ impl Handle {
     }
 }
 
+impl super::AnswerHandle for Handle {}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         self.counter

@@ -23,6 +23,8 @@ const REFRESH_TICKS: i32 = 1 << 22;
 pub(crate) struct Estimate {
     epoch: Instant,
     decay_ns: f64,
+    /// Nanoseconds (`f64` bits) a failed request adds to the estimate.
+    failure_penalty: AtomicU64,
     state: AtomicU64,
 }
 
@@ -34,6 +36,9 @@ impl Estimate {
         Self {
             epoch: Instant::now(),
             decay_ns: nanos(decay).max(1.0),
+            failure_penalty: AtomicU64::new(
+                nanos(super::peak_ewma::DEFAULT_FAILURE_PENALTY).to_bits(),
+            ),
             state: AtomicU64::new(pack(nanos(default_rtt), 0)),
         }
     }
@@ -65,6 +70,33 @@ impl Estimate {
     /// the last update.
     pub(crate) fn sample(&self, sent_at: Instant, now: Instant) {
         let rtt = nanos(now.saturating_duration_since(sent_at));
+        self.sample_ns(rtt, now);
+    }
+
+    /// Sets what a failure adds (finite and not negative, else 0).
+    pub(crate) fn set_failure_penalty(&self, penalty_ns: f64) {
+        let penalty = if penalty_ns.is_finite() && penalty_ns > 0.0 {
+            penalty_ns
+        } else {
+            0.0
+        };
+        self.failure_penalty
+            .store(penalty.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Takes the round trip of a failed request: never lower than the
+    /// current estimate, plus the failure penalty, so that a fast failure
+    /// does not make the endpoint look fast. Capped at an hour, so that a
+    /// long run of failures cannot push the estimate to infinity.
+    pub(crate) fn sample_failure(&self, sent_at: Instant, now: Instant) {
+        let rtt = nanos(now.saturating_duration_since(sent_at));
+        let penalty = f64::from_bits(self.failure_penalty.load(Ordering::Relaxed));
+        let current = self.rtt_ns(now);
+        let sample = (rtt.max(current) + penalty).min(3.6e12).max(current);
+        self.sample_ns(sample, now);
+    }
+
+    fn sample_ns(&self, rtt: f64, now: Instant) {
         let now = self.tick(now);
         let mut state = self.state.load(Ordering::Relaxed);
         loop {

@@ -42,6 +42,7 @@ impl<F, C, H, T, E> Future for ResponseFuture<F, C, H>
 where
     F: Future<Output = Result<T, E>>,
     C: TrackCompletion<H, T>,
+    H: super::AnswerHandle,
 {
     type Output = Result<C::Output, E>;
 
@@ -50,10 +51,13 @@ where
         let result = ready!(this.inner.poll(cx));
         // Taken on every outcome, so an error releases the handle now rather
         // than when the future is dropped.
-        let handle = this
+        let mut handle = this
             .handle
             .take()
             .expect("load::ResponseFuture polled after completion");
+        if result.is_err() {
+            handle.answer_failed();
+        }
         Poll::Ready(result.map(|response| this.completion.track_completion(handle, response)))
     }
 }

@@ -17,6 +17,10 @@ use super::{CompleteOnBodyEnd, Counter, Handle, ResponseFuture};
 /// completes: 30 ms.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
 
+/// What a failed request adds to an endpoint's round-trip estimate: 100 ms
+/// (see [`Latency`], "Failures").
+pub const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_millis(100);
+
 /// How long the Peak-EWMA estimate takes to forget: 10 s (the time constant
 /// of its exponential decay).
 pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
@@ -32,8 +36,19 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 /// one pulls it down by a weight that grows with the time since the last
 /// update, and while no request completes the estimate decays towards zero
 /// with time constant `decay`, so an endpoint that was slow gets tried again.
-/// A call that fails also ends a round trip: an endpoint that fails fast
-/// looks fast, so pair this with failure detection.
+///
+/// # Failures
+///
+/// An endpoint that answers `503` or `429` at once would look like the
+/// fastest endpoint of all, and draw more traffic the worse it fails. So a
+/// failed request (the call fails, or, with [`CompleteOnBodyEnd`], the
+/// answer's status is 5xx or 429) never lowers the estimate: its sample is
+/// the larger of its round trip and the current estimate, plus a penalty
+/// ([`DEFAULT_FAILURE_PENALTY`], 100 ms; see
+/// [`failure_penalty`](Latency::failure_penalty)). As a sample above the
+/// estimate replaces it, each failure raises the cost by the penalty; the
+/// usual decay lets a recovered endpoint back in. Pair this with health
+/// checks, which take a failing endpoint out altogether.
 ///
 /// Every time setting is a [`Duration`]. A zero `decay` is taken as one
 /// nanosecond (the estimate keeps only the latest sample), a zero
@@ -51,6 +66,11 @@ pub struct Latency<S, C = CompleteOnBodyEnd> {
     counter: Counter,
     estimate: Arc<Estimate>,
     completion: C,
+}
+
+/// A failure penalty in nanoseconds, shared with the handles.
+fn penalty_ns(penalty: Duration) -> f64 {
+    super::estimate::nanos(penalty)
 }
 
 /// The load of a [`Latency`]: the latency estimate in nanoseconds times
@@ -118,6 +138,7 @@ impl crate::endpoint::ClientLoad for Cost {
 pub struct EwmaHandle {
     sent_at: Instant,
     estimate: Arc<Estimate>,
+    failed: bool,
     in_flight: Handle,
 }
 
@@ -137,7 +158,17 @@ impl Drop for EwmaHandle {
     fn drop(&mut self) {
         // Runs before the in-flight handle (a field) is dropped, so the new
         // estimate is in place by the time the count falls.
-        self.estimate.sample(self.sent_at, Instant::now());
+        if self.failed {
+            self.estimate.sample_failure(self.sent_at, Instant::now());
+        } else {
+            self.estimate.sample(self.sent_at, Instant::now());
+        }
+    }
+}
+
+impl super::AnswerHandle for EwmaHandle {
+    fn answer_failed(&mut self) {
+        self.failed = true;
     }
 }
 
@@ -145,6 +176,7 @@ impl fmt::Debug for EwmaHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EwmaHandle")
             .field("sent_at", &self.sent_at)
+            .field("failed", &self.failed)
             .field("in_flight", &self.in_flight)
             .finish()
     }
@@ -173,6 +205,15 @@ impl<S, C> Latency<S, C> {
             estimate: Arc::new(Estimate::new(default_rtt, decay)),
             completion,
         }
+    }
+
+    /// The same wrapper with each failed request adding `penalty` to the
+    /// estimate (see "Failures" above); `Duration::ZERO` still keeps a
+    /// failure from lowering it.
+    #[must_use]
+    pub fn failure_penalty(self, penalty: Duration) -> Self {
+        self.estimate.set_failure_penalty(penalty_ns(penalty));
+        self
     }
 
     /// The latency estimate now, before it is multiplied by the requests in
@@ -238,6 +279,7 @@ where
         let handle = EwmaHandle {
             sent_at: Instant::now(),
             estimate: Arc::clone(&self.estimate),
+            failed: false,
             in_flight: self.counter.start(),
         };
         let future = self.inner.call(request);

@@ -1,7 +1,7 @@
 //! Weighted round robin from load reports (gRPC's gRFC A58).
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -209,7 +209,8 @@ impl ReportWeighted {
             let facts = service.metrics().and_then(|m| m.last_at(now));
             let fresh = facts.filter(|f| f.age < s.expiration_period);
             let weight = fresh.map_or(0.0, |f| {
-                let (qps, util, eps) = (f64::from(f.qps), f64::from(f.utilization), f64::from(f.eps));
+                let (qps, util, eps) =
+                    (f64::from(f.qps), f64::from(f.utilization), f64::from(f.eps));
                 if qps > 0.0 && util > 0.0 {
                     qps / (util + eps / qps * s.error_utilization_penalty)
                 } else {
@@ -217,7 +218,11 @@ impl ReportWeighted {
                 }
             });
             let weight = if weight.is_finite() && weight > 0.0 {
-                let start = *since.entry(meta.key_hash()).or_insert(now);
+                // First seen at this refresh: the report arrived `age` ago,
+                // which dates the start of the blackout to within one
+                // update period.
+                let reported = fresh.map_or(now, |f| now.checked_sub(f.age).unwrap_or(now));
+                let start = *since.entry(meta.key_hash()).or_insert(reported);
                 if now.saturating_duration_since(start) < s.blackout_period {
                     0.0
                 } else {

@@ -7,7 +7,7 @@ use std::io;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::classify::is_request_fault;
-use crate::error::{BoxError, NoEndpoints};
+use crate::error::{BoxError, NoEndpoints, Saturated};
 use crate::health::NoHealthyEndpoints;
 
 /// Why an attempt failed in a way that a retry may fix; the `reason` field
@@ -89,7 +89,8 @@ pub struct RetryNonIdempotent;
 /// wait for the same set; [`NoHealthyEndpoints`]: every endpoint is down,
 /// and a retry would only add load when one comes back; a
 /// [request fault](crate::classify::is_request_fault): the request itself
-/// failed, and would fail again).
+/// failed, and would fail again; [`Saturated`]: the request was shed, and
+/// retrying at once would defeat the shedding).
 pub(crate) fn classify_error(error: &BoxError) -> Option<RetryReason> {
     if is_request_fault(&**error) {
         return None;
@@ -97,7 +98,8 @@ pub(crate) fn classify_error(error: &BoxError) -> Option<RetryReason> {
     let mut reason = RetryReason::Error;
     let mut next: Option<&(dyn Error + 'static)> = Some(&**error);
     while let Some(error) = next {
-        if error.is::<NoEndpoints>() || error.is::<NoHealthyEndpoints>() {
+        if error.is::<NoEndpoints>() || error.is::<NoHealthyEndpoints>() || error.is::<Saturated>()
+        {
             return None;
         }
         if let Some(io) = error.downcast_ref::<io::Error>() {

@@ -16,6 +16,7 @@
 //! | [`NoEndpoints`](crate::NoEndpoints) | never: another pick would wait for the same set |
 //! | [`NoHealthyEndpoints`](crate::health::NoHealthyEndpoints) | never: every endpoint is down |
 //! | a [request fault](crate::classify::is_request_fault) (the caller's body failed, the request could not be sent) | never: the request would fail again, and it is not the endpoint's fault |
+//! | [`Saturated`](crate::error::Saturated) | never: the request was shed; the caller waits `retry_after` |
 //!
 //! A non-idempotent request that may have reached an endpoint is retried
 //! only when it opts in ([`RetryNonIdempotent`] in its extensions) or the

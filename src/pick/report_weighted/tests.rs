@@ -10,7 +10,12 @@ fn report(metrics: &EndpointMetrics, qps: f32, utilization: f32, eps: f32) {
     });
 }
 
-fn shares(picker: &ReportWeighted, table: &ReportTable, endpoints: &Endpoints<'_, Weighted<()>>, n: usize) -> Vec<f64> {
+fn shares(
+    picker: &ReportWeighted,
+    table: &ReportTable,
+    endpoints: &Endpoints<'_, Weighted<()>>,
+    n: usize,
+) -> Vec<f64> {
     let mut seen = vec![0usize; endpoints.len()];
     for _ in 0..n {
         seen[picker.pick(table, endpoints, &()).unwrap()] += 1;
@@ -36,7 +41,10 @@ async fn weights_follow_reports_after_the_blackout() {
         report(&metrics[0], 300.0, 0.5, 0.0);
         report(&metrics[1], 100.0, 0.5, 0.0);
         let s = shares(&picker, &table, &endpoints, 1000);
-        assert!((s[0] - 0.5).abs() < 0.01, "round robin in the blackout: {s:?}");
+        assert!(
+            (s[0] - 0.5).abs() < 0.01,
+            "round robin in the blackout: {s:?}"
+        );
         tick(2).await;
     }
     report(&metrics[0], 300.0, 0.5, 0.0);
@@ -82,7 +90,10 @@ async fn errors_cost_weight_and_silent_endpoints_get_the_mean() {
 fn fewer_than_two_weights_is_round_robin_and_weight_zero_is_skipped() {
     assert_eq!(schedule(&[0.0, 5.0, 0.0]), None);
     let order = schedule(&[1.0, 3.0]).unwrap();
-    assert_eq!(order.iter().filter(|&&i| i == 1).count() * 4, order.len() * 3);
+    assert_eq!(
+        order.iter().filter(|&&i| i == 1).count() * 4,
+        order.len() * 3
+    );
     // Smooth: the heavier endpoint never waits more than two slots.
     assert!(order.windows(3).all(|w| w.contains(&1)));
 
@@ -95,5 +106,8 @@ fn fewer_than_two_weights_is_round_robin_and_weight_zero_is_skipped() {
         assert_eq!(picker.pick(&table, &endpoints, &()), Some(1));
     }
     let none: [Weighted<()>; 0] = [];
-    assert_eq!(picker.pick(&picker.prepare(&[]), &Endpoints::new(&[], &none), &()), None);
+    assert_eq!(
+        picker.pick(&picker.prepare(&[]), &Endpoints::new(&[], &none), &()),
+        None
+    );
 }

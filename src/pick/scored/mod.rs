@@ -105,7 +105,7 @@ type Filter<Req, S> = dyn Fn(&Req, &S) -> bool + Send + Sync;
 /// [`Endpoint::metrics`]) and client-side load (through `Load`, whose
 /// metric implements [`ClientLoad`]: wrap endpoints in
 /// [`InFlight`](crate::load::InFlight) or
-/// [`PeakEwma`](crate::load::PeakEwma)).
+/// [`Latency`](crate::load::Latency)).
 ///
 /// 1. **Filters.** An endpoint is eligible when it is allowed (weight,
 ///    exclusions, health), serves the request's model (the models in its
