@@ -108,6 +108,7 @@ mod counter;
 mod discover;
 mod estimate;
 mod future;
+mod hooks;
 mod in_flight;
 mod layer;
 mod peak_ewma;
@@ -119,6 +120,7 @@ pub use self::completion::{AnswerHandle, CompleteOnBodyEnd, TrackedBody};
 pub use self::counter::{Counter, Handle};
 pub use self::discover::{InFlightDiscover, LatencyDiscover};
 pub use self::future::ResponseFuture;
+pub use self::hooks::{AnswerHooks, HookHandle};
 pub use self::in_flight::{Count, InFlight};
 pub use self::layer::{InFlightLayer, LatencyLayer};
 pub use self::peak_ewma::{
