@@ -66,6 +66,13 @@ impl<K, S> EndpointSender<K, S> {
         self.send(Change::Insert(key, Weighted::new(service, weight)))
     }
 
+    /// Inserts an endpoint as built (its weight and, with
+    /// [`Weighted::with_metrics`], the record of its self-reported load), or
+    /// replaces the endpoint with this key.
+    pub fn insert_endpoint(&self, key: K, endpoint: Weighted<S>) -> Result<(), Closed> {
+        self.send(Change::Insert(key, endpoint))
+    }
+
     /// Removes the endpoint with this key; new requests stop going to it as
     /// soon as the balancer applies the change, requests already on it
     /// finish. Removing an unknown key is logged and ignored.
