@@ -70,23 +70,25 @@ pub struct EndpointMetrics {
     shared: Arc<Shared>,
 }
 
+/// The record. The four words a pick reads come first and the struct is
+/// aligned to a cache line, so a pick touches one line per endpoint.
+#[repr(C, align(64))]
 struct Shared {
-    epoch: Instant,
     staleness_ms: u64,
+    /// [`clock_ms`] of the last report; 0: never.
+    measured_at: AtomicU64,
     /// Waiting queue (high half) and running requests (low half).
     requests: AtomicU64,
     /// KV-cache use (high half, `f32` bits) and utilisation (low half).
     usage: AtomicU64,
     /// Queries per second (high half, `f32` bits) and errors per second.
     rates: AtomicU64,
-    /// Milliseconds since `epoch` of the last report, plus one; 0: never.
-    measured_at: AtomicU64,
-    /// Milliseconds since `epoch` of the first report after a gap longer
-    /// than the staleness bound, plus one; 0: never.
+    /// [`clock_ms`] of the first report after a gap longer than the
+    /// staleness bound; 0: never.
     reporting_since: AtomicU64,
-    extra: ArcSwap<Extra>,
-    /// Milliseconds since `epoch` (plus one) of the last bad report logged.
+    /// [`clock_ms`] of the last bad report logged.
     garbage_logged: AtomicU64,
+    extra: ArcSwap<Extra>,
 }
 
 /// The rarely changing part of an endpoint's metrics: read through
@@ -209,7 +211,6 @@ impl EndpointMetrics {
             .max(1);
         Self {
             shared: Arc::new(Shared {
-                epoch: Instant::now(),
                 staleness_ms,
                 requests: AtomicU64::new(0),
                 usage: AtomicU64::new(0),
@@ -372,8 +373,22 @@ impl EndpointMetrics {
     }
 
     fn ms_at(&self, now: Instant) -> u64 {
-        let ms = now.saturating_duration_since(self.shared.epoch).as_millis();
-        u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+        clock_ms(now)
+    }
+
+    /// Queue, running requests and KV use of a report no older than the
+    /// staleness bound at `now_ms` ([`clock_ms`]): the scoring picker's read,
+    /// three atomic loads.
+    #[inline]
+    pub(crate) fn fresh_load(&self, now_ms: u64) -> Option<(u32, u32, f32)> {
+        let s = &*self.shared;
+        let at = s.measured_at.load(Ordering::Acquire);
+        if at == 0 || now_ms.saturating_sub(at) > s.staleness_ms {
+            return None;
+        }
+        let requests = s.requests.load(Ordering::Relaxed);
+        let (kv, _) = unpack_f32(s.usage.load(Ordering::Relaxed));
+        Some(((requests >> 32) as u32, requests as u32, kv))
     }
 }
 
@@ -385,6 +400,20 @@ impl fmt::Debug for EndpointMetrics {
             .field("staleness", &self.staleness())
             .finish()
     }
+}
+
+/// Milliseconds on the records' shared clock at `now` (tokio's clock, so a
+/// paused test clock moves it), at least 1. The clock starts a day before
+/// the first reading, so that an instant taken earlier on another runtime's
+/// clock still reads as a distinct time.
+pub(crate) fn clock_ms(now: Instant) -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| {
+        let now = std::time::Instant::now();
+        now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
+    });
+    let ms = now.into_std().saturating_duration_since(epoch).as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// A rate or utilisation: finite and not negative, or ignored.

@@ -15,7 +15,7 @@
 //! reaches pickers through `tower::load::Load`, whose metrics implement
 //! [`ClientLoad`].
 
-mod metrics;
+pub(crate) mod metrics;
 
 use std::task::{Context, Poll};
 use std::time::Duration;

@@ -54,6 +54,7 @@ impl Counter {
     }
 
     /// Requests started and not yet finished.
+    #[inline]
     pub fn in_flight(&self) -> usize {
         self.counts.in_flight.load(Ordering::Relaxed)
     }

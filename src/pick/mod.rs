@@ -248,6 +248,7 @@ impl<'a, S> Endpoints<'a, S> {
 
     /// Whether endpoint `i` may take this request: it exists, its weight is
     /// not 0, it is not excluded and it is available.
+    #[inline]
     pub fn is_allowed(&self, i: usize) -> bool {
         match self.metas.get(i) {
             Some(meta) => {

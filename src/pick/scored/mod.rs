@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tower::load::Load;
 
 use super::{Endpoints, Meta, Pick, Prepare};
+use crate::endpoint::metrics::clock_ms;
 use crate::endpoint::{ClientLoad, Endpoint};
 use crate::error::Saturated;
 use crate::util::{LocalRng, Rng};
@@ -124,13 +125,14 @@ type Filter<Req, S> = dyn Fn(&Req, &S) -> bool + Send + Sync;
 ///
 /// # Cost
 ///
-/// * **pick**: O(n), two passes over the eligible endpoints (the first
-///   finds each scorer's range, the second scores): per endpoint a few
-///   atomic loads, plus an `ArcSwap` load when the request names a model or
-///   an adapter, plus one virtual call per user scorer. One clock read per
-///   pick. About 0.5 µs with three scorers at 256 endpoints
-///   (`benches/scored.rs`, numbers in `docs/benchmarks.md`). Nothing is
-///   allocated and no lock is taken.
+/// * **pick**: O(n). One pass reads each endpoint (four atomic loads, plus
+///   an `ArcSwap` load when the request names a model or an adapter) into
+///   a per-thread scratch list and finds each scorer's range; a second pass
+///   over that list scores (plus, per user scorer, one virtual call and a
+///   full read of the endpoint's facts). One clock read per pick. The
+///   scratch list grows once to the largest set a thread has seen; after
+///   that nothing is allocated, and no lock is taken. Measured in
+///   `benches/scored.rs` (numbers in `docs/benchmarks.md`).
 /// * **prepare**: nothing.
 ///
 /// # Weights
@@ -299,30 +301,66 @@ impl<Req: 'static, S: 'static> Prepare for Scored<Req, S> {
     fn prepare(&self, _endpoints: &[Meta]) {}
 }
 
-/// Low is good: `(max − v) ÷ (max − min)`, 1 when the range is empty.
-#[inline]
-fn low_is_good(v: f64, range: (f64, f64)) -> f64 {
-    let (min, max) = range;
-    let span = max - min;
-    if span > f64::EPSILON {
-        (max - v) / span
-    } else {
-        1.0
+/// A scorer's range over the eligible endpoints: `(min, max)`.
+#[derive(Clone, Copy)]
+struct Range {
+    min: f32,
+    max: f32,
+}
+
+impl Range {
+    const EMPTY: Self = Self {
+        min: f32::INFINITY,
+        max: f32::NEG_INFINITY,
+    };
+
+    #[inline]
+    fn widen(&mut self, v: f32) {
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    /// `(max, 1 ÷ (max − min))`, so that scoring multiplies: low is good,
+    /// `(max − v) ÷ (max − min)`, and 1 for all when the range is empty.
+    #[inline]
+    fn scale(self) -> (f32, f32) {
+        let span = self.max - self.min;
+        if span > f32::EPSILON {
+            (self.max, 1.0 / span)
+        } else {
+            (0.0, 0.0)
+        }
     }
 }
 
 #[inline]
-fn widen(range: &mut (f64, f64), v: f64) {
-    range.0 = range.0.min(v);
-    range.1 = range.1.max(v);
+fn low_is_good(v: f32, (max, inverse): (f32, f32)) -> f32 {
+    if inverse == 0.0 {
+        1.0
+    } else {
+        (max - v) * inverse
+    }
 }
 
-/// What one endpoint measures, gathered in each pass.
+/// What the pick reads of one eligible endpoint, once.
+#[derive(Clone, Copy, Debug)]
 struct Raw {
-    facts: Option<crate::endpoint::LoadFacts>,
-    in_flight: usize,
-    latency_ns: Option<f64>,
+    index: u32,
+    /// The reported queue, or the client's requests in flight when stale.
+    queue: f32,
+    /// The reported KV use; negative when the report is stale (or absent).
+    kv: f32,
+    in_flight: f32,
+    /// Latency in nanoseconds; negative when not measured (or not wanted).
+    latency: f32,
     adapter_loaded: bool,
+}
+
+thread_local! {
+    /// Each thread's scratch list of eligible endpoints: grown to the
+    /// largest set this thread has picked from, then reused, so a pick
+    /// reads every endpoint once and allocates nothing after the first.
+    static SCRATCH: std::cell::RefCell<Vec<Raw>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl<Req, S> Scored<Req, S>
@@ -332,14 +370,14 @@ where
     S::Metric: ClientLoad,
 {
     /// The endpoint's measures if it is eligible for the request.
-    #[inline]
+    #[inline(always)]
     fn gather(
         &self,
         endpoints: &Endpoints<'_, S>,
         i: usize,
         request: &Req,
         facts: &FactsRef<'_>,
-        now: Instant,
+        now_ms: u64,
     ) -> Option<Raw> {
         if !endpoints.is_allowed(i) {
             return None;
@@ -367,25 +405,33 @@ where
             }
         }
         let load = service.load();
-        let latency_ns = if self.weights.latency > 0.0 {
-            load.latency().map(|d| d.as_nanos() as f64)
+        // Through u32: an unsigned 64-bit conversion to float costs branches.
+        let in_flight = load.in_flight().min(u32::MAX as usize) as u32 as f32;
+        let latency = if self.weights.latency > 0.0 {
+            load.latency().map_or(-1.0, |d| d.as_nanos() as f32)
         } else {
-            None
+            -1.0
+        };
+        let (queue, kv) = match metrics.and_then(|m| m.fresh_load(now_ms)) {
+            Some((queue, _, kv)) => (queue as f32, kv),
+            None => (in_flight, -1.0),
         };
         Some(Raw {
-            facts: metrics.and_then(|m| m.load_at(now)),
-            in_flight: load.in_flight(),
-            latency_ns,
+            index: i as u32,
+            queue,
+            kv,
+            in_flight,
+            latency,
             adapter_loaded,
         })
     }
 
+    /// Saturated: a fresh report over a limit, or, when stale, more
+    /// requests in flight than the queue limit.
+    #[inline]
     fn saturated(&self, raw: &Raw) -> bool {
         let limit = &self.saturation;
-        match &raw.facts {
-            Some(f) => f.queue > limit.max_queue || f.kv_cache_use > limit.max_kv_cache,
-            None => raw.in_flight > limit.max_queue as usize,
-        }
+        raw.queue > limit.max_queue as f32 || raw.kv > limit.max_kv_cache
     }
 }
 
@@ -423,81 +469,91 @@ where
         request: &Req,
         admit: bool,
     ) -> Result<Option<usize>, Saturated> {
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.clear();
+                self.choose_in(endpoints, request, admit, &mut scratch)
+            }
+            // A scorer or filter that picks from inside a pick: a list of
+            // its own (this allocates).
+            Err(_) => self.choose_in(endpoints, request, admit, &mut Vec::new()),
+        })
+    }
+
+    fn choose_in(
+        &self,
+        endpoints: &Endpoints<'_, S>,
+        request: &Req,
+        admit: bool,
+        eligible: &mut Vec<Raw>,
+    ) -> Result<Option<usize>, Saturated> {
         let facts = request.facts();
         let now = Instant::now();
-        let w = &self.weights;
-        let empty = (f64::INFINITY, f64::NEG_INFINITY);
-        let (mut queue, mut in_flight, mut latency) = (empty, empty, empty);
-        let (mut eligible, mut saturated) = (0usize, 0usize);
+        let now_ms = clock_ms(now);
+        let (mut queue, mut in_flight, mut latency) = (Range::EMPTY, Range::EMPTY, Range::EMPTY);
+        let mut saturated = 0usize;
 
-        // Pass 1: eligibility, saturation and each scorer's range.
+        // Pass 1, over the endpoints: eligibility, saturation, ranges.
         for i in 0..endpoints.len() {
-            let Some(raw) = self.gather(endpoints, i, request, &facts, now) else {
+            let Some(raw) = self.gather(endpoints, i, request, &facts, now_ms) else {
                 continue;
             };
-            eligible += 1;
             saturated += usize::from(self.saturated(&raw));
-            let flight = raw.in_flight as f64;
-            widen(&mut in_flight, flight);
-            widen(&mut queue, raw.facts.map_or(flight, |f| f64::from(f.queue)));
-            if let Some(ns) = raw.latency_ns {
-                widen(&mut latency, ns);
+            in_flight.widen(raw.in_flight);
+            queue.widen(raw.queue);
+            if raw.latency >= 0.0 {
+                latency.widen(raw.latency);
             }
+            eligible.push(raw);
         }
-        if eligible == 0 {
+        if eligible.is_empty() {
             return Ok(None);
         }
-        if admit && saturated == eligible && facts.priority < self.saturation.shed_below {
+        if admit && saturated == eligible.len() && facts.priority < self.saturation.shed_below {
             return Err(Saturated::new(
-                eligible,
+                eligible.len(),
                 facts.priority,
                 self.saturation.retry_after,
             ));
         }
 
-        // Pass 2: scores and the choice.
+        // Pass 2, over the eligible: scores and the choice.
+        let w = &self.weights;
+        let (wq, wkv, wf, wl, wa) = (
+            w.queue as f32,
+            w.kv_cache as f32,
+            w.in_flight as f32,
+            w.latency as f32,
+            w.adapter as f32,
+        );
+        let (queue, in_flight, latency) = (queue.scale(), in_flight.scale(), latency.scale());
+        let wants_adapter = facts.adapter.is_some();
         let mut rng: Option<LocalRng> = None;
-        let mut best = (f64::NEG_INFINITY, usize::MAX);
+        let mut best = (f32::NEG_INFINITY, usize::MAX);
         let mut ties = 0u64;
         let mut total = 0.0f64;
-        for i in 0..endpoints.len() {
-            let Some(raw) = self.gather(endpoints, i, request, &facts, now) else {
-                continue;
+        for raw in eligible.iter() {
+            let flight_score = low_is_good(raw.in_flight, in_flight);
+            let kv_score = if raw.kv >= 0.0 {
+                1.0 - raw.kv
+            } else {
+                flight_score
             };
-            let flight = raw.in_flight as f64;
-            let flight_score = low_is_good(flight, in_flight);
-            let mut score = 0.0;
-            match raw.facts {
-                Some(f) => {
-                    score += w.queue * low_is_good(f64::from(f.queue), queue);
-                    score += w.kv_cache * (1.0 - f64::from(f.kv_cache_use));
-                }
-                None => {
-                    score += w.queue * low_is_good(flight, queue);
-                    score += w.kv_cache * flight_score;
-                }
-            }
-            score += w.in_flight * flight_score;
-            if w.latency > 0.0 {
-                score += w.latency * raw.latency_ns.map_or(1.0, |ns| low_is_good(ns, latency));
-            }
-            if facts.adapter.is_some() && raw.adapter_loaded {
-                score += w.adapter;
-            }
-            if !self.scorers.is_empty() {
-                let candidate = Candidate {
-                    index: i,
-                    meta: endpoints.metas()[i],
-                    service: &endpoints.services()[i],
-                    facts: raw.facts,
-                    in_flight: raw.in_flight,
-                    adapter_loaded: raw.adapter_loaded,
+            let mut score = wq * low_is_good(raw.queue, queue) + wkv * kv_score + wf * flight_score;
+            if wl > 0.0 {
+                let l = if raw.latency >= 0.0 {
+                    low_is_good(raw.latency, latency)
+                } else {
+                    1.0
                 };
-                for (weight, scorer) in &self.scorers {
-                    let s = scorer.score(request, &candidate);
-                    let s = if s.is_nan() { 0.0 } else { s.clamp(0.0, 1.0) };
-                    score += weight * s;
-                }
+                score += wl * l;
+            }
+            if wants_adapter && raw.adapter_loaded {
+                score += wa;
+            }
+            let i = raw.index as usize;
+            if !self.scorers.is_empty() {
+                score += self.user_scores(endpoints, i, request, raw, now);
             }
             match self.choice {
                 Choice::Best => {
@@ -509,7 +565,7 @@ where
                         // chosen with probability 1 / ties.
                         ties += 1;
                         let rng = rng.get_or_insert_with(|| self.rng.local());
-                        if rng.next_u64() % ties == 0 {
+                        if rng.below(ties as usize) == 0 {
                             best.1 = i;
                         }
                     }
@@ -517,7 +573,7 @@ where
                 Choice::Weighted => {
                     // Weighted reservoir: replace with probability s / Σs.
                     // A tiny floor keeps all-zero scores a uniform choice.
-                    let s = score.max(1e-9);
+                    let s = f64::from(score).max(1e-9);
                     total += s;
                     let rng = rng.get_or_insert_with(|| self.rng.local());
                     let draw = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
@@ -538,6 +594,33 @@ where
             }
         }
         Ok(Some(picked))
+    }
+
+    /// The weighted sum of the user scorers for one endpoint.
+    fn user_scores(
+        &self,
+        endpoints: &Endpoints<'_, S>,
+        i: usize,
+        request: &Req,
+        raw: &Raw,
+        now: Instant,
+    ) -> f32 {
+        let service = &endpoints.services()[i];
+        let candidate = Candidate {
+            index: i,
+            meta: endpoints.metas()[i],
+            service,
+            facts: service.metrics().and_then(|m| m.load_at(now)),
+            in_flight: raw.in_flight as usize,
+            adapter_loaded: raw.adapter_loaded,
+        };
+        let mut sum = 0.0;
+        for (weight, scorer) in &self.scorers {
+            let s = scorer.score(request, &candidate);
+            let s = if s.is_nan() { 0.0 } else { s.clamp(0.0, 1.0) };
+            sum += weight * s;
+        }
+        sum as f32
     }
 }
 
