@@ -1,9 +1,9 @@
 //! The words around the tables: the report's introduction, and the verdict
-//! on the target in scenarios (b) and (c).
+//! on the targets in scenarios (b), (c) and (e).
 
 use std::fmt::Write as _;
 
-use crate::pickers::{LC, LC_EWMA, LC_WEIGHTED, P2C, P2C_EWMA, P2C_WEIGHTED, RR};
+use crate::pickers::{LC, LC_EWMA, LC_WEIGHTED, P2C, P2C_EWMA, P2C_WEIGHTED, RR, SCORED};
 use crate::report::{p99_ratio, ratio, Summary};
 use crate::scenario::{Scenario, PEAK_EWMA_DECAY, SLOTS};
 
@@ -16,6 +16,9 @@ const TARGET: f64 = 1.5;
 /// and to the same pickers given weights, reading Peak-EWMA or judged at the
 /// first byte.
 pub(crate) fn verdict(scenario: &Scenario, rows: &[Summary]) -> String {
+    if scenario.reports_load() {
+        return scored_verdict(rows);
+    }
     if !matches!(scenario.id, 'b' | 'c') {
         return String::new();
     }
@@ -73,6 +76,33 @@ pub(crate) fn verdict(scenario: &Scenario, rows: &[Summary]) -> String {
     text
 }
 
+/// The promise of the scoring picker in (e): its p99 within this factor of
+/// the ideal's, and no worse than least connections'.
+const SCORED_TARGET: f64 = 1.2;
+
+/// For (e): the scoring picker against the ideal and least connections.
+fn scored_verdict(rows: &[Summary]) -> String {
+    let ideal = &rows[0];
+    let p99 = |name: &str| {
+        rows.iter()
+            .find(|row| row.picker == name)
+            .map_or(f64::NAN, |row| p99_ratio(row, ideal))
+    };
+    let (scored, lc) = (p99(SCORED), p99(LC));
+    format!(
+        "Target (scoring picker's p99 within {SCORED_TARGET}× of ideal's): {}: scored {}; \
+         no worse than least connections ({}): {}.\n",
+        if scored <= SCORED_TARGET {
+            "met"
+        } else {
+            "missed"
+        },
+        ratio(scored),
+        ratio(lc),
+        if scored <= lc { "met" } else { "missed" },
+    )
+}
+
 /// The head of the Markdown report.
 pub(crate) fn intro(requests: usize, seed: u64) -> String {
     format!(
@@ -104,6 +134,10 @@ pub(crate) fn intro(requests: usize, seed: u64) -> String {
          hash* is consistent hashing with bounded loads: a client's endpoint takes the \
          request only while its requests in flight stay within 1.25× the fleet's mean, else \
          the next one along the ring does.\n\n\
+         * *Scored* is the crate's scoring picker (`pick::Scored`, default weights: \
+         queue 2, KV use 2, in flight 1) over servers that report their queue and KV use \
+         (modelled as the share of busy slots) to a poller every 100 ms, the picker seeing \
+         each poll's values one period later: scenario (e) only.\n\n\
          Throughput is completed requests per second of virtual time until the last one \
          finishes. A picker that sends an endpoint more than it can serve builds a queue that \
          grows all run long: its throughput falls and its p99 grows with `--requests`.\n",

@@ -5,12 +5,13 @@ use std::rc::Rc;
 
 use tower_lb::pick::{
     ConsistentHash, Endpoints, IpHash, LeastConnections, Maglev, Meta, P2c, Pick, Prepare,
-    RoundRobin, WeightedRoundRobin,
+    RoundRobin, Scored, WeightedRoundRobin,
 };
 
 use crate::ewma::{self, Ewma};
 use crate::fleet::{self, Fleet, Outcome};
 use crate::probe::{Counting, Probe};
+use crate::reports::Reporting;
 use crate::scenario::{Job, Scenario};
 
 /// The name of the reference every picker is compared with.
@@ -23,6 +24,7 @@ pub(crate) const P2C: &str = "p2c (in flight)";
 pub(crate) const P2C_WEIGHTED: &str = "p2c (speed weights)";
 pub(crate) const LC_EWMA: &str = "least conn. (peak-ewma)";
 pub(crate) const P2C_EWMA: &str = "p2c (peak-ewma)";
+pub(crate) const SCORED: &str = "scored (reports 1 poll late)";
 
 /// A picker with its table over endpoint services `S`, behind one object
 /// type so that pickers with different tables share a list.
@@ -83,6 +85,8 @@ enum Build {
     },
     /// The crate's `Latency`, on virtual time.
     Latency(fn(u64) -> Box<dyn Policy<Ewma>>),
+    /// In-flight counts and the servers' own reports, one poll late.
+    Reports(fn(u64) -> Box<dyn Policy<Reporting>>),
 }
 
 /// One picker of the comparison.
@@ -165,6 +169,11 @@ impl Entry {
                 let endpoint = |_: &_| ewma::endpoint(rtt, decay);
                 fleet::run(fleet, jobs, policy.as_ref(), metas, endpoint).await
             }
+            Build::Reports(build) => {
+                let mut policy = build(seed);
+                policy.prepare(metas);
+                fleet::run(fleet, jobs, policy.as_ref(), metas, Reporting::new).await
+            }
         }
     }
 }
@@ -210,6 +219,11 @@ pub(crate) fn entries() -> Vec<Entry> {
             policy(picker.expect("1.25 is a valid bound"))
         }),
         Entry::new("maglev", |_| policy(Maglev::new(client_key))),
+        Entry::with(
+            SCORED,
+            Build::Reports(|seed| policy(Scored::with_seed(seed))),
+        )
+        .only_where(Scenario::reports_load),
     ]
 }
 

@@ -1,4 +1,4 @@
-//! The fleets and the traffic they get: four scenarios, each a list of
+//! The fleets and the traffic they get: five scenarios, each a list of
 //! endpoint speeds, a request cost distribution and, for one, a slowdown.
 
 use std::time::Duration;
@@ -131,6 +131,11 @@ impl Scenario {
         matches!(self.cost, Cost::Tokens { .. })
     }
 
+    /// Whether servers report their load (the scoring picker's scenario).
+    pub(crate) fn reports_load(&self) -> bool {
+        self.id == 'e'
+    }
+
     /// Whether endpoints differ in speed from the start, so that weights
     /// could tell them apart.
     pub(crate) fn speeds_differ(&self) -> bool {
@@ -170,9 +175,17 @@ impl Scenario {
     }
 }
 
-/// The four scenarios of the comparison.
+/// The scenarios of the comparison.
 pub(crate) fn scenarios() -> Vec<Scenario> {
     let exponential = Cost::Exponential { mean_ms: 10.0 };
+    let tokens = Cost::Tokens {
+        prompt_median: 500.0,
+        answer_median: 150.0,
+        sigma: 1.0,
+        max_answer: 4096.0,
+        prefill_ms_per_token: 0.2,
+        decode_ms_per_token: 10.0,
+    };
     let mut one_slow = [1.0; ENDPOINTS];
     one_slow[0] = 0.1;
     vec![
@@ -194,14 +207,7 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
             id: 'c',
             title: "inference: heavy-tailed cost, streamed answers",
             speeds: [1.0; ENDPOINTS],
-            cost: Cost::Tokens {
-                prompt_median: 500.0,
-                answer_median: 150.0,
-                sigma: 1.0,
-                max_answer: 4096.0,
-                prefill_ms_per_token: 0.2,
-                decode_ms_per_token: 10.0,
-            },
+            cost: tokens,
             slowdown: None,
         },
         Scenario {
@@ -210,6 +216,13 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
             speeds: [1.0; ENDPOINTS],
             cost: exponential,
             slowdown: Some((0, 5.0)),
+        },
+        Scenario {
+            id: 'e',
+            title: "inference on mixed GPUs, load reported one poll late",
+            speeds: [2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5],
+            cost: tokens,
+            slowdown: None,
         },
     ]
 }
