@@ -28,9 +28,7 @@ use criterion::{BenchmarkId, Criterion};
 use tower_lb::endpoint::{EndpointMetrics, LoadReport, Weighted};
 use tower_lb::load::{Handle, InFlight};
 use tower_lb::metrics::{parse_header, Mapping};
-use tower_lb::pick::{
-    hash_value, Endpoints, LeastConnections, Meta, Pick, Prepare, Scored, Weights,
-};
+use tower_lb::pick::{hash_value, Endpoints, LeastConnections, Meta, Pick, Scored, Weights};
 
 type Endpoint = Weighted<InFlight<()>>;
 

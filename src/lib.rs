@@ -13,7 +13,11 @@
 //!   flight, counted until the response *body* ends, and Peak-EWMA latency.
 //! * [`pick`]: round robin, smooth weighted round robin, least connections,
 //!   power of two choices, IP hash, consistent hashing (with bounded load) and
-//!   Maglev; or your own [`Pick`](pick::Pick).
+//!   Maglev; for model servers, the scoring picker
+//!   ([`Scored`](pick::Scored): filters, weighted scorers, saturation
+//!   shedding) and weighted round robin from load reports
+//!   ([`ReportWeighted`](pick::ReportWeighted)); or your own
+//!   [`Pick`](pick::Pick).
 //! * [`balance`]: the [`Balance`] service, its [`BalanceLayer`] and the
 //!   discovery [`Worker`](balance::Worker).
 //! * [`health`]: active probes and passive outlier detection, so dead
@@ -25,6 +29,10 @@
 //!   [`SetAuthority`](http::SetAuthority), which points one shared HTTP
 //!   client at one endpoint's address.
 //! * `grpc` (feature `grpc`): the same preset over tonic channels.
+//! * `metrics` (feature `metrics`): what model servers report of their own
+//!   load (ORCA load reports in answers, a Prometheus poller with vLLM,
+//!   SGLang and TGI names), written into each endpoint's
+//!   [`EndpointMetrics`](endpoint::EndpointMetrics).
 //! * [`endpoint`], [`classify`]: the contracts every part shares, what the
 //!   balancer reads of an endpoint and what counts as its failure.
 //!
@@ -69,15 +77,19 @@
 //! ```text
 //!  presets: http::Balancer, grpc::Balancer          (features http, grpc)
 //!    └─► retry ───────────────────────────────────┐ (feature http)
-//!          └─► load, health, discover              │ endpoint wrappers, sources
+//!          └─► load, health, metrics, discover     │ endpoint wrappers, sources
 //!                └─► balance (Balance, attempt set: TriedEndpoints)
 //!                      └─► pick (Pick, Prepare, the pickers)
 //!                            └─► leaves: error, endpoint (the contract),
 //!                                classify, util (random, hashing) ◄───┘
 //! ```
 //!
-//! * [`endpoint`] is the contract: weight and availability. The balancer
-//!   reads nothing else of an endpoint; health implements availability.
+//! * [`endpoint`] is the contract: weight, availability and, for pickers
+//!   that score on it, the endpoint's self-reported load
+//!   ([`EndpointMetrics`](endpoint::EndpointMetrics): facts with a time,
+//!   read with atomic loads). The balancer reads nothing else of an
+//!   endpoint; health implements availability, the `metrics` sources (feature
+//!   `metrics`) fill the load record.
 //! * The attempt set ([`balance::TriedEndpoints`]) belongs to the balancer:
 //!   layers above it (retry, your own) hand it down with
 //!   [`TriedEndpoints::scope`](balance::TriedEndpoints::scope), so any
@@ -90,7 +102,10 @@
 //! The balancer's error type is [`BoxError`]. When no endpoint can be picked
 //! it waits for the set to change (one second by default, see
 //! [`BalanceLayer::wait`]) and then fails with [`NoEndpoints`]; the endpoint's
-//! own errors pass through unchanged inside the box.
+//! own errors pass through unchanged inside the box. A picker that sheds
+//! load ([`Scored`](pick::Scored) when every eligible endpoint is
+//! saturated) fails the request at once with
+//! [`Saturated`](error::Saturated).
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

@@ -1,53 +1,4 @@
 //! The load an endpoint reports of itself: facts with a time.
-//!
-//! An [`EndpointMetrics`] is one endpoint's shared record of what the server
-//! says about its own load: its waiting queue, its running requests, its
-//! KV-cache use, its ORCA utilisation and request rate, named metrics, the
-//! models it serves and the adapters it has loaded, and when it last said so.
-//! Sources above the contract fill it (the `metrics` module, feature
-//! `metrics`: ORCA load reports in answers, a Prometheus poller, or your own
-//! code); pickers read it through
-//! [`Endpoint::metrics`](super::Endpoint::metrics).
-//!
-//! # Reading is an atomic load
-//!
-//! The numbers live in four `AtomicU64` words, written as a whole by
-//! [`EndpointMetrics::record`] and read by [`EndpointMetrics::load`] without
-//! a lock. A reader racing a writer can see the queue of one report with the
-//! KV use of the next: each number is always one a server reported. The
-//! rarely changing parts (named metrics, models, adapters) sit behind an
-//! `ArcSwap`, whose load takes no lock either.
-//!
-//! # Staleness
-//!
-//! A fact older than the record's staleness bound (200 ms by default, see
-//! [`EndpointMetrics::with_staleness`]) is not returned: [`load`] answers
-//! `None`, as it does before the first report, and pickers fall back to the
-//! client's own count of requests in flight.
-//!
-//! [`load`]: EndpointMetrics::load
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_lb::endpoint::{EndpointMetrics, LoadReport};
-//!
-//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() {
-//! let metrics = EndpointMetrics::new();
-//! assert!(metrics.load().is_none(), "nothing measured yet");
-//!
-//! metrics.record(&LoadReport {
-//!     queue: Some(3),
-//!     kv_cache_use: Some(0.42),
-//!     ..LoadReport::default()
-//! });
-//! let facts = metrics.load().expect("fresh");
-//! assert_eq!((facts.queue, facts.kv_cache_use), (3, 0.42));
-//!
-//! tokio::time::advance(Duration::from_millis(201)).await;
-//! assert!(metrics.load().is_none(), "stale after 200 ms");
-//! # }
-//! ```
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,10 +12,59 @@ use tokio::time::Instant;
 pub const DEFAULT_STALENESS: Duration = Duration::from_millis(200);
 
 /// One endpoint's self-reported load, shared by the source that fills it
-/// and the pickers that read it; see the [module docs](self).
+/// and the pickers that read it.
 ///
 /// Cloning is a reference-count increment; every clone reads and writes the
 /// same record.
+///
+/// An [`EndpointMetrics`] is one endpoint's shared record of what the server
+/// says about its own load: its waiting queue, its running requests, its
+/// KV-cache use, its ORCA utilisation and request rate, named metrics, the
+/// models it serves and the adapters it has loaded, and when it last said so.
+/// Sources above the contract fill it (the `metrics` module, feature
+/// `metrics`: ORCA load reports in answers, a Prometheus poller, or your own
+/// code); pickers read it through
+/// [`Endpoint::metrics`](super::Endpoint::metrics).
+///
+/// # Reading is an atomic load
+///
+/// The numbers live in four `AtomicU64` words, written as a whole by
+/// [`EndpointMetrics::record`] and read by [`EndpointMetrics::load`] without
+/// a lock. A reader racing a writer can see the queue of one report with the
+/// KV use of the next: each number is always one a server reported. The
+/// rarely changing parts (named metrics, models, adapters) sit behind an
+/// `ArcSwap`, whose load takes no lock either.
+///
+/// # Staleness
+///
+/// A fact older than the record's staleness bound (200 ms by default, see
+/// [`EndpointMetrics::with_staleness`]) is not returned: [`load`] answers
+/// `None`, as it does before the first report, and pickers fall back to the
+/// client's own count of requests in flight.
+///
+/// [`load`]: EndpointMetrics::load
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_lb::endpoint::{EndpointMetrics, LoadReport};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let metrics = EndpointMetrics::new();
+/// assert!(metrics.load().is_none(), "nothing measured yet");
+///
+/// metrics.record(&LoadReport {
+///     queue: Some(3),
+///     kv_cache_use: Some(0.42),
+///     ..LoadReport::default()
+/// });
+/// let facts = metrics.load().expect("fresh");
+/// assert_eq!((facts.queue, facts.kv_cache_use), (3, 0.42));
+///
+/// tokio::time::advance(Duration::from_millis(201)).await;
+/// assert!(metrics.load().is_none(), "stale after 200 ms");
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct EndpointMetrics {
     shared: Arc<Shared>,

@@ -48,7 +48,7 @@ where
 /// Hooks around a request's life, for stateful scorers: the picker calls
 /// [`before_send`](ScoreHook::before_send) with the endpoint it picked, on
 /// the caller's task, before the request is sent; an
-/// [`AnswerHooks`](crate::pick::AnswerHooks) wrapper around each endpoint
+/// [`AnswerHooks`](crate::load::AnswerHooks) wrapper around each endpoint
 /// calls [`answer_end`](ScoreHook::answer_end) when its answer ends.
 ///
 /// Both run on the request path: no lock that a pick could wait on, no
