@@ -3,8 +3,6 @@
 //! through the Prometheus poller and ORCA load reports.
 #![cfg(feature = "metrics")]
 
-#[path = "support/model_server.rs"]
-mod model_server;
 mod support;
 
 use std::collections::BTreeMap;
@@ -20,7 +18,7 @@ use tower_lb::metrics::{LoadReportLayer, LoadReports, PollerHandle, PrometheusPo
 use tower_lb::pick::{Pick, ReportWeighted, ReportWeights, Scored};
 use tower_lb::{Balance, BoxError};
 
-use model_server::{Load, ModelServer, Names};
+use support::model_server::{Load, ModelServer, Names};
 use support::ReqBody;
 
 type Ep = InFlight<LoadReports<support::Endpoint>>;
@@ -66,38 +64,37 @@ fn request(priority: i32) -> Request<ReqBody> {
         .unwrap()
 }
 
+/// Sends one request of `priority` (bounded by `within`) and reads the
+/// answer: the name of the server that answered.
 async fn send<S>(balance: &mut S, priority: i32) -> Result<String, BoxError>
 where
     S: Service<Request<ReqBody>, Error = BoxError>,
-    S::Response: Into<
-        http::Response<
-            tower_lb::load::TrackedBody<
-                tower_lb::metrics::ReportingBody<hyper::body::Incoming>,
-                tower_lb::load::Handle,
-            >,
-        >,
-    >,
+    S::Response: Into<Answer>,
 {
-    let answer = balance.ready().await?.call(request(priority)).await?.into();
-    let status = answer.status();
-    let body = http_body_util::BodyExt::collect(answer.into_body())
-        .await?
-        .to_bytes();
-    assert_eq!(status, StatusCode::OK);
-    Ok(String::from_utf8(body.to_vec())?)
+    support::within("a request", async {
+        let answer = balance.ready().await?.call(request(priority)).await?.into();
+        let status = answer.status();
+        let body = http_body_util::BodyExt::collect(answer.into_body())
+            .await?
+            .to_bytes();
+        assert_eq!(status, StatusCode::OK);
+        Ok(String::from_utf8(body.to_vec())?)
+    })
+    .await
 }
+
+/// The answer of an endpoint in these tests.
+type Answer = http::Response<
+    tower_lb::load::TrackedBody<
+        tower_lb::metrics::ReportingBody<hyper::body::Incoming>,
+        tower_lb::load::Handle,
+    >,
+>;
 
 async fn tally<S>(balance: &mut S, n: usize) -> BTreeMap<String, usize>
 where
     S: Service<Request<ReqBody>, Error = BoxError>,
-    S::Response: Into<
-        http::Response<
-            tower_lb::load::TrackedBody<
-                tower_lb::metrics::ReportingBody<hyper::body::Incoming>,
-                tower_lb::load::Handle,
-            >,
-        >,
-    >,
+    S::Response: Into<Answer>,
 {
     let mut seen = BTreeMap::new();
     for _ in 0..n {
@@ -345,13 +342,11 @@ async fn requests_reach_only_servers_of_their_model_and_adapter() {
             if !adapter.is_empty() {
                 request = request.header("x-adapter", adapter);
             }
-            let answer = balance
-                .ready()
-                .await
-                .unwrap()
-                .call(request.body(ReqBody::default()).unwrap())
-                .await
-                .unwrap();
+            let answer = support::within("a request", async {
+                let request = request.body(ReqBody::default()).unwrap();
+                balance.ready().await.unwrap().call(request).await.unwrap()
+            })
+            .await;
             let body = body_string_tracked(answer).await;
             *seen.entry((model, adapter, body)).or_insert(0) += 1;
         }

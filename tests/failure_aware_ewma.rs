@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use tower::{service_fn, Service, ServiceExt};
-use tower_lb::load::{Load, PeakEwma, DEFAULT_DECAY};
+use tower_lb::load::{Latency, Load, DEFAULT_DECAY};
 
 fn server(
     status: u16,
@@ -23,13 +23,12 @@ fn server(
 async fn fast_503_and_429_answers_do_not_lower_the_cost() {
     let start = Duration::from_millis(50);
     for status in [503, 429, 500] {
-        let mut failing = PeakEwma::new(
+        let mut failing = Latency::new(
             server(status, Duration::from_millis(1)),
             start,
             DEFAULT_DECAY,
         );
-        let mut healthy =
-            PeakEwma::new(server(200, Duration::from_millis(1)), start, DEFAULT_DECAY);
+        let mut healthy = Latency::new(server(200, Duration::from_millis(1)), start, DEFAULT_DECAY);
         for _ in 0..20 {
             drop(
                 failing
@@ -69,7 +68,7 @@ async fn fast_503_and_429_answers_do_not_lower_the_cost() {
 #[tokio::test(start_paused = true)]
 async fn the_penalty_is_a_setting_and_zero_still_never_lowers() {
     let start = Duration::from_millis(50);
-    let mut failing = PeakEwma::new(server(503, Duration::from_millis(1)), start, DEFAULT_DECAY)
+    let mut failing = Latency::new(server(503, Duration::from_millis(1)), start, DEFAULT_DECAY)
         .failure_penalty(Duration::ZERO);
     for _ in 0..20 {
         drop(
@@ -94,11 +93,11 @@ async fn the_penalty_is_a_setting_and_zero_still_never_lowers() {
 async fn a_failed_call_counts_as_a_failure() {
     let start = Duration::from_millis(50);
     let broken = service_fn(|_: ()| async { Err::<(), _>("refused") });
-    let mut failing = PeakEwma::with_completion(
+    let mut failing = Latency::with_completion(
         broken,
         start,
         DEFAULT_DECAY,
-        tower_lb::load::CompleteOnResponse,
+        tower_lb::load::CompleteOnResponse::default(),
     );
     for _ in 0..3 {
         assert!(failing.ready().await.unwrap().call(()).await.is_err());

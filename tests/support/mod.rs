@@ -6,7 +6,8 @@
 //! Every single-file test includes it with `mod support;` and uses a part
 //! of it; `tests/dns` and `tests/proxy` include it with `#[path]`. Parts
 //! for one family of tests live in submodules named after it: [`grpc`],
-//! [`health`], [`prop`], [`retry`], [`stress`], [`tower_http`].
+//! [`health`], [`model_server`], [`prop`], [`retry`], [`stress`],
+//! [`tower_http`].
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
 pub mod alloc;
@@ -18,6 +19,7 @@ mod fleet;
 pub mod grpc;
 pub mod health;
 mod keyed;
+pub mod model_server;
 pub mod prop;
 pub mod retry;
 mod server;

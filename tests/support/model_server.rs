@@ -3,9 +3,7 @@
 //! as a Prometheus page (vLLM or SGLang names) and as ORCA load reports on
 //! every answer.
 //!
-//! Not part of `support`: the test binaries that need it include this file
-//! with `#[path]`.
-#![allow(dead_code, unreachable_pub)]
+//! For the AI routing tests (`tests/ai_routing.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,9 +17,6 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-
-#[path = "serve_app.rs"]
-mod serve_app;
 
 /// Which names the metrics page uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +87,7 @@ impl ModelServer {
             .route("/metrics", get(page))
             .fallback(answer)
             .with_state(Arc::clone(&shared));
-        let task = tokio::spawn(serve_app::serve_app(listener, app));
+        let task = tokio::spawn(serve(listener, app));
         Self { addr, shared, task }
     }
 
@@ -124,8 +119,13 @@ impl ModelServer {
         self.shared.scrapes.load(Ordering::Relaxed)
     }
 
-    /// Waits until at least `n` pages have been served in all.
+    /// Waits until at least `n` pages have been served in all (bounded by
+    /// [`within`](super::within)).
     pub async fn wait_scrapes(&self, n: usize) {
+        super::within("metrics pages served", self.scraped(n)).await;
+    }
+
+    async fn scraped(&self, n: usize) {
         loop {
             let notified = self.shared.scraped.notified();
             let mut notified = std::pin::pin!(notified);
@@ -135,6 +135,24 @@ impl ModelServer {
             }
             notified.await;
         }
+    }
+}
+
+/// Serves `app` on every connection until the task is aborted, which
+/// drops the listener and every open connection with it.
+async fn serve(listener: TcpListener, app: Router) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 
