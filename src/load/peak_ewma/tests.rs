@@ -118,7 +118,11 @@ async fn a_failed_call_ends_its_round_trip() {
     );
     assert_eq!(svc.call(()).await.unwrap_err(), "refused");
     assert_eq!(svc.in_flight(), 0);
-    assert_eq!(svc.rtt_estimate(), Duration::from_secs(3));
+    // A failure ends the round trip too, and adds the failure penalty.
+    assert_eq!(
+        svc.rtt_estimate(),
+        Duration::from_secs(3) + super::DEFAULT_FAILURE_PENALTY
+    );
 }
 
 #[tokio::test(start_paused = true)]
