@@ -22,12 +22,12 @@
 //!   discovery [`Worker`](balance::Worker).
 //! * [`health`]: active probes and passive outlier detection, so dead
 //!   endpoints leave rotation and come back.
-//! * [`retry`] (feature `http`): a layer that retries a failed request on another endpoint,
-//!   within a budget, with backoff, idempotency rules and bounded body replay.
-//! * [`http`] (feature `http`, on by default): the preset HTTP balancer,
-//!   one named type from a builder, and
-//!   [`SetAuthority`](http::SetAuthority), which points one shared HTTP
-//!   client at one endpoint's address.
+//! * `retry` (feature `http`): a layer that retries a failed request on
+//!   another endpoint, within a budget, with backoff, idempotency rules and
+//!   bounded body replay.
+//! * `http` (feature `http`, on by default): the preset HTTP balancer, one
+//!   named type from a builder, and `SetAuthority`, which points one shared
+//!   HTTP client at one endpoint's address.
 //! * `grpc` (feature `grpc`): the same preset over tonic channels.
 //! * `metrics` (feature `metrics`): what model servers report of their own
 //!   load (ORCA load reports in answers, a Prometheus poller with vLLM,

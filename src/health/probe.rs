@@ -19,7 +19,7 @@ pub type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send 
 /// bounds the future with the configured timeout; an error or a timeout is a
 /// failed probe. Probes run off the request path, so boxing is fine.
 ///
-/// Built-in: [`HttpProbe`](super::HttpProbe), [`TcpProbe`] and [`probe_fn`].
+/// Built-in: `HttpProbe` (feature `http`), [`TcpProbe`] and [`probe_fn`].
 pub trait Probe<K>: Send + Sync {
     /// Starts one probe of the endpoint with key `key`.
     fn probe(&self, key: &K) -> ProbeFuture;
