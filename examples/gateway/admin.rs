@@ -1,5 +1,9 @@
 //! The admin listener: `GET /status` answers a JSON document that the
 //! binary renders (the proxy's lists every backend).
+//!
+//! It runs under the same limits as the main listener (header and idle
+//! timeouts) with its own small connection cap, so slow clients of the
+//! admin port cannot take the file descriptors the main port needs.
 
 use std::sync::Arc;
 
@@ -7,11 +11,18 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-/// Serves `GET /status` on `listener` until the process stops; each request
+use super::drain::Drain;
+use super::listener::{self, Connections, Limits};
+
+/// Connections the admin listener holds at once.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+/// Serves `GET /status` on `listener` until the drain starts; each request
 /// calls `status` for the JSON text of the answer.
-pub(crate) async fn serve<F>(listener: TcpListener, status: F) -> std::io::Result<()>
+pub(crate) async fn serve<F>(listener: TcpListener, limits: Limits, drain: Drain, status: F)
 where
     F: Fn() -> String + Send + Sync + 'static,
 {
@@ -22,5 +33,13 @@ where
             move || async move { ([(CONTENT_TYPE, "application/json")], status()).into_response() },
         ),
     );
-    axum::serve(listener, app).await
+    let limits = Limits {
+        max_connections: MAX_CONNECTIONS,
+        ..limits
+    };
+    let connections = Connections::new(limits.max_connections);
+    listener::serve(listener, limits, connections, drain, move |_peer| {
+        TowerToHyperService::new(app.clone())
+    })
+    .await;
 }

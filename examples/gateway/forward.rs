@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::{
-    CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
@@ -24,13 +25,15 @@ use tower_lb::retry::ReplayBody;
 use tower_lb::BoxError;
 
 use super::connect::Connector;
+use super::fault::is_request_fault;
+use super::timeout::{AttemptTimedOut, BodySent, SignalledBody};
 
 /// The request body as the retry layer hands it to a backend.
 pub(crate) type UpstreamBody = ReplayBody<Incoming>;
 
 /// The one client every backend shares: its pool keeps connections to each
 /// backend alive.
-pub(crate) type HttpClient = Client<Connector, UpstreamBody>;
+pub(crate) type HttpClient = Client<Connector, SignalledBody<UpstreamBody>>;
 
 /// How long connecting to a backend may take before the attempt fails (and
 /// is retried elsewhere).
@@ -56,26 +59,33 @@ pub(crate) fn client() -> HttpClient {
 }
 
 /// Sends requests to one backend: fills in the scheme and authority (the
-/// path and query stay the client's) and counts failed attempts.
+/// path and query stay the client's), bounds the wait for the response
+/// head (from the end of the request body) and counts failed attempts.
+///
+/// It is the innermost service, under the health wrapper: a timed-out
+/// attempt is an error that outlier detection counts against this backend.
 #[derive(Clone, Debug)]
 pub(crate) struct Forward {
     client: HttpClient,
     authority: Authority,
+    attempt_timeout: Duration,
     failures: Arc<AtomicU64>,
 }
 
 impl Forward {
-    pub(crate) fn new(client: HttpClient, addr: SocketAddr) -> Self {
+    pub(crate) fn new(client: HttpClient, addr: SocketAddr, attempt_timeout: Duration) -> Self {
         let authority =
             Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         Self {
             client,
             authority,
+            attempt_timeout,
             failures: Arc::default(),
         }
     }
 
-    /// Attempts that failed: no response, or a 5xx one.
+    /// Attempts that failed for the backend's sake: no response, or a 5xx
+    /// one (a request that failed by its own fault is not counted).
     pub(crate) fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
@@ -92,14 +102,18 @@ impl Service<Request<UpstreamBody>> for Forward {
     }
 
     fn call(&mut self, mut request: Request<UpstreamBody>) -> ForwardFuture {
-        let mut parts = std::mem::take(request.uri_mut()).into_parts();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        let mut uri = std::mem::take(request.uri_mut()).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
         }
-        let inner = match Uri::from_parts(parts) {
+        let (parts, body) = request.into_parts();
+        let (body, sent) = SignalledBody::new(body);
+        let request = Request::from_parts(parts, body);
+        let inner = match Uri::from_parts(uri) {
             Ok(uri) => {
+                let mut request = request;
                 *request.uri_mut() = uri;
                 Ok(self.client.request(request))
             }
@@ -107,14 +121,22 @@ impl Service<Request<UpstreamBody>> for Forward {
         };
         ForwardFuture {
             inner,
+            sent,
+            timeout: self.attempt_timeout,
+            timer: None,
             failures: Arc::clone(&self.failures),
         }
     }
 }
 
-/// The client's response future, counting what fails.
+/// The client's response future: timed from the end of the request body,
+/// counting what fails.
 pub(crate) struct ForwardFuture {
     inner: Result<legacy::ResponseFuture, Option<BoxError>>,
+    sent: Arc<BodySent>,
+    timeout: Duration,
+    /// Started once the request body has been sent.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     failures: Arc<AtomicU64>,
 }
 
@@ -124,14 +146,28 @@ impl Future for ForwardFuture {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let result = match &mut this.inner {
-            Ok(future) => ready!(Pin::new(future).poll(cx)).map_err(BoxError::from),
+            Ok(future) => match Pin::new(future).poll(cx) {
+                Poll::Ready(result) => result.map_err(BoxError::from),
+                Poll::Pending => {
+                    if this.timer.is_none() && this.sent.poll_sent(cx) {
+                        this.timer = Some(Box::pin(tokio::time::sleep(this.timeout)));
+                    }
+                    match &mut this.timer {
+                        Some(timer) => {
+                            ready!(timer.as_mut().poll(cx));
+                            Err(AttemptTimedOut(this.timeout).into())
+                        }
+                        None => return Poll::Pending,
+                    }
+                }
+            },
             Err(error) => Err(error
                 .take()
                 .unwrap_or_else(|| "polled after completion".into())),
         };
         let failed = match &result {
             Ok(response) => response.status().is_server_error(),
-            Err(_) => true,
+            Err(error) => !is_request_fault(&**error),
         };
         if failed {
             this.failures.fetch_add(1, Ordering::Relaxed);
@@ -157,11 +193,30 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes the headers that concern one connection only (RFC 9110 §7.6.1):
 /// the fixed hop-by-hop set, and any header that `Connection` names.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+///
+/// Two exceptions keep the message what it was:
+///
+/// * transfer codings other than `chunked` (`gzip` of `gzip, chunked`)
+///   stay in `Transfer-Encoding`; hyper adds `chunked` back as it frames the
+///   message. A message with a `Transfer-Encoding` loses any
+///   `Content-Length`, which the coding overrides (RFC 9112 §6.3): passed on
+///   beside a re-chunked body it would be a second, wrong length.
+/// * with `upgrade`, `Upgrade` and `Connection: upgrade` stay, for a
+///   protocol switch that the proxy carries through.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Most messages carry none: one pass over the names, no lookups.
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    let codings = other_codings(headers);
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
+    }
+    let upgrades: Vec<HeaderValue> = if upgrade {
+        headers.get_all(UPGRADE).iter().cloned().collect()
+    } else {
+        Vec::new()
+    };
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -185,6 +240,49 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
+    if let Some(codings) = codings {
+        headers.insert(TRANSFER_ENCODING, codings);
+    }
+    if !upgrades.is_empty() {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        for value in upgrades {
+            headers.append(UPGRADE, value);
+        }
+    }
+}
+
+/// The transfer codings of `headers` other than `chunked`, in order, if
+/// there are any.
+fn other_codings(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut kept = String::new();
+    for value in headers.get_all(TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for coding in value.split(',').map(str::trim) {
+            if coding.is_empty() || coding.eq_ignore_ascii_case("chunked") {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push_str(", ");
+            }
+            kept.push_str(coding);
+        }
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::try_from(kept).ok()
+}
+
+/// Whether `headers` ask to switch protocols (`Connection: upgrade` with an
+/// `Upgrade` header).
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// The client's address as it goes into `X-Forwarded-For`: made once per

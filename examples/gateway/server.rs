@@ -12,14 +12,14 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HOST};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
-use tower::timeout::error::Elapsed;
-use tower::timeout::Timeout;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 use tower_lb::discover::{FileDiscover, StaticList};
@@ -33,7 +33,11 @@ use tower_lb::pick::{ClientAddr, ClientIp, Pick, Prepare};
 use tower_lb::retry::{Retry, RetryLayer, RetryPolicy};
 use tower_lb::{Balance, BoxError, NoEndpoints};
 
+use super::drain::Drain;
+use super::fault::is_request_fault;
 use super::forward::{self, Forward, UpstreamBody};
+use super::listener::{self, Connections, Limits};
+use super::timeout::AttemptTimedOut;
 
 /// One backend as the balancer holds it: health on the outside (so
 /// `Balance::health` reads it), requests in flight counted until the
@@ -43,16 +47,12 @@ pub(crate) type Endpoint = Healthy<Weighted<InFlight<Forward>>>;
 /// The balancer for a picker `P`.
 pub(crate) type Lb<P> = Balance<SocketAddr, Endpoint, P>;
 
-/// What a client connection calls: retries around a per-attempt timeout
-/// around the balancer.
-type Stack<P> = Retry<Timeout<Lb<P>>>;
+/// What a client connection calls: retries around the balancer (each
+/// backend's `Forward` times its own attempts, under the health wrapper).
+type Stack<P> = Retry<Lb<P>>;
 
 /// The body of every answer: the backend's, streamed, or our own error text.
 type ProxyBody = Either<TrackedBody<Incoming, Handle>, Full<Bytes>>;
-
-/// How long one attempt may wait for a backend's response head, unless
-/// [`Settings::attempt_timeout`] says otherwise.
-pub(crate) const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long active health probes may take at most.
 const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -90,9 +90,6 @@ pub(crate) struct Settings {
     /// Retries on another backend after a failed attempt, within the retry
     /// budget.
     pub(crate) retries: u32,
-    /// How long one attempt may wait for a backend's response head; the
-    /// body may then take as long as it takes.
-    pub(crate) attempt_timeout: Duration,
     /// How to find the client's address when the picker hashes it (it reads
     /// the `ClientAddr` extension); `None` for other pickers, which skip it.
     pub(crate) client_ip: Option<ClientIp>,
@@ -110,17 +107,20 @@ pub(crate) async fn bind(addr: SocketAddr, flag: Option<&str>) -> Result<TcpList
     })
 }
 
-/// Builds the balancer over `backends`, with `health` (see [`health`]).
+/// Builds the balancer over `backends`, with `health` (see [`health`]);
+/// each attempt may wait `attempt_timeout` for a response head once the
+/// request body has been sent.
 pub(crate) fn balance<P>(
     backends: &Backends,
     health: HealthConfig<SocketAddr>,
     picker: P,
+    attempt_timeout: Duration,
 ) -> Result<Lb<P>, BoxError>
 where
     P: Pick<Request<UpstreamBody>, Endpoint>,
 {
     let client = forward::client();
-    let make = move |addr| Forward::new(client.clone(), addr);
+    let make = move |addr| Forward::new(client.clone(), addr, attempt_timeout);
     Ok(match backends {
         Backends::Static(backends) => {
             let list = StaticList::weighted(backends.iter().map(|&(a, w)| (a, make(a), w)));
@@ -164,48 +164,30 @@ pub(crate) async fn wait_for_backends<P: Prepare>(backends: &Backends, lb: &Lb<P
     }
 }
 
-/// Accepts client connections until the process is stopped.
+/// Accepts client connections within `limits` until the drain starts;
+/// `connections` then tells when the last one has finished.
 pub(crate) async fn serve<P>(
     listener: TcpListener,
     lb: Lb<P>,
     settings: Settings,
-) -> Result<(), BoxError>
-where
+    limits: Limits,
+    connections: Connections,
+    drain: Drain,
+) where
     P: Pick<Request<UpstreamBody>, Endpoint>,
 {
     let stack = tower::ServiceBuilder::new()
         .layer(RetryLayer::new(
             RetryPolicy::new().max_attempts(settings.retries.saturating_add(1)),
         ))
-        .timeout(settings.attempt_timeout)
         .service(lb);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // The timer bounds how long a client may take to send a request head.
-    http.timer(TokioTimer::new());
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors, mostly: give connections time to close.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let front = Front {
-            stack: stack.clone(),
-            peer,
-            forwarded_for: forward::forwarded_for(peer),
-            client_ip: settings.client_ip,
-        };
-        let connection = http.serve_connection(TokioIo::new(stream), front);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "client connection ended with an error");
-            }
-        });
-    }
+    let make = move |peer| Front {
+        stack: stack.clone(),
+        peer,
+        forwarded_for: forward::forwarded_for(peer),
+        client_ip: settings.client_ip,
+    };
+    listener::serve(listener, limits, connections, drain, make).await;
 }
 
 /// What one client connection runs for each of its requests.
@@ -236,24 +218,80 @@ where
             let client = SocketAddr::new(ip, self.peer.port());
             request.extensions_mut().insert(ClientAddr(client));
         }
-        forward::strip_hop_by_hop(request.headers_mut());
+        if let Some(refusal) = refusal(&request) {
+            return ProxyFuture::answered(refusal);
+        }
+        let upgrade =
+            forward::wants_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        forward::strip_hop_by_hop(request.headers_mut(), upgrade.is_some());
         forward::append_forwarded_for(request.headers_mut(), &self.forwarded_for);
         // The stack is always ready (the balancer waits inside its future),
         // so `oneshot` costs one poll; a clone is a few reference counts.
         ProxyFuture {
-            call: self.stack.clone().oneshot(request),
+            call: Some(self.stack.clone().oneshot(request)),
+            answer: None,
+            upgrade,
         }
     }
 }
 
+/// The proxy's own answer to a request it must not forward: CONNECT (this
+/// is no forward proxy), and an HTTP/1.1 request without exactly one Host
+/// (RFC 9112 §3.2), which backends could read in different ways.
+fn refusal(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    if request.method() == Method::CONNECT {
+        let mut response = text_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: this is a reverse proxy\n",
+        );
+        let headers = response.headers_mut();
+        headers.insert(
+            ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"),
+        );
+        // Whatever the client sends next was meant for a tunnel.
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        return Some(response);
+    }
+    let hosts = request.headers().get_all(HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && request.version() == Version::HTTP_11) {
+        let mut response = text_response(
+            StatusCode::BAD_REQUEST,
+            "a request needs exactly one Host header\n",
+        );
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return Some(response);
+    }
+    None
+}
+
 pin_project! {
-    /// One request through the stack, its outcome turned into a response.
+    /// One request through the stack, its outcome turned into a response;
+    /// or the proxy's own answer.
     struct ProxyFuture<P>
     where
         P: Pick<Request<UpstreamBody>, Endpoint>,
     {
         #[pin]
-        call: Oneshot<Stack<P>, Request<Incoming>>,
+        call: Option<Oneshot<Stack<P>, Request<Incoming>>>,
+        answer: Option<Response<ProxyBody>>,
+        // The client's side of a protocol switch it asked for.
+        upgrade: Option<OnUpgrade>,
+    }
+}
+
+impl<P> ProxyFuture<P>
+where
+    P: Pick<Request<UpstreamBody>, Endpoint>,
+{
+    fn answered(response: Response<ProxyBody>) -> Self {
+        Self {
+            call: None,
+            answer: Some(response),
+            upgrade: None,
+        }
     }
 }
 
@@ -264,10 +302,38 @@ where
     type Output = Result<Response<ProxyBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Ok(match ready!(self.project().call.poll(cx)) {
+        let this = self.project();
+        let Some(call) = this.call.as_pin_mut() else {
+            let answer = this.answer.take().unwrap_or_else(|| {
+                text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "polled after completion\n",
+                )
+            });
+            return Poll::Ready(Ok(answer));
+        };
+        Poll::Ready(Ok(match ready!(call.poll(cx)) {
+            Ok(mut response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                match this.upgrade.take() {
+                    Some(client) => {
+                        let backend = hyper::upgrade::on(&mut response);
+                        tokio::spawn(tunnel(client, backend));
+                        let (mut parts, body) = response.into_parts();
+                        forward::strip_hop_by_hop(&mut parts.headers, true);
+                        Response::from_parts(parts, Either::Left(body))
+                    }
+                    None => {
+                        tracing::warn!("a backend switched protocols unasked");
+                        text_response(
+                            StatusCode::BAD_GATEWAY,
+                            "the backend switched protocols unasked\n",
+                        )
+                    }
+                }
+            }
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
-                forward::strip_hop_by_hop(&mut parts.headers);
+                forward::strip_hop_by_hop(&mut parts.headers, false);
                 Response::from_parts(parts, Either::Left(body))
             }
             Err(error) => error_response(&*error),
@@ -275,15 +341,36 @@ where
     }
 }
 
-/// 503 when there is no backend to send to, 504 when the backend did not
-/// answer in time, 502 for any other failure to get an answer.
+/// Carries bytes both ways between a client and a backend that switched
+/// protocols, until either side closes.
+async fn tunnel(client: OnUpgrade, backend: OnUpgrade) {
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(both) => both,
+        Err(error) => {
+            tracing::debug!(%error, "a protocol switch did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut backend = TokioIo::new(backend);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+        tracing::debug!(%error, "an upgraded connection ended with an error");
+    }
+}
+
+/// 400 when the request itself failed (its body was malformed or cut
+/// short), 503 when there is no backend to send to, 504 when the backend
+/// did not answer in time, 502 for any other failure to get an answer.
 fn status_for(error: &(dyn Error + 'static)) -> StatusCode {
+    if is_request_fault(error) {
+        return StatusCode::BAD_REQUEST;
+    }
     let mut next = Some(error);
     while let Some(error) = next {
         if error.is::<NoEndpoints>() || error.is::<NoHealthyEndpoints>() {
             return StatusCode::SERVICE_UNAVAILABLE;
         }
-        if error.is::<Elapsed>() {
+        if error.is::<AttemptTimedOut>() {
             return StatusCode::GATEWAY_TIMEOUT;
         }
         next = error.source();
@@ -293,18 +380,35 @@ fn status_for(error: &(dyn Error + 'static)) -> StatusCode {
 
 fn error_response(error: &(dyn Error + 'static)) -> Response<ProxyBody> {
     let status = status_for(error);
-    tracing::warn!(%status, error = %Chain(error), "request failed");
     let text = match status {
+        StatusCode::BAD_REQUEST => {
+            tracing::debug!(%status, error = %Chain(error), "the request failed by its own fault");
+            "the request body was malformed or incomplete\n"
+        }
         StatusCode::SERVICE_UNAVAILABLE => "no backend available\n",
         StatusCode::GATEWAY_TIMEOUT => "the backend did not answer in time\n",
         _ => "the backend could not be reached\n",
     };
+    if status != StatusCode::BAD_REQUEST {
+        tracing::warn!(%status, error = %Chain(error), "request failed");
+    }
+    let mut response = text_response(status, text);
+    if status == StatusCode::BAD_REQUEST {
+        // The rest of a broken body must not be read as the next request.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+fn text_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
         text.as_bytes(),
     ))));
     *response.status_mut() = status;
     response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
+        CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response

@@ -19,8 +19,8 @@ use http::HeaderName;
 use crate::gateway::server::Backends;
 
 use self::values::{
-    address, algorithm, backend, duration, header_name, number, path, read_backends_file,
-    unexpected, workers, Checked,
+    address, algorithm, backend, connections, duration, header_name, number, path,
+    read_backends_file, unexpected, workers, Checked,
 };
 
 /// The default time between active health probes.
@@ -28,6 +28,25 @@ const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The default number of retries on another backend.
 const DEFAULT_RETRIES: u32 = 2;
+
+/// The default time an attempt may wait for a response head once the
+/// request body has been sent.
+const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time requests in flight get to finish after SIGTERM or SIGINT.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a client may take to send a request head.
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default time a keep-alive connection may stay idle.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default number of client connections held at once.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The most connections `--max-connections` accepts.
+const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -61,6 +80,18 @@ pub(crate) struct Args {
     pub(crate) admin: Option<SocketAddr>,
     /// `--workers`, the number of cores by default.
     pub(crate) workers: usize,
+    /// `--attempt-timeout`, 30 s by default.
+    pub(crate) attempt_timeout: Duration,
+    /// `--drain-timeout`, 30 s by default.
+    pub(crate) drain_timeout: Duration,
+    /// `--header-timeout`, 10 s by default.
+    pub(crate) header_timeout: Duration,
+    /// `--idle-timeout`, 60 s by default.
+    pub(crate) idle_timeout: Duration,
+    /// `--max-connections`, 10,000 by default.
+    pub(crate) max_connections: usize,
+    /// `--allow-empty-backends`: a backends file may empty the set.
+    pub(crate) allow_empty_backends: bool,
 }
 
 /// `--algorithm`: which picker chooses the backend of each request.
@@ -127,10 +158,26 @@ Forwarding: request and response bodies stream both ways (request bodies up to
 headers are dropped; X-Forwarded-For gets the client's address appended; the
 client's Host header is passed on unchanged. Connections to backends are kept
 alive and reused. Failures answer 502 (no backend could be reached), 503 (no
-backend to send to) or 504 (no response head within 30 s, for each attempt).
-GET, HEAD, PUT, DELETE, OPTIONS and TRACE are retried on another backend after
-an error or a 502, 503 or 504; other methods only when the request was surely
-not sent. Upgrades (WebSocket) and CONNECT are not proxied.
+backend to send to) or 504 (no response head within --attempt-timeout of the
+end of the request body, for each attempt); a request body that is malformed
+or cut short by the client answers 400 and counts against no backend. GET,
+HEAD, PUT, DELETE, OPTIONS and TRACE are retried on another backend after an
+error or a 502, 503 or 504; other methods only when the request was surely not
+sent. Upgrades (WebSocket) are proxied: after 101, bytes flow both ways.
+CONNECT is answered 405 and never forwarded; an HTTP/1.1 request without a
+Host header, or with more than one, is answered 400.
+
+Limits, on the main and the admin listener alike: a request head must arrive
+within --header-timeout; a keep-alive connection idle for --idle-timeout is
+closed, and so is one whose client stops reading an answer for that long. The
+main listener holds at most --max-connections connections, the admin listener
+64; further clients wait in the listen queue. Each connection takes a file
+descriptor: raise `ulimit -n` above --max-connections plus the backend
+connections.
+
+On SIGTERM or SIGINT the proxy stops accepting, lets requests in flight finish
+for up to --drain-timeout, then exits 0; a second signal exits at once with
+status 1.
 
 On start the proxy prints `listening on ADDR` (and `admin on ADDR`) on stdout;
 port 0 picks a free port. Logs go to stderr (RUST_LOG sets the level, default
@@ -248,6 +295,67 @@ struct Flags {
     #[arg(long, value_name = "N", value_parser = Checked(workers), help_heading = OPTIONS)]
     workers: Option<usize>,
 
+    /// how long each attempt may wait for a backend's response head,
+    /// counted from the end of the request body (default 30s);
+    /// a timed-out attempt is a failure of that backend
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = Checked(duration),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
+    attempt_timeout: Option<Duration>,
+
+    /// on SIGTERM or SIGINT, how long requests in flight may
+    /// take to finish before the proxy exits (default 30s)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = Checked(duration),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
+    drain_timeout: Option<Duration>,
+
+    /// how long a client may take to send a request head,
+    /// on both listeners (default 10s)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = Checked(duration),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
+    header_timeout: Option<Duration>,
+
+    /// close keep-alive connections idle this long, and those whose
+    /// client stops reading for this long (default 60s)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = Checked(duration),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
+    idle_timeout: Option<Duration>,
+
+    /// client connections held at once on --listen; more wait
+    /// in the listen queue (default 10000; --admin: 64)
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = Checked(connections),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
+    max_connections: Option<usize>,
+
+    /// let an edit of --backends-file that lists no backend empty
+    /// the set (by default it keeps the last good set)
+    #[arg(long, verbatim_doc_comment, help_heading = OPTIONS)]
+    allow_empty_backends: bool,
+
     /// print this help
     #[arg(short, long, action = ArgAction::HelpLong, help_heading = OPTIONS)]
     help: Option<bool>,
@@ -336,9 +444,20 @@ impl Flags {
             (false, None) => Backends::Static(backends),
             (true, Some(path)) => {
                 let initial = read_backends_file(&path).map_err(error)?;
+                if initial.is_empty() && !self.allow_empty_backends {
+                    return Err(error(format!(
+                        "--backends-file {}: lists no backend (give --allow-empty-backends to start with none)",
+                        path.display()
+                    )));
+                }
                 Backends::File { path, initial }
             }
         };
+        if self.allow_empty_backends && !matches!(backends, Backends::File { .. }) {
+            return Err(error(
+                "--allow-empty-backends applies only to --backends-file",
+            ));
+        }
         let algorithm = self.algorithm.unwrap_or(Algorithm::P2c);
         if self.hash_header.is_some() && algorithm != Algorithm::ConsistentHash {
             return Err(error(
@@ -371,6 +490,12 @@ impl Flags {
             workers: self.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             }),
+            attempt_timeout: self.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT),
+            drain_timeout: self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            header_timeout: self.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT),
+            idle_timeout: self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            allow_empty_backends: self.allow_empty_backends,
         })
     }
 }

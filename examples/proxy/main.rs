@@ -13,11 +13,20 @@
 //! as 502, 503 or 504. Behind each request:
 //!
 //! ```text
-//! client ─► Front (hop-by-hop headers, X-Forwarded-For, client address)
-//!        ─► Retry (budgeted, --retries) ─► 30 s per-attempt timeout
+//! client ─► limits (--header-timeout, --idle-timeout, --max-connections)
+//!        ─► Front (CONNECT and Host checks, hop-by-hop headers,
+//!                  X-Forwarded-For, client address, upgrades)
+//!        ─► Retry (budgeted, --retries)
 //!        ─► Balance (--algorithm) ─► Healthy (outlier detection, --health-path)
-//!        ─► InFlight (counted to the end of the body) ─► Forward (hyper-util client)
+//!        ─► InFlight (counted to the end of the body)
+//!        ─► Forward (--attempt-timeout from the end of the request body;
+//!                    hyper-util client)
 //! ```
+//!
+//! The attempt timeout sits under the health wrapper, so a backend that
+//! accepts and never answers fails its attempts and is ejected. SIGTERM or
+//! SIGINT drains: no new connections, requests in flight finish (up to
+//! --drain-timeout), exit 0; a second signal exits at once.
 //!
 //! The client side runs hyper's HTTP/1 server directly rather than an axum
 //! `Router`: the proxy routes nothing, and a router would box both bodies of
@@ -35,6 +44,7 @@ mod status;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tower_lb::pick::{
     ClientIp, ConsistentHash, Header, IpHash, LeastConnections, P2c, Pick, RoundRobin,
@@ -43,8 +53,14 @@ use tower_lb::pick::{
 use tower_lb::BoxError;
 
 use crate::cli::{Algorithm, Args, Command};
+use crate::gateway::drain::{self, StopSignals};
 use crate::gateway::forward::UpstreamBody;
+use crate::gateway::guard::Timeouts;
+use crate::gateway::listener::{Connections, Limits};
 use crate::gateway::server::{self, Endpoint, Settings};
+
+/// How long the exit waits for tasks still running after the drain.
+const EXIT_WAIT: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
     let args = match cli::parse(std::env::args_os().skip(1)) {
@@ -66,7 +82,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match gateway::runtime(args.workers) {
-        Ok(runtime) => runtime.block_on(run(args)),
+        Ok(runtime) => {
+            let result = runtime.block_on(run(args));
+            // Whatever still runs (a tunnel, a read of the backends file)
+            // must not hold the exit.
+            runtime.shutdown_timeout(EXIT_WAIT);
+            result
+        }
         Err(error) => Err(error.into()),
     };
     match result {
@@ -99,18 +121,21 @@ async fn run(args: Args) -> Result<(), BoxError> {
 }
 
 /// Binds the listeners, builds the balancer with `picker` over the
-/// backends, announces the addresses on stdout and serves until Ctrl-C.
+/// backends, announces the addresses on stdout and serves until SIGTERM or
+/// SIGINT; then drains.
 async fn run_with<P>(args: Args, picker: P, client_ip: Option<ClientIp>) -> Result<(), BoxError>
 where
     P: Pick<http::Request<UpstreamBody>, Endpoint>,
 {
+    // From here on the signals drain instead of killing the process.
+    let mut signals = StopSignals::new()?;
     let listener = server::bind(args.listen, None).await?;
     let admin = match args.admin {
         Some(addr) => Some(server::bind(addr, Some("--admin")).await?),
         None => None,
     };
     let health = server::health(args.health_path.as_deref(), args.health_interval);
-    let lb = server::balance(&args.backends, health, picker)?;
+    let lb = server::balance(&args.backends, health, picker, args.attempt_timeout)?;
     server::wait_for_backends(&args.backends, &lb).await;
 
     let listen = listener.local_addr()?;
@@ -129,25 +154,55 @@ where
         "proxy started"
     );
 
+    let (drain_signal, drain) = drain::channel();
+    let limits = Limits {
+        timeouts: Timeouts {
+            header: args.header_timeout,
+            idle: args.idle_timeout,
+        },
+        max_connections: args.max_connections,
+    };
     if let Some(admin) = admin {
         let lb = lb.clone();
-        tokio::spawn(async move {
-            let status = move || status::status_json(&lb);
-            if let Err(error) = gateway::admin::serve(admin, status).await {
-                tracing::error!(%error, "admin listener failed");
-            }
-        });
+        let status = move || status::status_json(&lb);
+        tokio::spawn(gateway::admin::serve(admin, limits, drain.clone(), status));
     }
     let settings = Settings {
         retries: args.retries,
-        attempt_timeout: server::DEFAULT_ATTEMPT_TIMEOUT,
         client_ip,
     };
+    let connections = Connections::new(args.max_connections);
+    let accepting = tokio::spawn(server::serve(
+        listener,
+        lb,
+        settings,
+        limits,
+        connections.clone(),
+        drain,
+    ));
+
+    let signal = signals.next().await;
+    tracing::info!(
+        signal,
+        connections = connections.open(),
+        timeout = ?args.drain_timeout,
+        "draining: no new connections, requests in flight finish"
+    );
+    drain_signal.start();
+    let drained = async {
+        let _ = accepting.await;
+        connections.closed().await;
+    };
     tokio::select! {
-        result = server::serve(listener, lb, settings) => result,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted; stopping");
-            Ok(())
+        () = drained => tracing::info!("drained; exiting"),
+        () = tokio::time::sleep(args.drain_timeout) => tracing::warn!(
+            connections = connections.open(),
+            "drain timeout; exiting with connections open"
+        ),
+        signal = signals.next() => {
+            tracing::warn!(signal, "second signal; exiting at once");
+            std::process::exit(1);
         }
     }
+    Ok(())
 }

@@ -7,6 +7,7 @@
 use std::ffi::OsStr;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -117,6 +118,18 @@ pub(super) fn workers(flag: &str, value: &str) -> Result<usize, String> {
     Ok(workers)
 }
 
+/// A number of connections, from 1 to [`super::MAX_CONNECTIONS`].
+pub(super) fn connections(flag: &str, value: &str) -> Result<usize, String> {
+    let connections: usize = number(flag, value)?;
+    if connections == 0 || connections > super::MAX_CONNECTIONS {
+        return Err(format!(
+            "{flag} must be from 1 to {}",
+            super::MAX_CONNECTIONS
+        ));
+    }
+    Ok(connections)
+}
+
 /// A duration as `humantime` reads it (`1s`, `500ms`, `2m`, `1m 30s`);
 /// zero is refused.
 pub(super) fn duration(flag: &str, value: &str) -> Result<Duration, String> {
@@ -143,11 +156,32 @@ pub(super) fn unexpected(_flag: &str, value: &str) -> Result<String, String> {
 
 /// Reads and checks the backends file at start, so that a wrong path or a
 /// bad line stops the proxy with status 2 instead of running empty.
+///
+/// Only a regular file is read: a FIFO or a device is refused before it is
+/// opened, and it is opened non-blocking, so that one swapped in between the
+/// check and the open cannot make the start wait for a writer either.
 pub(super) fn read_backends_file(path: &Path) -> Result<Vec<(SocketAddr, u32)>, String> {
     let fail = |reason: String| format!("--backends-file {}: {reason}", path.display());
+    let regular = |metadata: std::fs::Metadata| {
+        if metadata.is_file() {
+            Ok(())
+        } else {
+            Err(fail("not a regular file".into()))
+        }
+    };
+    regular(std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    regular(
+        file.metadata()
+            .map_err(|e| fail(format!("cannot read: {e}")))?,
+    )?;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_FILE_LEN as u64 + 1).read_to_end(&mut bytes))
+    file.take(MAX_FILE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| fail(format!("cannot read: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|_| fail("not valid UTF-8".into()))?;
     parse_backends(&text).map_err(|e| fail(e.to_string()))
