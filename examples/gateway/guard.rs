@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -55,6 +56,9 @@ pub(crate) struct ConnState {
     head_since: AtomicU64,
     /// The last byte read or written, in ms since `epoch`.
     last: AtomicU64,
+    /// The task waiting to read: woken when a request ends, so that the
+    /// read it is waiting on takes up the idle deadline.
+    reader: AtomicWaker,
 }
 
 impl ConnState {
@@ -66,6 +70,7 @@ impl ConnState {
             // A new connection owes its first request head.
             head_since: AtomicU64::new(1),
             last: AtomicU64::new(0),
+            reader: AtomicWaker::new(),
         })
     }
 
@@ -101,6 +106,7 @@ impl ConnState {
         self.last.store(self.now_ms(), Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
         self.requests.fetch_sub(1, Ordering::Relaxed);
+        self.reader.wake();
     }
 
     /// When a read that waits now must give up, if ever.
@@ -193,10 +199,15 @@ impl AsyncRead for Guarded {
                 }
                 Poll::Ready(result)
             }
-            Poll::Pending => match this.state.read_deadline(*this.timeouts) {
-                Some(deadline) => expired(this.read_timer, deadline, cx, "the client was too slow"),
-                None => Poll::Pending,
-            },
+            Poll::Pending => {
+                this.state.reader.register(cx.waker());
+                match this.state.read_deadline(*this.timeouts) {
+                    Some(deadline) => {
+                        expired(this.read_timer, deadline, cx, "the client was too slow")
+                    }
+                    None => Poll::Pending,
+                }
+            }
         }
     }
 }

@@ -60,6 +60,7 @@ async fn weights_split_requests_and_status_reports_every_backend() {
             in_flight: 0,
             requests: backend.requests() as u64,
             failures: 0,
+            ejections: 0,
         })
         .collect();
     assert_eq!(report, expected);

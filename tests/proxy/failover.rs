@@ -137,7 +137,13 @@ async fn failures_answer_502_and_503() {
     let dir = temp_dir("no-backends");
     let file = dir.join("backends");
     write_atomically(&file, "# nothing yet\n");
-    let proxy = block_in_place(|| Proxy::start(&["--backends-file", file.to_str().unwrap()]));
+    let proxy = block_in_place(|| {
+        Proxy::start(&[
+            "--allow-empty-backends",
+            "--backends-file",
+            file.to_str().unwrap(),
+        ])
+    });
     let answer = get(&client, &proxy.url("/")).await.expect("an answer");
     assert_eq!(
         answer.status,

@@ -5,6 +5,12 @@
 
 mod balancing;
 mod cli;
+mod discovery;
+mod drain;
 mod failover;
+mod faults;
 mod forwarding;
+mod http_rules;
+mod limits;
 mod support;
+mod timeouts;

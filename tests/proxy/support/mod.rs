@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod process;
+pub mod raw;
 #[path = "../../support/mod.rs"]
 mod shared;
 
@@ -146,6 +147,7 @@ pub struct Endpoint {
     pub in_flight: u64,
     pub requests: u64,
     pub failures: u64,
+    pub ejections: u64,
 }
 
 /// Reads `/status` and checks that every field is there with its type.
@@ -184,6 +186,7 @@ pub async fn status(client: &HttpClient, proxy: &Proxy) -> Vec<Endpoint> {
                 in_flight: number("in_flight"),
                 requests: number("requests"),
                 failures: number("failures"),
+                ejections: number("ejections"),
             }
         })
         .collect()

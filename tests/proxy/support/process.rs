@@ -220,6 +220,38 @@ impl Proxy {
             })
     }
 
+    /// Sends the proxy a signal (`TERM`, `INT`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits until the proxy exits (its stderr closes), up to `timeout`;
+    /// its exit status, or `None` if it still runs.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.stderr.wait_for(timeout, |_| false);
+        // The pipe closes as the process exits; reap it within a moment.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The proxy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the proxy logged so far.
     pub fn log(&self) -> String {
         self.stderr.text()
