@@ -20,20 +20,22 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{self, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pin_project_lite::pin_project;
 use tower::Service;
 use tower_lb::retry::ReplayBody;
 use tower_lb::BoxError;
 
+use tower_lb::classify::is_request_fault;
+use tower_lb::http::{ResponseTimeout, ResponseTimeoutFuture, SentBody};
+
 use super::connect::Connector;
-use super::fault::is_request_fault;
-use super::timeout::{AttemptTimedOut, BodySent, SignalledBody};
 
 /// The request body as the retry layer hands it to a backend.
 pub(crate) type UpstreamBody = ReplayBody<Incoming>;
 
 /// The one client every backend shares: its pool keeps connections to each
 /// backend alive.
-pub(crate) type HttpClient = Client<Connector, SignalledBody<UpstreamBody>>;
+pub(crate) type HttpClient = Client<Connector, SentBody<UpstreamBody>>;
 
 /// How long connecting to a backend may take before the attempt fails (and
 /// is retried elsewhere).
@@ -66,9 +68,8 @@ pub(crate) fn client() -> HttpClient {
 /// attempt is an error that outlier detection counts against this backend.
 #[derive(Clone, Debug)]
 pub(crate) struct Forward {
-    client: HttpClient,
+    client: ResponseTimeout<HttpClient>,
     authority: Authority,
-    attempt_timeout: Duration,
     failures: Arc<AtomicU64>,
 }
 
@@ -77,9 +78,8 @@ impl Forward {
         let authority =
             Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         Self {
-            client,
+            client: ResponseTimeout::new(client, attempt_timeout),
             authority,
-            attempt_timeout,
             failures: Arc::default(),
         }
     }
@@ -108,60 +108,42 @@ impl Service<Request<UpstreamBody>> for Forward {
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(PathAndQuery::from_static("/"));
         }
-        let (parts, body) = request.into_parts();
-        let (body, sent) = SignalledBody::new(body);
-        let request = Request::from_parts(parts, body);
-        let inner = match Uri::from_parts(uri) {
+        let (inner, error) = match Uri::from_parts(uri) {
             Ok(uri) => {
-                let mut request = request;
                 *request.uri_mut() = uri;
-                Ok(self.client.request(request))
+                (Some(self.client.call(request)), None)
             }
-            Err(error) => Err(Some(error.into())),
+            Err(error) => (None, Some(error.into())),
         };
         ForwardFuture {
             inner,
-            sent,
-            timeout: self.attempt_timeout,
-            timer: None,
+            error,
             failures: Arc::clone(&self.failures),
         }
     }
 }
 
-/// The client's response future: timed from the end of the request body,
-/// counting what fails.
-pub(crate) struct ForwardFuture {
-    inner: Result<legacy::ResponseFuture, Option<BoxError>>,
-    sent: Arc<BodySent>,
-    timeout: Duration,
-    /// Started once the request body has been sent.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    failures: Arc<AtomicU64>,
+pin_project! {
+    /// The client's response future (timed from the end of the request
+    /// body), counting what fails.
+    pub(crate) struct ForwardFuture {
+        #[pin]
+        inner: Option<ResponseTimeoutFuture<legacy::ResponseFuture>>,
+        // Why there is no request to send, when there is none.
+        error: Option<BoxError>,
+        failures: Arc<AtomicU64>,
+    }
 }
 
 impl Future for ForwardFuture {
     type Output = Result<Response<Incoming>, BoxError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let result = match &mut this.inner {
-            Ok(future) => match Pin::new(future).poll(cx) {
-                Poll::Ready(result) => result.map_err(BoxError::from),
-                Poll::Pending => {
-                    if this.timer.is_none() && this.sent.poll_sent(cx) {
-                        this.timer = Some(Box::pin(tokio::time::sleep(this.timeout)));
-                    }
-                    match &mut this.timer {
-                        Some(timer) => {
-                            ready!(timer.as_mut().poll(cx));
-                            Err(AttemptTimedOut(this.timeout).into())
-                        }
-                        None => return Poll::Pending,
-                    }
-                }
-            },
-            Err(error) => Err(error
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.inner.as_pin_mut() {
+            Some(future) => ready!(future.poll(cx)),
+            None => Err(this
+                .error
                 .take()
                 .unwrap_or_else(|| "polled after completion".into())),
         };

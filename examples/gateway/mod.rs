@@ -14,12 +14,10 @@
 pub(crate) mod admin;
 pub(crate) mod connect;
 pub(crate) mod drain;
-pub(crate) mod fault;
 pub(crate) mod forward;
 pub(crate) mod guard;
 pub(crate) mod listener;
 pub(crate) mod server;
-pub(crate) mod timeout;
 
 use tokio::runtime::{Builder, Runtime};
 

@@ -20,8 +20,10 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
+use tower::timeout::error::Elapsed;
 use tower::util::Oneshot;
 use tower::ServiceExt;
+use tower_lb::classify::is_request_fault;
 use tower_lb::discover::{FileDiscover, StaticList};
 use tower_lb::endpoint::Weighted;
 use tower_lb::health::{
@@ -34,10 +36,8 @@ use tower_lb::retry::{Retry, RetryLayer, RetryPolicy};
 use tower_lb::{Balance, BoxError, NoEndpoints};
 
 use super::drain::Drain;
-use super::fault::is_request_fault;
 use super::forward::{self, Forward, UpstreamBody};
 use super::listener::{self, Connections, Limits};
-use super::timeout::AttemptTimedOut;
 
 /// One backend as the balancer holds it: health on the outside (so
 /// `Balance::health` reads it), requests in flight counted until the
@@ -370,7 +370,7 @@ fn status_for(error: &(dyn Error + 'static)) -> StatusCode {
         if error.is::<NoEndpoints>() || error.is::<NoHealthyEndpoints>() {
             return StatusCode::SERVICE_UNAVAILABLE;
         }
-        if error.is::<AttemptTimedOut>() {
+        if error.is::<Elapsed>() {
             return StatusCode::GATEWAY_TIMEOUT;
         }
         next = error.source();
