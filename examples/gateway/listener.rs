@@ -2,6 +2,7 @@
 //! at once, the time limits of [`guard`](super::guard), and the drain.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub(crate) struct Limits {
 pub(crate) struct Connections {
     open: Arc<Semaphore>,
     max: u32,
+    /// The most open at once since [`Connections::reset_peak`].
+    peak: Arc<AtomicUsize>,
 }
 
 impl Connections {
@@ -38,7 +41,18 @@ impl Connections {
         Self {
             open: Arc::new(Semaphore::new(max as usize)),
             max,
+            peak: Arc::default(),
         }
+    }
+
+    /// The most connections open at once since the last reset.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new peak from the connections open now.
+    pub(crate) fn reset_peak(&self) {
+        self.peak.store(self.open(), Ordering::Relaxed);
     }
 
     /// Connections open now.
@@ -96,6 +110,9 @@ pub(crate) async fn serve<F, S, B>(
             },
         };
         let _ = stream.set_nodelay(true);
+        connections
+            .peak
+            .fetch_max(connections.open(), Ordering::Relaxed);
         let state = ConnState::new();
         let io = Guarded::new(stream, Arc::clone(&state), limits.timeouts);
         let service = Watched::new(make(peer), state);

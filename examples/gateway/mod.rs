@@ -17,6 +17,7 @@ pub(crate) mod drain;
 pub(crate) mod forward;
 pub(crate) mod guard;
 pub(crate) mod listener;
+pub(crate) mod memory;
 pub(crate) mod server;
 
 use tokio::runtime::{Builder, Runtime};

@@ -172,6 +172,7 @@ where
         client_ip,
     };
     let connections = Connections::new(args.max_connections);
+    tokio::spawn(gateway::memory::give_back_after_bursts(connections.clone()));
     let accepting = tokio::spawn(server::serve(
         listener,
         lb,

@@ -12,5 +12,6 @@ mod faults;
 mod forwarding;
 mod http_rules;
 mod limits;
+mod memory;
 mod support;
 mod timeouts;

@@ -159,6 +159,22 @@ impl Lines {
         }
     }
 
+    /// Waits until `n` lines satisfy `found`, up to `timeout`.
+    fn wait_for_count(&self, timeout: Duration, n: usize, found: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lines.lock().unwrap();
+        loop {
+            if guard.0.iter().filter(|line| found(line)).count() >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if guard.1 || now >= deadline {
+                return false;
+            }
+            guard = self.changed.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
     fn text(&self) -> String {
         self.lines.lock().unwrap().0.join("\n")
     }
@@ -218,6 +234,19 @@ impl Proxy {
                     self.stderr.text()
                 )
             })
+    }
+
+    /// Waits until the proxy has logged `n` lines containing `text`.
+    pub fn wait_for_log_count(&self, text: &str, n: usize, timeout: Duration) {
+        if !self
+            .stderr
+            .wait_for_count(timeout, n, |line| line.contains(text))
+        {
+            panic!(
+                "the proxy did not log {text:?} {n} times; stderr:\n{}",
+                self.stderr.text()
+            );
+        }
     }
 
     /// Sends the proxy a signal (`TERM`, `INT`).
