@@ -67,10 +67,12 @@ pub(crate) enum Backends {
     /// A fixed list of addresses and weights, in this order.
     Static(Vec<(SocketAddr, u32)>),
     /// A file of `ADDR[@WEIGHT]` lines, watched for edits, with the entries
-    /// it held at start.
+    /// it held at start; an edit that lists none empties the set only with
+    /// `allow_empty` (otherwise the last good set stays).
     File {
         path: PathBuf,
         initial: Vec<(SocketAddr, u32)>,
+        allow_empty: bool,
     },
 }
 
@@ -129,8 +131,10 @@ where
                 picker,
             )
         }
-        Backends::File { path, .. } => {
-            let file = FileDiscover::new(path, make);
+        Backends::File {
+            path, allow_empty, ..
+        } => {
+            let file = FileDiscover::new(path, make).allow_empty(*allow_empty);
             Balance::new(
                 HealthDiscover::new(InFlightDiscover::new(file), health)?,
                 picker,

@@ -90,8 +90,6 @@ pub(crate) struct Args {
     pub(crate) idle_timeout: Duration,
     /// `--max-connections`, 10,000 by default.
     pub(crate) max_connections: usize,
-    /// `--allow-empty-backends`: a backends file may empty the set.
-    pub(crate) allow_empty_backends: bool,
 }
 
 /// `--algorithm`: which picker chooses the backend of each request.
@@ -218,7 +216,9 @@ struct Flags {
 
     /// one ADDR[@WEIGHT] per line, '#' starts a comment;
     /// re-read every 500 ms, so edits take effect within 1 s;
-    /// a file that becomes invalid keeps the last good set
+    /// an edit that is invalid, lists no backend (see
+    /// --allow-empty-backends) or is not a regular file (a FIFO,
+    /// a device) keeps the last good set
     #[arg(long, value_name = "FILE", verbatim_doc_comment, help_heading = BACKENDS)]
     backends_file: Option<PathBuf>,
 
@@ -450,7 +450,11 @@ impl Flags {
                         path.display()
                     )));
                 }
-                Backends::File { path, initial }
+                Backends::File {
+                    path,
+                    initial,
+                    allow_empty: self.allow_empty_backends,
+                }
             }
         };
         if self.allow_empty_backends && !matches!(backends, Backends::File { .. }) {
@@ -495,7 +499,6 @@ impl Flags {
             header_timeout: self.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT),
             idle_timeout: self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
-            allow_empty_backends: self.allow_empty_backends,
         })
     }
 }

@@ -60,7 +60,7 @@ async fn flood(addr: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rss_returns_after_repeated_connection_floods() {
     let backend = Backend::start("a").await;
-    let proxy = block_in_place(|| Proxy::start(&["--backend", &backend.arg()]));
+    let proxy = block_in_place(|| Proxy::start(&["--backend", &backend.addr().to_string()]));
     let pid = proxy.pid();
     let idle_fds = open_fds(pid);
     let mut after = Vec::new();
