@@ -1,7 +1,9 @@
 //! What an HTTP gateway over tower-lb needs besides its command line, its
 //! picker and its status: the balancing stack over a list or a file of
 //! backends, the client-facing server, the admin listener, and forwarding
-//! to a backend with a reverse proxy's header rules.
+//! to a backend with a reverse proxy's header rules; for every listener,
+//! connection limits and time limits (`listener`, `guard`), the graceful
+//! drain (`drain`), and giving memory back after bursts (`memory`).
 //!
 //! This folder is no example of its own (cargo builds `examples/*.rs` and
 //! `examples/*/main.rs` only); an example includes it as a module:

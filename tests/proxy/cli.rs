@@ -26,6 +26,12 @@ fn help_prints_the_usage_and_exits_0() {
             "--retries",
             "--admin",
             "--workers",
+            "--attempt-timeout",
+            "--drain-timeout",
+            "--header-timeout",
+            "--idle-timeout",
+            "--max-connections",
+            "--allow-empty-backends",
         ] {
             assert!(
                 run.stdout.contains(option),
@@ -111,6 +117,22 @@ fn every_bad_command_line_exits_2_with_one_line() {
         (
             with(&["--workers", "0"]),
             "--workers must be from 1 to 1024",
+        ),
+        (
+            with(&["--max-connections", "0"]),
+            "--max-connections must be from 1 to 1000000",
+        ),
+        (
+            with(&["--attempt-timeout", "0s"]),
+            "--attempt-timeout must be more than zero",
+        ),
+        (
+            with(&["--drain-timeout", "soon"]),
+            "--drain-timeout: `soon` is not a duration",
+        ),
+        (
+            with(&["--allow-empty-backends"]),
+            "--allow-empty-backends applies only to --backends-file",
         ),
         (
             with(&["--health-path", "/h", "--health-interval", "0s"]),

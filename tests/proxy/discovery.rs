@@ -109,3 +109,41 @@ fn an_empty_file_at_start_needs_allow_empty_backends() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `count` backends on ports from `first`, one a line.
+fn many_backends(first: u16, count: u16) -> String {
+    (0..count)
+        .map(|i| format!("127.0.0.1:{}\n", first + i))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipping_between_two_large_files_logs_a_line_a_change() {
+    let dir = temp_dir("flip");
+    let file = dir.join("backends");
+    let (one, two) = (many_backends(20_000, 10_000), many_backends(40_000, 10_000));
+    write_atomically(&file, &one);
+    let path = file.to_str().expect("a UTF-8 path");
+    let proxy = block_in_place(|| Proxy::start(&["--backends-file", path]));
+    let client = client();
+    let before = proxy.log().len();
+    for (n, text) in [&two, &one, &two, &one].into_iter().enumerate() {
+        write_atomically(&file, text);
+        let first = if n % 2 == 0 { 40_000 } else { 20_000 };
+        eventually("the other file applies", || async {
+            let report = status(&client, &proxy).await;
+            report.len() == 10_000
+                && report[0].address.port() >= first
+                && report[0].address.port() < first + 10_000
+        })
+        .await;
+    }
+    let logged = proxy.log().len() - before;
+    // Four changes of 20,000 endpoints each: a few lines, not 80,000.
+    assert!(
+        logged < 16 * 1024,
+        "{logged} bytes of logs:\n{}",
+        proxy.log()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
