@@ -175,7 +175,8 @@ connections.
 
 On SIGTERM or SIGINT the proxy stops accepting, lets requests in flight finish
 for up to --drain-timeout, then exits 0; a second signal exits at once with
-status 1.
+status 1. Upgraded (WebSocket) connections are not waited for: they close
+when the proxy exits.
 
 On start the proxy prints `listening on ADDR` (and `admin on ADDR`) on stdout;
 port 0 picks a free port. Logs go to stderr (RUST_LOG sets the level, default
