@@ -29,9 +29,10 @@ use tower_lb::classify::is_request_fault;
 use tower_lb::http::{ResponseTimeout, ResponseTimeoutFuture, SentBody};
 
 use super::connect::Connector;
+use super::guard::ClientBody;
 
 /// The request body as the retry layer hands it to a backend.
-pub(crate) type UpstreamBody = ReplayBody<Incoming>;
+pub(crate) type UpstreamBody = ReplayBody<ClientBody>;
 
 /// The one client every backend shares: its pool keeps connections to each
 /// backend alive.

@@ -13,8 +13,11 @@
 //! * a write that the client does not take (it stopped reading) fails after
 //!   the idle timeout.
 //!
-//! While a request is in progress reads have no deadline: the proxy may be
-//! waiting for a backend, and the attempt timeout bounds that.
+//! While a request's body is being read, a read may wait for the idle
+//! timeout: a client that stalls its upload is cut off (its request fails
+//! by its own fault, which no backend is blamed for). Once the body is in,
+//! reads have no deadline: the proxy may be waiting for a backend, and the
+//! attempt timeout bounds that.
 
 use std::future::Future;
 use std::io;
@@ -49,6 +52,8 @@ pub(crate) struct ConnState {
     epoch: Instant,
     /// Requests whose response has not ended.
     requests: AtomicUsize,
+    /// A request body is still being read from the client.
+    body_open: AtomicBool,
     /// The connection became a tunnel (101 Switching Protocols).
     upgraded: AtomicBool,
     /// When the current request head began, in ms since `epoch`, plus one;
@@ -66,6 +71,7 @@ impl ConnState {
         Arc::new(Self {
             epoch: Instant::now(),
             requests: AtomicUsize::new(0),
+            body_open: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
             // A new connection owes its first request head.
             head_since: AtomicU64::new(1),
@@ -116,7 +122,7 @@ impl ConnState {
             return Some(last);
         }
         if self.requests.load(Ordering::Relaxed) > 0 {
-            return None;
+            return self.body_open.load(Ordering::Relaxed).then_some(last);
         }
         match self.head_since.load(Ordering::Relaxed) {
             0 => Some(last),
@@ -285,7 +291,8 @@ impl<S> Watched<S> {
 
 impl<S, B, In> hyper::service::Service<Request<In>> for Watched<S>
 where
-    S: hyper::service::Service<Request<In>, Response = Response<B>>,
+    S: hyper::service::Service<Request<RequestBody<In>>, Response = Response<B>>,
+    In: Body,
     B: Body,
 {
     type Response = Response<WatchedBody<B>>;
@@ -294,6 +301,12 @@ where
 
     fn call(&self, request: Request<In>) -> Self::Future {
         self.state.request_started();
+        let (parts, body) = request.into_parts();
+        let open = (!body.is_end_stream()).then(|| {
+            self.state.body_open.store(true, Ordering::Relaxed);
+            BodyOpen(Arc::clone(&self.state))
+        });
+        let request = Request::from_parts(parts, RequestBody { body, open });
         WatchedFuture {
             inner: self.inner.call(request),
             end: Some(RequestEnd(Arc::clone(&self.state))),
@@ -373,5 +386,61 @@ impl<B: Body<Data = Bytes>> Body for WatchedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Marks the request body read (or given up) when dropped.
+#[derive(Debug)]
+struct BodyOpen(Arc<ConnState>);
+
+impl Drop for BodyOpen {
+    fn drop(&mut self) {
+        self.0.body_open.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A client's request body as a gateway reads it.
+pub(crate) type ClientBody = RequestBody<hyper::body::Incoming>;
+
+pin_project! {
+    /// A request body whose end (or drop) lifts the read deadline of an
+    /// upload.
+    pub(crate) struct RequestBody<B> {
+        #[pin]
+        body: B,
+        open: Option<BodyOpen>,
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for RequestBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.body.as_mut().poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) || this.body.is_end_stream() {
+            this.open.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<B> std::fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("open", &self.open.is_some())
+            .finish_non_exhaustive()
     }
 }

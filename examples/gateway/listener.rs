@@ -9,14 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_lb::BoxError;
 
 use super::drain::Drain;
-use super::guard::{ConnState, Guarded, Timeouts, Watched};
+use super::guard::{ClientBody, ConnState, Guarded, Timeouts, Watched};
 
 /// The limits of one listener.
 #[derive(Clone, Copy, Debug)]
@@ -77,7 +76,7 @@ pub(crate) async fn serve<F, S, B>(
     mut make: F,
 ) where
     F: FnMut(SocketAddr) -> S,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S: hyper::service::Service<Request<ClientBody>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,

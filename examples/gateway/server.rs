@@ -37,6 +37,7 @@ use tower_lb::{Balance, BoxError, NoEndpoints};
 
 use super::drain::Drain;
 use super::forward::{self, Forward, UpstreamBody};
+use super::guard::ClientBody;
 use super::listener::{self, Connections, Limits};
 
 /// One backend as the balancer holds it: health on the outside (so
@@ -204,7 +205,7 @@ struct Front<P: Prepare> {
     client_ip: Option<ClientIp>,
 }
 
-impl<P> hyper::service::Service<Request<Incoming>> for Front<P>
+impl<P> hyper::service::Service<Request<ClientBody>> for Front<P>
 where
     P: Pick<Request<UpstreamBody>, Endpoint>,
 {
@@ -212,7 +213,7 @@ where
     type Error = Infallible;
     type Future = ProxyFuture<P>;
 
-    fn call(&self, mut request: Request<Incoming>) -> ProxyFuture<P> {
+    fn call(&self, mut request: Request<ClientBody>) -> ProxyFuture<P> {
         if let Some(rule) = &self.client_ip {
             // Read before this gateway appends its peer to X-Forwarded-For:
             // the rule's trusted hops count the proxies in front of this one. The
@@ -242,7 +243,7 @@ where
 /// The proxy's own answer to a request it must not forward: CONNECT (this
 /// is no forward proxy), and an HTTP/1.1 request without exactly one Host
 /// (RFC 9112 §3.2), which backends could read in different ways.
-fn refusal(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+fn refusal(request: &Request<ClientBody>) -> Option<Response<ProxyBody>> {
     if request.method() == Method::CONNECT {
         let mut response = text_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -279,7 +280,7 @@ pin_project! {
         P: Pick<Request<UpstreamBody>, Endpoint>,
     {
         #[pin]
-        call: Option<Oneshot<Stack<P>, Request<Incoming>>>,
+        call: Option<Oneshot<Stack<P>, Request<ClientBody>>>,
         answer: Option<Response<ProxyBody>>,
         // The client's side of a protocol switch it asked for.
         upgrade: Option<OnUpgrade>,

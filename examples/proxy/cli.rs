@@ -167,7 +167,8 @@ Host header, or with more than one, is answered 400.
 
 Limits, on the main and the admin listener alike: a request head must arrive
 within --header-timeout; a keep-alive connection idle for --idle-timeout is
-closed, and so is one whose client stops reading an answer for that long. The
+closed, and so is one whose client stops reading an answer, or stalls its
+upload, for that long. The
 main listener holds at most --max-connections connections, the admin listener
 64; further clients wait in the listen queue. Each connection takes a file
 descriptor: raise `ulimit -n` above --max-connections plus the backend
@@ -331,7 +332,7 @@ struct Flags {
     header_timeout: Option<Duration>,
 
     /// close keep-alive connections idle this long, and those whose
-    /// client stops reading for this long (default 60s)
+    /// client stops reading or stalls an upload this long (default 60s)
     #[arg(
         long,
         value_name = "DURATION",

@@ -118,3 +118,38 @@ async fn connections_beyond_the_cap_wait_for_one_to_close() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_is_cut_after_the_idle_timeout_and_blames_no_backend() {
+    // A backend that reads each body whole before it answers.
+    let backend = Backend::builder("a").record_bodies().start().await;
+    let proxy = block_in_place(|| {
+        Proxy::start(&[
+            "--idle-timeout",
+            "500ms",
+            "--backend",
+            &backend.addr().to_string(),
+        ])
+    });
+    let client = client();
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\nten bytes.")
+        .await
+        .expect("write");
+    // (Over 64 KiB: streamed to the backend, not held for retries.) Then
+    // nothing more: the proxy answers 400 or just closes.
+    let waited = time_to_close(&mut stream).await;
+    assert!(
+        waited >= Duration::from_millis(400),
+        "closed after {waited:?}"
+    );
+    eventually("the upload is over at the backend", || async {
+        let report = status(&client, &proxy).await;
+        report[0].requests == 1 && report[0].in_flight == 0
+    })
+    .await;
+    let report = status(&client, &proxy).await;
+    assert_eq!(report[0].failures, 0, "{report:?}");
+    assert_eq!(report[0].state, "healthy", "{report:?}");
+}
