@@ -81,7 +81,10 @@ where
     fn apply(&mut self, change: Change<K, S>) -> bool {
         match change {
             Change::Insert(key, service) => {
-                let meta = Meta::new(hash_value(&key), service.weight());
+                let mut meta = Meta::new(hash_value(&key), service.weight());
+                if let Some(zone) = service.zone() {
+                    meta = meta.with_zone(zone);
+                }
                 if let Some(&i) = self.index.get(&key) {
                     // Requests already on the old service keep their clone and
                     // finish; new ones go to the replacement.

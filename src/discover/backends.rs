@@ -1,10 +1,26 @@
-//! The backends format: one `ADDR[@WEIGHT]` a line.
+//! The backends format: one `ADDR[@WEIGHT] [zone=ZONE]` a line.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One backend of a backends file: its address, weight and zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backend {
+    /// The socket address.
+    pub addr: SocketAddr,
+    /// The weight, at least 1.
+    pub weight: u32,
+    /// The zone given by a `zone=` field, if any.
+    pub zone: Option<Arc<str>>,
+}
+
+/// The longest zone name a `zone=` field may hold, in bytes.
+pub const MAX_ZONE_LEN: usize = 128;
 
 /// The longest line [`parse_backends`] accepts, comments included, in bytes.
 pub const MAX_LINE_LEN: usize = 1024;
@@ -33,12 +49,33 @@ pub const MAX_ENTRIES: usize = 10_000;
 /// );
 /// assert!(parse_backend("127.0.0.1:9001@0").is_err());
 /// ```
+///
+/// A `zone=` field (see [`parse_backend_entry`]) is accepted and dropped.
 pub fn parse_backend(text: &str) -> Result<(SocketAddr, u32), BackendsError> {
+    parse_backend_entry(text).map(|backend| (backend.addr, backend.weight))
+}
+
+/// Parses one backend with its fields: `ADDR[@WEIGHT]`, then optionally
+/// `zone=ZONE` separated by whitespace. A zone is 1 to [`MAX_ZONE_LEN`]
+/// bytes of letters, digits, `.`, `-`, `_` and `/`; any other field is an
+/// error.
+///
+/// ```
+/// use tower_lb::discover::parse_backend_entry;
+///
+/// let backend = parse_backend_entry("127.0.0.1:9001@3 zone=eu-west-1a").unwrap();
+/// assert_eq!(backend.weight, 3);
+/// assert_eq!(backend.zone.as_deref(), Some("eu-west-1a"));
+/// assert!(parse_backend_entry("127.0.0.1:9001 rack=7").is_err());
+/// assert!(parse_backend_entry("127.0.0.1:9001 zone=").is_err());
+/// ```
+pub fn parse_backend_entry(text: &str) -> Result<Backend, BackendsError> {
     parse_entry(text.trim()).map_err(|kind| BackendsError::new(None, kind))
 }
 
 /// Parses a backends file: one backend a line in the form of
-/// [`parse_backend`]; `#` starts a comment that runs to the end of the line;
+/// [`parse_backend`] (a `zone=` field is accepted and dropped: see
+/// [`parse_backends_with_zones`]); `#` starts a comment that runs to the end of the line;
 /// blank lines are ignored; surrounding whitespace is trimmed.
 ///
 /// ```text
@@ -53,6 +90,22 @@ pub fn parse_backend(text: &str) -> Result<(SocketAddr, u32), BackendsError> {
 /// longer than [`MAX_LINE_LEN`], more than [`MAX_ENTRIES`] backends. Any
 /// input gives a list or an error, never a panic.
 pub fn parse_backends(text: &str) -> Result<Vec<(SocketAddr, u32)>, BackendsError> {
+    parse_backends_with_zones(text).map(|backends| {
+        backends
+            .into_iter()
+            .map(|backend| (backend.addr, backend.weight))
+            .collect()
+    })
+}
+
+/// [`parse_backends`], keeping each backend's zone (the line format of
+/// [`parse_backend_entry`]):
+///
+/// ```text
+/// 10.0.0.1:8080 zone=eu-west-1a
+/// 10.0.0.2:8080@3 zone=eu-west-1b
+/// ```
+pub fn parse_backends_with_zones(text: &str) -> Result<Vec<Backend>, BackendsError> {
     if text.len() > MAX_FILE_LEN {
         return Err(BackendsError::new(None, BackendsErrorKind::FileTooLarge));
     }
@@ -70,7 +123,8 @@ pub fn parse_backends(text: &str) -> Result<Vec<(SocketAddr, u32)>, BackendsErro
         if entry.is_empty() {
             continue;
         }
-        let (addr, weight) = parse_entry(entry).map_err(error)?;
+        let backend = parse_entry(entry).map_err(error)?;
+        let addr = backend.addr;
         if let Some(&first) = seen.get(&addr) {
             return Err(error(BackendsErrorKind::Duplicate { addr, first }));
         }
@@ -78,18 +132,18 @@ pub fn parse_backends(text: &str) -> Result<Vec<(SocketAddr, u32)>, BackendsErro
             return Err(error(BackendsErrorKind::TooManyEntries));
         }
         seen.insert(addr, line);
-        backends.push((addr, weight));
+        backends.push(backend);
     }
     Ok(backends)
 }
 
-/// [`parse_backends`] over raw bytes, which must be UTF-8.
-pub(crate) fn parse_backends_bytes(bytes: &[u8]) -> Result<Vec<(SocketAddr, u32)>, BackendsError> {
+/// [`parse_backends_with_zones`] over raw bytes, which must be UTF-8.
+pub(crate) fn parse_backends_bytes(bytes: &[u8]) -> Result<Vec<Backend>, BackendsError> {
     if bytes.len() > MAX_FILE_LEN {
         return Err(BackendsError::new(None, BackendsErrorKind::FileTooLarge));
     }
     match std::str::from_utf8(bytes) {
-        Ok(text) => parse_backends(text),
+        Ok(text) => parse_backends_with_zones(text),
         Err(error) => {
             let valid = &bytes[..error.valid_up_to()];
             let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
@@ -98,7 +152,38 @@ pub(crate) fn parse_backends_bytes(bytes: &[u8]) -> Result<Vec<(SocketAddr, u32)
     }
 }
 
-fn parse_entry(entry: &str) -> Result<(SocketAddr, u32), BackendsErrorKind> {
+fn parse_entry(entry: &str) -> Result<Backend, BackendsErrorKind> {
+    // Fields are the words with `=`; the other words are the address and
+    // its weight (whitespace around `@` is allowed).
+    let mut zone = None;
+    let mut rest = String::new();
+    for word in entry.split_whitespace() {
+        match word.split_once('=') {
+            Some(("zone", name)) => {
+                let valid = !name.is_empty()
+                    && name.len() <= MAX_ZONE_LEN
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+                if !valid {
+                    return Err(BackendsErrorKind::BadZone(shorten(name)));
+                }
+                zone = Some(Arc::from(name));
+            }
+            Some(_) => return Err(BackendsErrorKind::UnknownField(shorten(word))),
+            None => {
+                if !rest.is_empty() {
+                    rest.push(' ');
+                }
+                rest.push_str(word);
+            }
+        }
+    }
+    let (addr, weight) = parse_addr_weight(&rest)?;
+    Ok(Backend { addr, weight, zone })
+}
+
+fn parse_addr_weight(entry: &str) -> Result<(SocketAddr, u32), BackendsErrorKind> {
     let (addr, weight) = match entry.split_once('@') {
         Some((addr, weight)) => (addr.trim_end(), Some(weight.trim_start())),
         None => (entry, None),
@@ -166,6 +251,13 @@ pub enum BackendsErrorKind {
     TooManyEntries,
     /// A file that is not UTF-8; the line is where the first bad byte is.
     NotUtf8,
+    /// A `zone=` field whose zone is empty, too long or holds characters
+    /// other than letters, digits, `.`, `-`, `_` and `/`; holds the text
+    /// found, shortened to 64 characters.
+    BadZone(String),
+    /// A `NAME=VALUE` field other than `zone=`; holds the field, shortened
+    /// to 64 characters.
+    UnknownField(String),
     /// The file could not be read.
     Io(io::Error),
     /// The path is not a regular file (a FIFO, a device, a directory): it
@@ -248,6 +340,16 @@ impl fmt::Display for BackendsError {
             BackendsErrorKind::TooManyEntries => {
                 write!(f, "more than {MAX_ENTRIES} backends")
             }
+            BackendsErrorKind::BadZone(text) => write!(
+                f,
+                "zone `{}` is not valid (1 to {MAX_ZONE_LEN} letters, digits, `.`, `-`, `_`, `/`)",
+                text.escape_debug()
+            ),
+            BackendsErrorKind::UnknownField(text) => write!(
+                f,
+                "unknown field `{}` (the only field is `zone=`)",
+                text.escape_debug()
+            ),
             BackendsErrorKind::NotUtf8 => f.write_str("not valid UTF-8"),
             BackendsErrorKind::Io(error) => write!(f, "cannot read: {error}"),
             BackendsErrorKind::NotARegularFile => {

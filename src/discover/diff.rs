@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tower::discover::Change;
 
@@ -11,9 +12,12 @@ use crate::endpoint::Weighted;
 /// has to yield.
 #[derive(Debug, Default)]
 pub(crate) struct Diff {
-    current: HashMap<SocketAddr, u32>,
-    pending: VecDeque<Change<SocketAddr, u32>>,
+    current: HashMap<SocketAddr, Entry>,
+    pending: VecDeque<Change<SocketAddr, Entry>>,
 }
+
+/// What a source says of one address besides the address.
+type Entry = (u32, Option<Arc<str>>);
 
 impl Diff {
     /// Queues the changes that turn the announced set into `next`: a remove
@@ -21,8 +25,18 @@ impl Diff {
     /// address whose weight changed (the balancer replaces it). Addresses
     /// whose weight is the same yield nothing, so their services keep their
     /// state. Removes come first, then inserts, each in address order.
+    #[cfg_attr(not(feature = "dns"), allow(dead_code))]
     pub(crate) fn update(&mut self, next: impl IntoIterator<Item = (SocketAddr, u32)>) {
-        let next: HashMap<SocketAddr, u32> = next.into_iter().collect();
+        self.update_zoned(
+            next.into_iter()
+                .map(|(addr, weight)| (addr, (weight, None))),
+        );
+    }
+
+    /// [`update`](Self::update) with each address's zone: a changed zone is
+    /// a change too.
+    pub(crate) fn update_zoned(&mut self, next: impl IntoIterator<Item = (SocketAddr, Entry)>) {
+        let next: HashMap<SocketAddr, Entry> = next.into_iter().collect();
         let mut removed: Vec<SocketAddr> = self
             .current
             .keys()
@@ -30,17 +44,17 @@ impl Diff {
             .copied()
             .collect();
         removed.sort_unstable();
-        let mut inserted: Vec<(SocketAddr, u32)> = next
+        let mut inserted: Vec<(SocketAddr, Entry)> = next
             .iter()
-            .filter(|(addr, weight)| self.current.get(addr) != Some(weight))
-            .map(|(&addr, &weight)| (addr, weight))
+            .filter(|(addr, entry)| self.current.get(addr) != Some(entry))
+            .map(|(&addr, entry)| (addr, entry.clone()))
             .collect();
-        inserted.sort_unstable();
+        inserted.sort_unstable_by_key(|(addr, _)| *addr);
         self.pending.extend(removed.into_iter().map(Change::Remove));
         self.pending.extend(
             inserted
                 .into_iter()
-                .map(|(addr, weight)| Change::Insert(addr, weight)),
+                .map(|(addr, entry)| Change::Insert(addr, entry)),
         );
         self.current = next;
     }
@@ -51,7 +65,14 @@ impl Diff {
         make: impl FnOnce(SocketAddr) -> S,
     ) -> Option<Change<SocketAddr, Weighted<S>>> {
         Some(match self.pending.pop_front()? {
-            Change::Insert(addr, weight) => Change::Insert(addr, Weighted::new(make(addr), weight)),
+            Change::Insert(addr, (weight, zone)) => {
+                let service = Weighted::new(make(addr), weight);
+                let service = match zone {
+                    Some(zone) => service.with_zone(zone),
+                    None => service,
+                };
+                Change::Insert(addr, service)
+            }
             Change::Remove(addr) => Change::Remove(addr),
         })
     }

@@ -36,7 +36,9 @@ type PendingRead = (JoinHandle<io::Result<Vec<u8>>>, Pin<Box<Sleep>>);
 
 /// A `Discover` over a backends file (the format of
 /// [`parse_backends`](super::parse_backends)): the endpoints it lists, kept
-/// current as the file is edited.
+/// current as the file is edited. A line's `zone=` field becomes its
+/// endpoint's [zone](crate::endpoint::Endpoint::zone); a changed zone
+/// replaces the endpoint like a changed weight.
 ///
 /// The file is read when the stream is first polled and again on every
 /// interval ([`DEFAULT_FILE_INTERVAL`], 500 ms, so an edit takes effect
@@ -223,7 +225,11 @@ impl<F> FileDiscover<F> {
                 if self.last_error.take().is_some() {
                     tracing::info!(path = %self.path.display(), "backends file is valid again");
                 }
-                self.diff.update(backends);
+                self.diff.update_zoned(
+                    backends
+                        .into_iter()
+                        .map(|backend| (backend.addr, (backend.weight, backend.zone))),
+                );
             }
             Err(error) => self.fail(error),
         }

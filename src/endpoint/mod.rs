@@ -14,9 +14,16 @@
 //! through. What the client measures itself (requests in flight, latency)
 //! reaches pickers through `tower::load::Load`, whose metrics implement
 //! [`ClientLoad`].
+//!
+//! An endpoint may also say where it runs: its zone (a failure domain, such
+//! as a Kubernetes `topology.kubernetes.io/zone`) and its node. Sources that
+//! know them (Kubernetes, etcd, a backends file's `zone=` field) set them on
+//! [`Weighted`]; [`ZonePreference`](crate::pick::ZonePreference) reads the
+//! zone to keep traffic in the caller's zone.
 
 pub(crate) mod metrics;
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,6 +58,12 @@ pub trait Endpoint {
 
     /// The endpoint's weight.
     fn weight(&self) -> u32;
+
+    /// The zone the endpoint runs in, if known. Read once, when the
+    /// endpoint is inserted, like the weight.
+    fn zone(&self) -> Option<&str> {
+        None
+    }
 
     /// Whether the endpoint may take new requests now (health checks set
     /// it); read on every pick when [`GATED`](Endpoint::GATED) is `true`, so
@@ -91,20 +104,34 @@ pub trait ClientLoad {
 /// let plain = Weighted::from(svc.into_inner());
 /// assert_eq!(plain.weight(), 1);
 /// ```
+///
+/// A source that knows where an endpoint runs adds its zone and node:
+///
+/// ```
+/// use tower_lb::endpoint::{Endpoint, Weighted};
+///
+/// let svc = Weighted::new((), 1).with_zone("eu-west-1a").with_node("node-7");
+/// assert_eq!(svc.zone(), Some("eu-west-1a"));
+/// assert_eq!(svc.node(), Some("node-7"));
+/// ```
 #[derive(Clone, Debug)]
 pub struct Weighted<S> {
     inner: S,
     weight: u32,
     metrics: Option<EndpointMetrics>,
+    zone: Option<Arc<str>>,
+    node: Option<Arc<str>>,
 }
 
 impl<S> Weighted<S> {
-    /// Wraps `inner` with `weight`.
+    /// Wraps `inner` with `weight`, in no known zone.
     pub const fn new(inner: S, weight: u32) -> Self {
         Self {
             inner,
             weight,
             metrics: None,
+            zone: None,
+            node: None,
         }
     }
 
@@ -116,14 +143,42 @@ impl<S> Weighted<S> {
         self
     }
 
-    /// The same weight (and metrics record) over `f(inner)`: how the load
-    /// wrappers keep the weight outermost, so that a stack built by hand and
+    /// The same endpoint in `zone`.
+    #[must_use]
+    pub fn with_zone(mut self, zone: impl Into<Arc<str>>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// The same endpoint on `node` (a Kubernetes node name, a host name).
+    #[must_use]
+    pub fn with_node(mut self, node: impl Into<Arc<str>>) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
+    /// The same endpoint with `weight` (0 drains it).
+    #[must_use]
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// The node the endpoint runs on, if known.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// The same weight, metrics record, zone and node over `f(inner)`: how
+    /// the load wrappers keep the weight outermost, so that a stack built by hand and
     /// one built by the `Discover` adapters have one type.
     pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Weighted<T> {
         Weighted {
             inner: f(self.inner),
             weight: self.weight,
             metrics: self.metrics,
+            zone: self.zone,
+            node: self.node,
         }
     }
 
@@ -157,6 +212,10 @@ impl<S> Endpoint for Weighted<S> {
 
     fn metrics(&self) -> Option<&EndpointMetrics> {
         self.metrics.as_ref()
+    }
+
+    fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
     }
 }
 

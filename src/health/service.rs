@@ -93,6 +93,10 @@ impl<S: Endpoint, C> Endpoint for Healthy<S, C> {
         self.inner.weight()
     }
 
+    fn zone(&self) -> Option<&str> {
+        self.inner.zone()
+    }
+
     #[inline]
     fn is_available(&self) -> bool {
         self.state.admits() && (!S::GATED || self.inner.is_available())

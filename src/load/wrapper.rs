@@ -47,6 +47,10 @@ macro_rules! impl_counted_wrapper {
                 self.inner.weight()
             }
 
+            fn zone(&self) -> Option<&str> {
+                self.inner.zone()
+            }
+
             fn is_available(&self) -> bool {
                 self.inner.is_available()
             }

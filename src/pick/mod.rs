@@ -64,6 +64,7 @@ mod scored;
 #[cfg(test)]
 pub(crate) mod testing;
 mod weighted_round_robin;
+mod zone;
 
 pub use self::boxed::BoxPick;
 pub use self::consistent_hash::{BoundedConsistentHash, ConsistentHash, HashRing, InvalidBound};
@@ -80,23 +81,53 @@ pub use self::scored::{
     Scorer, Weights, ADAPTER_HEADER, MODEL_HEADER, PRIORITY_HEADER,
 };
 pub use self::weighted_round_robin::WeightedRoundRobin;
+pub use self::zone::{ZonePreference, ZoneTable};
 pub use crate::util::{hash_bytes, hash_value};
+
+/// The stable hash of a zone name, as [`Meta::zone_hash`] holds it; never 0.
+pub fn zone_hash(zone: &str) -> u64 {
+    hash_bytes(zone.as_bytes()).max(1)
+}
 
 /// What a picker knows of an endpoint when it builds its table.
 ///
-/// Both fields are fixed when the endpoint is inserted: the hash of its
+/// Every field is fixed when the endpoint is inserted: the hash of its
 /// discovery key (stable across processes, so that hash rings agree between
-/// clients) and its weight.
+/// clients), its weight, and the hash of its zone if it has one
+/// ([`Endpoint::zone`](crate::endpoint::Endpoint::zone)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
     key_hash: u64,
     weight: u32,
+    /// 0 when the zone is unknown; [`zone_hash`] never returns 0.
+    zone: u64,
 }
 
 impl Meta {
-    /// Describes an endpoint by the hash of its key and its weight.
+    /// Describes an endpoint by the hash of its key and its weight, in no
+    /// known zone.
     pub const fn new(key_hash: u64, weight: u32) -> Self {
-        Self { key_hash, weight }
+        Self {
+            key_hash,
+            weight,
+            zone: 0,
+        }
+    }
+
+    /// The same endpoint in `zone`.
+    #[must_use]
+    pub fn with_zone(mut self, zone: &str) -> Self {
+        self.zone = zone_hash(zone);
+        self
+    }
+
+    /// The hash of the endpoint's zone ([`zone_hash`]), if it has one.
+    pub const fn zone_hash(&self) -> Option<u64> {
+        if self.zone == 0 {
+            None
+        } else {
+            Some(self.zone)
+        }
     }
 
     /// The stable hash of the endpoint's discovery key.

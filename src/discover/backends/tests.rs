@@ -143,7 +143,11 @@ fn bytes_must_be_utf8() {
     assert!(matches!(error.kind(), BackendsErrorKind::NotUtf8));
     assert_eq!(
         parse_backends_bytes(b"10.0.0.1:80@2\n").unwrap(),
-        vec![(addr("10.0.0.1:80"), 2)]
+        vec![Backend {
+            addr: addr("10.0.0.1:80"),
+            weight: 2,
+            zone: None
+        }]
     );
 }
 
@@ -154,4 +158,38 @@ fn io_errors_keep_their_source() {
     assert_eq!(error.to_string(), "b.txt: cannot read: gone");
     assert!(std::error::Error::source(&error).is_some());
     assert_eq!(error.path(), Some(std::path::Path::new("b.txt")));
+}
+
+#[test]
+fn zones_are_a_field_of_the_line() {
+    let text = "10.0.0.1:80 zone=a\n10.0.0.2:80@3   zone=eu-west/1b # comment\n10.0.0.3:80 @ 2\n";
+    let backends = parse_backends_with_zones(text).unwrap();
+    let zones: Vec<Option<&str>> = backends.iter().map(|b| b.zone.as_deref()).collect();
+    assert_eq!(zones, [Some("a"), Some("eu-west/1b"), None]);
+    assert_eq!(backends[1].weight, 3);
+    assert_eq!(backends[2].weight, 2);
+    // The plain parser accepts and drops the zone.
+    assert_eq!(parse_backends(text).unwrap()[1].1, 3);
+    assert_eq!(parse_backend("10.0.0.1:80@2 zone=a").unwrap().1, 2);
+
+    for (line, message) in [
+        ("10.0.0.1:80 zone=", "line 1: zone `` is not valid"),
+        (
+            "10.0.0.1:80 zone=a b",
+            "line 1: `10.0.0.1:80 b` is not a socket address",
+        ),
+        (
+            "10.0.0.1:80 zone=a\u{e9}",
+            "line 1: zone `a\u{e9}` is not valid",
+        ),
+        ("10.0.0.1:80 rack=3", "line 1: unknown field `rack=3`"),
+    ] {
+        let error = parse_backends_with_zones(line).unwrap_err().to_string();
+        assert!(error.starts_with(message), "{line}: {error}");
+    }
+    let long = format!("10.0.0.1:80 zone={}", "z".repeat(MAX_ZONE_LEN + 1));
+    assert!(matches!(
+        parse_backends_with_zones(&long).unwrap_err().kind(),
+        BackendsErrorKind::BadZone(_)
+    ));
 }

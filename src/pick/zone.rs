@@ -1,0 +1,288 @@
+//! Zone preference: keep requests in the caller's zone, by Envoy's rule.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::{zone_hash, Endpoints, Meta, Pick, Prepare};
+use crate::util::Rng;
+
+/// A wrapper around any picker that keeps requests in the caller's zone
+/// while that zone has the capacity for them.
+///
+/// Endpoints say their zone through
+/// [`Endpoint::zone`](crate::endpoint::Endpoint::zone) (the Kubernetes and
+/// etcd sources and the backends file's `zone=` field set it). The rule is
+/// Envoy's zone-aware routing:
+///
+/// * Let *u* be the local zone's share of the upstream's capacity (the
+///   weight of its endpoints over the weight of all endpoints) and *c* the
+///   local zone's share of the callers ([`caller_share`](Self::caller_share)).
+/// * If *u* ≥ *c*, every request stays in the local zone: the local
+///   endpoints can take what the local callers send.
+/// * Otherwise a request stays local with probability *u* ÷ *c* and the rest
+///   spills to the endpoints of the other zones, so that every endpoint
+///   gets its fair part of the traffic of all callers together.
+/// * When no local endpoint may take the request (all drained, unhealthy,
+///   or tried by a retry), it spills whole; when no other endpoint may, it
+///   stays local. Endpoints without a zone count as other zones.
+///
+/// Without a caller share the wrapper takes *c* = 0: every request stays
+/// local while a local endpoint may take it (a strict preference).
+///
+/// The inner picker chooses within the chosen zone group, so its own rule
+/// (least connections, consistent hashing, …) applies among the local
+/// endpoints, and separately among the others.
+///
+/// # Cost
+///
+/// The inner picker's [`prepare`](Prepare::prepare) runs three times (all
+/// endpoints, local ones, other ones) and the table holds two extra copies of
+/// the endpoints' [`Meta`]. A pick costs one inner pick (two when the chosen
+/// group has no allowed endpoint) and one random draw; when endpoints can be
+/// ruled out per request (health checks, retry exclusions) it also sums the
+/// allowed weight of each group, O(n), so that the shares follow the healthy
+/// capacity rather than the configured one.
+///
+/// # Weights
+///
+/// Shares are shares of weight: a zone with endpoints of weight 3 and 1
+/// holds four units of capacity. Weight 0 (draining) counts for nothing.
+///
+/// # No endpoints
+///
+/// With no allowed endpoint in any zone the pick returns `None`, like the
+/// inner picker. With no local endpoint at all the wrapper is the inner
+/// picker.
+///
+/// # Example
+///
+/// ```
+/// use tower_lb::pick::{Endpoints, Meta, Pick, Prepare, RoundRobin, ZonePreference};
+///
+/// let picker = ZonePreference::new(RoundRobin::new(), "zone-a").with_seed(7);
+/// let metas = [
+///     Meta::new(1, 1).with_zone("zone-a"),
+///     Meta::new(2, 1).with_zone("zone-b"),
+/// ];
+/// let table = picker.prepare(&metas);
+/// let services = [(), ()];
+/// let endpoints = Endpoints::new(&metas, &services);
+/// // No caller share: everything stays in zone-a.
+/// for _ in 0..10 {
+///     assert_eq!(picker.pick(&table, &endpoints, &()), Some(0));
+/// }
+/// ```
+pub struct ZonePreference<P> {
+    inner: P,
+    local: u64,
+    local_name: Arc<str>,
+    caller_share: f64,
+    rng: Rng,
+}
+
+impl<P> ZonePreference<P> {
+    /// Prefers the endpoints of `local_zone` (this process's zone), choosing
+    /// among them with `inner`.
+    pub fn new(inner: P, local_zone: impl Into<Arc<str>>) -> Self {
+        let local_name = local_zone.into();
+        Self {
+            inner,
+            local: zone_hash(&local_name),
+            local_name,
+            caller_share: 0.0,
+            rng: Rng::from_entropy(),
+        }
+    }
+
+    /// The local zone's share of the upstream's callers, from 0 to 1 (a
+    /// value out of range or not finite is clamped; NaN counts as 0). With
+    /// 10 callers of which 4 run in the local zone, the share is 0.4.
+    #[must_use]
+    pub fn caller_share(mut self, share: f64) -> Self {
+        self.caller_share = if share.is_nan() {
+            0.0
+        } else {
+            share.clamp(0.0, 1.0)
+        };
+        self
+    }
+
+    /// The caller share computed from how many callers run in each zone;
+    /// zones not named hold none. An empty or all-zero list gives share 0.
+    #[must_use]
+    pub fn callers<'a>(self, per_zone: impl IntoIterator<Item = (&'a str, u64)>) -> Self {
+        let mut local = 0u128;
+        let mut total = 0u128;
+        for (zone, count) in per_zone {
+            total += u128::from(count);
+            if zone_hash(zone) == self.local {
+                local += u128::from(count);
+            }
+        }
+        let share = if total == 0 {
+            0.0
+        } else {
+            local as f64 / total as f64
+        };
+        self.caller_share(share)
+    }
+
+    /// The same picker with a seeded random source for the spill draw, so
+    /// tests repeat.
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = Rng::from_seed(seed);
+        self
+    }
+
+    /// The wrapped picker.
+    pub fn get_ref(&self) -> &P {
+        &self.inner
+    }
+}
+
+impl<P: fmt::Debug> fmt::Debug for ZonePreference<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZonePreference")
+            .field("inner", &self.inner)
+            .field("local_zone", &self.local_name)
+            .field("caller_share", &self.caller_share)
+            .finish()
+    }
+}
+
+/// The probability that a request stays in the local zone, by Envoy's rule:
+/// 1 when the local zone's share of the upstream's capacity
+/// (`local_weight / total_weight`) is at least the local zone's share of
+/// the callers, else the ratio of the two shares.
+pub(crate) fn keep_local(local_weight: u64, total_weight: u64, caller_share: f64) -> f64 {
+    if total_weight == 0 || local_weight == 0 {
+        return 0.0;
+    }
+    let upstream_share = local_weight as f64 / total_weight as f64;
+    if upstream_share >= caller_share {
+        1.0
+    } else {
+        upstream_share / caller_share
+    }
+}
+
+/// A [`ZonePreference`]'s table: the inner picker's tables over all
+/// endpoints, over the local ones and over the others.
+#[derive(Debug)]
+pub struct ZoneTable<T> {
+    all: T,
+    local: T,
+    other: T,
+    /// The endpoints with the weights of other zones set to 0.
+    local_metas: Vec<Meta>,
+    /// The endpoints with the local zone's weights set to 0.
+    other_metas: Vec<Meta>,
+    local_weight: u64,
+    total_weight: u64,
+}
+
+impl<P: Prepare> Prepare for ZonePreference<P> {
+    type Table = ZoneTable<P::Table>;
+
+    fn prepare(&self, endpoints: &[Meta]) -> Self::Table {
+        let is_local = |meta: &Meta| meta.zone == self.local;
+        let zeroed = |keep: &dyn Fn(&Meta) -> bool| -> Vec<Meta> {
+            endpoints
+                .iter()
+                .map(|meta| {
+                    let mut meta = *meta;
+                    if !keep(&meta) {
+                        meta.weight = 0;
+                    }
+                    meta
+                })
+                .collect()
+        };
+        let local_metas = zeroed(&is_local);
+        let other_metas = zeroed(&|meta| !is_local(meta));
+        let local_weight = local_metas.iter().map(|m| u64::from(m.weight)).sum();
+        let total_weight = endpoints.iter().map(|m| u64::from(m.weight)).sum();
+        ZoneTable {
+            all: self.inner.prepare(endpoints),
+            local: self.inner.prepare(&local_metas),
+            other: self.inner.prepare(&other_metas),
+            local_metas,
+            other_metas,
+            local_weight,
+            total_weight,
+        }
+    }
+}
+
+impl<Req, S, P: Pick<Req, S>> Pick<Req, S> for ZonePreference<P> {
+    fn pick(&self, table: &Self::Table, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
+        if table.local_weight == 0 || table.local_weight == table.total_weight {
+            // One group only: nothing to prefer.
+            return self.inner.pick(&table.all, endpoints, req);
+        }
+        let (local_weight, total_weight) = if endpoints.has_exclusions() {
+            allowed_weights(endpoints, &table.local_metas)
+        } else {
+            (table.local_weight, table.total_weight)
+        };
+        let keep = keep_local(local_weight, total_weight, self.caller_share);
+        let stay = keep >= 1.0 || (keep > 0.0 && draw(&self.rng) < keep);
+        let view = |metas| Endpoints {
+            metas,
+            ..*endpoints
+        };
+        let (first, first_metas, second, second_metas) = if stay {
+            (
+                &table.local,
+                &table.local_metas,
+                &table.other,
+                &table.other_metas,
+            )
+        } else {
+            (
+                &table.other,
+                &table.other_metas,
+                &table.local,
+                &table.local_metas,
+            )
+        };
+        if first_metas.len() == endpoints.len() {
+            if let Some(i) = self.inner.pick(first, &view(first_metas), req) {
+                return Some(i);
+            }
+            if let Some(i) = self.inner.pick(second, &view(second_metas), req) {
+                return Some(i);
+            }
+            return None;
+        }
+        // A table from another set than the endpoints (a picker used by
+        // hand): fall back to the inner picker over everything.
+        self.inner.pick(&table.all, endpoints, req)
+    }
+}
+
+/// The allowed weight of the local group and of all endpoints, O(n).
+fn allowed_weights<S>(endpoints: &Endpoints<'_, S>, local_metas: &[Meta]) -> (u64, u64) {
+    let mut local = 0u64;
+    let mut total = 0u64;
+    for (i, meta) in endpoints.metas.iter().enumerate() {
+        if endpoints.is_allowed(i) {
+            let weight = u64::from(meta.weight);
+            total += weight;
+            if local_metas.get(i).is_some_and(|m| m.weight > 0) {
+                local += weight;
+            }
+        }
+    }
+    (local, total)
+}
+
+/// A uniform draw in [0, 1).
+fn draw(rng: &Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+#[path = "zone_tests.rs"]
+mod tests;
