@@ -8,12 +8,18 @@
 //! * [`StaticList`]: a fixed set, weighted or not.
 //! * [`channel`]: application code inserts and removes endpoints while
 //!   requests flow.
-//! * [`FileDiscover`]: the backends listed in a file (`ADDR[@WEIGHT]` a
-//!   line, see [`parse_backends`]), re-read as it is edited.
+//! * [`FileDiscover`]: the backends listed in a file (`ADDR[@WEIGHT]
+//!   [zone=Z]` a line, see [`parse_backends`]), re-read as it is edited.
 //! * `DnsDiscover` (feature `dns`): the addresses of a DNS name (A/AAAA
 //!   records and a port, or SRV records), re-resolved as their TTLs run out.
+//! * `kube::KubeDiscover` (feature `kube`): the EndpointSlices of a
+//!   Kubernetes Service, with readiness, draining and zones.
+//! * `etcd::EtcdDiscover` (feature `etcd`): the endpoints registered under
+//!   an etcd key prefix, and `etcd::Registration` for servers.
 //! * [`DefaultWeight`]: gives weight 1 to the services of any other
 //!   `Discover`.
+//! * [`Subset`]: a stable subset of `k` endpoints of any source, so that
+//!   many clients of many servers each keep a few connections.
 //!
 //! Every endpoint carries a weight ([`Endpoint`](crate::endpoint::Endpoint)); these sources wrap
 //! their services in [`Weighted`](crate::endpoint::Weighted), default weight 1.
@@ -42,12 +48,19 @@ mod default_weight;
 mod diff;
 #[cfg(feature = "dns")]
 mod dns;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod file;
+#[cfg(feature = "kube")]
+pub mod kube;
 mod list;
+#[cfg(any(feature = "kube", feature = "etcd"))]
+mod located;
+mod subset;
 
 pub use self::backends::{
-    parse_backend, parse_backends, BackendsError, BackendsErrorKind, MAX_ENTRIES, MAX_FILE_LEN,
-    MAX_LINE_LEN,
+    parse_backend, parse_backend_entry, parse_backends, parse_backends_with_zones, Backend,
+    BackendsError, BackendsErrorKind, MAX_ENTRIES, MAX_FILE_LEN, MAX_LINE_LEN, MAX_ZONE_LEN,
 };
 pub use self::channel::{channel, ChannelDiscover, Closed, EndpointSender};
 pub use self::default_weight::DefaultWeight;
@@ -55,3 +68,4 @@ pub use self::default_weight::DefaultWeight;
 pub use self::dns::{DnsDiscover, OnEmpty, ResolveError, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL};
 pub use self::file::{FileDiscover, DEFAULT_FILE_INTERVAL, DEFAULT_READ_TIMEOUT};
 pub use self::list::StaticList;
+pub use self::subset::{Subset, SubsetMode};
