@@ -170,9 +170,9 @@ impl Harness {
         let failed = Arc::new(AtomicUsize::new(0));
         let mut done = 0;
         // Two ready endpoints before the load starts, and always after.
-        for i in 0..2 {
+        for (i, state) in states.iter_mut().enumerate().take(2) {
             self.step(balance, &mut apply, Op::Add(i)).await;
-            states[i] = State::Ready;
+            *state = State::Ready;
             done += 1;
         }
         let mut tasks = Vec::new();
@@ -211,7 +211,7 @@ impl Harness {
             let op = match states[i] {
                 State::Absent => Op::Add(i),
                 State::Ready if ready <= 2 => continue,
-                State::Ready if rng.next_u64() % 3 == 0 => Op::Remove(i),
+                State::Ready if rng.next_u64().is_multiple_of(3) => Op::Remove(i),
                 State::Ready => Op::Drain(i),
                 State::Draining => Op::Remove(i),
             };

@@ -60,7 +60,7 @@ use tower::discover::Change;
 pub use self::error::EtcdError;
 use self::follow::{Counters, Follow, Update};
 pub use self::register::Registration;
-pub use self::value::{endpoint_value, parse_value, ValueError, MAX_VALUE_LEN};
+pub use self::value::{endpoint_value, parse_value, EtcdEndpoint, ValueError, MAX_VALUE_LEN};
 use super::located::Tracked;
 use crate::endpoint::Weighted;
 

@@ -22,22 +22,38 @@ pub const MAX_VALUE_LEN: usize = 4096;
 /// ```
 ///
 /// Only `addr` is required; `weight` defaults to 1 and may be 0 (the
-/// endpoint drains); unknown fields are ignored. Returns the address, the
-/// weight and the zone and node.
+/// endpoint drains); unknown fields are ignored.
 ///
 /// ```
 /// use tower_lb::discover::etcd::parse_value;
 ///
-/// let (addr, weight, zone, _node) = parse_value(br#"{"addr":"127.0.0.1:9001","weight":0,"zone":"a"}"#).unwrap();
-/// assert_eq!((addr.port(), weight, zone.as_deref()), (9001, 0, Some("a")));
-/// assert_eq!(parse_value(b"127.0.0.1:9001@2").unwrap().1, 2);
+/// let value = parse_value(br#"{"addr":"127.0.0.1:9001","weight":0,"zone":"a"}"#).unwrap();
+/// assert_eq!((value.addr.port(), value.weight, value.zone.as_deref()), (9001, 0, Some("a")));
+/// assert_eq!(parse_value(b"127.0.0.1:9001@2").unwrap().weight, 2);
 /// assert!(parse_value(b"{\"weight\": 2}").is_err());
 /// ```
-pub fn parse_value(
-    bytes: &[u8],
-) -> Result<(SocketAddr, u32, Option<Arc<str>>, Option<Arc<str>>), ValueError> {
-    let located = parse(bytes)?;
-    Ok((located.0, located.1.weight, located.1.zone, located.1.node))
+pub fn parse_value(bytes: &[u8]) -> Result<EtcdEndpoint, ValueError> {
+    let (addr, located) = parse(bytes)?;
+    Ok(EtcdEndpoint {
+        addr,
+        weight: located.weight,
+        zone: located.zone,
+        node: located.node,
+    })
+}
+
+/// An endpoint as a key's value describes it ([`parse_value`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EtcdEndpoint {
+    /// The socket address.
+    pub addr: SocketAddr,
+    /// The weight; 0 drains.
+    pub weight: u32,
+    /// The zone, if given.
+    pub zone: Option<Arc<str>>,
+    /// The node, if given.
+    pub node: Option<Arc<str>>,
 }
 
 pub(super) fn parse(bytes: &[u8]) -> Result<(SocketAddr, Located), ValueError> {
@@ -110,7 +126,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<(SocketAddr, Located), ValueError> {
 /// use tower_lb::discover::etcd::{endpoint_value, parse_value};
 ///
 /// let value = endpoint_value("127.0.0.1:9001".parse().unwrap(), 2, Some("zone-a"));
-/// assert_eq!(parse_value(value.as_bytes()).unwrap().1, 2);
+/// assert_eq!(parse_value(value.as_bytes()).unwrap().weight, 2);
 /// ```
 pub fn endpoint_value(addr: SocketAddr, weight: u32, zone: Option<&str>) -> String {
     let mut value = serde_json::json!({ "addr": addr.to_string(), "weight": weight });
