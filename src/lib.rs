@@ -7,8 +7,10 @@
 //! [picker](pick) chooses.
 //!
 //! * [`discover`]: where endpoints come from (a static list, a runtime
-//!   channel, a watched backends file, DNS with the `dns` feature, or your
-//!   own stream), each with a weight.
+//!   channel, a watched backends file, DNS with the `dns` feature,
+//!   Kubernetes EndpointSlices with `kube`, etcd with `etcd`, or your own
+//!   stream), each with a weight and optionally a zone; and
+//!   [`Subset`](discover::Subset), a stable subset of any of them.
 //! * [`load`]: per-endpoint load through `tower::load::Load`: requests in
 //!   flight, counted until the response *body* ends, and Peak-EWMA latency.
 //! * [`pick`]: round robin, smooth weighted round robin, least connections,
@@ -16,8 +18,9 @@
 //!   Maglev; for model servers, the scoring picker
 //!   ([`Scored`](pick::Scored): filters, weighted scorers, saturation
 //!   shedding) and weighted round robin from load reports
-//!   ([`ReportWeighted`](pick::ReportWeighted)); or your own
-//!   [`Pick`](pick::Pick).
+//!   ([`ReportWeighted`](pick::ReportWeighted));
+//!   [`ZonePreference`](pick::ZonePreference) around any of them; or your
+//!   own [`Pick`](pick::Pick).
 //! * [`balance`]: the [`Balance`] service, its [`BalanceLayer`] and the
 //!   discovery [`Worker`](balance::Worker).
 //! * [`health`]: active probes and passive outlier detection, so dead
