@@ -52,5 +52,7 @@ async fn requests_stay_in_the_local_zone_then_spill() {
 fn tokio_stream<T>(
     rx: tokio::sync::mpsc::UnboundedReceiver<T>,
 ) -> impl futures_util::Stream<Item = T> {
-    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -43,12 +44,13 @@ pub struct Stamped {
     inner: support::Endpoint,
     marks: Arc<Marks>,
     violations: Arc<AtomicUsize>,
+    drained: Arc<AtomicUsize>,
 }
 
 impl Service<Request<ReqBody>> for Stamped {
     type Response = Response<Incoming>;
     type Error = BoxError;
-    type Future = <support::Endpoint as Service<Request<ReqBody>>>::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -63,7 +65,16 @@ impl Service<Request<ReqBody>> for Stamped {
         if stamp > self.marks.off.load(Ordering::SeqCst) {
             self.violations.fetch_add(1, Ordering::SeqCst);
         }
-        self.inner.call(req)
+        let answer = self.inner.call(req);
+        let (marks, drained) = (Arc::clone(&self.marks), Arc::clone(&self.drained));
+        Box::pin(async move {
+            let answer = answer.await;
+            // Picked before the endpoint drained or went, answered after.
+            if answer.is_ok() && marks.off.load(Ordering::SeqCst) != u64::MAX {
+                drained.fetch_add(1, Ordering::SeqCst);
+            }
+            answer
+        })
     }
 }
 
@@ -77,6 +88,7 @@ pub struct Harness {
     clock: Arc<AtomicU64>,
     current: Arc<Mutex<HashMap<SocketAddr, Arc<Marks>>>>,
     violations: Arc<AtomicUsize>,
+    drained: Arc<AtomicUsize>,
 }
 
 /// What the driver asks of the source.
@@ -104,6 +116,9 @@ pub struct Report {
     pub requests: usize,
     pub failed: usize,
     pub to_removed: usize,
+    /// Requests answered by an endpoint after it drained or went (picked
+    /// before): they finished rather than failed.
+    pub finished_while_draining: usize,
     pub elapsed: Duration,
 }
 
@@ -116,6 +131,7 @@ impl Harness {
             clock: Arc::new(AtomicU64::new(1)),
             current: Arc::default(),
             violations: Arc::default(),
+            drained: Arc::default(),
         }
     }
 
@@ -127,6 +143,7 @@ impl Harness {
     pub fn make(&self) -> impl FnMut(SocketAddr) -> Stamped + Send + Unpin + 'static {
         let current = Arc::clone(&self.current);
         let violations = Arc::clone(&self.violations);
+        let drained = Arc::clone(&self.drained);
         move |addr| {
             let marks = Arc::new(Marks {
                 off: AtomicU64::new(u64::MAX),
@@ -136,6 +153,7 @@ impl Harness {
                 inner: support::Endpoint::new(addr),
                 marks,
                 violations: Arc::clone(&violations),
+                drained: Arc::clone(&drained),
             }
         }
     }
@@ -232,6 +250,7 @@ impl Harness {
             requests: requests.load(Ordering::SeqCst),
             failed: failed.load(Ordering::SeqCst),
             to_removed: self.violations.load(Ordering::SeqCst),
+            finished_while_draining: self.drained.load(Ordering::SeqCst),
             elapsed: started.elapsed(),
         }
     }
