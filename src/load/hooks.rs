@@ -112,6 +112,10 @@ impl<S: Endpoint, H, C> Endpoint for AnswerHooks<S, H, C> {
         self.inner.weight()
     }
 
+    fn zone(&self) -> Option<&str> {
+        self.inner.zone()
+    }
+
     fn is_available(&self) -> bool {
         self.inner.is_available()
     }
