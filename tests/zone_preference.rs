@@ -33,14 +33,14 @@ async fn requests_stay_in_the_local_zone_then_spill() {
         discover,
         ZonePreference::new(RoundRobin::new(), "zone-a").with_seed(1),
     );
-    support::bounded("four endpoints", balance.wait_for(|keys| keys.len() == 4)).await;
+    support::within("four endpoints", balance.wait_for(|keys| keys.len() == 4)).await;
     let mut handle = balance.clone();
     for _ in 0..20 {
         assert_eq!(handle.ready().await.unwrap().call(()).await.unwrap(), "a1");
     }
     // The local zone's endpoint goes: everything spills to the others.
     tx.send(Ok(Change::Remove("a1"))).unwrap();
-    support::bounded("a1 gone", balance.wait_for(|keys| keys.len() == 3)).await;
+    support::within("a1 gone", balance.wait_for(|keys| keys.len() == 3)).await;
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
         seen.insert(handle.ready().await.unwrap().call(()).await.unwrap());

@@ -243,7 +243,7 @@ impl Harness {
         }
         stop.store(true, Ordering::SeqCst);
         for task in tasks {
-            support::bounded("a load task ends", task).await.unwrap();
+            support::within("a load task ends", task).await.unwrap();
         }
         Report {
             changes: done,
@@ -268,7 +268,7 @@ impl Harness {
             Op::Remove(i) => (i, None),
         };
         let addr = self.addr(i);
-        support::bounded(
+        support::within(
             &format!("{op:?} takes effect"),
             balance.wait_for(|_| {
                 let weight = balance

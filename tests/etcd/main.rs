@@ -61,7 +61,7 @@ impl Feed {
         let mut changes = Vec::new();
         let mut errors = Vec::new();
         while changes.len() < n {
-            match support::bounded("a change", self.0.recv()).await {
+            match support::within("a change", self.0.recv()).await {
                 Some(Ok(change)) => changes.push(change),
                 Some(Err(error)) => errors.push(error),
                 None => panic!("the stream ended"),
@@ -144,7 +144,7 @@ async fn keeps_the_set_while_etcd_is_down() {
     // no change, so the balancer keeps its set.
     etcd.kill();
     for _ in 0..3 {
-        match support::bounded("an error", feed.0.recv()).await {
+        match support::within("an error", feed.0.recv()).await {
             Some(Err(error)) => println!("while down: {error}"),
             other => panic!(
                 "expected an error, got {:?}",
@@ -227,7 +227,7 @@ async fn registrations_live_with_their_server() {
     assert_eq!(feed.clean(1).await, ["+127.0.0.1:7002@1 -"]);
 
     // The lease outlives its time to live while it is renewed.
-    support::bounded("renewals beyond the ttl", async {
+    support::within("renewals beyond the ttl", async {
         while first.renewals() < 4 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

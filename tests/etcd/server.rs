@@ -77,7 +77,7 @@ impl Etcd {
         self.child = Some(child);
         // Wait until it answers a request, within the step bound.
         let url = self.url();
-        crate::support::bounded("etcd starts", async {
+        crate::support::within("etcd starts", async {
             loop {
                 let ready = async {
                     let mut client = etcd_client::Client::connect([&url], None).await?;

@@ -77,7 +77,7 @@ impl Feed {
 async fn changes(source: &mut Feed, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     while out.len() < n {
-        match support::bounded("a change", source.next()).await {
+        match support::within("a change", source.next()).await {
             Some(Ok(change)) => out.push(change),
             Some(Err(error)) => panic!("unexpected error: {error}"),
             None => panic!("the stream ended"),
@@ -90,7 +90,7 @@ async fn changes(source: &mut Feed, n: usize) -> Vec<String> {
 async fn change_after_errors(source: &mut Feed) -> (String, Vec<KubeError>) {
     let mut errors = Vec::new();
     loop {
-        match support::bounded("a change", source.next()).await {
+        match support::within("a change", source.next()).await {
             Some(Ok(change)) => return (change, errors),
             Some(Err(error)) => errors.push(error),
             None => panic!("the stream ended"),
@@ -195,7 +195,7 @@ async fn resumes_a_watch_that_ends_and_relists_on_gone() {
     api.apply(slice("web-b", "web", 80, &[Ep::ready("10.0.0.2")]));
     let mut source = Feed::new(source(&api));
     assert_eq!(changes(&mut source, 2).await.len(), 2);
-    support::bounded("the first watch", api.wait_watches(1)).await;
+    support::within("the first watch", api.wait_watches(1)).await;
 
     // A watch that ends is resumed from the last version: no list.
     api.end_watches();
@@ -212,7 +212,7 @@ async fn resumes_a_watch_that_ends_and_relists_on_gone() {
     // While partitioned, web-a goes, web-c changes and web-d comes; the
     // history is compacted, so the watcher's version is gone: 410, a new
     // list, and only the differences come out.
-    support::bounded("the resumed watch", api.wait_watches(2)).await;
+    support::within("the resumed watch", api.wait_watches(2)).await;
     api.partition();
     api.delete("web-a");
     api.apply(slice("web-c", "web", 80, &[Ep::draining("10.0.0.3")]));
@@ -247,12 +247,12 @@ async fn keeps_the_last_set_while_the_server_is_down() {
         &[Ep::ready("10.0.0.1"), Ep::ready("10.0.0.2")],
     ));
     let balance = Balance::new(source(&api), RoundRobin::new());
-    support::bounded("two endpoints", balance.wait_for(|keys| keys.len() == 2)).await;
+    support::within("two endpoints", balance.wait_for(|keys| keys.len() == 2)).await;
 
     api.set_down(true);
     // The watcher fails again and again (503); wait for several failed
     // watches, then check the set.
-    support::bounded("retries against a down server", api.wait_refused(4)).await;
+    support::within("retries against a down server", api.wait_refused(4)).await;
     assert_eq!(balance.len(), 2, "the last good set stays");
 
     api.set_down(false);
@@ -262,7 +262,7 @@ async fn keeps_the_last_set_while_the_server_is_down() {
         80,
         &[Ep::ready("10.0.0.2"), Ep::ready("10.0.0.3")],
     ));
-    support::bounded(
+    support::within(
         "the change after the outage",
         balance.wait_for(|keys| {
             let mut keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
