@@ -215,11 +215,22 @@ impl<P: Prepare> Prepare for ZonePreference<P> {
     }
 }
 
-impl<Req, S, P: Pick<Req, S>> Pick<Req, S> for ZonePreference<P> {
-    fn pick(&self, table: &Self::Table, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
-        if table.local_weight == 0 || table.local_weight == table.total_weight {
-            // One group only: nothing to prefer.
-            return self.inner.pick(&table.all, endpoints, req);
+impl<P> ZonePreference<P> {
+    /// The zone rule around `pick`, the inner picker's `pick` or
+    /// `pick_or_shed`.
+    fn choose<T, S, E>(
+        &self,
+        table: &ZoneTable<T>,
+        endpoints: &Endpoints<'_, S>,
+        pick: impl Fn(&T, &Endpoints<'_, S>) -> Result<Option<usize>, E>,
+    ) -> Result<Option<usize>, E> {
+        if table.local_weight == 0
+            || table.local_weight == table.total_weight
+            || table.local_metas.len() != endpoints.len()
+        {
+            // One group only, or a table from another set than the
+            // endpoints (a picker used by hand): nothing to prefer.
+            return pick(&table.all, endpoints);
         }
         let (local_weight, total_weight) = if endpoints.has_exclusions() {
             allowed_weights(endpoints, &table.local_metas)
@@ -247,18 +258,34 @@ impl<Req, S, P: Pick<Req, S>> Pick<Req, S> for ZonePreference<P> {
                 &table.local_metas,
             )
         };
-        if first_metas.len() == endpoints.len() {
-            if let Some(i) = self.inner.pick(first, &view(first_metas), req) {
-                return Some(i);
-            }
-            if let Some(i) = self.inner.pick(second, &view(second_metas), req) {
-                return Some(i);
-            }
-            return None;
+        match pick(first, &view(first_metas))? {
+            Some(i) => Ok(Some(i)),
+            None => pick(second, &view(second_metas)),
         }
-        // A table from another set than the endpoints (a picker used by
-        // hand): fall back to the inner picker over everything.
-        self.inner.pick(&table.all, endpoints, req)
+    }
+}
+
+impl<Req, S, P: Pick<Req, S>> Pick<Req, S> for ZonePreference<P> {
+    fn pick(&self, table: &Self::Table, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
+        let pick = |table: &P::Table, endpoints: &Endpoints<'_, S>| {
+            Ok::<_, std::convert::Infallible>(self.inner.pick(table, endpoints, req))
+        };
+        match self.choose(table, endpoints, pick) {
+            Ok(picked) => picked,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The inner picker's shedding applies within the chosen zone group.
+    fn pick_or_shed(
+        &self,
+        table: &Self::Table,
+        endpoints: &Endpoints<'_, S>,
+        req: &Req,
+    ) -> Result<Option<usize>, crate::error::Saturated> {
+        self.choose(table, endpoints, |table, endpoints| {
+            self.inner.pick_or_shed(table, endpoints, req)
+        })
     }
 }
 
