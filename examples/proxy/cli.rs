@@ -18,9 +18,11 @@ use http::HeaderName;
 
 use crate::gateway::server::Backends;
 
+use crate::registry::Discovery;
+
 use self::values::{
-    address, algorithm, backend, connections, duration, header_name, number, path,
-    read_backends_file, unexpected, workers, Checked,
+    address, algorithm, backend, connections, discovery, duration, header_name, number, path,
+    read_backends_file, unexpected, workers, zone, Checked,
 };
 
 /// The default time between active health probes.
@@ -90,6 +92,13 @@ pub(crate) struct Args {
     pub(crate) idle_timeout: Duration,
     /// `--max-connections`, 10,000 by default.
     pub(crate) max_connections: usize,
+    /// `--discovery`: backends from a registry instead of `--backend` or
+    /// `--backends-file` (then `backends` is an empty static list).
+    pub(crate) discovery: Option<Discovery>,
+    /// `--subset`: a stable subset of this many registry backends.
+    pub(crate) subset: Option<usize>,
+    /// `--zone`: the zone whose backends are preferred.
+    pub(crate) zone: Option<String>,
 }
 
 /// `--algorithm`: which picker chooses the backend of each request.
@@ -184,7 +193,7 @@ port 0 picks a free port. Logs go to stderr (RUST_LOG sets the level, default
 info). Bad arguments exit with status 2.";
 
 /// The `--help` heading of the two sources of backends.
-const BACKENDS: &str = "Backends (one source, not both)";
+const BACKENDS: &str = "Backends (one source only)";
 
 /// The `--help` heading of every other flag.
 const OPTIONS: &str = "Options";
@@ -197,7 +206,7 @@ const OPTIONS: &str = "Options";
     name = "proxy",
     about = "A small HTTP/1.1 reverse proxy over tower-lb.",
     long_about = None,
-    override_usage = "proxy --listen ADDR (--backend ADDR[@WEIGHT]... | --backends-file FILE) [OPTIONS]",
+    override_usage = "proxy --listen ADDR (--backend ADDR[@WEIGHT]... | --backends-file FILE | --discovery SPEC) [OPTIONS]",
     after_help = AFTER_HELP,
     // `-h` prints the whole help too, from the `help` field below.
     disable_help_flag = true,
@@ -223,6 +232,40 @@ struct Flags {
     /// a device) keeps the last good set
     #[arg(long, value_name = "FILE", verbatim_doc_comment, help_heading = BACKENDS)]
     backends_file: Option<PathBuf>,
+
+    /// follow a registry: kube:NAMESPACE/SERVICE:PORT (EndpointSlices;
+    /// features kube) or etcd:URL/PREFIX (keys under PREFIX whose values
+    /// are ADDR[@WEIGHT] [zone=Z] or JSON; feature etcd)
+    #[arg(
+        long,
+        value_name = "SPEC",
+        value_parser = Checked(discovery),
+        verbatim_doc_comment,
+        help_heading = BACKENDS,
+    )]
+    discovery: Option<Discovery>,
+
+    /// --discovery: use a stable subset of N backends
+    /// (rendezvous hashing with a random salt, gRFC A68)
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = Checked(number::<usize>),
+        verbatim_doc_comment,
+        help_heading = BACKENDS,
+    )]
+    subset: Option<usize>,
+
+    /// prefer backends in zone Z (Envoy's zone-aware rule with every
+    /// caller in Z: all traffic stays while the zone has a healthy backend)
+    #[arg(
+        long,
+        value_name = "Z",
+        value_parser = Checked(zone),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
+    zone: Option<String>,
 
     /// where the proxy accepts connections, e.g. 127.0.0.1:8080
     #[arg(long, value_name = "ADDR", value_parser = Checked(address), help_heading = OPTIONS)]
@@ -436,7 +479,19 @@ impl Flags {
             }
             backends.push((addr, weight));
         }
+        if self.discovery.is_some() && (!backends.is_empty() || self.backends_file.is_some()) {
+            return Err(error(
+                "--discovery cannot be combined with --backend or --backends-file",
+            ));
+        }
+        if self.subset.is_some() && self.discovery.is_none() {
+            return Err(error("--subset applies only to --discovery"));
+        }
+        if self.subset == Some(0) {
+            return Err(error("--subset 0: a subset holds at least one backend"));
+        }
         let backends = match (backends.is_empty(), self.backends_file) {
+            (true, None) if self.discovery.is_some() => Backends::Static(Vec::new()),
             (true, None) => return Err(error(
                 "no backends: give --backend ADDR[@WEIGHT] (repeatable) or --backends-file FILE",
             )),
@@ -501,6 +556,9 @@ impl Flags {
             header_timeout: self.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT),
             idle_timeout: self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            discovery: self.discovery,
+            subset: self.subset,
+            zone: self.zone,
         })
     }
 }

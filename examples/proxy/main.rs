@@ -7,6 +7,11 @@
 //!   --admin 127.0.0.1:8081
 //! ```
 //!
+//! Backends may also come from a registry: `--discovery
+//! kube:NAMESPACE/SERVICE:PORT` (feature `kube`) or `--discovery
+//! etcd:URL/PREFIX` (feature `etcd`), cut to a stable `--subset N`; `--zone
+//! Z` keeps requests in zone Z while it has a backend.
+//!
 //! `--help` lists every option. What a few lines of Flask do naively, done
 //! right: bodies stream both ways, `X-Forwarded-For` gets the client's
 //! address, connections to backends are kept alive, and failures come back
@@ -40,6 +45,7 @@
 mod cli;
 #[path = "../gateway/mod.rs"]
 mod gateway;
+mod registry;
 mod status;
 
 use std::io::Write;
@@ -48,7 +54,7 @@ use std::time::Duration;
 
 use tower_lb::pick::{
     ClientIp, ConsistentHash, Header, IpHash, LeastConnections, P2c, Pick, RoundRobin,
-    WeightedRoundRobin,
+    WeightedRoundRobin, ZonePreference,
 };
 use tower_lb::BoxError;
 
@@ -108,15 +114,28 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), BoxError> {
     let by_ip = Some(ClientIp::new(args.trusted_hops));
     match args.algorithm {
-        Algorithm::RoundRobin => run_with(args, RoundRobin::new(), None).await,
-        Algorithm::WeightedRoundRobin => run_with(args, WeightedRoundRobin::new(), None).await,
-        Algorithm::LeastConnections => run_with(args, LeastConnections::new(), None).await,
-        Algorithm::P2c => run_with(args, P2c::new(), None).await,
-        Algorithm::IpHash => run_with(args, IpHash::new(), by_ip).await,
+        Algorithm::RoundRobin => run_zoned(args, RoundRobin::new(), None).await,
+        Algorithm::WeightedRoundRobin => run_zoned(args, WeightedRoundRobin::new(), None).await,
+        Algorithm::LeastConnections => run_zoned(args, LeastConnections::new(), None).await,
+        Algorithm::P2c => run_zoned(args, P2c::new(), None).await,
+        Algorithm::IpHash => run_zoned(args, IpHash::new(), by_ip).await,
         Algorithm::ConsistentHash => match args.hash_header.clone() {
-            Some(name) => run_with(args, ConsistentHash::new(Header::new(name)), None).await,
-            None => run_with(args, ConsistentHash::new(ClientIp::new(0)), by_ip).await,
+            Some(name) => run_zoned(args, ConsistentHash::new(Header::new(name)), None).await,
+            None => run_zoned(args, ConsistentHash::new(ClientIp::new(0)), by_ip).await,
         },
+    }
+}
+
+/// With `--zone`, the picker keeps requests in that zone while it has a
+/// backend that may take them ([`ZonePreference`]; every caller counts as in
+/// the zone, so nothing spills while it has capacity).
+async fn run_zoned<P>(args: Args, picker: P, client_ip: Option<ClientIp>) -> Result<(), BoxError>
+where
+    P: Pick<http::Request<UpstreamBody>, Endpoint>,
+{
+    match args.zone.clone() {
+        Some(zone) => run_with(args, ZonePreference::new(picker, zone), client_ip).await,
+        None => run_with(args, picker, client_ip).await,
     }
 }
 
@@ -135,7 +154,12 @@ where
         None => None,
     };
     let health = server::health(args.health_path.as_deref(), args.health_interval);
-    let lb = server::balance(&args.backends, health, picker, args.attempt_timeout)?;
+    let lb = match &args.discovery {
+        Some(discovery) => {
+            registry::balance(discovery, args.subset, health, picker, args.attempt_timeout).await?
+        }
+        None => server::balance(&args.backends, health, picker, args.attempt_timeout)?,
+    };
     server::wait_for_backends(&args.backends, &lb).await;
 
     let listen = listener.local_addr()?;

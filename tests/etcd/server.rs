@@ -77,7 +77,7 @@ impl Etcd {
         self.child = Some(child);
         // Wait until it answers a request, within the step bound.
         let url = self.url();
-        crate::support::within("etcd starts", async {
+        let started = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 let ready = async {
                     let mut client = etcd_client::Client::connect([&url], None).await?;
@@ -90,6 +90,7 @@ impl Etcd {
             }
         })
         .await;
+        assert!(started.is_ok(), "etcd did not answer within 20 s");
     }
 
     /// A client of this etcd.

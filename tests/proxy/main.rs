@@ -13,5 +13,7 @@ mod forwarding;
 mod http_rules;
 mod limits;
 mod memory;
+#[cfg(feature = "etcd")]
+mod registry;
 mod support;
 mod timeouts;

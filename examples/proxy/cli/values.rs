@@ -186,3 +186,24 @@ pub(super) fn read_backends_file(path: &Path) -> Result<Vec<(SocketAddr, u32)>, 
     let text = String::from_utf8(bytes).map_err(|_| fail("not valid UTF-8".into()))?;
     parse_backends(&text).map_err(|e| fail(e.to_string()))
 }
+
+/// `--discovery`: a registry spec.
+pub(super) fn discovery(flag: &str, text: &str) -> Result<crate::registry::Discovery, String> {
+    crate::registry::parse(text).map_err(|e| format!("{flag} {text}: {e}"))
+}
+
+/// `--zone`: a zone name, as a backends file's `zone=` field takes it.
+pub(super) fn zone(flag: &str, text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= tower_lb::discover::MAX_ZONE_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{flag} {text}: not a zone name (letters, digits, `.`, `-`, `_`, `/`)"
+        ))
+    }
+}

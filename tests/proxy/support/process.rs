@@ -39,6 +39,12 @@ pub fn proxy_binary() -> &'static Path {
         if cfg!(feature = "dns") {
             features.push("dns");
         }
+        if cfg!(feature = "etcd") {
+            features.push("etcd");
+        }
+        if cfg!(feature = "kube") {
+            features.push("kube");
+        }
         let output = Command::new(env!("CARGO"))
             .args([
                 "build",
