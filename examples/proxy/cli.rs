@@ -233,9 +233,11 @@ struct Flags {
     #[arg(long, value_name = "FILE", verbatim_doc_comment, help_heading = BACKENDS)]
     backends_file: Option<PathBuf>,
 
-    /// follow a registry: kube:NAMESPACE/SERVICE:PORT (EndpointSlices;
-    /// features kube) or etcd:URL/PREFIX (keys under PREFIX whose values
-    /// are ADDR[@WEIGHT] [zone=Z] or JSON; feature etcd)
+    /// follow a registry: kube:NAMESPACE/SERVICE:PORT (EndpointSlices,
+    /// API server from the kubeconfig, plain HTTP such as kubectl proxy
+    /// unless kube's TLS is built in; feature kube) or etcd:URL/PREFIX
+    /// (keys under PREFIX valued ADDR[@WEIGHT] [zone=Z] or JSON;
+    /// feature etcd)
     #[arg(
         long,
         value_name = "SPEC",
@@ -255,17 +257,6 @@ struct Flags {
         help_heading = BACKENDS,
     )]
     subset: Option<usize>,
-
-    /// prefer backends in zone Z (Envoy's zone-aware rule with every
-    /// caller in Z: all traffic stays while the zone has a healthy backend)
-    #[arg(
-        long,
-        value_name = "Z",
-        value_parser = Checked(zone),
-        verbatim_doc_comment,
-        help_heading = OPTIONS,
-    )]
-    zone: Option<String>,
 
     /// where the proxy accepts connections, e.g. 127.0.0.1:8080
     #[arg(long, value_name = "ADDR", value_parser = Checked(address), help_heading = OPTIONS)]
@@ -400,6 +391,17 @@ struct Flags {
     /// the set (by default it keeps the last good set)
     #[arg(long, verbatim_doc_comment, help_heading = OPTIONS)]
     allow_empty_backends: bool,
+
+    /// prefer backends in zone Z (Envoy's zone-aware rule with every
+    /// caller in Z: all traffic stays while the zone has a healthy backend)
+    #[arg(
+        long,
+        value_name = "Z",
+        value_parser = Checked(zone),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
+    zone: Option<String>,
 
     /// print this help
     #[arg(short, long, action = ArgAction::HelpLong, help_heading = OPTIONS)]
