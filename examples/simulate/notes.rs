@@ -19,6 +19,9 @@ pub(crate) fn verdict(scenario: &Scenario, rows: &[Summary]) -> String {
     if scenario.reports_load() {
         return scored_verdict(rows);
     }
+    if scenario.id == 'f' {
+        return spread_verdict(rows);
+    }
     if !matches!(scenario.id, 'b' | 'c') {
         return String::new();
     }
@@ -100,6 +103,24 @@ fn scored_verdict(rows: &[Summary]) -> String {
         ratio(scored),
         ratio(lc),
         if scored <= lc { "met" } else { "missed" },
+    )
+}
+
+/// For (f): whether p2c, the default picker, comes within the target of
+/// least connections over the same load.
+fn spread_verdict(rows: &[Summary]) -> String {
+    let find = |name: &str| rows.iter().find(|row| row.picker == name);
+    let p99 = |name: &str| find(name).map_or(f64::NAN, |row| row.p99 as f64);
+    let in_flight = p99(P2C) / p99(LC);
+    let ewma = p99(P2C_EWMA) / p99(LC_EWMA);
+    let met = |r: f64| if r <= TARGET { "met" } else { "missed" };
+    format!(
+        "Target (p2c's p99 within {TARGET}× of least connections' over the same load): \
+         in flight {}: {}; Peak-EWMA {}: {}.\n",
+        met(in_flight),
+        ratio(in_flight),
+        met(ewma),
+        ratio(ewma),
     )
 }
 

@@ -224,7 +224,28 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
             cost: tokens,
             slowdown: None,
         },
+        Scenario {
+            id: 'f',
+            title: "latencies spanning 1 ms … 1 s",
+            speeds: spread(1000.0),
+            cost: Cost::Exponential { mean_ms: 1.0 },
+            slowdown: None,
+        },
     ]
+}
+
+/// Speeds falling geometrically from 1 to `1 / ratio`, so that the mean
+/// request time spans `ratio` from the fastest endpoint to the slowest.
+fn spread(ratio: f64) -> [f64; ENDPOINTS] {
+    let step = ratio.powf(-1.0 / (ENDPOINTS - 1) as f64);
+    let mut speeds = [1.0; ENDPOINTS];
+    for i in 1..ENDPOINTS {
+        // Rounded to three significant figures, so the description reads.
+        let speed = step.powi(i as i32);
+        let scale = 10f64.powi(2 - speed.log10().floor() as i32);
+        speeds[i] = (speed * scale).round() / scale;
+    }
+    speeds
 }
 
 /// One request, as the simulation and the pickers see it.

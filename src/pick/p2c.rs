@@ -1,4 +1,7 @@
-//! Power of two choices over any load metric.
+//! Power of two choices over any load metric, with a memory of the last
+//! winner.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tower::load::Load;
 
@@ -10,20 +13,33 @@ use crate::util::{reduce, LocalRng};
 /// and before the second candidate is drawn uniformly from the others.
 const RESAMPLES: usize = 4;
 
-/// Power of two choices: sample two endpoints, send the request to the less
-/// loaded one.
+/// Power of two choices with memory: sample two endpoints, and send the
+/// request to the least loaded of them and the previous pick's winner.
 ///
 /// Load is whatever the endpoint services report through
 /// [`tower::load::Load`] (requests in flight, a Peak-EWMA cost). Comparing
-/// two random endpoints avoids both the herd behaviour of always choosing the
+/// random endpoints avoids both the herd behaviour of always choosing the
 /// global minimum from stale numbers and the O(n) cost of finding it.
+///
+/// The remembered winner is what keeps the tail short on a fleet whose
+/// endpoints differ widely in speed. Plain power of two choices sends an
+/// endpoint a share of the traffic set by how often it is sampled: when two
+/// slow endpoints are drawn together one of them gets the request, however
+/// loaded both are. Carrying the last winner forward makes every pick also
+/// beat the best endpoint seen lately, so slow endpoints take a request only
+/// when they are less loaded than that one, close to what least connections
+/// does at O(n). (This is the "power of d choices with memory" of Shah and
+/// Prabhakar.) The memory is a hint, one relaxed atomic word: picks racing
+/// on other threads may overwrite each other's, and after the endpoint set
+/// changes it may name another endpoint for a while; either way it is only
+/// a third candidate, checked like the others.
 ///
 /// # Cost
 ///
 /// * **pick**: O(1): two weighted samples (a few random draws, from one
-///   atomic step of the picker's generator) and two `load()` calls. With
-///   exclusions, a few more samples and, if those all hit excluded
-///   endpoints, an O(n) scan.
+///   atomic step of the picker's generator), three `load()` calls, and a
+///   relaxed store when the winner changes. With exclusions, a few more
+///   samples and, if those all hit excluded endpoints, an O(n) scan.
 /// * **prepare**: O(n): a Vose alias table over the weights, or a plain list
 ///   when all weights are equal.
 ///
@@ -36,14 +52,17 @@ const RESAMPLES: usize = 4;
 /// times if it repeats the first (which happens often when one weight
 /// dominates) and then drawn uniformly from the others, so the dominant
 /// endpoint is still compared with someone. On equal or incomparable loads the
-/// first sample wins.
+/// first sample wins, and the remembered winner takes the request only when
+/// its load is strictly lower, so on an idle or evenly loaded fleet picks
+/// follow the weights.
 ///
 /// # No endpoints, exclusions
 ///
 /// With no endpoint of non-zero weight, `pick` returns `None`; with one, that
 /// one. Excluded endpoints are never returned: a sample that hits one is
 /// drawn again a few times, then the endpoints are scanned from a random
-/// start for an allowed one.
+/// start for an allowed one; a remembered winner that is excluded, drained
+/// (weight 0) or unavailable is passed over.
 ///
 /// # Example
 ///
@@ -69,22 +88,31 @@ const RESAMPLES: usize = 4;
 #[derive(Debug)]
 pub struct P2c {
     rng: Rng,
+    /// The endpoint indices of the last two distinct winners, the latest
+    /// first; `NONE` before there were any.
+    memory: [AtomicUsize; 2],
 }
+
+/// No remembered winner.
+const NONE: usize = usize::MAX;
 
 impl P2c {
     /// A picker whose samples come from a generator seeded from entropy.
     #[must_use]
     pub fn new() -> Self {
-        Self {
-            rng: Rng::from_entropy(),
-        }
+        Self::with_rng(Rng::from_entropy())
     }
 
     /// A picker whose samples follow from `seed`, for reproducible tests.
     #[must_use]
     pub fn with_seed(seed: u64) -> Self {
+        Self::with_rng(Rng::from_seed(seed))
+    }
+
+    fn with_rng(rng: Rng) -> Self {
         Self {
-            rng: Rng::from_seed(seed),
+            rng,
+            memory: [AtomicUsize::new(NONE), AtomicUsize::new(NONE)],
         }
     }
 }
@@ -217,17 +245,41 @@ where
         };
         let (a, b) = (table.eligible[first], table.eligible[second]);
         let services = endpoints.services();
-        match (services.get(a), services.get(b)) {
+        let (winner, load) = match (services.get(a), services.get(b)) {
             (Some(sa), Some(sb)) => {
-                if sb.load() < sa.load() {
-                    Some(b)
+                let (la, lb) = (sa.load(), sb.load());
+                if lb < la {
+                    (b, lb)
                 } else {
-                    Some(a)
+                    (a, la)
                 }
             }
-            (Some(_), None) => Some(a),
-            (None, _) => Some(b).filter(|&b| services.get(b).is_some()),
+            (Some(sa), None) => (a, sa.load()),
+            (None, Some(sb)) => (b, sb.load()),
+            (None, None) => return None,
+        };
+        // The last two distinct winners, checked like the samples; a tie
+        // goes to the sample, so that picks on an even fleet follow weight.
+        let remembered = [
+            self.memory[0].load(Ordering::Relaxed),
+            self.memory[1].load(Ordering::Relaxed),
+        ];
+        let (mut winner, mut load) = (winner, load);
+        for m in remembered {
+            if m == a || m == b || m == winner || !endpoints.is_allowed(m) {
+                continue;
+            }
+            if let Some(lm) = services.get(m).map(Load::load) {
+                if lm < load {
+                    (winner, load) = (m, lm);
+                }
+            }
         }
+        if winner != remembered[0] {
+            self.memory[1].store(remembered[0], Ordering::Relaxed);
+            self.memory[0].store(winner, Ordering::Relaxed);
+        }
+        Some(winner)
     }
 }
 
