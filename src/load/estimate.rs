@@ -25,6 +25,8 @@ pub(crate) struct Estimate {
     decay_ns: f64,
     /// Nanoseconds (`f64` bits) a failed request adds to the estimate.
     failure_penalty: AtomicU64,
+    /// Halvings of the estimate a tick: `ln 2` half-lives a time constant.
+    ticks_per_halving_inv: f64,
     state: AtomicU64,
 }
 
@@ -33,9 +35,11 @@ impl Estimate {
     /// time constant `decay` (at least a nanosecond, so that a zero decay
     /// does not divide by zero: it then keeps only the latest sample).
     pub(crate) fn new(default_rtt: Duration, decay: Duration) -> Self {
+        let decay_ns = nanos(decay).max(1.0);
         Self {
             epoch: Instant::now(),
-            decay_ns: nanos(decay).max(1.0),
+            decay_ns,
+            ticks_per_halving_inv: NANOS_PER_TICK / decay_ns / std::f64::consts::LN_2,
             failure_penalty: AtomicU64::new(
                 nanos(super::peak_ewma::DEFAULT_FAILURE_PENALTY).to_bits(),
             ),
@@ -48,8 +52,11 @@ impl Estimate {
     /// that has been slow is tried again once it has had time to recover.
     pub(crate) fn rtt_ns(&self, now: Instant) -> f64 {
         let state = self.state.load(Ordering::Relaxed);
+        self.rtt_ns_at_tick(state, self.tick(now))
+    }
+
+    fn rtt_ns_at_tick(&self, state: u64, now: u32) -> f64 {
         let (rtt, at) = unpack(state);
-        let now = self.tick(now);
         let elapsed = elapsed(at, now);
         let value = rtt * self.keep(elapsed);
         if elapsed >= REFRESH_TICKS {
@@ -62,6 +69,22 @@ impl Estimate {
             );
         }
         value
+    }
+
+    /// Like [`rtt_ns`](Self::rtt_ns), for the pick path: the decay is
+    /// computed without `exp` ([`decay_factor`], within 4e-7 of it).
+    pub(crate) fn load_ns(&self, now: Instant) -> f64 {
+        let state = self.state.load(Ordering::Relaxed);
+        let (rtt, at) = unpack(state);
+        let now = self.tick(now);
+        let elapsed = elapsed(at, now);
+        if elapsed == 0 {
+            return rtt;
+        }
+        if elapsed >= REFRESH_TICKS {
+            return self.rtt_ns_at_tick(state, now);
+        }
+        rtt * decay_factor(f64::from(elapsed) * self.ticks_per_halving_inv)
     }
 
     /// Takes the round trip of a request sent at `sent_at` and finished at
@@ -137,6 +160,35 @@ impl Estimate {
     fn tick(&self, now: Instant) -> u32 {
         now.saturating_duration_since(self.epoch).as_millis() as u32
     }
+}
+
+/// `2^-halvings` (that is `e^(-t/τ)` for `halvings = t / τ / ln 2`) without
+/// `exp`: the whole halvings go straight into the exponent bits of the
+/// result, the fraction `f` into a degree-8 Taylor polynomial of
+/// `e^(-f ln 2)`, whose relative error is below 4e-7 on `[0, 1)`. About a
+/// nanosecond, against 10–20 for `exp`.
+pub(crate) fn decay_factor(halvings: f64) -> f64 {
+    // Past 1022 halvings the result is below f64's normal range: zero will do.
+    if halvings.is_nan() || halvings >= 1022.0 {
+        return 0.0;
+    }
+    if halvings <= 0.0 {
+        return 1.0;
+    }
+    let whole = halvings.floor();
+    let y = (halvings - whole) * std::f64::consts::LN_2;
+    // e^-y = 1 - y + y²/2 - y³/6 + …, by Horner.
+    let mut p = 1.0 - y / 8.0;
+    p = 1.0 - y / 7.0 * p;
+    p = 1.0 - y / 6.0 * p;
+    p = 1.0 - y / 5.0 * p;
+    p = 1.0 - y / 4.0 * p;
+    p = 1.0 - y / 3.0 * p;
+    p = 1.0 - y / 2.0 * p;
+    p = 1.0 - y * p;
+    // 2^-whole, exactly: an exponent field of 1023 - whole, at least 1.
+    let scale = f64::from_bits((1023 - whole as u64) << 52);
+    p * scale
 }
 
 /// Ticks from `at` to `now`, taking the wrapped difference as signed so that

@@ -103,6 +103,7 @@
 //! # }
 //! ```
 
+mod clock;
 mod completion;
 mod counter;
 mod discover;

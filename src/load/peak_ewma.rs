@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tower::load::{Load, TrackCompletion};
 use tower::Service;
 
+use super::clock;
 use super::estimate::Estimate;
 use super::wrapper::impl_counted_wrapper;
 use super::{CompleteOnBodyEnd, Counter, Handle, ResponseFuture};
@@ -57,7 +58,14 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 /// clock, so tests can pause it.
 ///
 /// Reading the load and recording a sample are lock-free (one atomic word
-/// holds the estimate and its timestamp). Clones share one estimate and one
+/// holds the estimate and its timestamp). Reading the load, which a picker
+/// does for several endpoints a request, reads no clock: it takes the time
+/// of the last request this thread sent or finished through any `Latency`
+/// (each of those reads the clock anyway), so on a busy balancer it is
+/// microseconds old. After a lull the first pick sees the estimates as they
+/// were when the lull began, decayed a little less than the clock would
+/// say; its own request brings the time up to date.
+/// [`rtt_estimate`](Latency::rtt_estimate) reads the clock. Clones share one estimate and one
 /// count. The wrapper passes the inner service's
 /// [`Endpoint`](crate::endpoint::Endpoint) and availability through. See the
 /// [module docs](super) for an example.
@@ -159,9 +167,9 @@ impl Drop for EwmaHandle {
         // Runs before the in-flight handle (a field) is dropped, so the new
         // estimate is in place by the time the count falls.
         if self.failed {
-            self.estimate.sample_failure(self.sent_at, Instant::now());
+            self.estimate.sample_failure(self.sent_at, clock::now());
         } else {
-            self.estimate.sample(self.sent_at, Instant::now());
+            self.estimate.sample(self.sent_at, clock::now());
         }
     }
 }
@@ -219,7 +227,7 @@ impl<S, C> Latency<S, C> {
     /// The latency estimate now, before it is multiplied by the requests in
     /// flight (saturating at `u64::MAX` nanoseconds).
     pub fn rtt_estimate(&self) -> Duration {
-        Duration::from_nanos(self.estimate.rtt_ns(Instant::now()) as u64)
+        Duration::from_nanos(self.estimate.rtt_ns(clock::now()) as u64)
     }
 }
 
@@ -250,8 +258,11 @@ impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Latency<S, C> {
 impl<S, C> Load for Latency<S, C> {
     type Metric = Cost;
 
+    /// No clock read and no `exp`: the time is that of the last request sent
+    /// or finished on this thread (see the type's docs), and the decay is a
+    /// polynomial within a millionth of the exact one.
     fn load(&self) -> Cost {
-        let rtt = self.estimate.rtt_ns(Instant::now()).max(1.0);
+        let rtt = self.estimate.load_ns(clock::recent()).max(1.0);
         // Exact below 2^53 requests, which no endpoint reaches.
         let in_flight = self.counter.in_flight();
         Cost {
@@ -277,7 +288,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let handle = EwmaHandle {
-            sent_at: Instant::now(),
+            sent_at: clock::now(),
             estimate: Arc::clone(&self.estimate),
             failed: false,
             in_flight: self.counter.start(),

@@ -87,3 +87,36 @@ fn concurrent_samples_keep_the_peak() {
     let value = estimate.rtt_ns(start);
     assert!((3.0e6..=3.999e6 + 1.0).contains(&value), "{value}");
 }
+
+#[test]
+fn decay_factor_follows_exp() {
+    for k in 0..20_000 {
+        let halvings = f64::from(k) * 0.0537;
+        let exact = (-halvings * std::f64::consts::LN_2).exp();
+        let fast = decay_factor(halvings);
+        assert!(
+            (fast - exact).abs() <= exact * 4e-7 + 1e-300,
+            "{halvings}: {fast} against {exact}"
+        );
+    }
+    assert_eq!(decay_factor(0.0), 1.0);
+    assert_eq!(decay_factor(-3.0), 1.0);
+    assert_eq!(decay_factor(5000.0), 0.0);
+    assert_eq!(decay_factor(f64::INFINITY), 0.0);
+    assert_eq!(decay_factor(f64::NAN), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn load_reads_match_the_exact_estimate() {
+    let estimate = Estimate::new(100 * MS, Duration::from_secs(1));
+    let start = Instant::now();
+    estimate.sample(start, start + 300 * MS);
+    for ms in [0u64, 1, 7, 250, 1000, 4321, 60_000] {
+        let at = start + 300 * MS + Duration::from_millis(ms);
+        let (fast, exact) = (estimate.load_ns(at), estimate.rtt_ns(at));
+        assert!(
+            (fast - exact).abs() <= exact * 4e-7 + 1e-9,
+            "{ms}: {fast} {exact}"
+        );
+    }
+}

@@ -57,6 +57,10 @@ async fn a_slow_response_raises_the_cost_and_decay_lowers_it() {
     assert!(close(peak.get(), 500e6));
 
     tokio::time::advance(Duration::from_secs(1)).await;
+    // A load read takes the time of the last request on this thread.
+    assert_eq!(svc.load(), peak);
+    let mut other = slow(10 * MS, Duration::from_secs(1));
+    let _sent = other.call(Duration::from_secs(60));
     let decayed = svc.load();
     assert!(decayed < peak);
     assert!(
@@ -65,6 +69,7 @@ async fn a_slow_response_raises_the_cost_and_decay_lowers_it() {
     );
 
     tokio::time::advance(Duration::from_secs(60)).await;
+    // Reading the estimate reads the clock.
     assert!(svc.rtt_estimate() < MS);
     // Fully decayed, the cost still ranks by requests in flight.
     let _pending = svc.call(Duration::from_secs(60));
