@@ -8,6 +8,8 @@
 //!   `tower_lb_p2c` pays too;
 //! * `tower_lb_p2c`: this crate's `Balance` with power of two choices over
 //!   requests in flight (`InFlightDiscover`), one clone per task;
+//! * `tower_lb_p2c_latency`: the same over Peak-EWMA (`LatencyDiscover`),
+//!   whose load reads must stay within 1.5× of in-flight counting's cost;
 //! * `tower_lb_round_robin`: `Balance` with round robin, no load tracking;
 //! * `tower_p2c_buffer`: `tower::balance::p2c::Balance` over pending-request
 //!   load behind `tower::buffer::Buffer`, which is what sharing tower's
@@ -39,7 +41,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion};
 use tower::{service_fn, Service, ServiceExt};
 use tower_lb::discover::StaticList;
-use tower_lb::load::{CompleteOnResponse, InFlight, InFlightDiscover};
+use tower_lb::load::{
+    CompleteOnResponse, InFlight, InFlightDiscover, LatencyDiscover, DEFAULT_DECAY, DEFAULT_RTT,
+};
 use tower_lb::pick::{P2c, RoundRobin};
 use tower_lb::Balance;
 
@@ -121,12 +125,22 @@ fn dispatch(c: &mut Criterion) {
         .expect("runtime");
 
     let list = || StaticList::new((0..ENDPOINTS).map(|i| (i, endpoint(i))));
-    let (p2c, rr, tower_p2c) = rt.block_on(async {
+    let (p2c, p2c_latency, rr, tower_p2c) = rt.block_on(async {
         let p2c = Balance::new(
             InFlightDiscover::with_completion(list(), CompleteOnResponse::default()),
             P2c::with_seed(7),
         );
         p2c.wait_for(|keys| keys.len() == ENDPOINTS).await;
+        let p2c_latency = Balance::new(
+            LatencyDiscover::with_completion(
+                list(),
+                DEFAULT_RTT,
+                DEFAULT_DECAY,
+                CompleteOnResponse::default(),
+            ),
+            P2c::with_seed(7),
+        );
+        p2c_latency.wait_for(|keys| keys.len() == ENDPOINTS).await;
         let rr = Balance::new(list(), RoundRobin::new());
         rr.wait_for(|keys| keys.len() == ENDPOINTS).await;
 
@@ -137,7 +151,7 @@ fn dispatch(c: &mut Criterion) {
         );
         let tower_p2c =
             tower::buffer::Buffer::new(tower::balance::p2c::Balance::new(discover), 1024);
-        (p2c, rr, tower_p2c)
+        (p2c, p2c_latency, rr, tower_p2c)
     });
     let direct = endpoint(0);
     let direct_in_flight = InFlight::with_completion(endpoint(0), CompleteOnResponse::default());
@@ -157,6 +171,7 @@ fn dispatch(c: &mut Criterion) {
             &direct_in_flight,
         );
         case(&mut group, &rt, "tower_lb_p2c", tasks, &p2c);
+        case(&mut group, &rt, "tower_lb_p2c_latency", tasks, &p2c_latency);
         case(&mut group, &rt, "tower_lb_round_robin", tasks, &rr);
         case(&mut group, &rt, "tower_p2c_buffer", tasks, &tower_p2c);
     }
@@ -170,6 +185,7 @@ fn dispatch(c: &mut Criterion) {
     );
     println!("| tasks | arm | per request | overhead over direct | IQR | overhead ÷ Buffer + tower p2c's |");
     println!("|---:|---|---:|---:|---:|---:|");
+    let mut latency_ratios = Vec::new();
     for tasks in TASKS {
         let mut arms = [
             Arm::new("direct", |n| run(&rt, &direct, tasks, n)),
@@ -177,11 +193,22 @@ fn dispatch(c: &mut Criterion) {
                 run(&rt, &direct_in_flight, tasks, n)
             }),
             Arm::new("tower_lb_p2c", |n| run(&rt, &p2c, tasks, n)),
+            Arm::new("tower_lb_p2c_latency", |n| run(&rt, &p2c_latency, tasks, n)),
             Arm::new("tower_lb_round_robin", |n| run(&rt, &rr, tasks, n)),
             Arm::new("tower_p2c_buffer", |n| run(&rt, &tower_p2c, tasks, n)),
         ];
         let outcomes = compare(&mut arms, ROUNDS, Duration::from_millis(10));
         let buffer = outcomes.last().expect("arms").overhead;
+        let overhead = |name: &str| {
+            outcomes
+                .iter()
+                .find(|o| o.name == name)
+                .map_or(f64::NAN, |o| o.overhead)
+        };
+        latency_ratios.push((
+            tasks,
+            overhead("tower_lb_p2c_latency") / overhead("tower_lb_p2c"),
+        ));
         for o in &outcomes {
             println!(
                 "| {tasks} | {} | {} | {} | {} – {} | {:.3} |",
@@ -193,6 +220,15 @@ fn dispatch(c: &mut Criterion) {
                 o.overhead / buffer
             );
         }
+    }
+    print_latency_ratios(&latency_ratios);
+}
+
+fn print_latency_ratios(ratios: &[(usize, f64)]) {
+    println!("\n| tasks | p2c over Peak-EWMA ÷ p2c over in flight (overhead) |");
+    println!("|---:|---:|");
+    for (tasks, ratio) in ratios {
+        println!("| {tasks} | {ratio:.2} |");
     }
 }
 

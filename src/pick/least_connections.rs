@@ -1,5 +1,7 @@
 //! Least connections: the endpoint with the least load for its weight.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tower::load::Load;
 
 use super::{Endpoints, Meta, Pick, Prepare};
@@ -15,8 +17,16 @@ use crate::util::Rng;
 ///
 /// # Cost
 ///
-/// * **pick**: O(n): reads every endpoint's load. For large sets prefer
-///   [`P2c`](super::P2c), which reads two.
+/// * **pick**: O(min(n, w)) for a window of `w` endpoints, 16 unless set
+///   with [`LeastConnections::window`]. Up to `w` endpoints, every load is
+///   read and the choice is exact. Beyond, a pick reads the next `w`
+///   endpoints of a cursor that sweeps the set (so every endpoint is looked
+///   at once every `n ÷ w` picks) and the last winner, and takes the least
+///   loaded of those: an approximation, since an endpoint outside the window
+///   may be lower. The winner carried from pick to pick keeps it close:
+///   to lose to the global minimum a pick's choice must beat the best
+///   endpoint seen lately. Were every endpoint of the window excluded, a
+///   full scan follows.
 /// * **prepare**: O(n): lists the endpoints that may be picked with the
 ///   inverse of their weight.
 ///
@@ -32,7 +42,8 @@ use crate::util::Rng;
 ///
 /// With no endpoint of non-zero weight, `pick` returns `None`. Excluded
 /// endpoints are skipped in the scan, so the least loaded allowed endpoint is
-/// returned, or `None` when none is allowed.
+/// returned (of the window, beyond `w` endpoints), or `None` when none is
+/// allowed.
 ///
 /// # Example
 ///
@@ -63,24 +74,48 @@ use crate::util::Rng;
 #[derive(Debug)]
 pub struct LeastConnections {
     rng: Rng,
+    window: usize,
+    /// Where the next window starts, in table positions (wrapping).
+    cursor: AtomicUsize,
+    /// The endpoint index of the last windowed pick's winner; `NONE` before.
+    memory: AtomicUsize,
 }
+
+/// Endpoints read a pick by default, beyond which picks look at a window.
+const DEFAULT_WINDOW: usize = 16;
+
+const NONE: usize = usize::MAX;
 
 impl LeastConnections {
     /// A picker that breaks ties with a generator seeded from entropy.
     #[must_use]
     pub fn new() -> Self {
-        Self {
-            rng: Rng::from_entropy(),
-        }
+        Self::with_rng(Rng::from_entropy())
     }
 
     /// A picker whose tie-breaking follows from `seed`, for reproducible
     /// tests.
     #[must_use]
     pub fn with_seed(seed: u64) -> Self {
+        Self::with_rng(Rng::from_seed(seed))
+    }
+
+    fn with_rng(rng: Rng) -> Self {
         Self {
-            rng: Rng::from_seed(seed),
+            rng,
+            window: DEFAULT_WINDOW,
+            cursor: AtomicUsize::new(0),
+            memory: AtomicUsize::new(NONE),
         }
+    }
+
+    /// Reads at most `window` endpoints a pick (and the last winner), as
+    /// described under *Cost*; `usize::MAX` keeps every pick exact at O(n).
+    /// A window of 0 is taken as 1.
+    #[must_use]
+    pub fn window(mut self, window: usize) -> Self {
+        self.window = window.max(1);
+        self
     }
 }
 
@@ -139,6 +174,11 @@ where
         if n == 0 {
             return None;
         }
+        if n > self.window {
+            if let Some(i) = self.pick_in_window(table, endpoints) {
+                return Some(i);
+            }
+        }
         let services = endpoints.services();
         let filter = endpoints.has_exclusions();
         let start = self.rng.below(n);
@@ -158,6 +198,58 @@ where
             }
         }
         best.map(|(i, _)| i).filter(|&i| endpoints.is_allowed(i))
+    }
+}
+
+impl LeastConnections {
+    /// The least loaded of the next window and the last winner; `None` when
+    /// none of them may take the request.
+    fn pick_in_window<S>(
+        &self,
+        table: &LeastConnectionsTable,
+        endpoints: &Endpoints<'_, S>,
+    ) -> Option<usize>
+    where
+        S: Load,
+        S::Metric: Into<f64>,
+    {
+        let n = table.eligible.len();
+        let services = endpoints.services();
+        let filter = endpoints.has_exclusions();
+        let score = |i: usize, inverse_weight: f64| {
+            let s = services.get(i)?.load().into() * inverse_weight;
+            Some(if s.is_nan() { f64::INFINITY } else { s })
+        };
+        let start = self.cursor.fetch_add(self.window, Ordering::Relaxed) % n;
+        let mut best: Option<(usize, f64)> = None;
+        let mut at = start;
+        for _ in 0..self.window {
+            let (i, inverse_weight) = table.eligible[at];
+            at = if at + 1 == n { 0 } else { at + 1 };
+            if filter && !endpoints.is_allowed(i) {
+                continue;
+            }
+            let Some(score) = score(i, inverse_weight) else {
+                continue;
+            };
+            if best.is_none_or(|(_, low)| score < low) {
+                best = Some((i, score));
+            }
+        }
+        let remembered = self.memory.load(Ordering::Relaxed);
+        if endpoints.is_allowed(remembered) && best.is_none_or(|(i, _)| i != remembered) {
+            let inverse_weight = 1.0 / f64::from(endpoints.metas()[remembered].weight());
+            if let Some(score) = score(remembered, inverse_weight) {
+                if best.is_none_or(|(_, low)| score < low) {
+                    best = Some((remembered, score));
+                }
+            }
+        }
+        let (winner, _) = best?;
+        if winner != remembered {
+            self.memory.store(winner, Ordering::Relaxed);
+        }
+        Some(winner)
     }
 }
 

@@ -42,6 +42,18 @@ impl Members {
         self.indices.iter().map(|&i| i as usize)
     }
 
+    /// At most `len` members from position `start` (taken modulo the
+    /// member count) on, wrapping around.
+    pub(crate) fn window(&self, start: usize, len: usize) -> impl Iterator<Item = usize> + '_ {
+        let start = if self.indices.is_empty() {
+            0
+        } else {
+            start % self.indices.len()
+        };
+        let (head, tail) = self.indices.split_at(start);
+        tail.iter().chain(head).take(len).map(|&i| i as usize)
+    }
+
     /// Plain round robin over the members: the one under the cursor if it is
     /// allowed, else the next allowed one after it.
     pub(crate) fn round_robin<S>(

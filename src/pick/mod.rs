@@ -14,11 +14,11 @@
 //! |---|---|---|---|
 //! | [`RoundRobin`] | O(1) | ignored (weight 0 skipped) | none |
 //! | [`WeightedRoundRobin`] | O(1) | smooth interleaving | none |
-//! | [`LeastConnections`] | O(n) | load ÷ weight | none |
-//! | [`P2c`] | O(1) | sampling ∝ weight | none |
+//! | [`LeastConnections`] | O(n) to 16 endpoints, then O(1): a window of 16 and the last winner | load ÷ weight | none |
+//! | [`P2c`] | O(1): two samples and the last two winners | sampling ∝ weight | none |
 //! | [`IpHash`] | O(1) | ∝ weight | client address |
 //! | [`ConsistentHash`] | O(1) expected | virtual nodes ∝ weight | any [`HashKey`] |
-//! | [`BoundedConsistentHash`] | O(n) | virtual nodes and load bound ∝ weight | any [`HashKey`] |
+//! | [`BoundedConsistentHash`] | O(n) to 16 endpoints, then O(1): a running mean over windows of 8 | virtual nodes and load bound ∝ weight | any [`HashKey`] |
 //! | [`Maglev`] | O(1) | table share ∝ weight | any [`HashKey`] |
 //! | [`ReportWeighted`] | O(1) expected | from load reports (gRFC A58) | none |
 //! | [`Scored`] | O(n) | weight 0 skipped; scores from reported load | model, adapter, priority |

@@ -2,6 +2,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tower::load::Load;
 
@@ -31,7 +32,8 @@ use crate::util::mix64;
 ///
 /// Let `L` be the total load of the endpoints allowed for this request and
 /// `W` the sum of their weights. Endpoint `i` (weight `wᵢ`, load `lᵢ`) takes
-/// the request only if `lᵢ + 1 ≤ ⌈factor × (L + 1) × wᵢ / W⌉`. With equal
+/// the request only if `lᵢ + 1 ≤ ⌈factor × (L + 1) × wᵢ / W⌉`. Up to 16
+/// endpoints `L` and `W` are exact; beyond, see *Cost*. With equal
 /// weights that is the paper's `⌈c × mean⌉` after placing the request; since
 /// the capacities add up to more than `L + 1`, some endpoint always
 /// qualifies. If the walk meets none (loads moved under it, or 256 points
@@ -41,14 +43,17 @@ use crate::util::mix64;
 ///
 /// # Cost
 ///
-/// * **pick**: O(n): every allowed endpoint's load is read once to get `L`,
-///   then the ring is searched as by [`ConsistentHash`] and walked, usually
-///   over a point or two. The sum dominates: each `load()` call is typically
-///   a cache miss on the endpoint's counter, so with thousands of endpoints
-///   a pick costs microseconds rather than the tens of nanoseconds of the
-///   plain ring. For large sets, weigh that against the skew the bound
-///   prevents; plain [`ConsistentHash`] and [`Maglev`](crate::pick::Maglev)
-///   stay O(1).
+/// * **pick**: O(1) beyond 16 endpoints, O(n) up to 16: the ring is
+///   searched as by [`ConsistentHash`] and walked, usually over a point or
+///   two, after the load per unit of weight `L ÷ W` is known. Up to 16
+///   endpoints every allowed endpoint's load is read for it. Beyond, each
+///   pick reads the next 8 endpoints of a cursor that sweeps the set and
+///   folds their load per weight into a running mean shared by all picks
+///   (each window weighs 1/16), so the bound uses a mean over about the
+///   last 128 endpoints read, a few picks old: an approximation of `L ÷ W`
+///   whose error shrinks as loads grow, and which follows the set's total
+///   load within a few dozen picks. The fallback "least loaded endpoint" is
+///   then the least loaded of the window and the endpoints walked.
 /// * **prepare**: the same ring as [`ConsistentHash`].
 ///
 /// # Weights, no endpoints, missing key, exclusions
@@ -97,7 +102,21 @@ use crate::util::mix64;
 pub struct BoundedConsistentHash<E> {
     ring: ConsistentHash<E>,
     factor: f64,
+    /// Where the next census window starts, in member positions.
+    cursor: AtomicUsize,
+    /// The running mean load per unit of weight (`f64` bits); `NO_MEAN`
+    /// before the first window.
+    mean: AtomicU64,
 }
+
+/// Up to this many members, the census is exact.
+const EXACT: usize = 16;
+/// Members read a pick beyond [`EXACT`].
+const WINDOW: usize = 8;
+/// The weight of one window in the running mean.
+const SMOOTHING: f64 = 1.0 / 16.0;
+/// No mean yet: the first window sets it outright.
+const NO_MEAN: u64 = u64::MAX;
 
 impl<E> fmt::Debug for BoundedConsistentHash<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,7 +131,12 @@ impl<E> fmt::Debug for BoundedConsistentHash<E> {
 impl<E> BoundedConsistentHash<E> {
     pub(super) fn new(ring: ConsistentHash<E>, factor: f64) -> Result<Self, InvalidBound> {
         if factor.is_finite() && factor > 1.0 {
-            Ok(Self { ring, factor })
+            Ok(Self {
+                ring,
+                factor,
+                cursor: AtomicUsize::new(0),
+                mean: AtomicU64::new(NO_MEAN),
+            })
         } else {
             Err(InvalidBound { factor })
         }
@@ -152,30 +176,92 @@ where
         if ring.is_empty() {
             return None;
         }
-        let census = Census::take(ring.members(), endpoints);
-        let least = census.least?;
-        let fits = |i: usize| {
-            let load = load_of(endpoints, i);
+        let members = ring.members();
+        let census = if members.len() <= EXACT {
+            Census::take(members.iter(), endpoints)
+        } else {
+            self.sampled_census(members, endpoints)
+        };
+        // With no allowed endpoint in an exact census there is none at all;
+        // a window may have missed them, so the walk still runs.
+        let mut least = census.least.map(|i| (i, load_per_weight(endpoints, i)));
+        if least.is_none() && members.len() <= EXACT {
+            return None;
+        }
+        let fits = |i: usize, load: f64| {
             let weight = f64::from(endpoints.metas()[i].weight());
             let capacity = (self.factor * (census.load + 1.0) * weight / census.weight).ceil();
             load.is_finite() && load + 1.0 <= capacity
         };
         let Some(hash) = self.ring.key.hash_key(req) else {
-            let turn = ring.members().round_robin(&self.ring.next, endpoints)?;
-            return Some(if fits(turn) { turn } else { least });
+            let turn = members.round_robin(&self.ring.next, endpoints)?;
+            let load = load_of(endpoints, turn);
+            return Some(match least {
+                Some((i, _)) if !fits(turn, load) => i,
+                _ => turn,
+            });
         };
         let mut at = ring.successor(mix64(hash));
         let mut last = usize::MAX;
         for _ in 0..ring.len().min(WALK) {
             let i = ring.owner(at);
             // Consecutive points of one endpoint need not be read twice.
-            if i != last && endpoints.is_allowed(i) && fits(i) {
-                return Some(i);
+            if i != last && endpoints.is_allowed(i) {
+                let load = load_of(endpoints, i);
+                if fits(i, load) {
+                    return Some(i);
+                }
+                let ratio = load / f64::from(endpoints.metas()[i].weight());
+                if least.is_none_or(|(_, low)| ratio < low) {
+                    least = Some((i, ratio));
+                }
             }
             last = i;
             at = ring.next(at);
         }
-        Some(least)
+        match least {
+            Some((i, _)) => Some(i),
+            None => members.first_allowed_after(0, endpoints),
+        }
+    }
+}
+
+impl<E> BoundedConsistentHash<E> {
+    /// The next window of members, folded into the running mean; its `L`
+    /// and `W` are that mean per unit of weight, scaled to the whole set.
+    fn sampled_census<S>(&self, members: &Members, endpoints: &Endpoints<'_, S>) -> Census
+    where
+        S: Load,
+        S::Metric: Into<f64>,
+    {
+        let start = self.cursor.fetch_add(WINDOW, Ordering::Relaxed);
+        let window = members.window(start, WINDOW);
+        let sample = Census::take(window, endpoints);
+        let previous = self.mean.load(Ordering::Relaxed);
+        let mut mean = f64::from_bits(previous);
+        if sample.weight > 0.0 {
+            let observed = sample.load / sample.weight;
+            mean = if previous == NO_MEAN {
+                observed
+            } else {
+                mean + (observed - mean) * SMOOTHING
+            };
+            // A racing pick may overwrite this update: the mean loses one
+            // window's share, which is harmless.
+            self.mean.store(mean.to_bits(), Ordering::Relaxed);
+        }
+        if previous == NO_MEAN && sample.weight == 0.0 {
+            mean = 0.0;
+        }
+        // The bound needs only `L ÷ W`; `W` (here the member count) matters
+        // only in the `+ 1` of the request being placed, a share of one
+        // request spread over the whole set.
+        let weight = members.len() as f64;
+        Census {
+            load: mean * weight,
+            weight,
+            least: sample.least,
+        }
     }
 }
 
@@ -188,7 +274,7 @@ struct Census {
 }
 
 impl Census {
-    fn take<S>(members: &Members, endpoints: &Endpoints<'_, S>) -> Self
+    fn take<S>(members: impl Iterator<Item = usize>, endpoints: &Endpoints<'_, S>) -> Self
     where
         S: Load,
         S::Metric: Into<f64>,
@@ -199,7 +285,7 @@ impl Census {
             least: None,
         };
         let mut least_ratio = f64::INFINITY;
-        for i in members.iter() {
+        for i in members {
             if !endpoints.is_allowed(i) {
                 continue;
             }
@@ -217,6 +303,15 @@ impl Census {
         }
         census
     }
+}
+
+/// Endpoint `i`'s load divided by its weight.
+fn load_per_weight<S>(endpoints: &Endpoints<'_, S>, i: usize) -> f64
+where
+    S: Load,
+    S::Metric: Into<f64>,
+{
+    load_of(endpoints, i) / f64::from(endpoints.metas()[i].weight())
 }
 
 /// Endpoint `i`'s load; infinite if it is not a number or `i` has no

@@ -115,3 +115,55 @@ fn odd_loads_and_weights_do_not_panic() {
     let endpoints = Endpoints::new(&metas, &nan);
     assert_eq!(least.pick(&table, &endpoints, &()), Some(0));
 }
+
+#[test]
+fn a_window_keeps_large_sets_nearly_even() {
+    // Requests that never finish, on 256 endpoints of weight 1 and 2:
+    // windowed picks keep every endpoint within a request or two of
+    // least connections' exact share.
+    let least = LeastConnections::with_seed(8);
+    let weights: Vec<u32> = (0..256).map(|i| 1 + (i % 2)).collect();
+    let metas = metas(&weights);
+    let services = idle(256);
+    let table = least.prepare(&metas);
+    let endpoints = Endpoints::new(&metas, &services);
+    for _ in 0..256 * 30 {
+        let i = least.pick(&table, &endpoints, &()).unwrap();
+        services[i].0.fetch_add(1, Ordering::Relaxed);
+    }
+    for (i, s) in services.iter().enumerate() {
+        let exact = 20 * weights[i];
+        assert!(
+            s.get().abs_diff(exact) <= 2 * weights[i],
+            "{i}: {}",
+            s.get()
+        );
+    }
+}
+
+#[test]
+fn a_window_honours_exclusions_and_weights() {
+    let least = LeastConnections::with_seed(9).window(4);
+    let weights: Vec<u32> = (0..64).map(|i| u32::from(i % 8 != 0)).collect();
+    let metas = metas(&weights);
+    let services: Vec<Counted> = (0..64).map(|i| Counted::new(64 - i)).collect();
+    let table = least.prepare(&metas);
+    let excluded: Vec<u64> = metas[..60].iter().map(|m| m.key_hash()).collect();
+    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+    for _ in 0..100 {
+        let i = least.pick(&table, &endpoints, &()).unwrap();
+        assert!(i >= 60 && weights[i] > 0, "{i}");
+    }
+    // Every endpoint excluded: none, after the fallback scan.
+    let all: Vec<u64> = metas.iter().map(|m| m.key_hash()).collect();
+    let none = Endpoints::new(&metas, &services).excluding(&all);
+    assert_eq!(least.pick(&table, &none, &()), None);
+    // The remembered winner is not brought back once excluded.
+    let plain = Endpoints::new(&metas, &services);
+    let first = least.pick(&table, &plain, &()).unwrap();
+    let without = [metas[first].key_hash()];
+    let retry = Endpoints::new(&metas, &services).excluding(&without);
+    for _ in 0..100 {
+        assert_ne!(least.pick(&table, &retry, &()), Some(first));
+    }
+}

@@ -179,3 +179,34 @@ fn loads_that_are_not_numbers_count_as_busy() {
     }
     assert!(c.iter().all(|&k| k > 0), "{c:?}");
 }
+
+#[test]
+fn a_large_set_keeps_near_the_bound_with_a_sampled_mean() {
+    // 256 endpoints: the mean load comes from windows, so the bound is
+    // approximate; the hot key's endpoint still stays close to it, and
+    // the spill-over spreads.
+    let factor = 1.25;
+    let picker = bounded(factor);
+    let metas = metas(&[1; 256]);
+    let services = idle(256);
+    let ring = picker.prepare(&metas);
+    let endpoints = Endpoints::new(&metas, &services);
+    let rng = Rng::from_seed(22);
+    for _ in 0..256 * 20 {
+        let i = picker.pick(&ring, &endpoints, &skewed(&rng)).unwrap();
+        services[i].0.fetch_add(1, Ordering::Relaxed);
+    }
+    let bound = capacity(factor, 256 * 20, 1, 256);
+    let highest = services.iter().map(Counted::get).max().unwrap();
+    assert!(highest <= bound + 3, "{highest} against a bound of {bound}");
+
+    // Every endpoint but one excluded: that one, whatever the window read.
+    let others = key_hashes(&metas, &(1..256).collect::<Vec<_>>());
+    let retry = Endpoints::new(&metas, &services).excluding(&others);
+    for key in 0..50 {
+        assert_eq!(picker.pick(&ring, &retry, &key), Some(0));
+    }
+    let all = key_hashes(&metas, &(0..256).collect::<Vec<_>>());
+    let none = Endpoints::new(&metas, &services).excluding(&all);
+    assert_eq!(picker.pick(&ring, &none, &1), None);
+}
