@@ -125,6 +125,7 @@ pub mod error;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod health;
+pub mod hedge;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod load;
