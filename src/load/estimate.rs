@@ -71,8 +71,8 @@ impl Estimate {
         value
     }
 
-    /// Like [`rtt_ns`](Self::rtt_ns), for the pick path: the decay is
-    /// computed without `exp` ([`decay_factor`], within 4e-7 of it).
+    /// Like [`rtt_ns`](Self::rtt_ns), for the pick path: no refresh of a
+    /// long-unused estimate unless needed.
     pub(crate) fn load_ns(&self, now: Instant) -> f64 {
         let state = self.state.load(Ordering::Relaxed);
         let (rtt, at) = unpack(state);
@@ -151,9 +151,10 @@ impl Estimate {
         }
     }
 
-    /// The share of the old estimate kept after `elapsed` ticks.
+    /// The share of the old estimate kept after `elapsed` ticks:
+    /// `e^(-elapsed / decay)`, by [`decay_factor`].
     fn keep(&self, elapsed: i32) -> f64 {
-        (-(f64::from(elapsed) * NANOS_PER_TICK) / self.decay_ns).exp()
+        decay_factor(f64::from(elapsed) * self.ticks_per_halving_inv)
     }
 
     /// Milliseconds since the epoch, wrapping at `u32::MAX`.

@@ -113,7 +113,10 @@ async fn load_reads_match_the_exact_estimate() {
     estimate.sample(start, start + 300 * MS);
     for ms in [0u64, 1, 7, 250, 1000, 4321, 60_000] {
         let at = start + 300 * MS + Duration::from_millis(ms);
-        let (fast, exact) = (estimate.load_ns(at), estimate.rtt_ns(at));
+        let elapsed = Duration::from_millis(ms).as_secs_f64();
+        let exact = 300e6 * (-elapsed).exp();
+        let (fast, read) = (estimate.load_ns(at), estimate.rtt_ns(at));
+        assert_eq!(fast, read);
         assert!(
             (fast - exact).abs() <= exact * 4e-7 + 1e-9,
             "{ms}: {fast} {exact}"

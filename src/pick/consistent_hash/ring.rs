@@ -26,18 +26,72 @@ const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 /// [`BoundedConsistentHash`](crate::pick::BoundedConsistentHash): points on a
 /// 64-bit ring, sorted, each owned by an endpoint.
 ///
-/// About 16 bytes a point: its hash, its owner and the bucket index (one
-/// `u32` bucket for every one or two points).
+/// About 6.3 bytes a point (1 000 bytes an endpoint at 160 points): 32 bits
+/// of its hash, its owner in 16 bits (32 beyond 65 535 endpoints) and a
+/// bucket index of one `u32` for every 16 to 32 points. The bucket a point
+/// is in gives the top bits of its hash; the 32 bits kept are the ones just
+/// below. A key whose hash agrees with a point's in all of those bits (the
+/// bucket's and the 32 kept, at least 33 in all) counts as reaching that
+/// point even if its lower bits fall just short of it: with 16 to 32
+/// points a bucket, one key in hundreds of millions, and every process
+/// makes the same choice for it.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct HashRing {
-    hashes: Box<[u64]>,
-    owners: Box<[u32]>,
+    /// Per point, sorted: the 32 bits of its hash below the bucket bits.
+    fractions: Box<[u32]>,
+    owners: Owners,
     /// `buckets[b]` is the position of the first point whose top bits are
     /// at least `b`; one extra entry holds the ring's length.
     buckets: Box<[u32]>,
-    /// 64 minus the number of bits the buckets index.
-    shift: u32,
+    /// The number of bits the buckets index (1 to 32).
+    bits: u32,
     members: Members,
+}
+
+/// Point owners, as narrow as the endpoint count allows.
+#[derive(Clone, PartialEq, Eq)]
+enum Owners {
+    Narrow(Box<[u16]>),
+    Wide(Box<[u32]>),
+}
+
+impl Default for Owners {
+    fn default() -> Self {
+        Self::Narrow(Box::default())
+    }
+}
+
+impl Owners {
+    fn get(&self, pos: usize) -> usize {
+        match self {
+            Self::Narrow(owners) => usize::from(owners[pos]),
+            Self::Wide(owners) => owners[pos] as usize,
+        }
+    }
+}
+
+/// Every point of the ring, sorted: (hash, owner's key hash, owner).
+fn points(metas: &[Meta], per_weight: u32) -> Vec<(u64, u64, u32)> {
+    let counts = point_counts(metas, per_weight);
+    let total: u64 = counts.iter().map(|&(_, c)| c).sum();
+    let mut points: Vec<(u64, u64, u32)> = Vec::with_capacity(total as usize);
+    for &(i, count) in &counts {
+        let key_hash = metas[i as usize].key_hash();
+        let seed = mix64(key_hash ^ RING_SALT);
+        for r in 1..=count {
+            let hash = mix64(seed.wrapping_add(r.wrapping_mul(GAMMA)));
+            points.push((hash, key_hash, i));
+        }
+    }
+    // Ties (two points on one hash) go by key hash, not index: indices
+    // depend on insertion order, and the ring must not.
+    points.sort_unstable();
+    points
+}
+
+/// The 32 bits of `hash` below its top `bits`.
+fn fraction(hash: u64, bits: u32) -> u32 {
+    ((hash << bits) >> 32) as u32
 }
 
 impl HashRing {
@@ -45,40 +99,33 @@ impl HashRing {
     /// down proportionally when the total would exceed [`MAX_POINTS`].
     pub(crate) fn build(metas: &[Meta], per_weight: u32) -> Self {
         let members = Members::new(metas);
-        let counts = point_counts(metas, per_weight);
-        let total: u64 = counts.iter().map(|&(_, c)| c).sum();
-        let mut points: Vec<(u64, u64, u32)> = Vec::with_capacity(total as usize);
-        for &(i, count) in &counts {
-            let key_hash = metas[i as usize].key_hash();
-            let seed = mix64(key_hash ^ RING_SALT);
-            for r in 1..=count {
-                let hash = mix64(seed.wrapping_add(r.wrapping_mul(GAMMA)));
-                points.push((hash, key_hash, i));
-            }
-        }
-        // Ties (two points on one hash) go by key hash, not index: indices
-        // depend on insertion order, and the ring must not.
-        points.sort_unstable();
-        let hashes: Box<[u64]> = points.iter().map(|&(h, _, _)| h).collect();
-        let owners: Box<[u32]> = points.iter().map(|&(_, _, i)| i).collect();
-        let (buckets, shift) = bucket_index(&hashes);
+        let points = points(metas, per_weight);
+        let hashes: Vec<u64> = points.iter().map(|&(h, _, _)| h).collect();
+        let (buckets, bits) = bucket_index(&hashes);
+        let fractions = hashes.iter().map(|&h| fraction(h, bits)).collect();
+        let narrow = metas.len() <= usize::from(u16::MAX) + 1;
+        let owners = if narrow {
+            Owners::Narrow(points.iter().map(|&(_, _, i)| i as u16).collect())
+        } else {
+            Owners::Wide(points.iter().map(|&(_, _, i)| i).collect())
+        };
         Self {
-            hashes,
+            fractions,
             owners,
             buckets,
-            shift,
+            bits,
             members,
         }
     }
 
     /// How many points the ring holds.
     pub fn len(&self) -> usize {
-        self.hashes.len()
+        self.fractions.len()
     }
 
     /// Whether the ring has no points: no endpoint of non-zero weight.
     pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
+        self.fractions.is_empty()
     }
 
     pub(crate) fn members(&self) -> &Members {
@@ -88,11 +135,12 @@ impl HashRing {
     /// The position of the first point at or after `hash`, clockwise.
     /// The ring must not be empty.
     pub(crate) fn successor(&self, hash: u64) -> usize {
-        let bucket = (hash >> self.shift) as usize;
+        let bucket = (hash >> (64 - self.bits)) as usize;
         let lo = self.buckets[bucket] as usize;
         let hi = self.buckets[bucket + 1] as usize;
-        let pos = lo + self.hashes[lo..hi].partition_point(|&h| h < hash);
-        if pos == self.hashes.len() {
+        let key = fraction(hash, self.bits);
+        let pos = lo + self.fractions[lo..hi].partition_point(|&f| f < key);
+        if pos == self.fractions.len() {
             0
         } else {
             pos
@@ -101,12 +149,12 @@ impl HashRing {
 
     /// The endpoint owning the point at `pos`.
     pub(crate) fn owner(&self, pos: usize) -> usize {
-        self.owners[pos] as usize
+        self.owners.get(pos)
     }
 
     /// The position after `pos`, clockwise.
     pub(crate) fn next(&self, pos: usize) -> usize {
-        if pos + 1 == self.hashes.len() {
+        if pos + 1 == self.fractions.len() {
             0
         } else {
             pos + 1
@@ -162,10 +210,11 @@ fn point_counts(metas: &[Meta], per_weight: u32) -> Vec<(u32, u64)> {
         .collect()
 }
 
-/// About one bucket per point, a power of two of them, at least two.
+/// One bucket for every 16 to 32 points, a power of two of them, at least
+/// two; returns the index and how many top bits of a hash it takes.
 fn bucket_index(hashes: &[u64]) -> (Box<[u32]>, u32) {
     let len = hashes.len();
-    let bits = (usize::BITS - 1 - len.max(2).leading_zeros()).min(32);
+    let bits = (usize::BITS - 1 - (len / 16).max(2).leading_zeros()).min(32);
     let shift = 64 - bits;
     let count = 1usize << bits;
     let mut buckets = Vec::with_capacity(count + 1);
@@ -178,7 +227,7 @@ fn bucket_index(hashes: &[u64]) -> (Box<[u32]>, u32) {
         buckets.push(pos as u32);
     }
     buckets.push(len as u32);
-    (buckets.into_boxed_slice(), shift)
+    (buckets.into_boxed_slice(), bits)
 }
 
 #[cfg(test)]
