@@ -47,9 +47,9 @@ use crate::util::mix64;
 ///   searched as by [`ConsistentHash`] and walked, usually over a point or
 ///   two, after the load per unit of weight `L ÷ W` is known. Up to 16
 ///   endpoints every allowed endpoint's load is read for it. Beyond, each
-///   pick reads the next 8 endpoints of a cursor that sweeps the set and
+///   pick reads the next 4 endpoints of a cursor that sweeps the set and
 ///   folds their load per weight into a running mean shared by all picks
-///   (each window weighs 1/16), so the bound uses a mean over about the
+///   (each window weighs 1/32), so the bound uses a mean over about the
 ///   last 128 endpoints read, a few picks old: an approximation of `L ÷ W`
 ///   whose error shrinks as loads grow, and which follows the set's total
 ///   load within a few dozen picks. The fallback "least loaded endpoint" is
@@ -112,9 +112,9 @@ pub struct BoundedConsistentHash<E> {
 /// Up to this many members, the census is exact.
 const EXACT: usize = 16;
 /// Members read a pick beyond [`EXACT`].
-const WINDOW: usize = 8;
+const WINDOW: usize = 4;
 /// The weight of one window in the running mean.
-const SMOOTHING: f64 = 1.0 / 16.0;
+const SMOOTHING: f64 = 1.0 / 32.0;
 /// No mean yet: the first window sets it outright.
 const NO_MEAN: u64 = u64::MAX;
 
@@ -184,7 +184,7 @@ where
         };
         // With no allowed endpoint in an exact census there is none at all;
         // a window may have missed them, so the walk still runs.
-        let mut least = census.least.map(|i| (i, load_per_weight(endpoints, i)));
+        let mut least = census.least.map(|i| (i, census.least_ratio));
         if least.is_none() && members.len() <= EXACT {
             return None;
         }
@@ -261,6 +261,7 @@ impl<E> BoundedConsistentHash<E> {
             load: mean * weight,
             weight,
             least: sample.least,
+            least_ratio: sample.least_ratio,
         }
     }
 }
@@ -271,6 +272,7 @@ struct Census {
     load: f64,
     weight: f64,
     least: Option<usize>,
+    least_ratio: f64,
 }
 
 impl Census {
@@ -283,8 +285,8 @@ impl Census {
             load: 0.0,
             weight: 0.0,
             least: None,
+            least_ratio: f64::INFINITY,
         };
-        let mut least_ratio = f64::INFINITY;
         for i in members {
             if !endpoints.is_allowed(i) {
                 continue;
@@ -296,22 +298,13 @@ impl Census {
                 census.weight += weight;
             }
             let ratio = load / weight;
-            if census.least.is_none() || ratio < least_ratio {
+            if census.least.is_none() || ratio < census.least_ratio {
                 census.least = Some(i);
-                least_ratio = ratio;
+                census.least_ratio = ratio;
             }
         }
         census
     }
-}
-
-/// Endpoint `i`'s load divided by its weight.
-fn load_per_weight<S>(endpoints: &Endpoints<'_, S>, i: usize) -> f64
-where
-    S: Load,
-    S::Metric: Into<f64>,
-{
-    load_of(endpoints, i) / f64::from(endpoints.metas()[i].weight())
 }
 
 /// Endpoint `i`'s load; infinite if it is not a number or `i` has no

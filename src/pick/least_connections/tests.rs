@@ -167,3 +167,29 @@ fn a_window_honours_exclusions_and_weights() {
         assert_ne!(least.pick(&table, &retry, &()), Some(first));
     }
 }
+
+#[test]
+fn a_pick_reads_a_window_of_loads() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    struct Read(Arc<AtomicUsize>);
+    impl Load for Read {
+        type Metric = u32;
+        fn load(&self) -> u32 {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            1
+        }
+    }
+    let reads = Arc::new(AtomicUsize::new(0));
+    let services: Vec<Read> = (0..4096).map(|_| Read(Arc::clone(&reads))).collect();
+    let metas = metas(&vec![1; 4096]);
+    let least = LeastConnections::with_seed(10);
+    let table = least.prepare(&metas);
+    let endpoints = Endpoints::new(&metas, &services);
+    for _ in 0..100 {
+        reads.store(0, Ordering::Relaxed);
+        least.pick(&table, &endpoints, &()).unwrap();
+        assert!(reads.load(Ordering::Relaxed) <= 17);
+    }
+}
