@@ -8,7 +8,7 @@
 //! they were scheduled, so a run depends on nothing but its inputs.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -47,6 +47,11 @@ pub(crate) struct Fleet {
     pub(crate) slots: usize,
     /// Endpoint, time and new speed of a slowdown.
     pub(crate) slowdown: Option<(usize, u64, f64)>,
+    /// Hedging: a request still unanswered this many ns after it arrived
+    /// sends one copy to another endpoint, as `tower_lb::hedge` does with
+    /// two attempts; the first to finish wins and the other is cancelled
+    /// (taken out of its queue, or its slot freed).
+    pub(crate) hedge_after: Option<u64>,
 }
 
 /// What one run measured.
@@ -60,12 +65,15 @@ pub(crate) struct Outcome {
     pub(crate) sent: Vec<u64>,
     /// From the first arrival to the last completion.
     pub(crate) span: u64,
+    /// Copies sent by hedging.
+    pub(crate) hedges: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     FirstByte { station: u32, job: u32 },
     Done { station: u32, slot: u32, job: u32 },
+    Hedge { job: u32 },
 }
 
 /// Runs `jobs` through `fleet`, each sent where `policy` picks among the
@@ -98,6 +106,9 @@ pub(crate) async fn run<M: Meter>(
         meters: stations.iter().map(meter).collect(),
         stations,
         tickets: HashMap::new(),
+        running: HashMap::new(),
+        cancelled: HashSet::new(),
+        finished: vec![false; jobs.len()],
         heap: BinaryHeap::new(),
         seq: 0,
     };
@@ -106,6 +117,7 @@ pub(crate) async fn run<M: Meter>(
         first_byte: vec![0; jobs.len()],
         sent: vec![0; sim.stations.len()],
         span: 0,
+        hedges: 0,
     };
     let mut next = 0;
     loop {
@@ -123,7 +135,25 @@ pub(crate) async fn run<M: Meter>(
             advance_to(zero + Duration::from_nanos(now)).await;
         }
         if !arrives {
-            sim.handle(&mut outcome);
+            if let Some(job) = sim.handle(&mut outcome) {
+                // A hedge is due: a copy to an endpoint this request has not
+                // tried, if it is still waiting.
+                if !sim.finished[job as usize] {
+                    let tried: Vec<u64> = sim
+                        .tickets
+                        .keys()
+                        .filter(|&&(j, _)| j == job)
+                        .map(|&(_, i)| metas[i as usize].key_hash())
+                        .collect();
+                    let endpoints = Endpoints::new(metas, &sim.meters).excluding(&tried);
+                    let job = &jobs[job as usize];
+                    if let Some(i) = policy.pick(&endpoints, job) {
+                        outcome.sent[i] += 1;
+                        outcome.hedges += 1;
+                        sim.arrive(i, job, now).await;
+                    }
+                }
+            }
             continue;
         }
         let job = &jobs[next];
@@ -133,7 +163,10 @@ pub(crate) async fn run<M: Meter>(
             .pick(&endpoints, job)
             .expect("every endpoint has a non-zero weight");
         outcome.sent[i] += 1;
-        sim.arrive(i, job).await;
+        sim.arrive(i, job, job.arrival).await;
+        if let Some(after) = fleet.hedge_after {
+            sim.schedule(job.arrival + after, Event::Hedge { job: job.id });
+        }
     }
     let first = jobs.first().map_or(0, |job| job.arrival);
     let last = jobs
@@ -159,8 +192,14 @@ struct Sim<'a, M: Meter> {
     jobs: &'a [Job],
     stations: Vec<Rc<Station>>,
     meters: Vec<M>,
-    /// What each request in flight holds, by job id.
-    tickets: HashMap<u32, M::Ticket>,
+    /// What each attempt in flight holds, by job id and endpoint.
+    tickets: HashMap<(u32, u32), M::Ticket>,
+    /// The slot each running attempt of a hedged request is in.
+    running: HashMap<(u32, u32), u32>,
+    /// Attempts cancelled while running: their events are stale.
+    cancelled: HashSet<(u32, u32)>,
+    /// Requests answered, by job id.
+    finished: Vec<bool>,
     /// Pending events by (time, order scheduled).
     heap: BinaryHeap<Reverse<(u64, u64, Event)>>,
     seq: u64,
@@ -172,19 +211,52 @@ impl<M: Meter> Sim<'_, M> {
         self.heap.push(Reverse((at, self.seq, event)));
     }
 
-    async fn arrive(&mut self, i: usize, job: &Job) {
+    async fn arrive(&mut self, i: usize, job: &Job, now: u64) {
         let ticket = self.meters[i].send(job).await;
-        self.tickets.insert(job.id, ticket);
+        self.tickets.insert((job.id, i as u32), ticket);
         let station = Rc::clone(&self.stations[i]);
         let idle = station.slots.borrow().iter().position(Option::is_none);
         match idle {
-            Some(slot) => self.start(i, slot, job.id, job.arrival),
+            Some(slot) => self.start(i, slot, job.id, now),
             None => station.queue.borrow_mut().push_back(job.id),
+        }
+    }
+
+    /// Cancels every attempt of `job` but the one on `winner`: its ticket
+    /// is let go (the balancer drops the losing future), and it leaves its
+    /// queue or frees its slot.
+    fn cancel_others(&mut self, job: u32, winner: usize, now: u64) {
+        let others: Vec<u32> = self
+            .tickets
+            .keys()
+            .filter(|&&(j, i)| j == job && i as usize != winner)
+            .map(|&(_, i)| i)
+            .collect();
+        for i in others {
+            if let Some(ticket) = self.tickets.remove(&(job, i)) {
+                self.meters[i as usize].done(ticket);
+            }
+            let station = Rc::clone(&self.stations[i as usize]);
+            let mut queue = station.queue.borrow_mut();
+            if let Some(at) = queue.iter().position(|&j| j == job) {
+                queue.remove(at);
+                continue;
+            }
+            drop(queue);
+            if let Some(slot) = self.running.remove(&(job, i)) {
+                self.cancelled.insert((job, i));
+                station.slots.borrow_mut()[slot as usize] = None;
+                let queued = station.queue.borrow_mut().pop_front();
+                if let Some(next) = queued {
+                    self.start(i as usize, slot as usize, next, now);
+                }
+            }
         }
     }
 
     fn start(&mut self, i: usize, slot: usize, id: u32, now: u64) {
         let job = self.jobs[id as usize];
+        self.running.insert((id, i as u32), slot as u32);
         let station = &*self.stations[i];
         let speed = station.speed_at(now);
         let done = now + duration(job.work, speed);
@@ -211,19 +283,29 @@ impl<M: Meter> Sim<'_, M> {
         );
     }
 
-    fn handle(&mut self, outcome: &mut Outcome) {
-        let Some(Reverse((now, _, event))) = self.heap.pop() else {
-            return;
-        };
+    /// Handles the next event; returns the job whose hedge is due, if that
+    /// is what it was.
+    fn handle(&mut self, outcome: &mut Outcome) -> Option<u32> {
+        let Reverse((now, _, event)) = self.heap.pop()?;
         match event {
             Event::FirstByte { station, job } => {
-                self.first_byte(station as usize, job, now, outcome);
+                if !self.cancelled.contains(&(job, station)) {
+                    self.first_byte(station as usize, job, now, outcome);
+                }
             }
             Event::Done { station, slot, job } => {
+                if self.cancelled.remove(&(job, station)) {
+                    return None;
+                }
+                self.running.remove(&(job, station));
                 let i = station as usize;
-                let arrival = self.jobs[job as usize].arrival;
-                outcome.latency[job as usize] = now - arrival;
-                if let Some(ticket) = self.tickets.remove(&job) {
+                if !self.finished[job as usize] {
+                    self.finished[job as usize] = true;
+                    let arrival = self.jobs[job as usize].arrival;
+                    outcome.latency[job as usize] = now - arrival;
+                    self.cancel_others(job, i, now);
+                }
+                if let Some(ticket) = self.tickets.remove(&(job, station)) {
                     self.meters[i].done(ticket);
                 }
                 let job = &self.jobs[job as usize];
@@ -237,11 +319,17 @@ impl<M: Meter> Sim<'_, M> {
                     self.start(i, slot, next, now);
                 }
             }
+            Event::Hedge { job } => return Some(job),
         }
+        None
     }
 
     fn first_byte(&mut self, i: usize, job: u32, now: u64, outcome: &mut Outcome) {
         self.meters[i].first_byte();
-        outcome.first_byte[job as usize] = now - self.jobs[job as usize].arrival;
+        // A hedged request's first byte is its first attempt's to answer.
+        let first = &mut outcome.first_byte[job as usize];
+        if *first == 0 {
+            *first = now - self.jobs[job as usize].arrival;
+        }
     }
 }

@@ -207,14 +207,21 @@ async fn compare(scenario: &Scenario, entries: &[Entry], args: &Args) -> Vec<Sum
             let halfway = jobs[jobs.len() / 2].arrival;
             (endpoint, halfway, scenario.speeds[endpoint] / factor)
         }),
+        hedge_after: None,
     };
-    let mut rows = Vec::new();
+    let mut rows: Vec<Summary> = Vec::new();
     for (k, entry) in entries.iter().enumerate() {
         if !(entry.applies)(scenario) {
             continue;
         }
         let metas = metas(&scenario.speeds, entry.weights);
         let seed = mix(args.seed ^ mix((u64::from(scenario.id) << 16) | k as u64));
+        let mut fleet = fleet.clone();
+        if let Some(base) = entry.hedge_at_p95_of {
+            // The delay `HedgeDelay::percentile(95.0)` would learn: the p95
+            // of the same picker's run without hedging.
+            fleet.hedge_after = rows.iter().find(|r| r.picker == base).map(|r| r.p95);
+        }
         let outcome = entry.run(seed, scenario, &fleet, &jobs, &metas).await;
         rows.push(Summary::new(entry.name, outcome));
     }

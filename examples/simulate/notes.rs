@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use crate::pickers::{LC, LC_EWMA, LC_WEIGHTED, P2C, P2C_EWMA, P2C_WEIGHTED, RR, SCORED};
+use crate::pickers::{
+    LC, LC_EWMA, LC_WEIGHTED, P2C, P2C_EWMA, P2C_EWMA_HEDGED, P2C_HEDGED, P2C_WEIGHTED, RR, SCORED,
+};
 use crate::report::{p99_ratio, ratio, Summary};
 use crate::scenario::{Scenario, PEAK_EWMA_DECAY, SLOTS};
 
@@ -21,6 +23,9 @@ pub(crate) fn verdict(scenario: &Scenario, rows: &[Summary]) -> String {
     }
     if scenario.id == 'f' {
         return spread_verdict(rows);
+    }
+    if scenario.id == 'd' {
+        return hedge_verdict(rows);
     }
     if !matches!(scenario.id, 'b' | 'c') {
         return String::new();
@@ -122,6 +127,28 @@ fn spread_verdict(rows: &[Summary]) -> String {
         met(ewma),
         ratio(ewma),
     )
+}
+
+/// For (d): whether hedging at p95 cuts the p99 of the same picker.
+fn hedge_verdict(rows: &[Summary]) -> String {
+    let find = |name: &str| rows.iter().find(|row| row.picker == name);
+    let mut text =
+        String::from("Hedging at p95 (one copy to another endpoint, the loser cancelled):");
+    for (base, hedged) in [(P2C, P2C_HEDGED), (P2C_EWMA, P2C_EWMA_HEDGED)] {
+        if let (Some(b), Some(h)) = (find(base), find(hedged)) {
+            let _ = write!(
+                text,
+                " {base}: p99 {} → {} ({}), {:.1} % of requests copied;",
+                crate::report::duration(b.p99),
+                crate::report::duration(h.p99),
+                ratio(h.p99 as f64 / b.p99.max(1) as f64),
+                100.0 * h.hedged,
+            );
+        }
+    }
+    text.pop();
+    text.push_str(".\n");
+    text
 }
 
 /// The head of the Markdown report.

@@ -25,6 +25,8 @@ pub(crate) const P2C_WEIGHTED: &str = "p2c (speed weights)";
 pub(crate) const LC_EWMA: &str = "least conn. (peak-ewma)";
 pub(crate) const P2C_EWMA: &str = "p2c (peak-ewma)";
 pub(crate) const SCORED: &str = "scored (reports 1 poll late)";
+pub(crate) const P2C_HEDGED: &str = "p2c + hedge at p95";
+pub(crate) const P2C_EWMA_HEDGED: &str = "p2c (peak-ewma) + hedge at p95";
 
 /// A picker with its table over endpoint services `S`, behind one object
 /// type so that pickers with different tables share a list.
@@ -100,6 +102,9 @@ pub(crate) struct Entry {
     /// What it reads as load, and how a fresh picker is built from a seed
     /// for its tie-breaking and sampling.
     build: Build,
+    /// Hedging at the p95 latency of the named entry's run (the same picker
+    /// without hedging) in the same scenario.
+    pub(crate) hedge_at_p95_of: Option<&'static str>,
 }
 
 impl Entry {
@@ -125,7 +130,13 @@ impl Entry {
             weights: Weights::Equal,
             applies: |_| true,
             build,
+            hedge_at_p95_of: None,
         }
+    }
+
+    fn hedged_at_p95_of(mut self, name: &'static str) -> Self {
+        self.hedge_at_p95_of = Some(name);
+        self
     }
 
     fn weighted_by_speed(mut self) -> Self {
@@ -224,6 +235,12 @@ pub(crate) fn entries() -> Vec<Entry> {
             Build::Reports(|seed| policy(Scored::with_seed(seed))),
         )
         .only_where(Scenario::reports_load),
+        Entry::new(P2C_HEDGED, |seed| policy(P2c::with_seed(seed)))
+            .hedged_at_p95_of(P2C)
+            .only_where(|s| s.slowdown.is_some()),
+        Entry::peak_ewma(P2C_EWMA_HEDGED, |seed| policy(P2c::with_seed(seed)))
+            .hedged_at_p95_of(P2C_EWMA)
+            .only_where(|s| s.slowdown.is_some()),
     ]
 }
 

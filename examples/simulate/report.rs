@@ -11,12 +11,15 @@ pub(crate) struct Summary {
     /// Completed requests per second of virtual time.
     pub(crate) throughput: f64,
     pub(crate) p50: u64,
+    pub(crate) p95: u64,
     pub(crate) p99: u64,
     pub(crate) p999: u64,
     /// 99th percentile of the time to the first byte.
     pub(crate) first_byte_p99: u64,
     /// Each endpoint's share of the requests, in percent.
     pub(crate) shares: Vec<f64>,
+    /// Copies sent by hedging, per request.
+    pub(crate) hedged: f64,
 }
 
 impl Summary {
@@ -26,6 +29,7 @@ impl Summary {
             mut first_byte,
             sent,
             span,
+            hedges,
         } = outcome;
         latency.sort_unstable();
         first_byte.sort_unstable();
@@ -34,6 +38,8 @@ impl Summary {
             picker,
             throughput: latency.len() as f64 / (span.max(1) as f64 / 1e9),
             p50: percentile(&latency, 0.50),
+            p95: percentile(&latency, 0.95),
+            hedged: hedges as f64 / latency.len().max(1) as f64,
             p99: percentile(&latency, 0.99),
             p999: percentile(&latency, 0.999),
             first_byte_p99: percentile(&first_byte, 0.99),
@@ -55,7 +61,7 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
 }
 
 /// A duration in ns, to three significant figures.
-fn duration(ns: u64) -> String {
+pub(crate) fn duration(ns: u64) -> String {
     let ms = ns as f64 / 1e6;
     match ms {
         ms if ms < 10.0 => format!("{ms:.2} ms"),
