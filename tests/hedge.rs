@@ -324,8 +324,8 @@ async fn a_retry_layers_attempt_set_is_shared() {
         // The balancer records the key hash of what it picks: learn it.
         let probe = TriedEndpoints::new();
         let mut b = balance.clone();
-        let _ = probe.scope(|| b.call(0));
-        let _ = probe.scope(|| b.call(0));
+        drop(probe.scope(|| b.call(0)));
+        drop(probe.scope(|| b.call(0)));
         probe.last().unwrap()
     };
     tried.record(key_of_1);

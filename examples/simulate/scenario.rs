@@ -239,11 +239,11 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
 fn spread(ratio: f64) -> [f64; ENDPOINTS] {
     let step = ratio.powf(-1.0 / (ENDPOINTS - 1) as f64);
     let mut speeds = [1.0; ENDPOINTS];
-    for i in 1..ENDPOINTS {
+    for (i, speed) in speeds.iter_mut().enumerate().skip(1) {
         // Rounded to three significant figures, so the description reads.
-        let speed = step.powi(i as i32);
-        let scale = 10f64.powi(2 - speed.log10().floor() as i32);
-        speeds[i] = (speed * scale).round() / scale;
+        let exact = step.powi(i as i32);
+        let scale = 10f64.powi(2 - exact.log10().floor() as i32);
+        *speed = (exact * scale).round() / scale;
     }
     speeds
 }

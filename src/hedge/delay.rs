@@ -85,7 +85,7 @@ impl Latencies {
         self.buckets[bucket(micros)].fetch_add(1, Ordering::Relaxed);
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         let recorded = self.recorded.fetch_add(1, Ordering::Relaxed) + 1;
-        if recorded % REFRESH == 0 || recorded == self.min_samples {
+        if recorded.is_multiple_of(REFRESH) || recorded == self.min_samples {
             self.refresh(total, recorded);
         }
     }

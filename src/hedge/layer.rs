@@ -80,7 +80,7 @@ impl<S, P: Clone> Layer<S> for HedgeLayer<P> {
             HedgeDelay::Percentile {
                 percentile,
                 min_samples,
-            } => When::Learnt(Latencies::new(percentile, min_samples)),
+            } => When::Learnt(Box::new(Latencies::new(percentile, min_samples))),
         };
         let budget = self
             .budget

@@ -24,7 +24,7 @@ pub struct Hedge<S, P> {
 
 pub(crate) enum When {
     Fixed(Duration),
-    Learnt(Latencies),
+    Learnt(Box<Latencies>),
 }
 
 pub(crate) struct Shared {
