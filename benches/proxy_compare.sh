@@ -1,34 +1,37 @@
 #!/usr/bin/env bash
-# The proxy example against nginx, in front of the same two backends.
+# The proxy example against nginx and HAProxy, in front of the same two
+# backends.
 #
-#   bash benches/proxy_vs_nginx.sh
+#   bash benches/proxy_compare.sh
 #
-# Installs nginx, wrk (and curl) from Debian's packages if missing, builds
+# Installs nginx, HAProxy, wrk (and curl) from Debian's packages if missing, builds
 # `examples/proxy` and `examples/hello_backend` in release mode, starts two
 # backends on 127.0.0.1, and runs wrk against:
 #
 #   direct  one backend, no proxy (the ceiling)
 #   proxy   examples/proxy --workers 1 --algorithm round-robin
 #   nginx   one worker process, the same upstream (round robin, keepalive 64)
+#   haproxy one thread (nbthread 1), the same servers (round robin,
+#           http-reuse always)
 #
-# Both proxies append X-Forwarded-For and keep connections to the backends
-# alive. Targets are measured in turn, round after round, so that a change in
-# the machine's load hits all three. Prints requests/s and p99 latency for
+# All three proxies append X-Forwarded-For and keep connections to the
+# backends alive. Targets are measured in turn, round after round, so that a
+# change in the machine's load hits all four. Prints requests/s and p99 latency for
 # each round, the median of the rounds, and the ratios.
 #
 # Settings (environment): ROUNDS (3), DURATION (5s per target and round),
-# CONNECTIONS (64), THREADS (2). Everything listens on 127.0.0.1 and stops
+# CONNECTIONS (64), THREADS (1: `wrk -t1 -c64`). Everything listens on 127.0.0.1 and stops
 # when the script ends.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-64}
-THREADS=${THREADS:-2}
+THREADS=${THREADS:-1}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
-work=$(mktemp -d "${TMPDIR:-/tmp}/proxy-vs-nginx.XXXXXX")
+work=$(mktemp -d "${TMPDIR:-/tmp}/proxy-compare.XXXXXX")
 pids=()
 
 cleanup() {
@@ -47,6 +50,9 @@ nginx_bin=$(command -v nginx || true)
 [[ -z $nginx_bin && -x /usr/sbin/nginx ]] && nginx_bin=/usr/sbin/nginx
 missing=()
 [[ -z $nginx_bin ]] && missing+=(nginx-light)
+haproxy_bin=$(command -v haproxy || true)
+[[ -z $haproxy_bin && -x /usr/sbin/haproxy ]] && haproxy_bin=/usr/sbin/haproxy
+[[ -z $haproxy_bin ]] && missing+=(haproxy)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
@@ -60,6 +66,7 @@ if ((${#missing[@]})); then
         apt install -y "${missing[@]/nginx-light/nginx}" >/dev/null
     fi
     nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+    haproxy_bin=$(command -v haproxy || echo /usr/sbin/haproxy)
 fi
 
 say "building the proxy and the backend (release)"
@@ -152,7 +159,35 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-for target_addr in "$backend1" "$proxy" "$nginx"; do
+haproxy_port=$(free_port)
+cat >"$work/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option forwardfor
+    http-reuse always
+frontend front
+    bind 127.0.0.1:$haproxy_port
+    default_backend backends
+backend backends
+    balance roundrobin
+    server b1 $backend1
+    server b2 $backend2
+EOF
+"$haproxy_bin" -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+pids+=("$!")
+haproxy="127.0.0.1:$haproxy_port"
+for _ in $(seq 100); do
+    curl -fs "http://$haproxy/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+for target_addr in "$backend1" "$proxy" "$nginx" "$haproxy"; do
     answer=$(curl -fs "http://$target_addr/") || { say "no answer from $target_addr"; exit 1; }
     [[ $answer == hello* ]] || { say "unexpected answer from $target_addr: $answer"; exit 1; }
 done
@@ -185,21 +220,21 @@ measure() {
     echo "$rps $(to_ms "$p99")"
 }
 
-names=(direct proxy nginx)
-addrs=("$backend1" "$proxy" "$nginx")
+names=(direct proxy nginx haproxy)
+addrs=("$backend1" "$proxy" "$nginx" "$haproxy")
 say "warming up"
 for addr in "${addrs[@]}"; do
     wrk -t"$THREADS" -c"$CONNECTIONS" -d1s "http://$addr/" >/dev/null
 done
 
 declare -A rps p99
-printf '%-7s %-7s %12s %10s\n' round target requests/s p99-ms
+printf '%-7s %-8s %12s %10s\n' round target requests/s p99-ms
 for round in $(seq "$ROUNDS"); do
     for i in "${!names[@]}"; do
         read -r r p < <(measure "${addrs[$i]}")
         rps[${names[$i]},$round]=$r
         p99[${names[$i]},$round]=$p
-        printf '%-7s %-7s %12.0f %10.2f\n' "$round" "${names[$i]}" "$r" "$p"
+        printf '%-7s %-8s %12.0f %10.2f\n' "$round" "${names[$i]}" "$r" "$p"
     done
 done
 
@@ -220,10 +255,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 echo
 echo "median of $ROUNDS rounds (wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores):"
-printf '%-7s %12s %10s %12s\n' target requests/s p99-ms vs-direct
+printf '%-8s %12s %10s %12s\n' target requests/s p99-ms vs-direct
 for name in "${names[@]}"; do
-    printf '%-7s %12.0f %10.2f %11sx\n' "$name" "${med_rps[$name]}" "${med_p99[$name]}" \
+    printf '%-8s %12.0f %10.2f %11sx\n' "$name" "${med_rps[$name]}" "${med_p99[$name]}" \
         "$(ratio "${med_rps[$name]}" "${med_rps[direct]}")"
 done
 echo "proxy / nginx: $(ratio "${med_rps[proxy]}" "${med_rps[nginx]}")x requests/s," \
     "$(ratio "${med_p99[proxy]}" "${med_p99[nginx]}")x p99"
+echo "proxy / haproxy: $(ratio "${med_rps[proxy]}" "${med_rps[haproxy]}")x requests/s," \
+    "$(ratio "${med_p99[proxy]}" "${med_p99[haproxy]}")x p99"
