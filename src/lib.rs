@@ -25,6 +25,8 @@
 //!   discovery [`Worker`](balance::Worker).
 //! * [`health`]: active probes and passive outlier detection, so dead
 //!   endpoints leave rotation and come back.
+//! * [`hedge`]: a layer that sends a copy of a slow request to another
+//!   endpoint after a delay and takes the first answer.
 //! * `retry` (feature `http`): a layer that retries a failed request on
 //!   another endpoint, within a budget, with backoff, idempotency rules and
 //!   bounded body replay.
