@@ -46,14 +46,15 @@ use crate::util::mix64;
 /// * **pick**: O(1) beyond 16 endpoints, O(n) up to 16: the ring is
 ///   searched as by [`ConsistentHash`] and walked, usually over a point or
 ///   two, after the load per unit of weight `L ÷ W` is known. Up to 16
-///   endpoints every allowed endpoint's load is read for it. Beyond, each
-///   pick reads the next 4 endpoints of a cursor that sweeps the set and
-///   folds their load per weight into a running mean shared by all picks
-///   (each window weighs 1/32), so the bound uses a mean over about the
-///   last 128 endpoints read, a few picks old: an approximation of `L ÷ W`
-///   whose error shrinks as loads grow, and which follows the set's total
-///   load within a few dozen picks. The fallback "least loaded endpoint" is
-///   then the least loaded of the window and the endpoints walked.
+///   endpoints every allowed endpoint's load is read for it. Beyond, every
+///   fourth pick reads the next 4 endpoints of a cursor that sweeps the set
+///   and folds their load per weight into a running mean shared by all
+///   picks (each window weighs 1/32), so the bound uses a mean over about
+///   the last 128 endpoints read, some hundred picks old: an approximation
+///   of `L ÷ W` whose error shrinks as loads grow, and which follows the
+///   set's total load within a few hundred picks. The fallback "least loaded
+///   endpoint" is then the least loaded of the window (if read) and the
+///   endpoints walked.
 /// * **prepare**: the same ring as [`ConsistentHash`].
 ///
 /// # Weights, no endpoints, missing key, exclusions
@@ -111,8 +112,10 @@ pub struct BoundedConsistentHash<E> {
 
 /// Up to this many members, the census is exact.
 const EXACT: usize = 16;
-/// Members read a pick beyond [`EXACT`].
+/// Members read by every [`EVERY`]-th pick beyond [`EXACT`].
 const WINDOW: usize = 4;
+/// Beyond [`EXACT`], one pick in this many reads a window.
+const EVERY: usize = 4;
 /// The weight of one window in the running mean.
 const SMOOTHING: f64 = 1.0 / 32.0;
 /// No mean yet: the first window sets it outright.
@@ -234,11 +237,23 @@ impl<E> BoundedConsistentHash<E> {
         S: Load,
         S::Metric: Into<f64>,
     {
-        let start = self.cursor.fetch_add(WINDOW, Ordering::Relaxed);
-        let window = members.window(start, WINDOW);
-        let sample = Census::take(window, endpoints);
+        let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
         let previous = self.mean.load(Ordering::Relaxed);
         let mut mean = f64::from_bits(previous);
+        // The bound needs only `L ÷ W`; `W` (here the member count) matters
+        // only in the `+ 1` of the request being placed, a share of one
+        // request spread over the whole set.
+        let weight = members.len() as f64;
+        if turn % EVERY != 0 && previous != NO_MEAN {
+            return Census {
+                load: mean * weight,
+                weight,
+                least: None,
+                least_ratio: f64::INFINITY,
+            };
+        }
+        let window = members.window(turn / EVERY * WINDOW, WINDOW);
+        let sample = Census::take(window, endpoints);
         if sample.weight > 0.0 {
             let observed = sample.load / sample.weight;
             mean = if previous == NO_MEAN {
@@ -253,10 +268,6 @@ impl<E> BoundedConsistentHash<E> {
         if previous == NO_MEAN && sample.weight == 0.0 {
             mean = 0.0;
         }
-        // The bound needs only `L ÷ W`; `W` (here the member count) matters
-        // only in the `+ 1` of the request being placed, a share of one
-        // request spread over the whole set.
-        let weight = members.len() as f64;
         Census {
             load: mean * weight,
             weight,
