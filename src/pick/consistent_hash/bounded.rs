@@ -244,7 +244,7 @@ impl<E> BoundedConsistentHash<E> {
         // only in the `+ 1` of the request being placed, a share of one
         // request spread over the whole set.
         let weight = members.len() as f64;
-        if turn % EVERY != 0 && previous != NO_MEAN {
+        if !turn.is_multiple_of(EVERY) && previous != NO_MEAN {
             return Census {
                 load: mean * weight,
                 weight,
