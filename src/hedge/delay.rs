@@ -2,7 +2,10 @@
 //! lock-free latency histogram a percentile delay is read from.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tower::retry::budget::Budget;
 
 /// How long the latest attempt goes without an answer before the next copy
 /// is sent.
@@ -145,6 +148,33 @@ fn upper_micros(i: usize) -> u64 {
         // Bucket i holds `micros + 1` in [(4 + frac) × 2^(exp-2),
         // (5 + frac) × 2^(exp-2)).
         _ => ((5 + frac) << (exp - 2)) - 2,
+    }
+}
+
+pub(crate) enum When {
+    Fixed(Duration),
+    Learnt(Box<Latencies>),
+}
+
+pub(crate) struct Shared {
+    pub(crate) when: When,
+    pub(crate) budget: Arc<dyn Budget + Send + Sync>,
+    pub(crate) max_attempts: u32,
+}
+
+impl Shared {
+    /// How long to wait for an answer before the next copy, if known.
+    pub(crate) fn delay(&self) -> Option<Duration> {
+        match &self.when {
+            When::Fixed(delay) => Some(*delay),
+            When::Learnt(latencies) => latencies.delay(),
+        }
+    }
+
+    pub(crate) fn record(&self, latency: Duration) {
+        if let When::Learnt(latencies) = &self.when {
+            latencies.record(latency);
+        }
     }
 }
 

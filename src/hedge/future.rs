@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-use super::service::Shared;
+use super::delay::Shared;
 use super::CloneRequest;
 use crate::balance::TriedEndpoints;
 

@@ -8,7 +8,8 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower_layer::Layer;
 
 use super::delay::Latencies;
-use super::service::{Hedge, Shared, When};
+use super::delay::{Shared, When};
+use super::service::Hedge;
 use super::{HedgeDelay, MAX_ATTEMPTS};
 
 /// Wraps a service (a [`Balance`](crate::Balance), or a stack above one) in

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tower::retry::budget::Budget;
 use tower::Service;
 
-use super::delay::Latencies;
+use super::delay::Shared;
 use super::future::ResponseFuture;
 use super::CloneRequest;
 use crate::balance::TriedEndpoints;
@@ -20,33 +19,6 @@ pub struct Hedge<S, P> {
     inner: S,
     policy: P,
     shared: Arc<Shared>,
-}
-
-pub(crate) enum When {
-    Fixed(Duration),
-    Learnt(Box<Latencies>),
-}
-
-pub(crate) struct Shared {
-    pub(crate) when: When,
-    pub(crate) budget: Arc<dyn Budget + Send + Sync>,
-    pub(crate) max_attempts: u32,
-}
-
-impl Shared {
-    /// How long to wait for an answer before the next copy, if known.
-    pub(crate) fn delay(&self) -> Option<Duration> {
-        match &self.when {
-            When::Fixed(delay) => Some(*delay),
-            When::Learnt(latencies) => latencies.delay(),
-        }
-    }
-
-    pub(crate) fn record(&self, latency: Duration) {
-        if let When::Learnt(latencies) = &self.when {
-            latencies.record(latency);
-        }
-    }
 }
 
 impl<S, P> Hedge<S, P> {

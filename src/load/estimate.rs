@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// What a failed request adds to an endpoint's round-trip estimate: 100 ms
+/// (see [`Latency`](super::Latency), "Failures").
+pub const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_millis(100);
+
 /// The estimate clock's resolution: a millisecond.
 const NANOS_PER_TICK: f64 = 1_000_000.0;
 
@@ -40,9 +44,7 @@ impl Estimate {
             epoch: Instant::now(),
             decay_ns,
             ticks_per_halving_inv: NANOS_PER_TICK / decay_ns / std::f64::consts::LN_2,
-            failure_penalty: AtomicU64::new(
-                nanos(super::peak_ewma::DEFAULT_FAILURE_PENALTY).to_bits(),
-            ),
+            failure_penalty: AtomicU64::new(nanos(DEFAULT_FAILURE_PENALTY).to_bits()),
             state: AtomicU64::new(pack(nanos(default_rtt), 0)),
         }
     }

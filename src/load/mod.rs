@@ -120,11 +120,10 @@ mod wrapper;
 pub use self::completion::{AnswerHandle, CompleteOnBodyEnd, TrackedBody};
 pub use self::counter::{Counter, Handle};
 pub use self::discover::{InFlightDiscover, LatencyDiscover};
+pub use self::estimate::DEFAULT_FAILURE_PENALTY;
 pub use self::future::ResponseFuture;
 pub use self::hooks::{AnswerHooks, HookHandle};
 pub use self::in_flight::{Count, InFlight};
 pub use self::layer::{InFlightLayer, LatencyLayer};
-pub use self::peak_ewma::{
-    Cost, EwmaHandle, Latency, DEFAULT_DECAY, DEFAULT_FAILURE_PENALTY, DEFAULT_RTT,
-};
+pub use self::peak_ewma::{Cost, EwmaHandle, Latency, DEFAULT_DECAY, DEFAULT_RTT};
 pub use tower::load::{CompleteOnResponse, Load, TrackCompletion};

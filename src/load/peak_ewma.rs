@@ -18,10 +18,6 @@ use super::{CompleteOnBodyEnd, Counter, Handle, ResponseFuture};
 /// completes: 30 ms.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
 
-/// What a failed request adds to an endpoint's round-trip estimate: 100 ms
-/// (see [`Latency`], "Failures").
-pub const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_millis(100);
-
 /// How long the Peak-EWMA estimate takes to forget: 10 s (the time constant
 /// of its exponential decay).
 pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
@@ -45,7 +41,7 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 /// failed request (the call fails, or, with [`CompleteOnBodyEnd`], the
 /// answer's status is 5xx or 429) never lowers the estimate: its sample is
 /// the larger of its round trip and the current estimate, plus a penalty
-/// ([`DEFAULT_FAILURE_PENALTY`], 100 ms; see
+/// ([`DEFAULT_FAILURE_PENALTY`](super::DEFAULT_FAILURE_PENALTY), 100 ms; see
 /// [`failure_penalty`](Latency::failure_penalty)). As a sample above the
 /// estimate replaces it, each failure raises the cost by the penalty; the
 /// usual decay lets a recovered endpoint back in. Pair this with health

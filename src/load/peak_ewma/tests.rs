@@ -126,7 +126,7 @@ async fn a_failed_call_ends_its_round_trip() {
     // A failure ends the round trip too, and adds the failure penalty.
     assert_eq!(
         svc.rtt_estimate(),
-        Duration::from_secs(3) + super::DEFAULT_FAILURE_PENALTY
+        Duration::from_secs(3) + crate::load::DEFAULT_FAILURE_PENALTY
     );
 }
 
