@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+#[cfg(doc)]
+use super::EndpointMetrics;
+
 /// The rarely changing part of an endpoint's metrics: read through
 /// [`EndpointMetrics::extra`].
 #[derive(Clone, Debug, Default, PartialEq)]
