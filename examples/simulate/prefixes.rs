@@ -30,10 +30,14 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use tower::load::Load;
+use tower_lb::endpoint::{ClientLoad, Endpoint};
 use tower_lb::pick::{
-    ConsistentHash, Endpoints, LeastConnections, Meta, P2c, Pick, Prepare, RoundRobin,
+    ConsistentHash, Endpoints, FactsRef, LeastConnections, Meta, P2c, Pick, PrefixAffinity,
+    PrefixConfig, Prepare, PromptBlocks, PromptRequest, RoundRobin, ScoreHook, Scored,
+    ScoredRequest, Weights,
 };
 
 use crate::report::{duration, percentile};
@@ -75,7 +79,7 @@ pub(crate) struct Turn {
     /// The conversation's key (a hash): the session of session affinity.
     pub(crate) session: u64,
     /// The prompt's blocks, each named by a chained hash.
-    pub(crate) blocks: Vec<u64>,
+    pub(crate) blocks: PromptBlocks,
     /// Blocks of the prompt and the answer, cached once it is served.
     pub(crate) cached_after: Vec<u64>,
     /// Prompt tokens.
@@ -143,7 +147,7 @@ pub(crate) fn workload(requests: usize, seed: u64) -> Vec<Turn> {
             id: id as u32,
             arrival: 0,
             session: c.session,
-            blocks: blocks_now,
+            blocks: PromptBlocks::from_hashes(blocks_now),
             cached_after: blocks_after,
             prompt_tokens: prompt as u32,
             answer_tokens: answer as u32,
@@ -232,7 +236,7 @@ impl Server {
 
     /// (start, first token, end) of `turn` if it were sent here at `now`.
     pub(crate) fn schedule(&self, turn: &Turn, now: u64) -> (u64, u64, u64) {
-        let hit = (self.cache.peek(&turn.blocks) * BLOCK_TOKENS) as u64;
+        let hit = (self.cache.peek(turn.blocks.hashes()) * BLOCK_TOKENS) as u64;
         let prefill =
             (u64::from(turn.prompt_tokens) - hit.min(u64::from(turn.prompt_tokens))) * PREFILL_NS;
         let start = now.max(self.free_at.iter().copied().min().unwrap_or(0));
@@ -245,11 +249,45 @@ impl Server {
     }
 }
 
-impl Load for Server {
-    type Metric = u32;
+/// Requests in flight, as the crate's `InFlight` counts them.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub(crate) struct Flight(u32);
 
-    fn load(&self) -> u32 {
-        self.in_flight() as u32
+impl From<Flight> for f64 {
+    fn from(flight: Flight) -> f64 {
+        f64::from(flight.0)
+    }
+}
+
+impl ClientLoad for Flight {
+    fn in_flight(&self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl Load for Server {
+    type Metric = Flight;
+
+    fn load(&self) -> Flight {
+        Flight(self.in_flight() as u32)
+    }
+}
+
+impl Endpoint for Server {
+    fn weight(&self) -> u32 {
+        1
+    }
+}
+
+impl ScoredRequest for Turn {
+    fn facts(&self) -> FactsRef<'_> {
+        FactsRef::default()
+    }
+}
+
+impl PromptRequest for Turn {
+    fn prompt_blocks(&self) -> Option<&PromptBlocks> {
+        Some(&self.blocks)
     }
 }
 
@@ -271,23 +309,72 @@ pub(crate) struct Row {
 /// A picker over the simulated servers, with its table.
 pub(crate) trait Policy {
     fn pick(&self, endpoints: &Endpoints<'_, Server>, turn: &Turn, now: u64) -> Option<usize>;
+
+    /// A request sent to the endpoint of `key_hash` has ended.
+    fn ended(&self, _key_hash: u64) {}
 }
 
 struct Prepared<P: Prepare> {
     picker: P,
     table: P::Table,
+    /// The hook that hears when answers end, as `AnswerHooks` would tell it.
+    hook: Option<Arc<PrefixAffinity>>,
 }
 
 impl<P: Pick<Turn, Server>> Policy for Prepared<P> {
     fn pick(&self, endpoints: &Endpoints<'_, Server>, turn: &Turn, _now: u64) -> Option<usize> {
         self.picker.pick(&self.table, endpoints, turn)
     }
+
+    fn ended(&self, key_hash: u64) {
+        if let Some(hook) = &self.hook {
+            <PrefixAffinity as ScoreHook<Turn>>::answer_end(hook, key_hash);
+        }
+    }
 }
 
 fn prepared<P: Pick<Turn, Server>>(picker: P, metas: &[Meta]) -> Box<dyn Policy> {
     let table = picker.prepare(metas);
-    Box::new(Prepared { picker, table })
+    Box::new(Prepared {
+        picker,
+        table,
+        hook: None,
+    })
 }
+
+/// The scoring picker as `examples/llm_router` sets it by default (queue
+/// 2, KV cache 2, prefix 3), less the KV scorer: the simulated servers
+/// report nothing, so the queue scorer reads the client's requests in
+/// flight, and a KV scorer would only count them twice.
+fn scored(seed: u64, metas: &[Meta], prefix: Option<PrefixConfig>) -> Box<dyn Policy> {
+    let weights = Weights {
+        queue: 2.0,
+        kv_cache: 0.0,
+        in_flight: 0.0,
+        ..Weights::default()
+    };
+    let picker = Scored::with_seed(seed).weights(weights);
+    let (picker, hook) = match prefix {
+        Some(config) => {
+            let hook = Arc::new(PrefixAffinity::with_config(config));
+            (hook.install(picker, 3.0), Some(hook))
+        }
+        None => (picker, None),
+    };
+    let table = picker.prepare(metas);
+    Box::new(Prepared {
+        picker,
+        table,
+        hook,
+    })
+}
+
+/// No gate: affinity whatever the load.
+const NO_GATE: PrefixConfig = PrefixConfig {
+    index_blocks: 31_250,
+    balance_abs: usize::MAX,
+    balance_rel: f64::INFINITY,
+};
 
 /// Sends each request where it would finish first, knowing every cache.
 struct Ideal;
@@ -321,6 +408,13 @@ pub(crate) fn entries() -> Vec<(&'static str, Build)> {
         ("consistent hash (session)", |_, m| {
             prepared(ConsistentHash::new(session_key), m)
         }),
+        ("scored (queue)", |s, m| scored(s, m, None)),
+        ("scored + prefix, no gate", |s, m| {
+            scored(s, m, Some(NO_GATE))
+        }),
+        ("scored + prefix + gate", |s, m| {
+            scored(s, m, Some(PrefixConfig::default()))
+        }),
     ]
 }
 
@@ -333,16 +427,17 @@ pub(crate) fn run(name: &'static str, policy: &dyn Policy, turns: &[Turn], metas
     let (mut prompt, mut cached, mut answer, mut last) = (0u64, 0u64, 0u64, 0u64);
     for turn in turns {
         let now = turn.arrival;
-        for server in &mut servers {
+        for (server, meta) in servers.iter_mut().zip(metas) {
             while server.ends.peek().is_some_and(|Reverse(end)| *end <= now) {
                 server.ends.pop();
+                policy.ended(meta.key_hash());
             }
         }
         let endpoints = Endpoints::new(metas, &servers);
         let i = policy.pick(&endpoints, turn, now).unwrap_or(0);
         let server = &mut servers[i];
         let (_start, first, end) = server.schedule(turn, now);
-        cached += ((server.cache.peek(&turn.blocks) * BLOCK_TOKENS) as u64)
+        cached += ((server.cache.peek(turn.blocks.hashes()) * BLOCK_TOKENS) as u64)
             .min(u64::from(turn.prompt_tokens));
         prompt += u64::from(turn.prompt_tokens);
         answer += u64::from(turn.answer_tokens);
