@@ -2,16 +2,19 @@
 //! latency?
 //!
 //! ```sh
-//! cargo run --release --example simulate -- [--requests N] [--seed S] [--out DIR]
+//! cargo run --release --example simulate -- [--requests N] [--seed S] [--out DIR] [--only ID]
 //! ```
 //!
-//! Simulated endpoints serve Poisson traffic in virtual time, six scenarios
+//! Simulated endpoints serve Poisson traffic in virtual time, seven scenarios
 //! over: (a) a homogeneous fleet; (b) one endpoint 10× slower; (c) inference
 //! traffic, with heavy-tailed (lognormal) request costs and streamed
 //! answers; (d) one endpoint that becomes 5× slower halfway through; (e)
 //! inference traffic on GPUs of different speeds whose servers report their
 //! queue and KV use one poll period late, for the scoring picker; (f)
-//! endpoints whose speeds span a thousandfold (1 ms … 1 s). The
+//! endpoints whose speeds span a thousandfold (1 ms … 1 s); (g) chats
+//! sharing system prompts on endpoints with prefix caches (`prefixes.rs`,
+//! its own model, at most 200,000 requests). `--only ID` runs one scenario
+//! (its tables alone then go to `DIR`). The
 //! crate's real pickers choose every endpoint through `Prepare` and `Pick`,
 //! reading load from `tower::load::Load` services: in-flight counts the
 //! simulation keeps, as the balancer would (`probe.rs`), or the crate's own

@@ -44,7 +44,7 @@ use crate::report::{duration, percentile};
 use crate::rng::{mix, Rng};
 
 /// The scenario's letter.
-pub(crate) const ID: char = 'f';
+pub(crate) const ID: char = 'g';
 
 /// Endpoints in the fleet.
 pub(crate) const ENDPOINTS: usize = 8;
@@ -361,10 +361,11 @@ fn scored(seed: u64, metas: &[Meta], prefix: Option<PrefixConfig>) -> Box<dyn Po
         }
         None => (picker, None),
     };
-    let table = picker.prepare(metas);
+    // The table is `()`; preparing tells the prefix hook the endpoints.
+    picker.prepare(metas);
     Box::new(Prepared {
         picker,
-        table,
+        table: (),
         hook,
     })
 }

@@ -58,7 +58,7 @@ impl PromptBlocks {
     {
         let size = config.block_size.max(1);
         let mut hasher = Chain {
-            previous: xxh3_64_with_seed(model.as_bytes(), 0x70_7265_6669_78),
+            previous: xxh3_64_with_seed(model.as_bytes(), 0x7072_6566_6978),
             buffer: Vec::with_capacity(size),
             hashes: Vec::new(),
             size,
