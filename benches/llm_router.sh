@@ -27,7 +27,8 @@
 # (16; use 48 for three times the load), MAX_TOKENS (32), SEED (1),
 # CACHE_TOKENS (20000 per server), BATCH (8), PREFILL (100us per uncached
 # token), DECODE (5ms per token), VENV (/var/tmp/sglang-venv), TARGETS
-# (default "direct tower-lb sglang-ca sglang-rr"). Traffic stays on
+# (default "direct tower-lb sglang-ca sglang-rr"), ROUTER_ARGS (extra flags
+# for examples/llm_router, say `--scorer prefix=6,queue=2,kv=2`). Traffic stays on
 # 127.0.0.1; sglang-router gets HF_ENDPOINT pointing at a closed loopback
 # port, so it never reaches out for a tokenizer, and its Prometheus listener
 # on 127.0.0.1. Everything stops when the script ends.
@@ -45,6 +46,7 @@ PREFILL=${PREFILL:-100us}
 DECODE=${DECODE:-5ms}
 VENV=${VENV:-/var/tmp/sglang-venv}
 TARGETS=${TARGETS:-direct tower-lb sglang-ca sglang-rr}
+ROUTER_ARGS=${ROUTER_ARGS:-}
 SERVERS=8
 BASE_PORT=${BASE_PORT:-18300}
 
@@ -122,7 +124,7 @@ for t in $TARGETS; do
             backends=()
             for url in "${urls[@]}"; do backends+=(--backend "$url"); done
             start_router tower-lb $((BASE_PORT + 10)) "$bin/llm_router" \
-                --listen "127.0.0.1:$((BASE_PORT + 10))" "${backends[@]}"
+                --listen "127.0.0.1:$((BASE_PORT + 10))" "${backends[@]}" $ROUTER_ARGS
         fi
         ;;
     sglang-ca | sglang-rr)

@@ -101,7 +101,7 @@ where
 
 /// The request to send: the facts of `bytes` in its extensions, `bytes` as
 /// its body; or why not.
-fn request<B>(
+pub(super) fn request<B>(
     mut parts: http::request::Parts,
     bytes: Bytes,
     blocks: BlockConfig,

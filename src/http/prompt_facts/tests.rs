@@ -124,3 +124,36 @@ async fn the_model_header_fills_in_for_a_body_without_one() {
     let (_, model, blocks) = seen(PromptFactsLayer::new(), request).await.unwrap();
     assert_eq!((model.as_deref(), blocks), (Some("bge"), None));
 }
+
+mod no_panics {
+    use proptest::prelude::*;
+
+    use super::super::future::request;
+    use crate::pick::BlockConfig;
+
+    fn parts() -> http::request::Parts {
+        http::Request::new(()).into_parts().0
+    }
+
+    proptest! {
+        /// Whatever the body, reading it ends in a request or an error.
+        #[test]
+        fn any_bytes(body in proptest::collection::vec(any::<u8>(), 0..512), json: bool) {
+            let _ = request::<()>(parts(), body.into(), BlockConfig::default(), json);
+        }
+
+        /// JSON of any shape under the known keys, and any block settings.
+        #[test]
+        fn any_shape(
+            text in "[\\[\\]{}\",:a-z0-9 ]{0,200}",
+            block_size in 0usize..100,
+            max_blocks in 0usize..10,
+        ) {
+            let config = BlockConfig { block_size, max_blocks };
+            for key in ["prompt", "messages", "model"] {
+                let body = format!("{{\"{key}\": {text}}}");
+                let _ = request::<()>(parts(), body.into(), config, true);
+            }
+        }
+    }
+}

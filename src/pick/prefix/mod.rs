@@ -123,7 +123,10 @@ pub struct PrefixConfig {
     /// of prompt at 64 bytes a block, in 500 kB of index).
     pub index_blocks: usize,
     /// The gate trips only when the busiest endpoint has more than this many
-    /// requests in flight beyond the idlest (default 4).
+    /// requests in flight beyond the idlest (default 8: on eight model
+    /// servers with batches of 8, 4 tripped so often that affinity was
+    /// lost, see `docs/benchmarks.md`; SGLang's default, 64, never trips on a
+    /// small fleet).
     pub balance_abs: usize,
     /// ...and more than this many times as many (default 1.5).
     pub balance_rel: f64,
@@ -133,7 +136,7 @@ impl Default for PrefixConfig {
     fn default() -> Self {
         Self {
             index_blocks: 31_250,
-            balance_abs: 4,
+            balance_abs: 8,
             balance_rel: 1.5,
         }
     }
