@@ -308,3 +308,96 @@ async fn a_server_killed_mid_stream_cuts_the_stream_and_never_hangs() {
         "{outcome}"
     );
 }
+
+/// Sends a low-priority request; `None` if no answer head came within
+/// `wait` (it is queued: the client gives up on it).
+async fn low_priority(addr: SocketAddr, wait: Duration) -> Option<http::Response<Incoming>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::post("/v1/chat/completions")
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("x-priority", "-1")
+        .body(Full::new(Bytes::from(chat("m", 1))))
+        .unwrap();
+    tokio::time::timeout(wait, sender.send_request(request))
+        .await
+        .ok()
+        .map(Result::unwrap)
+}
+
+#[tokio::test]
+async fn low_priority_requests_get_429_when_every_server_is_saturated() {
+    // One request runs at a time, for 40 tokens 250 ms apart; the others
+    // wait.
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--model",
+        "m",
+        "--decode-per-token",
+        "250ms",
+        "--batch",
+        "1",
+    ];
+    let server = Process::start("model_server", &args.map(String::from));
+    let router = router(&[server.url()], &[]);
+    let mut long = Vec::new();
+    for _ in 0..7 {
+        let addr = router.addr;
+        long.push(tokio::spawn(async move {
+            post(addr, "/v1/chat/completions", chat("m", 40)).await
+        }));
+    }
+    // Until the server holds one running and six waiting.
+    within("six requests waiting at the server", async {
+        loop {
+            let tcp = TcpStream::connect(server.addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let request = Request::get("/stats")
+                .header("host", server.addr.to_string())
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let body = sender
+                .send_request(request)
+                .await
+                .unwrap()
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
+            let stats: Value = serde_json::from_slice(&body).unwrap();
+            if stats["waiting"].as_u64() >= Some(6) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Seven in flight, above the default bound of 5, once the server's last
+    // report (from the first answer's head) is stale: low priority is shed.
+    let shed = within("a 429", async {
+        loop {
+            if let Some(response) = low_priority(router.addr, Duration::from_millis(100)).await {
+                if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                    return response;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(shed.headers().contains_key("retry-after"));
+    for task in long {
+        task.abort();
+    }
+}
