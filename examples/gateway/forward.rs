@@ -35,8 +35,9 @@ use super::guard::ClientBody;
 pub(crate) type UpstreamBody = ReplayBody<ClientBody>;
 
 /// The one client every backend shares: its pool keeps connections to each
-/// backend alive.
-pub(crate) type HttpClient = Client<Connector, SentBody<UpstreamBody>>;
+/// backend alive. `B` is the request body as the retry layer hands it on (a
+/// gateway that reads bodies before the retry layer has another type).
+pub(crate) type HttpClient<B = UpstreamBody> = Client<Connector, SentBody<B>>;
 
 /// How long connecting to a backend may take before the attempt fails (and
 /// is retried elsewhere).
@@ -56,7 +57,11 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-pub(crate) fn client() -> HttpClient {
+pub(crate) fn client<B>() -> HttpClient<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut connector = HttpConnector::new();
     // Small requests and answers must not wait for delayed acknowledgements.
     connector.set_nodelay(true);
@@ -75,15 +80,26 @@ pub(crate) fn client() -> HttpClient {
 ///
 /// It is the innermost service, under the health wrapper: a timed-out
 /// attempt is an error that outlier detection counts against this backend.
-#[derive(Clone, Debug)]
-pub(crate) struct Forward {
-    client: ResponseTimeout<HttpClient>,
+#[derive(Debug)]
+pub(crate) struct Forward<B = UpstreamBody> {
+    client: ResponseTimeout<HttpClient<B>>,
     authority: Authority,
     failures: Arc<AtomicU64>,
 }
 
-impl Forward {
-    pub(crate) fn new(client: HttpClient, addr: SocketAddr, attempt_timeout: Duration) -> Self {
+// By hand: a derive would ask for `B: Clone`, which no body is.
+impl<B> Clone for Forward<B> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            authority: self.authority.clone(),
+            failures: Arc::clone(&self.failures),
+        }
+    }
+}
+
+impl<B> Forward<B> {
+    pub(crate) fn new(client: HttpClient<B>, addr: SocketAddr, attempt_timeout: Duration) -> Self {
         let authority =
             Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         Self {
@@ -100,7 +116,12 @@ impl Forward {
     }
 }
 
-impl Service<Request<UpstreamBody>> for Forward {
+impl<B> Service<Request<B>> for Forward<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     type Response = Response<Incoming>;
     type Error = BoxError;
     type Future = ForwardFuture;
@@ -110,7 +131,7 @@ impl Service<Request<UpstreamBody>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<UpstreamBody>) -> ForwardFuture {
+    fn call(&mut self, mut request: Request<B>) -> ForwardFuture {
         let mut uri = std::mem::take(request.uri_mut()).into_parts();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(self.authority.clone());

@@ -2,16 +2,19 @@
 //! latency?
 //!
 //! ```sh
-//! cargo run --release --example simulate -- [--requests N] [--seed S] [--out DIR]
+//! cargo run --release --example simulate -- [--requests N] [--seed S] [--out DIR] [--only ID]
 //! ```
 //!
-//! Simulated endpoints serve Poisson traffic in virtual time, six scenarios
+//! Simulated endpoints serve Poisson traffic in virtual time, seven scenarios
 //! over: (a) a homogeneous fleet; (b) one endpoint 10× slower; (c) inference
 //! traffic, with heavy-tailed (lognormal) request costs and streamed
 //! answers; (d) one endpoint that becomes 5× slower halfway through; (e)
 //! inference traffic on GPUs of different speeds whose servers report their
 //! queue and KV use one poll period late, for the scoring picker; (f)
-//! endpoints whose speeds span a thousandfold (1 ms … 1 s). The
+//! endpoints whose speeds span a thousandfold (1 ms … 1 s); (g) chats
+//! sharing system prompts on endpoints with prefix caches (`prefixes.rs`,
+//! its own model, at most 200,000 requests). `--only ID` runs one scenario
+//! (its tables alone then go to `DIR`). The
 //! crate's real pickers choose every endpoint through `Prepare` and `Pick`,
 //! reading load from `tower::load::Load` services: in-flight counts the
 //! simulation keeps, as the balancer would (`probe.rs`), or the crate's own
@@ -33,6 +36,7 @@ mod ewma;
 mod fleet;
 mod notes;
 mod pickers;
+mod prefixes;
 mod probe;
 mod report;
 mod reports;
@@ -54,7 +58,7 @@ use crate::report::{p99_ratio, Summary};
 use crate::rng::mix;
 use crate::scenario::{Job, Scenario, SLOTS};
 
-const USAGE: &str = "usage: simulate [--requests N] [--seed S] [--out DIR]";
+const USAGE: &str = "usage: simulate [--requests N] [--seed S] [--out DIR] [--only ID]";
 
 /// Enough requests for a p99.9 of a thousand samples, in well under a
 /// minute.
@@ -69,6 +73,8 @@ struct Args {
     requests: usize,
     seed: u64,
     out: PathBuf,
+    /// Run only the scenario of this letter.
+    only: Option<char>,
 }
 
 /// The arguments, or `None` when help was asked for.
@@ -77,6 +83,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
         requests: DEFAULT_REQUESTS,
         seed: 1,
         out: PathBuf::from("docs"),
+        only: None,
     };
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
@@ -101,6 +108,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
                     .map_err(|_| format!("--seed must be a whole number, not {v:?}"))?;
             }
             "--out" => parsed.out = PathBuf::from(value()?),
+            "--only" => {
+                let v = value()?;
+                let mut letters = v.chars();
+                parsed.only = match (letters.next(), letters.next()) {
+                    (Some(id), None) => Some(id),
+                    _ => return Err(format!("--only takes one scenario letter, not {v:?}")),
+                };
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -143,6 +158,9 @@ fn simulate(args: &Args) -> Result<(), String> {
     let mut markdown = intro(args.requests, args.seed);
     let mut groups = Vec::new();
     for scenario in scenario::scenarios() {
+        if args.only.is_some_and(|id| id != scenario.id) {
+            continue;
+        }
         let rows = runtime.block_on(compare(&scenario, &entries, args));
         let heading = format!("({}) {}", scenario.id, scenario.title);
         let table = report::table(&rows, scenario.streams());
@@ -180,6 +198,14 @@ fn simulate(args: &Args) -> Result<(), String> {
                     .collect(),
             });
         }
+    }
+
+    if args.only.is_none_or(|id| id == prefixes::ID) {
+        let metas = metas(&[1.0; prefixes::ENDPOINTS], Weights::Equal);
+        let (describe, table) = prefixes::compare(args.requests, args.seed, &metas);
+        let heading = format!("({}) shared prefixes", prefixes::ID);
+        println!("{heading}\n{describe}\n\n{table}");
+        let _ = write!(markdown, "\n## {heading}\n\n{describe}.\n\n{table}");
     }
 
     let md = out.join("simulate.md");

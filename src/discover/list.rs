@@ -47,9 +47,11 @@ impl<K, S> StaticList<K, S> {
         )
     }
 
-    fn from_weighted(items: impl Iterator<Item = (K, Weighted<S>)>) -> Self {
+    /// Endpoints already wrapped in [`Weighted`]: to give each its
+    /// [`EndpointMetrics`](crate::endpoint::EndpointMetrics) record, say.
+    pub fn from_weighted(endpoints: impl IntoIterator<Item = (K, Weighted<S>)>) -> Self {
         Self {
-            items: items.collect::<Vec<_>>().into_iter(),
+            items: endpoints.into_iter().collect::<Vec<_>>().into_iter(),
         }
     }
 }

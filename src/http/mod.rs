@@ -62,6 +62,8 @@
 
 mod balancer;
 pub(crate) mod preset;
+#[cfg(feature = "llm")]
+mod prompt_facts;
 mod response_timeout;
 mod saturated;
 mod set_authority;
@@ -69,6 +71,11 @@ pub(crate) mod source;
 
 pub use self::balancer::{Balancer, Builder, Endpoint, HttpClient, Picker};
 pub use self::preset::{BuildError, Preset, Stack};
+#[cfg(feature = "llm")]
+pub use self::prompt_facts::{
+    PromptBody, PromptFacts, PromptFactsError, PromptFactsLayer,
+    ResponseFuture as PromptFactsFuture, DEFAULT_MAX_BODY,
+};
 pub use self::response_timeout::{
     ResponseFuture as ResponseTimeoutFuture, ResponseTimeout, ResponseTimeoutLayer, SentBody,
 };

@@ -58,6 +58,7 @@ mod least_connections;
 mod maglev;
 mod members;
 mod p2c;
+mod prefix;
 mod report_weighted;
 mod round_robin;
 mod scored;
@@ -74,6 +75,10 @@ pub use self::ip_hash::IpHash;
 pub use self::least_connections::{LeastConnections, LeastConnectionsTable};
 pub use self::maglev::{InvalidTableSize, Maglev, MaglevTable};
 pub use self::p2c::{P2c, P2cTable};
+pub use self::prefix::{
+    BlockConfig, PrefixAffinity, PrefixConfig, PrefixStats, PromptBlocks, PromptRequest,
+    SessionAffinity, SessionKey,
+};
 pub use self::report_weighted::{ReportTable, ReportWeighted, ReportWeights};
 pub use self::round_robin::RoundRobin;
 pub use self::scored::{

@@ -298,7 +298,11 @@ impl<Req, S> fmt::Debug for Scored<Req, S> {
 impl<Req: 'static, S: 'static> Prepare for Scored<Req, S> {
     type Table = ();
 
-    fn prepare(&self, _endpoints: &[Meta]) {}
+    fn prepare(&self, endpoints: &[Meta]) {
+        for hook in &self.hooks {
+            hook.endpoints_changed(endpoints);
+        }
+    }
 }
 
 /// A scorer's range over the eligible endpoints: `(min, max)`.

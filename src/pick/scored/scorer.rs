@@ -64,4 +64,12 @@ pub trait ScoreHook<Req>: Send + Sync + 'static {
     fn answer_end(&self, key_hash: u64) {
         let _ = key_hash;
     }
+
+    /// The endpoint set is now `endpoints`: called from the picker's
+    /// [`prepare`](crate::pick::Prepare::prepare), on the discovery worker,
+    /// whenever the set changes. A hook that keeps state per endpoint drops
+    /// the state of those that left here.
+    fn endpoints_changed(&self, endpoints: &[Meta]) {
+        let _ = endpoints;
+    }
 }

@@ -1,0 +1,391 @@
+//! An OpenAI-compatible LLM router on tower-lb: prefix-cache affinity, load
+//! from the model servers' own reports, saturation shedding.
+//!
+//! ```sh
+//! cargo run --release --features llm,metrics --example llm_router -- \
+//!   --listen 127.0.0.1:8080 \
+//!   --backend http://127.0.0.1:8001#llama --backend http://127.0.0.1:8002#llama \
+//!   --scorer prefix=3,queue=2,kv=2 --admin 127.0.0.1:8081
+//! ```
+//!
+//! Behind each request:
+//!
+//! ```text
+//! client ─► Front (hop-by-hop headers, X-Forwarded-For)
+//!        ─► PromptFacts (reads the JSON body: model, prompt blocks; 400, 413)
+//!        ─► model check (404 for a model no backend serves)
+//!        ─► Retry (--retries, budgeted)
+//!        ─► Balance(Scored: model filter, saturation → 429,
+//!                   prefix affinity + queue + KV cache scorers, imbalance gate)
+//!        ─► Healthy (outlier detection, GET --health-path)
+//!        ─► Weighted (the server's EndpointMetrics) ─► AnswerHooks (the gate's counts)
+//!        ─► InFlight ─► LoadReports (ORCA headers in, `endpoint-load-metrics-format: TEXT` out)
+//!        ─► Forward (hyper-util client, keep-alive; 30 s for the answer's head)
+//! ```
+//!
+//! Answers stream through as they come, so server-sent events pass frame
+//! by frame. With `--metrics-path /metrics` each server's Prometheus page
+//! is polled too (`--metrics-interval`, 100 ms by default). `--admin ADDR`
+//! serves `GET /status`: each server's reported load and its age, the
+//! router's prefix index there (blocks, bytes, expected hit rate) and
+//! requests in flight, and whether the imbalance gate is open.
+//!
+//! The listener (connection cap, header and idle timeouts), the forwarding
+//! and the admin listener come from `examples/gateway`, shared with
+//! `examples/proxy`; unlike the proxy, the router does not drain on
+//! SIGTERM.
+
+mod cli;
+#[path = "../gateway/mod.rs"]
+// The router uses forwarding, binding, health and the admin listener, not
+// the proxy's server loop.
+#[allow(dead_code)]
+mod gateway;
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use tower::filter::Filter;
+use tower::timeout::error::Elapsed;
+use tower::{Layer, ServiceExt};
+use tower_lb::discover::StaticList;
+use tower_lb::endpoint::{EndpointMetrics, LoadReport, Weighted};
+use tower_lb::error::Saturated;
+use tower_lb::health::{HealthDiscover, Healthy, NoHealthyEndpoints};
+use tower_lb::http::{PromptBody, PromptFacts, PromptFactsError, PromptFactsLayer};
+use tower_lb::load::{AnswerHooks, InFlight};
+use tower_lb::metrics::{LoadReportLayer, LoadReports, PollerHandle, PrometheusPoller};
+use tower_lb::pick::{
+    hash_value, PrefixAffinity, PrefixConfig, Scored, ScoredRequest, SessionAffinity, SessionKey,
+};
+use tower_lb::retry::{ReplayBody, Retry, RetryLayer, RetryPolicy};
+use tower_lb::{Balance, BoxError, NoEndpoints};
+
+use crate::cli::Cli;
+use crate::gateway::forward::{self, Forward};
+use crate::gateway::guard::{ClientBody, Timeouts};
+use crate::gateway::listener::{self, Connections, Limits};
+
+/// The request body after the prompt facts layer.
+type Body = PromptBody<ClientBody>;
+/// ... and after the retry layer.
+type Upstream = ReplayBody<Body>;
+/// One model server as the balancer holds it.
+type Endpoint =
+    Healthy<Weighted<AnswerHooks<InFlight<LoadReports<Forward<Upstream>>>, PrefixAffinity>>>;
+type Picker = Scored<Request<Upstream>, Endpoint>;
+type Lb = Balance<SocketAddr, Endpoint, Picker>;
+type Stack = PromptFacts<Filter<Retry<Lb>, Models>>;
+/// Every answer's body: the server's, streamed, or our own error.
+type RouterBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// How long one attempt may wait for a server's response head, from the
+/// end of the request body.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Client connections held at once.
+const MAX_CONNECTIONS: usize = 10_000;
+
+/// A client's request head must arrive within this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection without a byte either way (between requests) is closed
+/// after this; a streamed answer keeps it busy.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let runtime = match gateway::runtime(cli.workers) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("llm_router: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llm_router: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The models a request may ask for: `None` when some backend serves any.
+#[derive(Clone, Debug)]
+struct Models(Option<Arc<[String]>>);
+
+impl tower::filter::Predicate<Request<Body>> for Models {
+    type Request = Request<Body>;
+
+    fn check(&mut self, request: Request<Body>) -> Result<Request<Body>, BoxError> {
+        if let (Some(models), Some(model)) = (&self.0, request.facts().model) {
+            if !models.iter().any(|m| m == model) {
+                return Err(UnknownModel(model.to_owned()).into());
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// A request for a model no backend serves.
+#[derive(Debug)]
+struct UnknownModel(String);
+
+impl std::fmt::Display for UnknownModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no backend serves the model {:?}", self.0)
+    }
+}
+
+impl Error for UnknownModel {}
+
+async fn run(cli: Cli) -> Result<(), BoxError> {
+    let prefix = Arc::new(PrefixAffinity::with_config(PrefixConfig {
+        balance_abs: cli.balance_abs,
+        balance_rel: cli.balance_rel,
+        ..PrefixConfig::default()
+    }));
+    let client = forward::client::<Upstream>();
+    let mut pollers: Vec<PollerHandle> = Vec::new();
+    let mut records = Vec::new();
+    let mut endpoints = Vec::new();
+    for backend in &cli.backends {
+        let metrics = EndpointMetrics::new();
+        if let Some(model) = &backend.model {
+            metrics.record(&LoadReport {
+                models: Some(vec![model.as_str().into()]),
+                ..LoadReport::default()
+            });
+        }
+        if let Some(path) = &cli.metrics_path {
+            let base: http::Uri = format!("http://{}", backend.addr).parse()?;
+            let poller = PrometheusPoller::new()
+                .path(path.clone())
+                .interval(cli.metrics_interval);
+            pollers.push(poller.spawn(base, metrics.clone()));
+        }
+        let service = LoadReportLayer::new(metrics.clone()).layer(Forward::new(
+            client.clone(),
+            backend.addr,
+            ATTEMPT_TIMEOUT,
+        ));
+        let service = AnswerHooks::new(
+            InFlight::new(service),
+            Arc::clone(&prefix),
+            hash_value(&backend.addr),
+        );
+        records.push((backend.clone(), metrics.clone()));
+        endpoints.push((
+            backend.addr,
+            Weighted::new(service, 1).with_metrics(metrics),
+        ));
+    }
+    let health = gateway::server::health(Some(&cli.health_path), Duration::from_secs(1));
+    let discover = HealthDiscover::new(StaticList::from_weighted(endpoints), health)?;
+
+    let scorer = cli.scorer;
+    let mut picker: Picker = Scored::new().weights(scorer.weights);
+    if scorer.prefix > 0.0 {
+        picker = prefix.install(picker, scorer.prefix);
+    }
+    if scorer.session > 0.0 {
+        let key = SessionKey::Header(cli.session_header.parse()?);
+        picker = Arc::new(SessionAffinity::new(key, 1 << 16)).install(picker, scorer.session);
+    }
+    let lb: Lb = Balance::new(discover, picker);
+    let expected = cli.backends.len();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        lb.wait_for(|keys| keys.len() >= expected),
+    )
+    .await;
+
+    let models = if cli.backends.iter().all(|b| b.model.is_some()) {
+        Models(Some(
+            cli.backends
+                .iter()
+                .filter_map(|b| b.model.clone())
+                .collect(),
+        ))
+    } else {
+        Models(None)
+    };
+    let stack: Stack = tower::ServiceBuilder::new()
+        .layer(PromptFactsLayer::new().max_body(cli.max_body))
+        .filter(models)
+        .layer(RetryLayer::new(
+            RetryPolicy::new().max_attempts(cli.retries.saturating_add(1)),
+        ))
+        .service(lb);
+
+    let (_drain_signal, drain) = gateway::drain::channel();
+    let limits = Limits {
+        timeouts: Timeouts {
+            header: HEADER_TIMEOUT,
+            idle: IDLE_TIMEOUT,
+        },
+        max_connections: MAX_CONNECTIONS,
+    };
+    if let Some(addr) = cli.admin {
+        let listener = gateway::server::bind(addr, Some("--admin")).await?;
+        let prefix = Arc::clone(&prefix);
+        let status = move || status(&records, &prefix);
+        tokio::spawn(gateway::admin::serve(
+            listener,
+            limits,
+            drain.clone(),
+            status,
+        ));
+    }
+    let listener = gateway::server::bind(cli.listen, None).await?;
+    println!("llm_router listening on http://{}", listener.local_addr()?);
+    let connections = Connections::new(MAX_CONNECTIONS);
+    listener::serve(listener, limits, connections, drain, move |peer| Front {
+        stack: stack.clone(),
+        forwarded_for: forward::forwarded_for(peer),
+    })
+    .await;
+    Ok(())
+}
+
+/// The `/status` document.
+fn status(records: &[(cli::Backend, EndpointMetrics)], prefix: &PrefixAffinity) -> String {
+    let stats = prefix.stats();
+    let backends: Vec<_> = records
+        .iter()
+        .map(|(backend, metrics)| {
+            let key = hash_value(&backend.addr);
+            let index = stats.iter().find(|s| s.key_hash == key);
+            let facts = metrics.load();
+            json!({
+                "backend": format!("http://{}", backend.addr),
+                "model": backend.model,
+                "queue": facts.map(|f| f.queue),
+                "kv_cache_use": facts.map(|f| f.kv_cache_use),
+                "metrics_age_ms": metrics.age().map(|a| a.as_secs_f64() * 1e3),
+                "in_flight": index.map(|s| s.in_flight),
+                "prefix_index_blocks": index.map(|s| s.indexed_blocks),
+                "prefix_index_bytes": index.map(|s| s.capacity_blocks * PrefixAffinity::bytes_per_block()),
+                "prefix_hit_rate": index.map(|s| s.hit_rate),
+            })
+        })
+        .collect();
+    json!({
+        "imbalance_gate_open": prefix.gate_tripped(),
+        "bytes_per_indexed_block": PrefixAffinity::bytes_per_block(),
+        "backends": backends,
+    })
+    .to_string()
+}
+
+/// What one client connection runs for each request.
+struct Front {
+    stack: Stack,
+    forwarded_for: HeaderValue,
+}
+
+type FrontFuture = Pin<Box<dyn Future<Output = Result<Response<RouterBody>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<ClientBody>> for Front {
+    type Response = Response<RouterBody>;
+    type Error = Infallible;
+    // Boxed: one allocation a request, small beside an inference request.
+    type Future = FrontFuture;
+
+    fn call(&self, mut request: Request<ClientBody>) -> FrontFuture {
+        forward::strip_hop_by_hop(request.headers_mut(), false);
+        forward::append_forwarded_for(request.headers_mut(), &self.forwarded_for);
+        let stack = self.stack.clone();
+        Box::pin(async move {
+            Ok(match stack.oneshot(request).await {
+                Ok(response) => {
+                    let (mut parts, body) = response.into_parts();
+                    forward::strip_hop_by_hop(&mut parts.headers, false);
+                    Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+                }
+                Err(error) => error_response(&error),
+            })
+        })
+    }
+}
+
+/// An OpenAI-style error answer for a failed request.
+fn error_response(error: &BoxError) -> Response<RouterBody> {
+    if let Some(answer) = tower_lb::http::saturated_response::<String>(error) {
+        let (parts, _) = answer.into_parts();
+        return with_message(
+            Response::from_parts(parts, ()),
+            "every server is saturated; retry later",
+        );
+    }
+    let mut status = StatusCode::BAD_GATEWAY;
+    let mut message = "no server could be reached".to_owned();
+    let mut next: Option<&(dyn Error + 'static)> = Some(&**error);
+    while let Some(e) = next {
+        if let Some(e) = e.downcast_ref::<PromptFactsError>() {
+            status = e.status();
+            message = e.to_string();
+            break;
+        }
+        if e.is::<UnknownModel>() {
+            status = StatusCode::NOT_FOUND;
+            message = e.to_string();
+            break;
+        }
+        if e.is::<NoEndpoints>() || e.is::<NoHealthyEndpoints>() {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+            message = "no server available".into();
+            break;
+        }
+        if e.is::<Elapsed>() {
+            status = StatusCode::GATEWAY_TIMEOUT;
+            message = "the server did not answer in time".into();
+            break;
+        }
+        if e.is::<Saturated>() {
+            status = StatusCode::TOO_MANY_REQUESTS;
+            break;
+        }
+        next = e.source();
+    }
+    if status.is_server_error() {
+        tracing::warn!(%status, %error, "request failed");
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    with_message(response, &message)
+}
+
+fn with_message(response: Response<()>, message: &str) -> Response<RouterBody> {
+    let body =
+        json!({"error": {"message": message, "code": response.status().as_u16()}}).to_string();
+    let (mut parts, ()) = response.into_parts();
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(
+        parts,
+        Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    )
+}

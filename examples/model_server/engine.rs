@@ -1,0 +1,184 @@
+//! The emulated engine: a batch of running requests, a queue before it, a
+//! prefix cache, and the time prefill and decode take.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::cache::{block_hashes, tokens, PrefixCache, BLOCK_TOKENS};
+
+/// How the engine behaves.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) model: String,
+    pub(crate) cache_tokens: usize,
+    pub(crate) batch: usize,
+    pub(crate) prefill_per_token: Duration,
+    pub(crate) decode_per_token: Duration,
+    pub(crate) seed: u64,
+}
+
+/// Counters since start (or since the last flush).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) finished: AtomicU64,
+    pub(crate) prompt_tokens: AtomicU64,
+    pub(crate) cached_tokens: AtomicU64,
+    pub(crate) generated_tokens: AtomicU64,
+}
+
+/// The engine's state, shared by every request.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub(crate) config: Config,
+    cache: Mutex<PrefixCache>,
+    slots: Arc<Semaphore>,
+    pub(crate) waiting: AtomicUsize,
+    pub(crate) running: AtomicUsize,
+    /// Tokens that running requests hold in the KV cache.
+    pub(crate) running_tokens: AtomicUsize,
+    pub(crate) counters: Counters,
+}
+
+/// A request admitted to the batch: it holds its slot until dropped.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    engine: Arc<Engine>,
+    _slot: OwnedSemaphorePermit,
+    held_tokens: usize,
+    /// Prompt tokens found in the cache.
+    pub(crate) cached_tokens: usize,
+    /// Prompt tokens in all.
+    pub(crate) prompt_tokens: usize,
+    /// How long prefill takes: the uncached tokens.
+    pub(crate) prefill: Duration,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.engine.running.fetch_sub(1, Relaxed);
+        self.engine
+            .running_tokens
+            .fetch_sub(self.held_tokens, Relaxed);
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(config: Config) -> Arc<Self> {
+        Arc::new(Self {
+            cache: Mutex::new(PrefixCache::new(config.cache_tokens)),
+            slots: Arc::new(Semaphore::new(config.batch.max(1))),
+            config,
+            waiting: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            running_tokens: AtomicUsize::new(0),
+            counters: Counters::default(),
+        })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, PrefixCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for a slot in the batch, then looks the prompt up in the
+    /// cache.
+    pub(crate) async fn admit(self: &Arc<Self>, prompt: &[u8], max_tokens: usize) -> Admitted {
+        self.counters.requests.fetch_add(1, Relaxed);
+        self.waiting.fetch_add(1, Relaxed);
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        self.waiting.fetch_sub(1, Relaxed);
+        self.running.fetch_add(1, Relaxed);
+        let blocks = block_hashes(prompt);
+        let hit_blocks = self.cache().lookup(&blocks);
+        let prompt_tokens = tokens(prompt.len());
+        let cached_tokens = (hit_blocks * BLOCK_TOKENS).min(prompt_tokens);
+        let held_tokens = prompt_tokens + max_tokens;
+        self.running_tokens.fetch_add(held_tokens, Relaxed);
+        self.counters
+            .prompt_tokens
+            .fetch_add(prompt_tokens as u64, Relaxed);
+        self.counters
+            .cached_tokens
+            .fetch_add(cached_tokens as u64, Relaxed);
+        let uncached = (prompt_tokens - cached_tokens) as u32;
+        Admitted {
+            engine: Arc::clone(self),
+            _slot: slot,
+            held_tokens,
+            cached_tokens,
+            prompt_tokens,
+            prefill: self.config.prefill_per_token * uncached,
+        }
+    }
+
+    /// Caches the blocks of `text` (the prompt followed by its answer, as
+    /// the next turn of a chat will send it).
+    pub(crate) fn remember(&self, text: &[u8]) {
+        let blocks = block_hashes(text);
+        self.cache().insert(&blocks);
+    }
+
+    /// Empties the cache and zeroes the counters.
+    pub(crate) fn flush(&self) {
+        self.cache().clear();
+        for counter in [
+            &self.counters.requests,
+            &self.counters.finished,
+            &self.counters.prompt_tokens,
+            &self.counters.cached_tokens,
+            &self.counters.generated_tokens,
+        ] {
+            counter.store(0, Relaxed);
+        }
+    }
+
+    /// Share of the KV cache that running requests hold, in `[0, 1]`.
+    pub(crate) fn kv_usage(&self) -> f64 {
+        let capacity = (self.cache().capacity() * BLOCK_TOKENS) as f64;
+        (self.running_tokens.load(Relaxed) as f64 / capacity).min(1.0)
+    }
+
+    /// Blocks the cache holds and can hold.
+    pub(crate) fn cache_blocks(&self) -> (usize, usize) {
+        let cache = self.cache();
+        (cache.len(), cache.capacity())
+    }
+
+    /// Cached prompt tokens ÷ prompt tokens since the last flush.
+    pub(crate) fn hit_rate(&self) -> f64 {
+        let prompt = self.counters.prompt_tokens.load(Relaxed);
+        if prompt == 0 {
+            0.0
+        } else {
+            self.counters.cached_tokens.load(Relaxed) as f64 / prompt as f64
+        }
+    }
+
+    /// The answer's tokens: `count` four-letter words, the same for the
+    /// same prompt, seed and count.
+    pub(crate) fn answer(&self, prompt: &[u8], count: usize) -> Vec<String> {
+        const CONSONANTS: &[u8] = b"bcdfghklmnprstvz";
+        const VOWELS: &[u8] = b"aeiou";
+        let mut state = xxh3_64_with_seed(prompt, self.config.seed);
+        (0..count)
+            .map(|_| {
+                // splitmix64
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                let c = |shift: u32| CONSONANTS[((z >> shift) & 15) as usize] as char;
+                let v = |shift: u32| VOWELS[((z >> shift) % 5) as usize] as char;
+                format!(" {}{}{}", c(0), v(8), c(16))
+            })
+            .collect()
+    }
+}

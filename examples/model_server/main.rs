@@ -1,0 +1,401 @@
+//! An emulated inference server with no model weights, for tests and
+//! benchmarks of LLM routing.
+//!
+//! ```sh
+//! cargo run --release --example model_server -- --listen 127.0.0.1:8001 \
+//!     --cache-tokens 20000 --batch 8 --prefill-per-token 100us --decode-per-token 5ms
+//! ```
+//!
+//! It serves `/v1/completions` and `/v1/chat/completions` (OpenAI's
+//! shapes, whole or streamed as server-sent events, one token an event)
+//! and behaves like a serving engine where routing can see it:
+//!
+//! * **Prefix cache.** The prompt (a chat rendered with its roles) is cut
+//!   into blocks of 16 tokens of 4 bytes, named by chained hashes, and
+//!   looked up in an LRU cache of `--cache-tokens` tokens. Only the
+//!   uncached tokens are prefilled; the prompt and the answer are cached
+//!   afterwards, so the next turn of a chat finds its whole history.
+//! * **Batch.** At most `--batch` requests run; the rest wait in order.
+//! * **Time.** The first token comes after `--prefill-per-token` × uncached
+//!   prompt tokens; then one token every `--decode-per-token`.
+//! * **Load.** `/metrics` in vLLM's names (`vllm:num_requests_waiting`,
+//!   `vllm:num_requests_running`, `vllm:kv_cache_usage_perc`,
+//!   `vllm:prefix_cache_queries_total`, `vllm:prefix_cache_hits_total`);
+//!   an ORCA `endpoint-load-metrics` header on answers to requests that
+//!   carry `endpoint-load-metrics-format: TEXT` (or `JSON`).
+//! * **Its own hit rate.** `GET /stats` (JSON: requests, prompt and cached
+//!   tokens, hit rate, cache blocks); `POST /flush_cache` empties the cache
+//!   and zeroes the counters.
+//! * **Worker endpoints** that routers call at registration: `/health`,
+//!   `/v1/models`, `/get_model_info` and `/model_info`,
+//!   `/get_server_info` and `/server_info`.
+//!
+//! Answers are deterministic: the same prompt, `--seed` and `max_tokens`
+//! give the same words. The first line on stdout is
+//! `model_server listening on http://ADDR`, for scripts that pass port 0.
+
+mod cache;
+mod engine;
+mod openai;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use clap::Parser;
+use futures_util::stream;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::engine::{Config, Engine};
+use crate::openai::Api;
+
+/// Request bodies beyond this are refused with 413.
+const MAX_BODY: usize = 8 << 20;
+
+/// An emulated inference server: prefix cache, batch, prefill and decode
+/// time, token streaming; no weights.
+#[derive(Debug, Parser)]
+#[command(name = "model_server")]
+struct Cli {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// The model name it serves.
+    #[arg(long, default_value = "emulated")]
+    model: String,
+    /// Prefix cache size in tokens.
+    #[arg(long, default_value_t = 20_000)]
+    cache_tokens: usize,
+    /// Requests that run at once; more wait.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Prefill time per uncached prompt token.
+    #[arg(long, default_value = "100us", value_parser = humantime::parse_duration)]
+    prefill_per_token: Duration,
+    /// Time per generated token.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    decode_per_token: Duration,
+    /// Seed of the answers' words.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("model_server: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("model_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> std::io::Result<()> {
+    let engine = Engine::new(Config {
+        model: cli.model,
+        cache_tokens: cli.cache_tokens,
+        batch: cli.batch,
+        prefill_per_token: cli.prefill_per_token,
+        decode_per_token: cli.decode_per_token,
+        seed: cli.seed,
+    });
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    println!(
+        "model_server listening on http://{}",
+        listener.local_addr()?
+    );
+    // Tokens are small writes: Nagle's algorithm would hold each behind the
+    // client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(engine)).await
+}
+
+fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat))
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/models", get(models))
+        .route("/get_model_info", get(model_info))
+        .route("/model_info", get(model_info))
+        .route("/get_server_info", get(server_info))
+        .route("/server_info", get(server_info))
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
+        .route("/flush_cache", post(flush).get(flush))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(engine)
+}
+
+async fn completions(state: State<Arc<Engine>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(state, headers, body, Api::Completions).await
+}
+
+async fn chat(state: State<Arc<Engine>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(state, headers, body, Api::Chat).await
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    let mut response = Response::new(Body::from(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The ORCA report asked for by `endpoint-load-metrics-format`, if any.
+fn load_report(engine: &Engine, headers: &HeaderMap) -> Option<HeaderValue> {
+    let format = headers.get("endpoint-load-metrics-format")?.as_bytes();
+    let kv = engine.kv_usage();
+    let waiting = engine.waiting.load(Relaxed);
+    let running = engine.running.load(Relaxed);
+    let text = if format.eq_ignore_ascii_case(b"JSON") {
+        format!(
+            "JSON {}",
+            json!({"named_metrics": {"kv_cache_usage_perc": kv,
+                "num_requests_waiting": waiting, "num_requests_running": running}})
+        )
+    } else {
+        format!(
+            "TEXT named_metrics.kv_cache_usage_perc={kv:.4}, \
+             named_metrics.num_requests_waiting={waiting}, \
+             named_metrics.num_requests_running={running}"
+        )
+    };
+    HeaderValue::from_str(&text).ok()
+}
+
+async fn generate(
+    State(engine): State<Arc<Engine>>,
+    headers: HeaderMap,
+    body: Bytes,
+    api: Api,
+) -> Response {
+    let request = match openai::parse(api, &body) {
+        Ok(request) => request,
+        Err(message) => return json_response(StatusCode::BAD_REQUEST, &openai::error(&message)),
+    };
+    if let Some(model) = &request.model {
+        if model != &engine.config.model {
+            let message = format!(
+                "this server serves {:?}, not {model:?}",
+                engine.config.model
+            );
+            return json_response(StatusCode::NOT_FOUND, &openai::error(&message));
+        }
+    }
+    let prompt = request.prompt.into_bytes();
+    let admitted = engine.admit(&prompt, request.max_tokens).await;
+    let started = Instant::now();
+    let words = engine.answer(&prompt, request.max_tokens);
+    let id = format!("cmpl-{:016x}", xxhash_rust::xxh3::xxh3_64(&prompt));
+    let model = engine.config.model.clone();
+    let report = load_report(&engine, &headers);
+    let decode = engine.config.decode_per_token;
+    let first_token = started + admitted.prefill;
+
+    let mut response = if request.stream {
+        // State: the admitted request (its slot), the words, the next one.
+        let state = (admitted, prompt, words, 0usize, engine, id, model);
+        let events = stream::unfold(Some(state), move |state| async move {
+            let (admitted, prompt, words, next, engine, id, model) = state?;
+            if next == words.len() {
+                let mut text = prompt;
+                text.extend(words.concat().bytes());
+                text.push(b'\n');
+                engine.remember(&text);
+                engine.counters.finished.fetch_add(1, Relaxed);
+                drop(admitted);
+                return Some((
+                    Ok::<_, std::convert::Infallible>(Bytes::from(openai::DONE)),
+                    None,
+                ));
+            }
+            tokio::time::sleep_until(first_token + decode * next as u32).await;
+            if next == 0 {
+                // The prompt's blocks are in the cache once prefill ends.
+                engine.remember(&prompt);
+            }
+            engine.counters.generated_tokens.fetch_add(1, Relaxed);
+            let finish = (next + 1 == words.len()).then_some("length");
+            let event = openai::chunk(api, &id, &model, &words[next], finish);
+            Some((
+                Ok(Bytes::from(event)),
+                Some((admitted, prompt, words, next + 1, engine, id, model)),
+            ))
+        });
+        let mut response = Response::new(Body::from_stream(events));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        response
+    } else {
+        let count = words.len() as u32;
+        tokio::time::sleep_until(first_token + decode * count.saturating_sub(1)).await;
+        let text = words.concat();
+        let mut remembered = prompt;
+        remembered.extend(text.bytes());
+        remembered.push(b'\n');
+        engine.remember(&remembered);
+        engine.counters.finished.fetch_add(1, Relaxed);
+        engine
+            .counters
+            .generated_tokens
+            .fetch_add(u64::from(count), Relaxed);
+        let usage = json!({
+            "prompt_tokens": admitted.prompt_tokens,
+            "completion_tokens": count,
+            "total_tokens": admitted.prompt_tokens + count as usize,
+            "prompt_tokens_details": {"cached_tokens": admitted.cached_tokens},
+        });
+        drop(admitted);
+        json_response(
+            StatusCode::OK,
+            &openai::whole(api, &id, &model, &text, usage),
+        )
+    };
+    if let Some(report) = report {
+        response
+            .headers_mut()
+            .insert("endpoint-load-metrics", report);
+    }
+    response
+}
+
+async fn models(State(engine): State<Arc<Engine>>) -> Response {
+    let model = &engine.config.model;
+    json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "model_server"}]}),
+    )
+}
+
+async fn model_info(State(engine): State<Arc<Engine>>) -> Response {
+    let model = &engine.config.model;
+    json_response(
+        StatusCode::OK,
+        &json!({"model_path": model, "tokenizer_path": model, "is_generation": true}),
+    )
+}
+
+async fn server_info(State(engine): State<Arc<Engine>>) -> Response {
+    let config = &engine.config;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "model_path": config.model,
+            "tokenizer_path": config.model,
+            "served_model_name": config.model,
+            "dp_size": 1,
+            "tp_size": 1,
+            "max_running_requests": config.batch,
+            "max_total_num_tokens": config.cache_tokens,
+            "page_size": cache::BLOCK_TOKENS,
+            "version": "model_server",
+        }),
+    )
+}
+
+async fn stats(State(engine): State<Arc<Engine>>) -> Response {
+    let c = &engine.counters;
+    let (blocks, capacity) = engine.cache_blocks();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "requests": c.requests.load(Relaxed),
+            "finished": c.finished.load(Relaxed),
+            "prompt_tokens": c.prompt_tokens.load(Relaxed),
+            "cached_tokens": c.cached_tokens.load(Relaxed),
+            "generated_tokens": c.generated_tokens.load(Relaxed),
+            "hit_rate": engine.hit_rate(),
+            "waiting": engine.waiting.load(Relaxed),
+            "running": engine.running.load(Relaxed),
+            "cache_blocks": blocks,
+            "cache_capacity_blocks": capacity,
+        }),
+    )
+}
+
+async fn flush(State(engine): State<Arc<Engine>>) -> Response {
+    engine.flush();
+    json_response(StatusCode::OK, &json!({"flushed": true}))
+}
+
+async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
+    let c = &engine.counters;
+    let label = format!("{{model_name={:?}}}", engine.config.model);
+    let lines = [
+        (
+            "vllm:num_requests_waiting",
+            "gauge",
+            engine.waiting.load(Relaxed) as f64,
+        ),
+        (
+            "vllm:num_requests_running",
+            "gauge",
+            engine.running.load(Relaxed) as f64,
+        ),
+        ("vllm:kv_cache_usage_perc", "gauge", engine.kv_usage()),
+        (
+            "vllm:prefix_cache_queries_total",
+            "counter",
+            c.prompt_tokens.load(Relaxed) as f64,
+        ),
+        (
+            "vllm:prefix_cache_hits_total",
+            "counter",
+            c.cached_tokens.load(Relaxed) as f64,
+        ),
+        (
+            "vllm:prompt_tokens_total",
+            "counter",
+            c.prompt_tokens.load(Relaxed) as f64,
+        ),
+        (
+            "vllm:generation_tokens_total",
+            "counter",
+            c.generated_tokens.load(Relaxed) as f64,
+        ),
+        (
+            "vllm:request_success_total",
+            "counter",
+            c.finished.load(Relaxed) as f64,
+        ),
+    ];
+    let mut page = String::new();
+    for (name, kind, value) in lines {
+        page.push_str(&format!("# TYPE {name} {kind}\n{name}{label} {value}\n"));
+    }
+    let mut response = Response::new(Body::from(page));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}

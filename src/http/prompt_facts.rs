@@ -1,0 +1,218 @@
+//! Routing facts from an OpenAI-compatible request body: the model and the
+//! prompt's blocks, for the scoring picker and its prefix scorer.
+
+mod error;
+mod future;
+mod parse;
+
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::Request;
+use http_body_util::{Either, Full};
+use tower::Service;
+use tower_layer::Layer;
+
+use crate::error::BoxError;
+use crate::pick::BlockConfig;
+
+pub use self::error::PromptFactsError;
+pub use self::future::ResponseFuture;
+
+/// The body the inner service gets: the bytes read, unchanged, or the
+/// original body when it was not read.
+pub type PromptBody<B> = Either<Full<Bytes>, B>;
+
+/// Request bodies larger than this are refused unless
+/// [`PromptFactsLayer::max_body`] says otherwise: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// Reads the JSON body of OpenAI-compatible requests and puts what routing
+/// needs in the request's extensions:
+///
+/// * a [`RequestFacts`](crate::pick::RequestFacts) with the body's `model`
+///   (or the `x-model` header's) and the adapter and priority headers;
+/// * [`PromptBlocks`](crate::pick::PromptBlocks): the chained block hashes
+///   of `prompt` (`/v1/completions`; text or a list of texts) or of
+///   `messages` in order, each as its role and its content
+///   (`/v1/chat/completions`).
+///
+/// Then it forwards the body byte for byte (as [`PromptBody::Left`]).
+///
+/// * A body declared or found larger than the limit (1 MiB by default)
+///   fails with [`PromptFactsError::TooLarge`] (413) before the rest is
+///   read.
+/// * A body whose `content-type` says JSON but that does not parse fails
+///   with [`PromptFactsError::Malformed`] (400), whose message says where.
+/// * A body whose `content-type` names something else is not read: it is
+///   forwarded as it streams ([`PromptBody::Right`]), without prompt facts.
+///   So is an empty body. Without a `content-type`, a body that parses as
+///   JSON is read like one; one that does not is forwarded without facts.
+/// * A JSON body of another shape (an embeddings request) gets the model
+///   only.
+///
+/// Cost: the body is held in memory until forwarded (at most the limit);
+/// parsing is linear in its size, and hashing reads at most
+/// [`BlockConfig::max_blocks`] blocks. Trailers of a read body are dropped.
+///
+/// ```
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+/// use tower_lb::http::{PromptBody, PromptFactsLayer};
+/// use tower_lb::pick::{PromptBlocks, ScoredRequest};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let service = ServiceBuilder::new().layer(PromptFactsLayer::new()).service(service_fn(
+///     |request: http::Request<PromptBody<String>>| async move {
+///         let blocks = request.extensions().get::<PromptBlocks>().map_or(0, |b| b.len());
+///         let model = request.facts().model.map(str::to_owned);
+///         Ok::<_, std::convert::Infallible>(http::Response::new(format!("{model:?} {blocks}")))
+///     },
+/// ));
+/// let body = format!(r#"{{"model":"llama","prompt":"{}"}}"#, "x".repeat(200));
+/// let request = http::Request::post("/v1/completions")
+///     .header("content-type", "application/json")
+///     .body(body)
+///     .unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// assert_eq!(response.body(), "Some(\"llama\") 3");
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PromptFactsLayer {
+    max_body: usize,
+    blocks: BlockConfig,
+}
+
+impl Default for PromptFactsLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PromptFactsLayer {
+    /// A 1 MiB limit and the default [`BlockConfig`].
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            max_body: DEFAULT_MAX_BODY,
+            blocks: BlockConfig::default(),
+        }
+    }
+
+    /// Refuses bodies larger than `bytes`.
+    #[must_use]
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Cuts prompts into blocks as `config` says; it must match the prefix
+    /// scorer's expectations (both default to 64-byte blocks, 256 at most).
+    #[must_use]
+    pub fn blocks(mut self, config: BlockConfig) -> Self {
+        self.blocks = config;
+        self
+    }
+}
+
+impl<S> Layer<S> for PromptFactsLayer {
+    type Service = PromptFacts<S>;
+
+    fn layer(&self, inner: S) -> PromptFacts<S> {
+        PromptFacts {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`PromptFactsLayer`].
+#[derive(Clone, Debug)]
+pub struct PromptFacts<S> {
+    inner: S,
+    layer: PromptFactsLayer,
+}
+
+impl<S> PromptFacts<S> {
+    /// Wraps `inner` with the default settings.
+    pub fn new(inner: S) -> Self {
+        PromptFactsLayer::new().layer(inner)
+    }
+}
+
+/// What the `content-type` header says of the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Declared {
+    Json,
+    Other,
+    Unknown,
+}
+
+fn declared<B>(request: &Request<B>) -> Declared {
+    let Some(value) = request.headers().get(CONTENT_TYPE) else {
+        return Declared::Unknown;
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Declared::Json
+    } else {
+        Declared::Other
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for PromptFacts<S>
+where
+    S: Service<Request<PromptBody<B>>, Response = http::Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Response = http::Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let declared = declared(&request);
+        let empty = http_body::Body::is_end_stream(request.body());
+        if declared == Declared::Other || empty {
+            let request = request.map(Either::Right);
+            return ResponseFuture::call(self.inner.call(request));
+        }
+        let length = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if length.is_some_and(|n| n > self.layer.max_body as u64) {
+            return ResponseFuture::fail(PromptFactsError::TooLarge {
+                limit: self.layer.max_body,
+            });
+        }
+        // The service that was made ready is the one that will be called.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::collect(
+            request,
+            inner,
+            self.layer.max_body,
+            self.layer.blocks,
+            declared == Declared::Json,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

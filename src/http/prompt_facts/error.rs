@@ -1,0 +1,59 @@
+//! Why a request's body was refused.
+
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::error::BoxError;
+
+/// A request [`PromptFacts`](super::PromptFacts) refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PromptFactsError {
+    /// The body is larger than the limit.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body claims to be JSON and is not.
+    Malformed {
+        /// What the parser said, with the line and column.
+        message: String,
+    },
+    /// Reading the body failed.
+    Body(BoxError),
+}
+
+impl PromptFactsError {
+    /// The status to answer with: 413, 400, or 400 for a body that could
+    /// not be read.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Malformed { .. } | Self::Body(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl fmt::Display for PromptFactsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge { limit } => {
+                write!(f, "the request body is larger than {limit} bytes")
+            }
+            Self::Malformed { message } => {
+                write!(f, "the request body is not valid JSON: {message}")
+            }
+            Self::Body(_) => f.write_str("the request body could not be read"),
+        }
+    }
+}
+
+impl std::error::Error for PromptFactsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Body(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}

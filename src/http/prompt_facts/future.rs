@@ -1,0 +1,200 @@
+//! The response future of `PromptFacts`: read the body, then call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::Request;
+use http_body::Body;
+use http_body_util::{Either, Full};
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use super::{parse, PromptBody, PromptFactsError};
+use crate::error::BoxError;
+use crate::pick::{BlockConfig, RequestFacts, ScoredRequest};
+
+pin_project! {
+    /// The response future of [`PromptFacts`](super::PromptFacts).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<PromptBody<B>>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<PromptBody<B>>>,
+    {
+        Collect {
+            #[pin]
+            body: B,
+            parts: Option<http::request::Parts>,
+            inner: Option<S>,
+            read: BytesMut,
+            limit: usize,
+            blocks: BlockConfig,
+            json: bool,
+        },
+        Call {
+            #[pin]
+            future: S::Future,
+        },
+        Failed {
+            error: Option<PromptFactsError>,
+        },
+    }
+}
+
+impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<PromptBody<B>>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<PromptBody<B>>>,
+{
+    pub(super) fn call(future: S::Future) -> Self {
+        Self {
+            state: State::Call { future },
+        }
+    }
+
+    pub(super) fn fail(error: PromptFactsError) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+
+    pub(super) fn collect(
+        request: Request<B>,
+        inner: S,
+        limit: usize,
+        blocks: BlockConfig,
+        json: bool,
+    ) -> Self {
+        let (parts, body) = request.into_parts();
+        Self {
+            state: State::Collect {
+                body,
+                parts: Some(parts),
+                inner: Some(inner),
+                read: BytesMut::new(),
+                limit,
+                blocks,
+                json,
+            },
+        }
+    }
+}
+
+/// The request to send: the facts of `bytes` in its extensions, `bytes` as
+/// its body; or why not.
+pub(super) fn request<B>(
+    mut parts: http::request::Parts,
+    bytes: Bytes,
+    blocks: BlockConfig,
+    json: bool,
+) -> Result<Request<PromptBody<B>>, PromptFactsError> {
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(value) => {
+            let (model, prompt) = parse::facts(&value, blocks);
+            // Headers name the adapter and priority, and the model when the
+            // body does not.
+            let probe = Request::from_parts(parts, ());
+            let seen = probe.facts();
+            let facts = RequestFacts {
+                model: model.map(Into::into).or(seen.model.map(Into::into)),
+                adapter: seen.adapter.map(Into::into),
+                priority: seen.priority,
+            };
+            parts = probe.into_parts().0;
+            parts.extensions.insert(facts);
+            if let Some(prompt) = prompt {
+                parts.extensions.insert(prompt);
+            }
+        }
+        Err(e) if json => {
+            return Err(PromptFactsError::Malformed {
+                message: e.to_string(),
+            })
+        }
+        // Undeclared and not JSON: routed without facts.
+        Err(_) => {}
+    }
+    Ok(Request::from_parts(parts, Either::Left(Full::new(bytes))))
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<PromptBody<B>>, Response = http::Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<http::Response<ResBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::Collect {
+                    body,
+                    parts,
+                    inner,
+                    read,
+                    limit,
+                    blocks,
+                    json,
+                } => match ready!(body.poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            if read.len() + data.len() > *limit {
+                                let error = PromptFactsError::TooLarge { limit: *limit };
+                                state.set(State::Failed { error: Some(error) });
+                                continue;
+                            }
+                            read.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let error = PromptFactsError::Body(e.into());
+                        state.set(State::Failed { error: Some(error) });
+                    }
+                    None => {
+                        let (Some(parts), Some(mut inner)) = (parts.take(), inner.take()) else {
+                            return Poll::Ready(Err("polled after completion".into()));
+                        };
+                        let bytes = read.split().freeze();
+                        match request(parts, bytes, *blocks, *json) {
+                            Ok(request) => {
+                                let future = inner.call(request);
+                                state.set(State::Call { future });
+                            }
+                            Err(error) => state.set(State::Failed { error: Some(error) }),
+                        }
+                    }
+                },
+                StateProj::Call { future } => return future.poll(cx).map_err(Into::into),
+                StateProj::Failed { error } => {
+                    let error: BoxError = match error.take() {
+                        Some(error) => error.into(),
+                        None => "polled after completion".into(),
+                    };
+                    return Poll::Ready(Err(error));
+                }
+            }
+        }
+    }
+}

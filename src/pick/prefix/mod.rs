@@ -1,0 +1,349 @@
+//! Prefix affinity: send a prompt where its prefix was sent before, so the
+//! server finds it in its KV cache and skips that part of the prefill.
+//!
+//! [`PrefixAffinity`] is a [`Scorer`] and a [`ScoreHook`] for the
+//! [`Scored`](crate::pick::Scored) picker. It keeps, for each endpoint, a
+//! bounded index of the prompt blocks ([`PromptBlocks`]) recently sent
+//! there, fed by [`ScoreHook::before_send`] with the endpoint picked. An
+//! endpoint scores the share of the request's leading blocks its index
+//! holds: 1 when the whole prompt was sent there before, 0 when not even
+//! the first block was.
+//!
+//! **Imbalance gate.** Affinity alone piles a popular prefix onto one
+//! endpoint. The scorer counts its requests in flight per endpoint (up at
+//! `before_send`, down at [`ScoreHook::answer_end`]); when the busiest has
+//! more than [`PrefixConfig::balance_abs`] more than the idlest *and* more
+//! than [`PrefixConfig::balance_rel`] times as many, every endpoint scores
+//! 0 until the fleet is balanced again, so the picker's load scorers alone
+//! choose: the least loaded endpoint gets the request, and its index learns
+//! the prefix. The hot prefix spreads.
+//!
+//! # Cost
+//!
+//! * **score**: one hash-map lookup for the endpoint, then `O(log b)`
+//!   lookups in its index for a prompt of `b` blocks (bisection over the
+//!   chained hashes), each touching one cache line. Without a lock or an
+//!   allocation. A whole pick with a 4,000-token prompt (250 blocks), the
+//!   queue and KV scorers and the hook: about 0.9 µs at 8 endpoints and
+//!   5 µs at 64 (`benches/prefix.rs`, numbers in `docs/benchmarks.md`).
+//! * **before_send**: inserts the prompt's blocks (at most
+//!   [`BlockConfig::max_blocks`]) in the picked endpoint's index, then
+//!   reads every endpoint's count for the gate: `O(b + n)`.
+//! * **memory**: fixed per endpoint: [`PrefixConfig::index_blocks`] × 16
+//!   bytes ([`PrefixAffinity::bytes_per_block`]), 500 kB by default,
+//!   allocated when the endpoint joins the set and freed when it leaves.
+//!
+//! # Weights
+//!
+//! Endpoint weights play no part in the score.
+//!
+//! # No endpoints, missing prompt
+//!
+//! With no endpoints there is nothing to score. A request without
+//! [`PromptBlocks`] (not an OpenAI-style body, or a prompt shorter than one
+//! block) scores 0 everywhere and leaves the indexes as they are.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tower_lb::endpoint::Weighted;
+//! use tower_lb::load::InFlight;
+//! use tower_lb::pick::{
+//!     BlockConfig, Endpoints, Meta, Pick, Prepare, PrefixAffinity, PromptBlocks, Scored, Weights,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! type Req = http::Request<()>;
+//! let prefix = Arc::new(PrefixAffinity::new());
+//! let scored: Scored<Req, Weighted<InFlight<()>>> =
+//!     prefix.install(Scored::with_seed(1).weights(Weights { kv_cache: 0.0, ..Weights::default() }), 3.0);
+//!
+//! let metas = [Meta::new(1, 1), Meta::new(2, 1), Meta::new(3, 1)];
+//! let services: Vec<_> = (0..3).map(|_| Weighted::new(InFlight::new(()), 1)).collect();
+//! let table = scored.prepare(&metas);
+//! let endpoints = Endpoints::new(&metas, &services);
+//!
+//! let system_prompt = "You are a careful assistant. ".repeat(20);
+//! let request = |question: &str| {
+//!     let blocks = PromptBlocks::hash(BlockConfig::default(), "llama", [&system_prompt, question]);
+//!     let mut request = http::Request::new(());
+//!     request.extensions_mut().insert(blocks);
+//!     request
+//! };
+//! let first = scored.pick(&table, &endpoints, &request("What is a monad?")).unwrap();
+//! // The same system prompt goes where it went before.
+//! assert_eq!(scored.pick(&table, &endpoints, &request("And a functor?")), Some(first));
+//! # }
+//! ```
+
+mod blocks;
+mod index;
+mod session;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use self::index::BlockIndex;
+use super::{Candidate, Meta, ScoreHook, Scored, Scorer};
+
+pub use self::blocks::{BlockConfig, PromptBlocks};
+pub use self::session::{SessionAffinity, SessionKey};
+
+/// A request whose prompt blocks the prefix scorer can read.
+///
+/// Implemented for `http::Request<B>` (a [`PromptBlocks`] in its
+/// extensions) and for [`PromptBlocks`] itself.
+pub trait PromptRequest {
+    /// The prompt's blocks, if known.
+    fn prompt_blocks(&self) -> Option<&PromptBlocks>;
+}
+
+impl<B> PromptRequest for http::Request<B> {
+    fn prompt_blocks(&self) -> Option<&PromptBlocks> {
+        self.extensions().get::<PromptBlocks>()
+    }
+}
+
+impl PromptRequest for PromptBlocks {
+    fn prompt_blocks(&self) -> Option<&PromptBlocks> {
+        Some(self)
+    }
+}
+
+/// Settings of [`PrefixAffinity`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrefixConfig {
+    /// Blocks each endpoint's index holds (default 31,250: 2,000,000 bytes
+    /// of prompt at 64 bytes a block, in 500 kB of index).
+    pub index_blocks: usize,
+    /// The gate trips only when the busiest endpoint has more than this many
+    /// requests in flight beyond the idlest (default 8: on eight model
+    /// servers with batches of 8, 4 tripped so often that affinity was
+    /// lost, see `docs/benchmarks.md`; SGLang's default, 64, never trips on a
+    /// small fleet).
+    pub balance_abs: usize,
+    /// ...and more than this many times as many (default 1.5).
+    pub balance_rel: f64,
+}
+
+impl Default for PrefixConfig {
+    fn default() -> Self {
+        Self {
+            index_blocks: 31_250,
+            balance_abs: 8,
+            balance_rel: 1.5,
+        }
+    }
+}
+
+/// What [`PrefixAffinity`] knows of one endpoint.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrefixStats {
+    /// The endpoint's [`Meta::key_hash`].
+    pub key_hash: u64,
+    /// Blocks in its index.
+    pub indexed_blocks: usize,
+    /// Blocks its index can hold.
+    pub capacity_blocks: usize,
+    /// Requests sent to it and not yet ended (as the hooks saw them).
+    pub in_flight: usize,
+    /// Share of the prompt blocks sent to it that its index held already:
+    /// the cache hit rate the router expects there.
+    pub hit_rate: f64,
+}
+
+struct EndpointPrefix {
+    index: BlockIndex,
+    in_flight: AtomicUsize,
+    sent_blocks: AtomicU64,
+    matched_blocks: AtomicU64,
+}
+
+/// Prefix-affinity scorer and its hook: see the [module docs](self).
+pub struct PrefixAffinity {
+    config: PrefixConfig,
+    endpoints: ArcSwap<HashMap<u64, Arc<EndpointPrefix>>>,
+    /// Whether the imbalance gate has tripped.
+    tripped: AtomicBool,
+}
+
+impl Default for PrefixAffinity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PrefixAffinity {
+    /// Default [`PrefixConfig`].
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_config(PrefixConfig::default())
+    }
+
+    /// With `config`.
+    #[must_use]
+    pub fn with_config(config: PrefixConfig) -> Self {
+        Self {
+            config,
+            endpoints: ArcSwap::from_pointee(HashMap::new()),
+            tripped: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes of memory one indexed block takes.
+    pub const fn bytes_per_block() -> usize {
+        BlockIndex::bytes_per_block()
+    }
+
+    /// Adds this scorer with `weight` and its hook to `scored`.
+    #[must_use]
+    pub fn install<Req, S>(self: &Arc<Self>, scored: Scored<Req, S>, weight: f64) -> Scored<Req, S>
+    where
+        Req: PromptRequest + 'static,
+        S: 'static,
+    {
+        scored
+            .shared_scorer(weight, Arc::clone(self) as Arc<dyn Scorer<Req, S>>)
+            .hook(Arc::clone(self) as Arc<dyn ScoreHook<Req>>)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> PrefixConfig {
+        self.config
+    }
+
+    /// Whether the imbalance gate is open (affinity off) now.
+    pub fn gate_tripped(&self) -> bool {
+        self.tripped.load(Relaxed)
+    }
+
+    /// Each endpoint's index and counts, in no particular order.
+    pub fn stats(&self) -> Vec<PrefixStats> {
+        self.endpoints
+            .load()
+            .iter()
+            .map(|(&key_hash, e)| {
+                let sent = e.sent_blocks.load(Relaxed);
+                PrefixStats {
+                    key_hash,
+                    indexed_blocks: e.index.len(),
+                    capacity_blocks: e.index.capacity(),
+                    in_flight: e.in_flight.load(Relaxed),
+                    hit_rate: if sent == 0 {
+                        0.0
+                    } else {
+                        e.matched_blocks.load(Relaxed) as f64 / sent as f64
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// The endpoint set is now `endpoints`: indexes of endpoints that left
+    /// are dropped, new endpoints get an empty one. Called by the picker's
+    /// `prepare`, off the request path.
+    pub fn set_endpoints(&self, endpoints: &[Meta]) {
+        let old = self.endpoints.load();
+        let next: HashMap<u64, Arc<EndpointPrefix>> = endpoints
+            .iter()
+            .map(|meta| {
+                let key = meta.key_hash();
+                let state = old.get(&key).cloned().unwrap_or_else(|| {
+                    Arc::new(EndpointPrefix {
+                        index: BlockIndex::new(self.config.index_blocks),
+                        in_flight: AtomicUsize::new(0),
+                        sent_blocks: AtomicU64::new(0),
+                        matched_blocks: AtomicU64::new(0),
+                    })
+                });
+                (key, state)
+            })
+            .collect();
+        self.endpoints.store(Arc::new(next));
+        self.update_gate();
+    }
+
+    /// Recomputes the gate from every endpoint's count.
+    fn update_gate(&self) {
+        let endpoints = self.endpoints.load();
+        let (mut min, mut max) = (usize::MAX, 0usize);
+        for e in endpoints.values() {
+            let n = e.in_flight.load(Relaxed);
+            min = min.min(n);
+            max = max.max(n);
+        }
+        let tripped = !endpoints.is_empty()
+            && max - min > self.config.balance_abs
+            && max as f64 > min as f64 * self.config.balance_rel;
+        self.tripped.store(tripped, Relaxed);
+    }
+}
+
+impl fmt::Debug for PrefixAffinity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrefixAffinity")
+            .field("config", &self.config)
+            .field("endpoints", &self.endpoints.load().len())
+            .field("tripped", &self.gate_tripped())
+            .finish()
+    }
+}
+
+impl<Req: PromptRequest, S> Scorer<Req, S> for PrefixAffinity {
+    fn score(&self, request: &Req, candidate: &Candidate<'_, S>) -> f64 {
+        if self.tripped.load(Relaxed) {
+            return 0.0;
+        }
+        let Some(blocks) = request.prompt_blocks().filter(|b| !b.is_empty()) else {
+            return 0.0;
+        };
+        let endpoints = self.endpoints.load();
+        let Some(endpoint) = endpoints.get(&candidate.meta.key_hash()) else {
+            return 0.0;
+        };
+        endpoint.index.leading(blocks.hashes()) as f64 / blocks.len() as f64
+    }
+}
+
+impl<Req: PromptRequest> ScoreHook<Req> for PrefixAffinity {
+    fn endpoints_changed(&self, endpoints: &[Meta]) {
+        self.set_endpoints(endpoints);
+    }
+
+    fn before_send(&self, request: &Req, endpoint: Meta) {
+        let endpoints = self.endpoints.load();
+        let Some(state) = endpoints.get(&endpoint.key_hash()) else {
+            return;
+        };
+        state.in_flight.fetch_add(1, Relaxed);
+        if let Some(blocks) = request.prompt_blocks().filter(|b| !b.is_empty()) {
+            let hashes = blocks.hashes();
+            let matched = state.index.leading(hashes);
+            state.sent_blocks.fetch_add(hashes.len() as u64, Relaxed);
+            state.matched_blocks.fetch_add(matched as u64, Relaxed);
+            state.index.insert(hashes);
+        }
+        drop(endpoints);
+        self.update_gate();
+    }
+
+    fn answer_end(&self, key_hash: u64) {
+        if let Some(state) = self.endpoints.load().get(&key_hash) {
+            // Saturating: an answer that ends after its endpoint left and
+            // came back must not wrap the count.
+            let _ = state
+                .in_flight
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
+        self.update_gate();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,403 @@
+//! `examples/llm_router` in front of `examples/model_server`s, all as child
+//! processes on 127.0.0.1: streaming, model routing, bad bodies, and a
+//! server that dies mid-answer.
+//!
+//! `cargo test --features llm,metrics --test llm_router` builds both
+//! examples first (with the test's profile and target directory).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+
+use support::within;
+
+/// The examples' directory, after building them once per test run.
+fn examples_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("the target directory");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(name) => name,
+        };
+        let output = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--features",
+                "llm,metrics",
+                "--profile",
+                profile,
+            ])
+            .args(["--example", "llm_router", "--example", "model_server"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "building the examples failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        profile_dir.join("examples")
+    })
+}
+
+/// A child process, killed when dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts example `name` with `args`; waits for its `listening on` line.
+    fn start(name: &str, args: &[String]) -> Self {
+        let mut child = Command::new(examples_dir().join(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the example starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(support::STEP).unwrap_or_default();
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("{name} printed {line:?}, not its address")
+            });
+        Self { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn model_server(model: &str, decode: &str) -> Process {
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--model",
+        model,
+        "--decode-per-token",
+        decode,
+    ];
+    Process::start("model_server", &args.map(String::from))
+}
+
+fn router(backends: &[String], extra: &[&str]) -> Process {
+    let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into()];
+    for backend in backends {
+        args.extend(["--backend".into(), backend.clone()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Process::start("llm_router", &args)
+}
+
+/// Sends `body` to `path`, returning the response with its streaming body.
+async fn post(addr: SocketAddr, path: &str, body: String) -> http::Response<Incoming> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::post(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    sender.send_request(request).await.unwrap()
+}
+
+fn chat(model: &str, tokens: u32) -> String {
+    json!({"model": model, "stream": true, "max_tokens": tokens,
+           "messages": [{"role": "system", "content": "Be brief. ".repeat(30)},
+                        {"role": "user", "content": "Name a colour."}]})
+    .to_string()
+}
+
+/// The next SSE event's data, or `None` at the end; an `Err` for a broken
+/// stream.
+async fn next_event(body: &mut Incoming, pending: &mut Vec<u8>) -> Result<Option<String>, String> {
+    loop {
+        if let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = pending.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&event).trim().to_owned();
+            return Ok(Some(
+                text.strip_prefix("data: ").unwrap_or(&text).to_owned(),
+            ));
+        }
+        match body.frame().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e.to_string()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    pending.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_pass_frame_by_frame() {
+    // 20 tokens 100 ms apart: the last is produced 2 s after the first.
+    let server = model_server("m", "100ms");
+    let router = router(&[server.url()], &[]);
+    let started = Instant::now();
+    let response = within(
+        "the answer's head",
+        post(router.addr, "/v1/chat/completions", chat("m", 20)),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut pending = Vec::new();
+    let first = within("the first event", next_event(&mut body, &mut pending))
+        .await
+        .unwrap()
+        .unwrap();
+    let first_at = started.elapsed();
+    assert!(first.contains("chat.completion.chunk"), "{first}");
+    assert!(
+        first_at < Duration::from_millis(1000),
+        "the first token took {first_at:?}"
+    );
+    let mut events = 1;
+    while let Some(event) = within("the next event", next_event(&mut body, &mut pending))
+        .await
+        .unwrap()
+    {
+        events += 1;
+        if event == "[DONE]" {
+            break;
+        }
+    }
+    assert_eq!(events, 21);
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+}
+
+#[tokio::test]
+async fn a_model_goes_only_to_the_servers_that_serve_it() {
+    let (a, b) = (model_server("alpha", "1ms"), model_server("beta", "1ms"));
+    let router = router(
+        &[format!("{}#alpha", a.url()), format!("{}#beta", b.url())],
+        &[],
+    );
+    for _ in 0..10 {
+        let response = within(
+            "an answer",
+            post(router.addr, "/v1/chat/completions", chat("beta", 2)),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = within("the body", response.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains(r#""model":"beta""#), "{text}");
+    }
+    let response = within(
+        "an answer",
+        post(router.addr, "/v1/chat/completions", chat("gamma", 2)),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_bodies_are_refused() {
+    let server = model_server("m", "1ms");
+    let router = router(&[server.url()], &["--max-body", "2000"]);
+    let response = within(
+        "400",
+        post(router.addr, "/v1/completions", r#"{"prompt": "#.into()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = within("its body", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("not valid JSON") && message.contains("column"),
+        "{message}"
+    );
+
+    let big = json!({"prompt": "x".repeat(5000)}).to_string();
+    let response = within("413", post(router.addr, "/v1/completions", big)).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_stream_cuts_the_stream_and_never_hangs() {
+    let mut server = model_server("m", "200ms");
+    let router = router(&[server.url()], &[]);
+    let response = within(
+        "the answer's head",
+        post(router.addr, "/v1/chat/completions", chat("m", 50)),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut pending = Vec::new();
+    within("the first event", next_event(&mut body, &mut pending))
+        .await
+        .unwrap()
+        .unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    // The rest: an error (a cut chunked stream) or an error event, within
+    // the bound, and never `[DONE]`.
+    let outcome = within("the end of the stream", async {
+        loop {
+            match next_event(&mut body, &mut pending).await {
+                Err(error) => return format!("cut: {error}"),
+                Ok(None) => return "ended".to_owned(),
+                Ok(Some(event)) if event == "[DONE]" => return "done".to_owned(),
+                Ok(Some(event)) if event.contains("error") => {
+                    return format!("error event: {event}")
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        outcome.starts_with("cut") || outcome.starts_with("error event"),
+        "{outcome}"
+    );
+}
+
+/// Sends a low-priority request; `None` if no answer head came within
+/// `wait` (it is queued: the client gives up on it).
+async fn low_priority(addr: SocketAddr, wait: Duration) -> Option<http::Response<Incoming>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::post("/v1/chat/completions")
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("x-priority", "-1")
+        .body(Full::new(Bytes::from(chat("m", 1))))
+        .unwrap();
+    tokio::time::timeout(wait, sender.send_request(request))
+        .await
+        .ok()
+        .map(Result::unwrap)
+}
+
+#[tokio::test]
+async fn low_priority_requests_get_429_when_every_server_is_saturated() {
+    // One request runs at a time, for 40 tokens 250 ms apart; the others
+    // wait.
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--model",
+        "m",
+        "--decode-per-token",
+        "250ms",
+        "--batch",
+        "1",
+    ];
+    let server = Process::start("model_server", &args.map(String::from));
+    let router = router(&[server.url()], &[]);
+    let mut long = Vec::new();
+    for _ in 0..7 {
+        let addr = router.addr;
+        long.push(tokio::spawn(async move {
+            post(addr, "/v1/chat/completions", chat("m", 40)).await
+        }));
+    }
+    // Until the server holds one running and six waiting.
+    within("six requests waiting at the server", async {
+        loop {
+            let tcp = TcpStream::connect(server.addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let request = Request::get("/stats")
+                .header("host", server.addr.to_string())
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let body = sender
+                .send_request(request)
+                .await
+                .unwrap()
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
+            let stats: Value = serde_json::from_slice(&body).unwrap();
+            if stats["waiting"].as_u64() >= Some(6) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Seven in flight, above the default bound of 5, once the server's last
+    // report (from the first answer's head) is stale: low priority is shed.
+    let shed = within("a 429", async {
+        loop {
+            if let Some(response) = low_priority(router.addr, Duration::from_millis(100)).await {
+                if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                    return response;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(shed.headers().contains_key("retry-after"));
+    for task in long {
+        task.abort();
+    }
+}
