@@ -165,7 +165,8 @@ struct EndpointPrefix {
     matched_blocks: AtomicU64,
 }
 
-/// Prefix-affinity scorer and its hook: see the [module docs](self).
+/// Prefix-affinity scorer and its hook: see the module docs of `pick`
+/// (prefix affinity).
 pub struct PrefixAffinity {
     config: PrefixConfig,
     endpoints: ArcSwap<HashMap<u64, Arc<EndpointPrefix>>>,

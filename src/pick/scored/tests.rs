@@ -1,7 +1,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::*;
+use crate::endpoint::Endpoint;
 use crate::endpoint::{EndpointMetrics, LoadReport, Weighted};
 use crate::load::InFlight;
 
