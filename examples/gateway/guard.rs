@@ -27,14 +27,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use http::{Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tower_lb::load::TrackedBody;
 
 /// The time limits of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -306,7 +306,7 @@ where
             self.state.body_open.store(true, Ordering::Relaxed);
             BodyOpen(Arc::clone(&self.state))
         });
-        let request = Request::from_parts(parts, RequestBody { body, open });
+        let request = Request::from_parts(parts, TrackedBody::new(body, open));
         WatchedFuture {
             inner: self.inner.call(request),
             end: Some(RequestEnd(Arc::clone(&self.state))),
@@ -316,7 +316,7 @@ where
 
 /// Ends the request in [`ConnState`] when dropped.
 #[derive(Debug)]
-struct RequestEnd(Arc<ConnState>);
+pub(crate) struct RequestEnd(Arc<ConnState>);
 
 impl Drop for RequestEnd {
     fn drop(&mut self) {
@@ -350,48 +350,17 @@ where
             }
         }
         let (parts, body) = response.into_parts();
-        let end = if body.is_end_stream() { None } else { end };
-        Poll::Ready(Ok(Response::from_parts(parts, WatchedBody { body, end })))
+        Poll::Ready(Ok(Response::from_parts(parts, TrackedBody::new(body, end))))
     }
 }
 
-pin_project! {
-    /// A response body whose end (or drop) ends its request.
-    pub(crate) struct WatchedBody<B> {
-        #[pin]
-        body: B,
-        end: Option<RequestEnd>,
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for WatchedBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
-        let frame = std::task::ready!(this.body.as_mut().poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) || this.body.is_end_stream() {
-            this.end.take();
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
+/// A response body whose end (or drop) ends its request: the library's
+/// rule for when a body is finished.
+pub(crate) type WatchedBody<B> = TrackedBody<B, Option<RequestEnd>>;
 
 /// Marks the request body read (or given up) when dropped.
 #[derive(Debug)]
-struct BodyOpen(Arc<ConnState>);
+pub(crate) struct BodyOpen(Arc<ConnState>);
 
 impl Drop for BodyOpen {
     fn drop(&mut self) {
@@ -402,45 +371,6 @@ impl Drop for BodyOpen {
 /// A client's request body as a gateway reads it.
 pub(crate) type ClientBody = RequestBody<hyper::body::Incoming>;
 
-pin_project! {
-    /// A request body whose end (or drop) lifts the read deadline of an
-    /// upload.
-    pub(crate) struct RequestBody<B> {
-        #[pin]
-        body: B,
-        open: Option<BodyOpen>,
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for RequestBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
-        let frame = std::task::ready!(this.body.as_mut().poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) || this.body.is_end_stream() {
-            this.open.take();
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl<B> std::fmt::Debug for RequestBody<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestBody")
-            .field("open", &self.open.is_some())
-            .finish_non_exhaustive()
-    }
-}
+/// A request body whose end (or drop) lifts the read deadline of an
+/// upload: the library's rule for when a body is finished.
+pub(crate) type RequestBody<B> = TrackedBody<B, Option<BodyOpen>>;
