@@ -15,6 +15,7 @@ pub mod answer;
 mod client;
 mod counted;
 mod discover;
+pub mod examples;
 mod fleet;
 pub mod grpc;
 pub mod health;

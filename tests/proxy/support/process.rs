@@ -12,61 +12,21 @@ use std::time::{Duration, Instant};
 /// How long the proxy may take to start, and a CLI run to finish.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The example binary, built (or found fresh) by cargo on first use.
-///
-/// `cargo test` builds examples too, but `cargo test --test proxy` does not,
-/// so the binary is built here. Cargo releases its lock before it runs the
-/// tests; this build asks for the features and profile of the running test,
-/// so after a full `cargo test` it has nothing to do.
+/// The example binary, built (or found fresh) by cargo on first use, with
+/// the features of the running test.
 pub fn proxy_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test's own path");
-        // target/<profile>/deps/proxy-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let target_dir = profile_dir.parent().expect("the target directory");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(name) => name,
-        };
-        let mut features = Vec::new();
-        if cfg!(feature = "axum") {
-            features.push("axum");
-        }
-        if cfg!(feature = "dns") {
-            features.push("dns");
-        }
-        if cfg!(feature = "etcd") {
-            features.push("etcd");
-        }
-        if cfg!(feature = "kube") {
-            features.push("kube");
-        }
-        let output = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "proxy",
-                "--profile",
-                profile,
-            ])
-            .args(["--features", &features.join(",")])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("cargo runs");
-        assert!(
-            output.status.success(),
-            "building examples/proxy failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let binary = profile_dir
-            .join("examples")
+        let features: Vec<&str> = [
+            ("axum", cfg!(feature = "axum")),
+            ("dns", cfg!(feature = "dns")),
+            ("etcd", cfg!(feature = "etcd")),
+            ("kube", cfg!(feature = "kube")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        let binary = super::shared::examples::build(&["proxy"], &features)
             .join(format!("proxy{}", std::env::consts::EXE_SUFFIX));
         assert!(binary.exists(), "{} is missing", binary.display());
         binary
