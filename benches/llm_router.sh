@@ -80,7 +80,7 @@ wait_http() { # URL: until it answers, at most 10 s
 examples=(--example model_server --example llm_load)
 have_router=0
 if [[ -f $root/examples/llm_router/main.rs ]]; then
-    examples+=(--features llm,metrics --example llm_router)
+    examples+=(--features llm,reports --example llm_router)
     have_router=1
 fi
 say "building ${examples[*]}"

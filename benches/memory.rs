@@ -31,8 +31,8 @@ use tower::{service_fn, Service};
 use tower_lb::endpoint::Weighted;
 use tower_lb::load::{CompleteOnResponse, InFlightDiscover};
 use tower_lb::pick::{
-    hash_value, ConsistentHash, IpHash, LeastConnections, Maglev, Meta, P2c, Prepare, RoundRobin,
-    WeightedRoundRobin,
+    key::hash_value, ConsistentHash, EndpointInfo, IpHash, LeastConnections, Maglev, P2c, Prepare,
+    RoundRobin, WeightedRoundRobin,
 };
 use tower_lb::Balance;
 
@@ -80,9 +80,9 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, (i / 256) as u8, (i % 256) as u8], 80))
 }
 
-fn metas(n: usize, weighted: bool) -> Vec<Meta> {
+fn metas(n: usize, weighted: bool) -> Vec<EndpointInfo> {
     (0..n)
-        .map(|i| Meta::new(hash_value(&addr(i)), weight(i, weighted)))
+        .map(|i| EndpointInfo::new(hash_value(&addr(i)), weight(i, weighted)))
         .collect()
 }
 

@@ -34,8 +34,8 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
 use tower_lb::load::{Handle, InFlight};
 use tower_lb::pick::{
-    hash_value, ConsistentHash, Endpoints, IpHash, LeastConnections, Maglev, Meta, P2c, Pick,
-    RoundRobin, WeightedRoundRobin,
+    key::hash_value, Candidates, ConsistentHash, EndpointInfo, IpHash, LeastConnections, Maglev,
+    P2c, Pick, RoundRobin, WeightedRoundRobin,
 };
 
 const SIZES: [usize; 3] = [16, 256, 4096];
@@ -46,11 +46,11 @@ type Endpoint = InFlight<()>;
 
 /// `n` endpoints with keys like socket addresses, their loads set by handles
 /// that the caller keeps alive.
-fn fleet(n: usize, weighted: bool) -> (Vec<Meta>, Vec<Endpoint>, Vec<Handle>) {
+fn fleet(n: usize, weighted: bool) -> (Vec<EndpointInfo>, Vec<Endpoint>, Vec<Handle>) {
     let metas = (0..n)
         .map(|i| {
             let weight = if weighted { 1 + (i % 5) as u32 } else { 1 };
-            Meta::new(
+            EndpointInfo::new(
                 hash_value(&format!("10.0.{}.{}:80", i / 256, i % 256)),
                 weight,
             )
@@ -72,7 +72,7 @@ where
     for n in SIZES {
         let (metas, services, _handles) = fleet(n, weighted);
         let table = picker.prepare(&metas);
-        let endpoints = Endpoints::new(&metas, &services);
+        let endpoints = Candidates::new(&metas, &services);
         let mut key = 0x9e37_79b9_7f4a_7c15_u64;
         group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
             b.iter_custom(|iters| {

@@ -26,29 +26,30 @@ use std::time::Duration;
 
 use cpu_time::thread_cpu_time;
 use criterion::{BenchmarkId, Criterion};
-use tower_lb::endpoint::{EndpointMetrics, LoadReport, Weighted};
+use tower_lb::endpoint::{Report, ReportCell, Weighted};
 use tower_lb::load::InFlight;
 use tower_lb::pick::{
-    hash_value, BlockConfig, Endpoints, Meta, Pick, PrefixAffinity, Prepare, PromptBlocks,
-    ScoreHook, Scored, Scorer,
+    key::hash_value,
+    llm::{BlockConfig, PrefixAffinity, PromptBlocks, ScoreHook, Scored, Scorer},
+    Candidates, EndpointInfo, Pick, Prepare,
 };
 
 type Endpoint = Weighted<InFlight<()>>;
 type Req = http::Request<()>;
 
-fn fleet(n: usize) -> (Vec<Meta>, Vec<Endpoint>) {
+fn fleet(n: usize) -> (Vec<EndpointInfo>, Vec<Endpoint>) {
     let metas = (0..n)
-        .map(|i| Meta::new(hash_value(&format!("10.0.0.{i}:8000")), 1))
+        .map(|i| EndpointInfo::new(hash_value(&format!("10.0.0.{i}:8000")), 1))
         .collect();
     let endpoints = (0..n)
         .map(|i| {
-            let metrics = EndpointMetrics::with_staleness(Duration::from_secs(3600));
-            metrics.record(&LoadReport {
+            let metrics = ReportCell::with_staleness(Duration::from_secs(3600));
+            metrics.record(&Report {
                 queue: Some((i % 4) as u32),
                 kv_cache_use: Some((i % 10) as f32 / 20.0),
-                ..LoadReport::default()
+                ..Report::default()
             });
-            Weighted::new(InFlight::new(()), 1).with_metrics(metrics)
+            Weighted::new(InFlight::new(()), 1).with_report(metrics)
         })
         .collect();
     (metas, endpoints)
@@ -108,9 +109,8 @@ fn main() {
                 };
                 warm.extensions_mut().insert(held);
                 <PrefixAffinity as ScoreHook<Req>>::before_send(&prefix, &warm, *meta);
-                <PrefixAffinity as ScoreHook<Req>>::answer_end(&prefix, meta.key_hash());
             }
-            let endpoints = Endpoints::new(&metas, &services);
+            let endpoints = Candidates::new(&metas, &services);
             let name = if with_hook {
                 "pick (score + hook)"
             } else {
@@ -120,16 +120,9 @@ fn main() {
                 b.iter_custom(|iters| {
                     let start = thread_cpu_time();
                     for _ in 0..iters {
+                        // Nothing is sent, so no count rises and the gate
+                        // stays shut.
                         let picked = picker.pick(&(), &endpoints, black_box(&request));
-                        if with_hook {
-                            // The answer ends, so the gate stays shut.
-                            if let Some(i) = picked {
-                                <PrefixAffinity as ScoreHook<Req>>::answer_end(
-                                    &prefix,
-                                    metas[i].key_hash(),
-                                );
-                            }
-                        }
                         black_box(picked);
                     }
                     thread_cpu_time() - start

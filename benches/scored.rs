@@ -2,7 +2,7 @@
 //! (beside least connections, which reads every endpoint once), parsing one
 //! ORCA header report, and reading one vLLM Prometheus page.
 //!
-//! * Endpoints are `Weighted<InFlight<()>>` with an `EndpointMetrics`
+//! * Endpoints are `Weighted<InFlight<()>>` with an `ReportCell`
 //!   record each, as a balancer holds them; every record holds a fresh
 //!   report (queue 0–9, KV use 0–0.9) and every endpoint 0–6 requests in
 //!   flight. The picker runs three scorers (queue, KV use, in flight); the
@@ -13,7 +13,7 @@
 //! Time is the benchmark thread's CPU time.
 //!
 //! ```sh
-//! cargo bench --features metrics --bench scored
+//! cargo bench --features reports --bench scored
 //! ```
 
 #[path = "support/cpu_time.rs"]
@@ -25,26 +25,30 @@ use std::time::Duration;
 
 use cpu_time::thread_cpu_time;
 use criterion::{BenchmarkId, Criterion};
-use tower_lb::endpoint::{EndpointMetrics, LoadReport, Weighted};
+use tower_lb::endpoint::{Report, ReportCell, Weighted};
 use tower_lb::load::{Handle, InFlight};
-use tower_lb::metrics::{parse_header, Mapping};
-use tower_lb::pick::{hash_value, Endpoints, LeastConnections, Meta, Pick, Scored, Weights};
+use tower_lb::pick::{
+    key::hash_value,
+    llm::{Scored, Weights},
+    Candidates, EndpointInfo, LeastConnections, Pick,
+};
+use tower_lb::report::{parse_header, Mapping};
 
 type Endpoint = Weighted<InFlight<()>>;
 
-fn fleet(n: usize) -> (Vec<Meta>, Vec<Endpoint>, Vec<Handle>) {
+fn fleet(n: usize) -> (Vec<EndpointInfo>, Vec<Endpoint>, Vec<Handle>) {
     let metas = (0..n)
-        .map(|i| Meta::new(hash_value(&format!("10.0.{}.{}:80", i / 256, i % 256)), 1))
+        .map(|i| EndpointInfo::new(hash_value(&format!("10.0.{}.{}:80", i / 256, i % 256)), 1))
         .collect();
     let endpoints: Vec<Endpoint> = (0..n)
         .map(|i| {
-            let metrics = EndpointMetrics::with_staleness(Duration::from_secs(3600));
-            metrics.record(&LoadReport {
+            let metrics = ReportCell::with_staleness(Duration::from_secs(3600));
+            metrics.record(&Report {
                 queue: Some((i % 10) as u32),
                 kv_cache_use: Some((i % 10) as f32 / 10.0),
-                ..LoadReport::default()
+                ..Report::default()
             });
-            Weighted::new(InFlight::new(()), 1).with_metrics(metrics)
+            Weighted::new(InFlight::new(()), 1).with_report(metrics)
         })
         .collect();
     let handles = endpoints
@@ -63,7 +67,7 @@ fn bench_pick<P: Pick<(), Endpoint>>(
     for n in [16, 256] {
         let (metas, services, _handles) = fleet(n);
         let table = picker.prepare(&metas);
-        let endpoints = Endpoints::new(&metas, &services);
+        let endpoints = Candidates::new(&metas, &services);
         c.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
             b.iter_custom(|iters| {
                 let start = thread_cpu_time();

@@ -32,7 +32,7 @@ use tonic::Status;
 use tonic_prost::ProstCodec;
 use tower::Service;
 use tower_lb::grpc::{self, Builder};
-use tower_lb::pick::{ConsistentHash, Header, Pick, RoundRobin};
+use tower_lb::pick::{key::Header, ConsistentHash, Pick, RoundRobin};
 use tower_lb::retry::ReplayBody;
 use tower_lb::BoxError;
 
@@ -84,7 +84,7 @@ async fn main() -> Result<(), BoxError> {
 /// The preset with `picker` over one lazily connecting channel per server.
 async fn balancer<P>(servers: &[SocketAddr], picker: P) -> Result<grpc::Balancer, BoxError>
 where
-    P: Pick<http::Request<ReplayBody<Body>>, grpc::Endpoint>,
+    P: Pick<http::Request<ReplayBody<Body>>, grpc::EndpointService>,
 {
     let channel = Builder::new()
         .backends(servers.iter().copied())

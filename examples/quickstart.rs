@@ -31,8 +31,8 @@ use tower_lb::discover::{self, EndpointSender};
 use tower_lb::http::SetAuthority;
 use tower_lb::load::{InFlight, InFlightDiscover};
 use tower_lb::pick::{
-    ClientAddr, ConsistentHash, Header, IpHash, LeastConnections, Maglev, P2c, Pick, RoundRobin,
-    WeightedRoundRobin,
+    key::{ClientAddr, Header},
+    ConsistentHash, IpHash, LeastConnections, Maglev, P2c, Pick, RoundRobin, WeightedRoundRobin,
 };
 use tower_lb::{Balance, BoxError};
 

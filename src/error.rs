@@ -50,7 +50,7 @@ impl std::error::Error for NoEndpoints {}
 /// request's priority is below the shedding threshold: it fails at once.
 ///
 /// Returned (boxed as [`BoxError`]) by the balancer when its picker sheds
-/// the request (the [`Scored`](crate::pick::Scored) picker's saturation
+/// the request (the [`Scored`](crate::pick::llm::Scored) picker's saturation
 /// admission). The request was sent nowhere, so it is safe to retry after
 /// [`retry_after`](Saturated::retry_after). The HTTP preset's
 /// `http::saturated_response` (feature `http`) turns it into

@@ -16,7 +16,7 @@
 //! * [`pick`]: round robin, smooth weighted round robin, least connections,
 //!   power of two choices, IP hash, consistent hashing (with bounded load) and
 //!   Maglev; for model servers, the scoring picker
-//!   ([`Scored`](pick::Scored): filters, weighted scorers, saturation
+//!   ([`Scored`](pick::llm::Scored): filters, weighted scorers, saturation
 //!   shedding) and weighted round robin from load reports
 //!   ([`ReportWeighted`](pick::ReportWeighted));
 //!   [`ZonePreference`](pick::ZonePreference) around any of them; or your
@@ -37,7 +37,7 @@
 //! * `metrics` (feature `metrics`): what model servers report of their own
 //!   load (ORCA load reports in answers, a Prometheus poller with vLLM,
 //!   SGLang and TGI names), written into each endpoint's
-//!   [`EndpointMetrics`](endpoint::EndpointMetrics).
+//!   [`ReportCell`](endpoint::ReportCell).
 //! * [`endpoint`], [`classify`]: the contracts every part shares, what the
 //!   balancer reads of an endpoint and what counts as its failure.
 //!
@@ -91,7 +91,7 @@
 //!
 //! * [`endpoint`] is the contract: weight, availability and, for pickers
 //!   that score on it, the endpoint's self-reported load
-//!   ([`EndpointMetrics`](endpoint::EndpointMetrics): facts with a time,
+//!   ([`ReportCell`](endpoint::ReportCell): facts with a time,
 //!   read with atomic loads). The balancer reads nothing else of an
 //!   endpoint; health implements availability, the `metrics` sources (feature
 //!   `metrics`) fill the load record.
@@ -108,7 +108,7 @@
 //! it waits for the set to change (one second by default, see
 //! [`BalanceLayer::wait`]) and then fails with [`NoEndpoints`]; the endpoint's
 //! own errors pass through unchanged inside the box. A picker that sheds
-//! load ([`Scored`](pick::Scored) when every eligible endpoint is
+//! load ([`Scored`](pick::llm::Scored) when every eligible endpoint is
 //! saturated) fails the request at once with
 //! [`Saturated`](error::Saturated).
 #![forbid(unsafe_code)]
@@ -131,9 +131,9 @@ pub mod hedge;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod load;
-#[cfg(feature = "metrics")]
-pub mod metrics;
 pub mod pick;
+#[cfg(feature = "reports")]
+pub mod report;
 #[cfg(feature = "http")]
 pub mod retry;
 mod util;

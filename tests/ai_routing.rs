@@ -1,7 +1,7 @@
 //! Routing on what model servers report: real axum "model servers" on
 //! 127.0.0.1 whose queue, KV-cache use and adapters the tests set, read
 //! through the Prometheus poller and ORCA load reports.
-#![cfg(feature = "metrics")]
+#![cfg(feature = "reports")]
 
 mod support;
 
@@ -11,17 +11,17 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use tower_lb::discover::{self, EndpointSender};
-use tower_lb::endpoint::{EndpointMetrics, Weighted};
+use tower_lb::endpoint::{ReportCell, Weighted};
 use tower_lb::error::Saturated;
 use tower_lb::load::InFlight;
-use tower_lb::metrics::{LoadReportLayer, LoadReports, PollerHandle, PrometheusPoller};
-use tower_lb::pick::{Pick, ReportWeighted, ReportWeights, Scored};
+use tower_lb::pick::{llm::Scored, Pick, ReportWeighted, ReportWeights};
+use tower_lb::report::{Orca, OrcaLayer, PollerHandle, PrometheusPoller};
 use tower_lb::{Balance, BoxError};
 
 use support::model_server::{Load, ModelServer, Names};
 use support::ReqBody;
 
-type Ep = InFlight<LoadReports<support::Endpoint>>;
+type Ep = InFlight<Orca<support::Endpoint>>;
 
 /// A balancer over `servers`, each endpoint reading ORCA reports from its
 /// answers into a metrics record with `staleness`; the records come back
@@ -32,7 +32,7 @@ async fn fleet<P>(
     staleness: Duration,
 ) -> (
     Balance<String, Weighted<Ep>, P>,
-    Vec<EndpointMetrics>,
+    Vec<ReportCell>,
     EndpointSender<String, Ep>,
 )
 where
@@ -41,10 +41,9 @@ where
     let (sender, discover) = discover::channel();
     let mut records = Vec::new();
     for server in servers {
-        let metrics = EndpointMetrics::with_staleness(staleness);
-        let client =
-            LoadReportLayer::new(metrics.clone()).layer(support::Endpoint::new(server.addr()));
-        let endpoint = Weighted::new(InFlight::new(client), 1).with_metrics(metrics.clone());
+        let metrics = ReportCell::with_staleness(staleness);
+        let client = OrcaLayer::new(metrics.clone()).layer(support::Endpoint::new(server.addr()));
+        let endpoint = Weighted::new(InFlight::new(client), 1).with_report(metrics.clone());
         sender
             .insert_endpoint(server.addr().to_string(), endpoint)
             .unwrap();
@@ -86,7 +85,7 @@ where
 /// The answer of an endpoint in these tests.
 type Answer = http::Response<
     tower_lb::load::TrackedBody<
-        tower_lb::metrics::ReportingBody<hyper::body::Incoming>,
+        tower_lb::report::OrcaBody<hyper::body::Incoming>,
         tower_lb::load::Handle,
     >,
 >;
@@ -140,7 +139,7 @@ async fn a_full_kv_cache_is_avoided_from_the_first_poll_that_shows_it() {
     servers[1].update(|load| load.kv = 0.97);
     let seen = servers[1].scrapes();
     servers[1].wait_scrapes(seen + 2).await;
-    assert_eq!(records[1].load().unwrap().kv_cache_use, 0.97);
+    assert_eq!(records[1].current().unwrap().kv_cache_use, 0.97);
     let served_b = servers[1].served();
     let after = tally(&mut balance, 60).await;
     assert_eq!(servers[1].served(), served_b, "b got requests: {after:?}");
@@ -166,7 +165,7 @@ async fn a_saturated_fleet_sheds_low_priority_and_serves_the_rest() {
     let (mut balance, records, _sender) =
         fleet(&servers, Scored::with_seed(2), Duration::from_secs(60)).await;
     // Every answer carries a report; two answers and both are known.
-    while records.iter().any(|r| r.load().is_none()) {
+    while records.iter().any(|r| r.current().is_none()) {
         send(&mut balance, 5).await.unwrap();
     }
     let error = send(&mut balance, -1).await.unwrap_err();
@@ -183,7 +182,7 @@ async fn a_saturated_fleet_sheds_low_priority_and_serves_the_rest() {
     // answers, so the server that gets the traffic, b, is the one whose
     // change is seen.)
     servers[1].update(|load| load.kv = 0.5);
-    while records[1].load().unwrap().kv_cache_use != 0.5 {
+    while records[1].current().unwrap().kv_cache_use != 0.5 {
         send(&mut balance, 0).await.unwrap();
     }
     assert_eq!(send(&mut balance, -1).await.unwrap(), "b");
@@ -238,7 +237,7 @@ async fn a_stale_source_falls_back_to_requests_in_flight() {
     let (mut balance, records, _sender) =
         fleet(&servers, Scored::with_seed(3), Duration::from_millis(200)).await;
     tokio::time::pause();
-    while records.iter().any(|r| r.load().is_none()) {
+    while records.iter().any(|r| r.current().is_none()) {
         send(&mut balance, 0).await.unwrap();
     }
     // b reports a queue: everything goes to a.
@@ -248,7 +247,7 @@ async fn a_stale_source_falls_back_to_requests_in_flight() {
     // this client's requests in flight (none), like a.
     servers[1].update(|load| load.silent = true);
     tokio::time::advance(Duration::from_millis(201)).await;
-    assert!(records[1].load().is_none());
+    assert!(records[1].current().is_none());
     let stale = tally(&mut balance, 40).await;
     assert!(stale.get("b").copied().unwrap_or(0) >= 5, "{stale:?}");
 }
@@ -264,7 +263,7 @@ async fn garbage_reports_and_pages_keep_the_last_values() {
     let (mut balance, records, _sender) =
         fleet(&servers, Scored::with_seed(4), Duration::from_secs(60)).await;
     send(&mut balance, 0).await.unwrap();
-    assert_eq!(records[0].load().unwrap().queue, 3);
+    assert_eq!(records[0].current().unwrap().queue, 3);
 
     for garbage in [
         "TEXT named_metrics.num_requests_waiting=",
@@ -277,7 +276,7 @@ async fn garbage_reports_and_pages_keep_the_last_values() {
             load.queue = 50;
         });
         assert_eq!(send(&mut balance, 0).await.unwrap(), "a");
-        let facts = records[0].load().unwrap();
+        let facts = records[0].current().unwrap();
         assert_eq!((facts.queue, facts.kv_cache_use), (3, 0.25), "{garbage}");
     }
 
@@ -291,7 +290,7 @@ async fn garbage_reports_and_pages_keep_the_last_values() {
         .interval(Duration::from_millis(10))
         .spawn(servers[0].base(), records[0].clone());
     servers[0].wait_scrapes(2).await;
-    assert_eq!(records[0].load().unwrap().queue, 7);
+    assert_eq!(records[0].current().unwrap().queue, 7);
     for page in [
         "vllm:num_requests_waiting{model_name=\"llama\" 1\n",
         "vllm:num_requests_waiting one\n",
@@ -300,7 +299,7 @@ async fn garbage_reports_and_pages_keep_the_last_values() {
         servers[0].update(|load| load.raw_page = Some(page.to_owned()));
         let seen = servers[0].scrapes();
         servers[0].wait_scrapes(seen + 2).await;
-        assert_eq!(records[0].load().unwrap().queue, 7, "{page:?}");
+        assert_eq!(records[0].current().unwrap().queue, 7, "{page:?}");
     }
     drop(poller);
     assert_eq!(send(&mut balance, 0).await.unwrap(), "a", "still serving");

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use tower_lb::discover::StaticList;
-use tower_lb::pick::{ClientAddr, IpHash, Pick, RoundRobin, WeightedRoundRobin};
+use tower_lb::pick::{key::ClientAddr, IpHash, Pick, RoundRobin, WeightedRoundRobin};
 use tower_lb::{Balance, BalanceLayer};
 
 use support::*;

@@ -10,7 +10,10 @@ use http::{HeaderName, Request};
 use http_body_util::Full;
 use tower_lb::discover::{self, EndpointSender};
 use tower_lb::load::InFlightDiscover;
-use tower_lb::pick::{ConsistentHash, Header, Path};
+use tower_lb::pick::{
+    key::{Header, Path},
+    ConsistentHash,
+};
 use tower_lb::Balance;
 
 use support::*;

@@ -16,7 +16,7 @@ use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 use tower_lb::discover;
 use tower_lb::load::{Counter, InFlight};
-use tower_lb::pick::{ConsistentHash, Header, LeastConnections, RoundRobin};
+use tower_lb::pick::{key::Header, ConsistentHash, LeastConnections, RoundRobin};
 use tower_lb::{Balance, BalanceLayer, BoxError, NoEndpoints};
 
 use support::grpc::{Classified, Endpoint, Fleet, WhoClient, HEALTHY, USER};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tonic::Code;
 use tower::{Layer, ServiceBuilder};
 use tower_lb::balance::TriedEndpoints;
-use tower_lb::pick::{hash_value, RoundRobin};
+use tower_lb::pick::{key::hash_value, RoundRobin};
 use tower_lb::retry::{RetryLayer, RetryPolicy};
 use tower_lb::BoxError;
 

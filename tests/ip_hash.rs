@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::Request;
 use tower_lb::discover::StaticList;
-use tower_lb::pick::{ClientAddr, IpHash};
+use tower_lb::pick::{key::ClientAddr, IpHash};
 use tower_lb::Balance;
 
 use support::*;

@@ -2,7 +2,7 @@
 //! processes on 127.0.0.1: streaming, model routing, bad bodies, and a
 //! server that dies mid-answer.
 //!
-//! `cargo test --features llm,metrics --test llm_router` builds both
+//! `cargo test --features llm,reports --test llm_router` builds both
 //! examples first (with the test's profile and target directory).
 
 mod support;
@@ -27,7 +27,7 @@ use support::within;
 fn examples_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        support::examples::build(&["llm_router", "model_server"], &["llm", "metrics"])
+        support::examples::build(&["llm_router", "model_server"], &["llm", "reports"])
     })
 }
 

@@ -7,7 +7,10 @@ use bytes::Bytes;
 use http::{HeaderName, Request};
 use http_body_util::Full;
 use tower_lb::discover::{self, ChannelDiscover, EndpointSender};
-use tower_lb::pick::{hash_value, Header, InvalidTableSize, Maglev, Meta, Prepare};
+use tower_lb::pick::{
+    key::{hash_value, Header},
+    EndpointInfo, InvalidTableSize, Maglev, Prepare,
+};
 use tower_lb::Balance;
 
 use support::*;
@@ -56,10 +59,10 @@ fn slot_counts<E: Send + Sync + 'static>(
     maglev: &Maglev<E>,
     weights: &[u32],
 ) -> (Vec<usize>, usize) {
-    let metas: Vec<Meta> = IDS
+    let metas: Vec<EndpointInfo> = IDS
         .iter()
         .zip(weights)
-        .map(|(id, &weight)| Meta::new(hash_value(id), weight))
+        .map(|(id, &weight)| EndpointInfo::new(hash_value(id), weight))
         .collect();
     let table = maglev.prepare(&metas);
     let mut counts = vec![0; IDS.len()];

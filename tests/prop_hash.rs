@@ -5,7 +5,7 @@
 mod support;
 
 use proptest::prelude::*;
-use tower_lb::pick::{ConsistentHash, Endpoints, Meta, Pick, Prepare};
+use tower_lb::pick::{Candidates, ConsistentHash, EndpointInfo, Pick, Prepare};
 
 use support::prop::*;
 
@@ -22,10 +22,10 @@ fn ring(virtual_nodes: u32) -> ConsistentHash<KeyFn> {
 
 /// Where each key goes, named by the endpoint's key hash (indices change
 /// from one set to the next; key hashes do not).
-fn owners(picker: &ConsistentHash<KeyFn>, metas: &[Meta], keys: &[u64]) -> Vec<u64> {
+fn owners(picker: &ConsistentHash<KeyFn>, metas: &[EndpointInfo], keys: &[u64]) -> Vec<u64> {
     let table = picker.prepare(metas);
     let services = vec![(); metas.len()];
-    let endpoints = Endpoints::new(metas, &services);
+    let endpoints = Candidates::new(metas, &services);
     keys.iter()
         .map(|&k| {
             let i = picker
@@ -38,7 +38,7 @@ fn owners(picker: &ConsistentHash<KeyFn>, metas: &[Meta], keys: &[u64]) -> Vec<u
 
 /// A set of 2 to 12 endpoints with weights 1 to 16: rings below the point
 /// cap, where an endpoint's points depend on its own key and weight only.
-fn ring_set() -> impl Strategy<Value = Vec<Meta>> {
+fn ring_set() -> impl Strategy<Value = Vec<EndpointInfo>> {
     endpoint_set(12, small_weight())
         .prop_filter("two endpoints at least", |set| set.len() >= 2)
         .prop_map(|set| split(&set).0)
@@ -85,7 +85,7 @@ proptest! {
         let picker = ring(virtual_nodes);
         let before = owners(&picker, &metas, &keys);
         let mut after_set = metas.clone();
-        after_set.push(Meta::new(new_hash, new_weight));
+        after_set.push(EndpointInfo::new(new_hash, new_weight));
         let after = owners(&picker, &after_set, &keys);
         for ((k, was), now) in keys.iter().zip(&before).zip(&after) {
             prop_assert!(was == now || *now == new_hash, "key {} moved to an old endpoint", k);
@@ -189,7 +189,7 @@ fn within_bound(
             }
         };
         let picked = {
-            let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+            let endpoints = Candidates::new(&metas, &services).excluding(&excluded);
             let endpoints = if gated {
                 endpoints.with_availability(is_up)
             } else {

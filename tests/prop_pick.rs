@@ -8,7 +8,7 @@ mod support;
 
 use proptest::prelude::*;
 use tower_lb::pick::{
-    ConsistentHash, Endpoints, IpHash, LeastConnections, Maglev, Meta, P2c, Pick, Prepare,
+    Candidates, ConsistentHash, EndpointInfo, IpHash, LeastConnections, Maglev, P2c, Pick, Prepare,
     RoundRobin, WeightedRoundRobin,
 };
 
@@ -25,12 +25,12 @@ type KeyFn = fn(&Key) -> Option<u64>;
 
 /// The view the balancer would hand the picker.
 fn view<'a>(
-    metas: &'a [Meta],
+    metas: &'a [EndpointInfo],
     services: &'a [Svc],
     excluded: &'a [u64],
     gated: bool,
-) -> Endpoints<'a, Svc> {
-    let endpoints = Endpoints::new(metas, services).excluding(excluded);
+) -> Candidates<'a, Svc> {
+    let endpoints = Candidates::new(metas, services).excluding(excluded);
     if gated {
         endpoints.with_availability(is_up)
     } else {
@@ -82,7 +82,7 @@ fn picks_are_allowed<P: Pick<Key, Svc>>(
 fn light(set: &[Drawn]) -> Vec<Drawn> {
     let mut light = set.to_vec();
     for d in &mut light {
-        d.meta = Meta::new(d.meta.key_hash(), d.meta.weight().min(64));
+        d.meta = EndpointInfo::new(d.meta.key_hash(), d.meta.weight().min(64));
     }
     light
 }
@@ -155,10 +155,10 @@ proptest! {
 // ===== weighted round robin =====
 
 /// One full cycle of picks, starting wherever the cursor is.
-fn cycle(wrr: &WeightedRoundRobin, metas: &[Meta], skip: usize) -> Vec<usize> {
+fn cycle(wrr: &WeightedRoundRobin, metas: &[EndpointInfo], skip: usize) -> Vec<usize> {
     let table = wrr.prepare(metas);
     let services = vec![(); metas.len()];
-    let endpoints = Endpoints::new(metas, &services);
+    let endpoints = Candidates::new(metas, &services);
     let pick = || Pick::<(), ()>::pick(wrr, &table, &endpoints, &()).expect("a weight above 0");
     for _ in 0..skip {
         pick();
@@ -231,7 +231,7 @@ proptest! {
         skip in 0..1000usize,
     ) {
         prop_assume!(weights.iter().any(|&w| w > 0));
-        let metas: Vec<Meta> = weights.iter().enumerate().map(|(i, &w)| Meta::new(i as u64 * 31 + 7, w)).collect();
+        let metas: Vec<EndpointInfo> = weights.iter().enumerate().map(|(i, &w)| EndpointInfo::new(i as u64 * 31 + 7, w)).collect();
         let g = weights.iter().fold(0, |g, &w| gcd(g, u64::from(w)));
         let shares: Vec<(usize, u64)> = weights.iter().enumerate()
             .filter(|(_, &w)| w > 0)
@@ -266,7 +266,7 @@ proptest! {
         weights in prop::collection::vec(prop_oneof![Just(u32::MAX), Just(1u32), any::<u32>()], 2..6),
     ) {
         prop_assume!(weights.iter().all(|&w| w > 0));
-        let metas: Vec<Meta> = weights.iter().enumerate().map(|(i, &w)| Meta::new(i as u64, w)).collect();
+        let metas: Vec<EndpointInfo> = weights.iter().enumerate().map(|(i, &w)| EndpointInfo::new(i as u64, w)).collect();
         let picks = cycle(&WeightedRoundRobin::new(), &metas, 0);
         prop_assert!(picks.len() <= 65_536 + weights.len());
         let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
@@ -293,7 +293,7 @@ proptest! {
     fn large_sets_keep_exact_counts_and_smoothness(
         weights in prop::collection::vec(50..=70u32, 1100..1130),
     ) {
-        let metas: Vec<Meta> = weights.iter().enumerate().map(|(i, &w)| Meta::new(i as u64, w)).collect();
+        let metas: Vec<EndpointInfo> = weights.iter().enumerate().map(|(i, &w)| EndpointInfo::new(i as u64, w)).collect();
         let g = weights.iter().fold(0, |g, &w| gcd(g, u64::from(w)));
         let picks = cycle(&WeightedRoundRobin::new(), &metas, 0);
         let mut counts = vec![0u64; weights.len()];
@@ -316,10 +316,10 @@ proptest! {
 #[test]
 fn windows_can_exceed_the_exact_share_by_more_than_one() {
     let weights = [13u32, 11, 15, 9, 14, 12];
-    let metas: Vec<Meta> = weights
+    let metas: Vec<EndpointInfo> = weights
         .iter()
         .enumerate()
-        .map(|(i, &w)| Meta::new(i as u64, w))
+        .map(|(i, &w)| EndpointInfo::new(i as u64, w))
         .collect();
     let picks = cycle(&WeightedRoundRobin::new(), &metas, 0);
     let total = picks.len();

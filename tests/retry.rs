@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_lb::balance::TriedEndpoints;
-use tower_lb::pick::{Endpoints, Header, IpHash, Meta, Pick, RoundRobin};
+use tower_lb::pick::{key::Header, Candidates, EndpointInfo, IpHash, Pick, RoundRobin};
 use tower_lb::retry::{RetryLayer, RetryNonIdempotent, RetryPolicy};
 use tower_lb::BoxError;
 
@@ -279,7 +279,10 @@ where
 
     // The same set, as the balancer indexes it, for asking the twin picker.
     let keys: Vec<SocketAddr> = balance.endpoints().into_iter().map(|(k, _)| k).collect();
-    let metas: Vec<Meta> = keys.iter().map(|&k| Meta::new(key_hash(k), 1)).collect();
+    let metas: Vec<EndpointInfo> = keys
+        .iter()
+        .map(|&k| EndpointInfo::new(key_hash(k), 1))
+        .collect();
     let table = twin.prepare(&metas);
     let sick_hash = key_hash(sick.addr());
     let services = vec![(); metas.len()];
@@ -306,7 +309,7 @@ where
         assert_ne!(hashes[1], sick_hash, "retried on the same endpoint");
         let (probe, _) = make();
         let excluded = [sick_hash];
-        let rest = Endpoints::new(&metas, &services).excluding(&excluded);
+        let rest = Candidates::new(&metas, &services).excluding(&excluded);
         let next = twin.pick(&table, &rest, &probe.map(|_| ()));
         assert_eq!(next.map(|i| metas[i].key_hash()), Some(hashes[1]));
         // Again: the same key retries to the same next endpoint.

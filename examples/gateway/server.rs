@@ -31,7 +31,10 @@ use tower_lb::health::{
     OutlierDetection,
 };
 use tower_lb::load::{Handle, InFlight, InFlightDiscover, TrackedBody};
-use tower_lb::pick::{ClientAddr, ClientIp, Pick, Prepare};
+use tower_lb::pick::{
+    key::{ClientAddr, ClientIp},
+    Pick, Prepare,
+};
 use tower_lb::retry::{Retry, RetryLayer, RetryPolicy};
 use tower_lb::{Balance, BoxError, NoEndpoints};
 

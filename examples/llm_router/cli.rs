@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use tower_lb::pick::{PrefixConfig, Weights};
+use tower_lb::pick::llm::{PrefixConfig, Weights};
 
 /// An OpenAI-compatible LLM router: prefix-cache affinity, load from the
 /// servers' own reports, saturation shedding.
@@ -18,10 +18,11 @@ pub(crate) struct Cli {
     /// model it serves (repeatable).
     #[arg(long = "backend", required = true, value_parser = backend)]
     pub(crate) backends: Vec<Backend>,
-    /// Scorer weights: `prefix`, `queue`, `kv`, `inflight`, `session`
-    /// (unnamed ones are 0).
-    #[arg(long, default_value = "prefix=3,queue=2,kv=2", value_parser = scorers)]
-    pub(crate) scorer: Scorers,
+    /// Choose by weighted scorers instead of the least predicted time to
+    /// first token (the default): `prefix`, `queue`, `kv`, `inflight`,
+    /// `session` (unnamed ones are 0), say `prefix=3,queue=2,kv=2`.
+    #[arg(long, value_parser = scorers)]
+    pub(crate) scorer: Option<Scorers>,
     /// Poll each server's Prometheus page at this path (vLLM, SGLang or TGI
     /// names) besides reading the load reports in its answers.
     #[arg(long)]
@@ -29,7 +30,7 @@ pub(crate) struct Cli {
     /// How often to poll `--metrics-path`.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub(crate) metrics_interval: Duration,
-    /// The imbalance gate's absolute threshold: requests in flight between
+    /// With `--scorer`: the imbalance gate's absolute threshold: requests in flight between
     /// the busiest and the idlest server.
     #[arg(long, default_value_t = PrefixConfig::default().balance_abs)]
     pub(crate) balance_abs: usize,

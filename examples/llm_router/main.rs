@@ -2,24 +2,32 @@
 //! from the model servers' own reports, saturation shedding.
 //!
 //! ```sh
-//! cargo run --release --features llm,metrics --example llm_router -- \
+//! cargo run --release --features llm,reports --example llm_router -- \
 //!   --listen 127.0.0.1:8080 \
 //!   --backend http://127.0.0.1:8001#llama --backend http://127.0.0.1:8002#llama \
-//!   --scorer prefix=3,queue=2,kv=2 --admin 127.0.0.1:8081
+//!   --admin 127.0.0.1:8081
 //! ```
+//!
+//! Each request goes to the server with the least predicted time to first
+//! token (`Scored::ttft`: its batch-slot wait, the prefill already queued
+//! there and this prompt's tokens that its cache lacks, at that server's
+//! learnt speed); `--scorer prefix=3,queue=2,kv=2` chooses by weighted
+//! scorers instead.
 //!
 //! Behind each request:
 //!
 //! ```text
 //! client ─► Front (hop-by-hop headers, X-Forwarded-For)
-//!        ─► PromptFacts (reads the JSON body: model, prompt blocks; 400, 413)
+//!        ─► AddRequestInfo (reads the JSON body: model, prompt blocks; 400, 413)
 //!        ─► model check (404 for a model no backend serves)
 //!        ─► Retry (--retries, budgeted)
 //!        ─► Balance(Scored: model filter, saturation → 429,
-//!                   prefix affinity + queue + KV cache scorers, imbalance gate)
+//!                   least predicted time to first token)
 //!        ─► Healthy (outlier detection, GET --health-path)
-//!        ─► Weighted (the server's EndpointMetrics) ─► AnswerHooks (the gate's counts)
-//!        ─► InFlight ─► LoadReports (ORCA headers in, `endpoint-load-metrics-format: TEXT` out)
+//!        ─► Weighted (the server's ReportCell and PrefillState)
+//!        ─► InFlight ─► Prefill (queued prefill until the first token, the
+//!                               cache index, what the server reused)
+//!        ─► Orca (ORCA headers in, `endpoint-load-metrics-format: TEXT` out)
 //!        ─► Forward (hyper-util client, keep-alive; 30 s for the answer's head)
 //! ```
 //!
@@ -61,15 +69,16 @@ use tower::filter::Filter;
 use tower::timeout::error::Elapsed;
 use tower::{Layer, ServiceExt};
 use tower_lb::discover::StaticList;
-use tower_lb::endpoint::{EndpointMetrics, LoadReport, Weighted};
+use tower_lb::endpoint::{PrefillState, Report, ReportCell, Weighted};
 use tower_lb::error::Saturated;
 use tower_lb::health::{HealthDiscover, Healthy, NoHealthyEndpoints};
-use tower_lb::http::{PromptBody, PromptFacts, PromptFactsError, PromptFactsLayer};
-use tower_lb::load::{AnswerHooks, InFlight};
-use tower_lb::metrics::{LoadReportLayer, LoadReports, PollerHandle, PrometheusPoller};
+use tower_lb::http::{AddRequestInfo, AddRequestInfoLayer, PromptBody, RequestInfoError};
+use tower_lb::load::{InFlight, Prefill};
 use tower_lb::pick::{
-    hash_value, PrefixAffinity, PrefixConfig, Scored, ScoredRequest, SessionAffinity, SessionKey,
+    key::hash_value,
+    llm::{PrefixAffinity, PrefixConfig, Scored, ScoredRequest, SessionAffinity, SessionKey},
 };
+use tower_lb::report::{Orca, OrcaLayer, PollerHandle, PrometheusPoller};
 use tower_lb::retry::{ReplayBody, Retry, RetryLayer, RetryPolicy};
 use tower_lb::{Balance, BoxError, NoEndpoints};
 
@@ -83,11 +92,10 @@ type Body = PromptBody<ClientBody>;
 /// ... and after the retry layer.
 type Upstream = ReplayBody<Body>;
 /// One model server as the balancer holds it.
-type Endpoint =
-    Healthy<Weighted<AnswerHooks<InFlight<LoadReports<Forward<Upstream>>>, PrefixAffinity>>>;
+type Endpoint = Healthy<Weighted<InFlight<Prefill<Orca<Forward<Upstream>>>>>>;
 type Picker = Scored<Request<Upstream>, Endpoint>;
 type Lb = Balance<SocketAddr, Endpoint, Picker>;
-type Stack = PromptFacts<Filter<Retry<Lb>, Models>>;
+type Stack = AddRequestInfo<Filter<Retry<Lb>, Models>>;
 /// Every answer's body: the server's, streamed, or our own error.
 type RouterBody = UnsyncBoxBody<Bytes, BoxError>;
 
@@ -136,7 +144,7 @@ impl tower::filter::Predicate<Request<Body>> for Models {
     type Request = Request<Body>;
 
     fn check(&mut self, request: Request<Body>) -> Result<Request<Body>, BoxError> {
-        if let (Some(models), Some(model)) = (&self.0, request.facts().model) {
+        if let (Some(models), Some(model)) = (&self.0, request.info().model) {
             if !models.iter().any(|m| m == model) {
                 return Err(UnknownModel(model.to_owned()).into());
             }
@@ -168,11 +176,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     let mut records = Vec::new();
     let mut endpoints = Vec::new();
     for backend in &cli.backends {
-        let metrics = EndpointMetrics::new();
+        let metrics = ReportCell::new();
         if let Some(model) = &backend.model {
-            metrics.record(&LoadReport {
+            metrics.record(&Report {
                 models: Some(vec![model.as_str().into()]),
-                ..LoadReport::default()
+                ..Report::default()
             });
         }
         if let Some(path) = &cli.metrics_path {
@@ -182,34 +190,39 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 .interval(cli.metrics_interval);
             pollers.push(poller.spawn(base, metrics.clone()));
         }
-        let service = LoadReportLayer::new(metrics.clone()).layer(Forward::new(
+        let service = OrcaLayer::new(metrics.clone()).layer(Forward::new(
             client.clone(),
             backend.addr,
             ATTEMPT_TIMEOUT,
         ));
-        let service = AnswerHooks::new(
-            InFlight::new(service),
-            Arc::clone(&prefix),
-            hash_value(&backend.addr),
-        );
-        records.push((backend.clone(), metrics.clone()));
+        let prefill = PrefillState::default().with_report(metrics.clone());
+        let service = InFlight::new(Prefill::new(service, prefill.clone()));
+        records.push((backend.clone(), metrics.clone(), prefill.clone()));
         endpoints.push((
             backend.addr,
-            Weighted::new(service, 1).with_metrics(metrics),
+            Weighted::new(service, 1)
+                .with_report(metrics)
+                .with_prefill(prefill),
         ));
     }
     let health = gateway::server::health(Some(&cli.health_path), Duration::from_secs(1));
     let discover = HealthDiscover::new(StaticList::from_weighted(endpoints), health)?;
 
-    let scorer = cli.scorer;
-    let mut picker: Picker = Scored::new().weights(scorer.weights);
-    if scorer.prefix > 0.0 {
-        picker = prefix.install(picker, scorer.prefix);
-    }
-    if scorer.session > 0.0 {
-        let key = SessionKey::Header(cli.session_header.parse()?);
-        picker = Arc::new(SessionAffinity::new(key, 1 << 16)).install(picker, scorer.session);
-    }
+    let picker: Picker = match cli.scorer {
+        None => Scored::ttft(),
+        Some(scorer) => {
+            let mut picker = Scored::new().weights(scorer.weights);
+            if scorer.prefix > 0.0 {
+                picker = prefix.install(picker, scorer.prefix);
+            }
+            if scorer.session > 0.0 {
+                let key = SessionKey::Header(cli.session_header.parse()?);
+                picker =
+                    Arc::new(SessionAffinity::new(key, 1 << 16)).install(picker, scorer.session);
+            }
+            picker
+        }
+    };
     let lb: Lb = Balance::new(discover, picker);
     let expected = cli.backends.len();
     let _ = tokio::time::timeout(
@@ -229,7 +242,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Models(None)
     };
     let stack: Stack = tower::ServiceBuilder::new()
-        .layer(PromptFactsLayer::new().max_body(cli.max_body))
+        .layer(AddRequestInfoLayer::new().max_body(cli.max_body))
         .filter(models)
         .layer(RetryLayer::new(
             RetryPolicy::new().max_attempts(cli.retries.saturating_add(1)),
@@ -267,30 +280,43 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
 }
 
 /// The `/status` document.
-fn status(records: &[(cli::Backend, EndpointMetrics)], prefix: &PrefixAffinity) -> String {
+fn status(records: &[(cli::Backend, ReportCell, PrefillState)], prefix: &PrefixAffinity) -> String {
     let stats = prefix.stats();
     let backends: Vec<_> = records
         .iter()
-        .map(|(backend, metrics)| {
+        .map(|(backend, metrics, prefill)| {
             let key = hash_value(&backend.addr);
-            let index = stats.iter().find(|s| s.key_hash == key);
-            let facts = metrics.load();
+            let affinity = stats.iter().find(|s| s.key_hash == key);
+            let report = metrics.current();
+            let known = prefill.stats();
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
             json!({
                 "backend": format!("http://{}", backend.addr),
                 "model": backend.model,
-                "queue": facts.map(|f| f.queue),
-                "kv_cache_use": facts.map(|f| f.kv_cache_use),
-                "metrics_age_ms": metrics.age().map(|a| a.as_secs_f64() * 1e3),
-                "in_flight": index.map(|s| s.in_flight),
-                "prefix_index_blocks": index.map(|s| s.indexed_blocks),
-                "prefix_index_bytes": index.map(|s| s.capacity_blocks * PrefixAffinity::bytes_per_block()),
-                "prefix_hit_rate": index.map(|s| s.hit_rate),
+                "queue": report.map(|f| f.queue),
+                "kv_cache_use": report.map(|f| f.kv_cache_use),
+                "report_age_ms": metrics.age().map(ms),
+                "waiting_first_token": known.waiting,
+                "queued_prefill_tokens": known.queued_tokens,
+                "prefix_index_blocks": known.indexed_blocks,
+                "prefix_index_bytes": prefill.index_bytes(),
+                "prompt_tokens_sent": known.sent_tokens,
+                "expected_reuse": known.expected_reuse,
+                "measured_reuse": known.measured_reuse,
+                "expected_reuse_of_measured": known.expected_reuse_of_measured,
+                "ttft_model_ms": {
+                    "base": ms(known.model.base),
+                    "per_uncached_token": ms(known.model.per_uncached_token),
+                    "per_queued_token": ms(known.model.per_queued_token),
+                    "per_request_ahead": ms(known.model.per_request_ahead),
+                },
+                "scorer_prefix_index_blocks": affinity.map(|s| s.indexed_blocks),
+                "scorer_expected_reuse": affinity.map(|s| s.hit_rate),
             })
         })
         .collect();
     json!({
         "imbalance_gate_open": prefix.gate_tripped(),
-        "bytes_per_indexed_block": PrefixAffinity::bytes_per_block(),
         "backends": backends,
     })
     .to_string()
@@ -340,7 +366,7 @@ fn error_response(error: &BoxError) -> Response<RouterBody> {
     let mut message = "no server could be reached".to_owned();
     let mut next: Option<&(dyn Error + 'static)> = Some(&**error);
     while let Some(e) = next {
-        if let Some(e) = e.downcast_ref::<PromptFactsError>() {
+        if let Some(e) = e.downcast_ref::<RequestInfoError>() {
             status = e.status();
             message = e.to_string();
             break;

@@ -53,8 +53,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tower_lb::pick::{
-    ClientIp, ConsistentHash, Header, IpHash, LeastConnections, P2c, Pick, RoundRobin,
-    WeightedRoundRobin, ZonePreference,
+    key::{ClientIp, Header},
+    ConsistentHash, IpHash, LeastConnections, P2c, Pick, RoundRobin, WeightedRoundRobin,
+    ZonePreference,
 };
 use tower_lb::BoxError;
 

@@ -111,7 +111,7 @@ pub(crate) async fn balance<P>(
 where
     P: Pick<Request<UpstreamBody>, Endpoint>,
 {
-    let client = forward::client();
+    let client = forward::client::<UpstreamBody>();
     let make = move |addr| Forward::new(client.clone(), addr, attempt_timeout);
     match discovery {
         #[cfg(feature = "kube")]

@@ -12,7 +12,7 @@
 //! `HoldUntilDone` is also a template for a completion strategy of your own:
 //! implement tower's `TrackCompletion<H, V>` for every handle `H`, so one
 //! strategy serves both `InFlight` (whose handle is a `Handle`) and
-//! `Latency` (an `EwmaHandle`), and put the handle wherever the end of the
+//! `Latency` (an `LatencyHandle`), and put the handle wherever the end of the
 //! request can drop it.
 
 use std::convert::Infallible;
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tower::load::TrackCompletion;
 use tower::{Service, ServiceExt};
-use tower_lb::load::{EwmaHandle, Latency};
+use tower_lb::load::{Latency, LatencyHandle};
 
 use crate::fleet::Meter;
 use crate::scenario::Job;
@@ -85,7 +85,7 @@ pub(crate) fn endpoint(default_rtt: Duration, decay: Duration) -> Ewma {
 }
 
 impl Meter for Ewma {
-    type Ticket = Held<(), EwmaHandle>;
+    type Ticket = Held<(), LatencyHandle>;
 
     const TIMED: bool = true;
 

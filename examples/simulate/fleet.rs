@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tower::load::Load;
-use tower_lb::pick::{Endpoints, Meta};
+use tower_lb::pick::{Candidates, EndpointInfo};
 
 use crate::pickers::Policy;
 use crate::scenario::Job;
@@ -86,7 +86,7 @@ pub(crate) async fn run<M: Meter>(
     fleet: &Fleet,
     jobs: &[Job],
     policy: &dyn Policy<M>,
-    metas: &[Meta],
+    metas: &[EndpointInfo],
     meter: impl Fn(&Rc<Station>) -> M,
 ) -> Outcome {
     // Virtual time 0, taken before the meters are made so that their view
@@ -145,7 +145,7 @@ pub(crate) async fn run<M: Meter>(
                         .filter(|&&(j, _)| j == job)
                         .map(|&(_, i)| metas[i as usize].key_hash())
                         .collect();
-                    let endpoints = Endpoints::new(metas, &sim.meters).excluding(&tried);
+                    let endpoints = Candidates::new(metas, &sim.meters).excluding(&tried);
                     let job = &jobs[job as usize];
                     if let Some(i) = policy.pick(&endpoints, job) {
                         outcome.sent[i] += 1;
@@ -158,7 +158,7 @@ pub(crate) async fn run<M: Meter>(
         }
         let job = &jobs[next];
         next += 1;
-        let endpoints = Endpoints::new(metas, &sim.meters);
+        let endpoints = Candidates::new(metas, &sim.meters);
         let i = policy
             .pick(&endpoints, job)
             .expect("every endpoint has a non-zero weight");

@@ -49,7 +49,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
 
-use tower_lb::pick::{hash_value, Meta};
+use tower_lb::pick::{key::hash_value, EndpointInfo};
 
 use crate::fleet::Fleet;
 use crate::notes::{intro, verdict};
@@ -256,7 +256,7 @@ async fn compare(scenario: &Scenario, entries: &[Entry], args: &Args) -> Vec<Sum
 
 /// Endpoint metadata as discovery would give it: a key hash from an address
 /// and a weight.
-fn metas(speeds: &[f64], weights: Weights) -> Vec<Meta> {
+fn metas(speeds: &[f64], weights: Weights) -> Vec<EndpointInfo> {
     speeds
         .iter()
         .enumerate()
@@ -265,7 +265,7 @@ fn metas(speeds: &[f64], weights: Weights) -> Vec<Meta> {
                 Weights::Equal => 1,
                 Weights::BySpeed => ((speed * 10.0).round() as u32).max(1),
             };
-            Meta::new(hash_value(&format!("10.0.0.{}:8080", i + 1)), weight)
+            EndpointInfo::new(hash_value(&format!("10.0.0.{}:8080", i + 1)), weight)
         })
         .collect()
 }

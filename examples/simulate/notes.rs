@@ -182,7 +182,7 @@ pub(crate) fn intro(requests: usize, seed: u64) -> String {
          hash* is consistent hashing with bounded loads: a client's endpoint takes the \
          request only while its requests in flight stay within 1.25× the fleet's mean, else \
          the next one along the ring does.\n\n\
-         * *Scored* is the crate's scoring picker (`pick::Scored`, default weights: \
+         * *Scored* is the crate's scoring picker (`pick::llm::Scored`, default weights: \
          queue 2, KV use 2, in flight 1) over servers that report their queue and KV use \
          (modelled as the share of busy slots) to a poller every 100 ms, the picker seeing \
          each poll's values one period later: scenario (e) only.\n\n\

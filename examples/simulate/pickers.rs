@@ -4,8 +4,8 @@
 use std::rc::Rc;
 
 use tower_lb::pick::{
-    ConsistentHash, Endpoints, IpHash, LeastConnections, Maglev, Meta, P2c, Pick, Prepare,
-    RoundRobin, Scored, WeightedRoundRobin,
+    llm::Scored, Candidates, ConsistentHash, EndpointInfo, IpHash, LeastConnections, Maglev, P2c,
+    Pick, Prepare, RoundRobin, WeightedRoundRobin,
 };
 
 use crate::ewma::{self, Ewma};
@@ -33,10 +33,10 @@ pub(crate) const P2C_EWMA_HEDGED: &str = "p2c (peak-ewma) + hedge at p95";
 pub(crate) trait Policy<S> {
     /// Builds the table for these endpoints, as the balancer's discovery
     /// worker would.
-    fn prepare(&mut self, metas: &[Meta]);
+    fn prepare(&mut self, metas: &[EndpointInfo]);
 
     /// Picks an endpoint for `job`.
-    fn pick(&self, endpoints: &Endpoints<'_, S>, job: &Job) -> Option<usize>;
+    fn pick(&self, endpoints: &Candidates<'_, S>, job: &Job) -> Option<usize>;
 }
 
 struct Prepared<P: Prepare> {
@@ -45,11 +45,11 @@ struct Prepared<P: Prepare> {
 }
 
 impl<S, P: Pick<Job, S>> Policy<S> for Prepared<P> {
-    fn prepare(&mut self, metas: &[Meta]) {
+    fn prepare(&mut self, metas: &[EndpointInfo]) {
         self.table = Some(self.picker.prepare(metas));
     }
 
-    fn pick(&self, endpoints: &Endpoints<'_, S>, job: &Job) -> Option<usize> {
+    fn pick(&self, endpoints: &Candidates<'_, S>, job: &Job) -> Option<usize> {
         let table = self.table.as_ref()?;
         self.picker.pick(table, endpoints, job)
     }
@@ -164,7 +164,7 @@ impl Entry {
         scenario: &Scenario,
         fleet: &Fleet,
         jobs: &Rc<[Job]>,
-        metas: &[Meta],
+        metas: &[EndpointInfo],
     ) -> Outcome {
         match self.build {
             Build::Counts { counting, build } => {
@@ -255,11 +255,11 @@ struct Ideal;
 impl Prepare for Ideal {
     type Table = ();
 
-    fn prepare(&self, _endpoints: &[Meta]) {}
+    fn prepare(&self, _endpoints: &[EndpointInfo]) {}
 }
 
 impl Pick<Job, Probe> for Ideal {
-    fn pick(&self, _table: &(), endpoints: &Endpoints<'_, Probe>, job: &Job) -> Option<usize> {
+    fn pick(&self, _table: &(), endpoints: &Candidates<'_, Probe>, job: &Job) -> Option<usize> {
         let n = endpoints.len();
         // Ties (an idle fleet) rotate instead of all going to endpoint 0.
         let start = job.id as usize % n.max(1);

@@ -13,7 +13,7 @@
 //!   user message and each answer) and a new user message. Turns of all
 //!   conversations arrive as one Poisson stream, a conversation's turns in
 //!   order; the workload is drawn once, so every picker gets the same.
-//! * **Endpoints.** [`ENDPOINTS`] endpoints with [`BATCH`] slots each and a
+//! * **Candidates.** [`ENDPOINTS`] endpoints with [`BATCH`] slots each and a
 //!   FIFO queue. Each caches [`CACHE_TOKENS`] tokens of prompts in blocks of
 //!   [`BLOCK_TOKENS`], least recently used evicted first; a block is named
 //!   by its place in one conversation (or in a system prompt), so it
@@ -35,9 +35,11 @@ use std::sync::Arc;
 use tower::load::Load;
 use tower_lb::endpoint::{ClientLoad, Endpoint};
 use tower_lb::pick::{
-    ConsistentHash, Endpoints, FactsRef, LeastConnections, Meta, P2c, Pick, PrefixAffinity,
-    PrefixConfig, Prepare, PromptBlocks, PromptRequest, RoundRobin, ScoreHook, Scored,
-    ScoredRequest, Weights,
+    llm::{
+        PrefixAffinity, PrefixConfig, PromptBlocks, PromptRequest, RequestInfoRef, Scored,
+        ScoredRequest, Weights,
+    },
+    Candidates, ConsistentHash, EndpointInfo, LeastConnections, P2c, Pick, Prepare, RoundRobin,
 };
 
 use crate::report::{duration, percentile};
@@ -280,8 +282,8 @@ impl Endpoint for Server {
 }
 
 impl ScoredRequest for Turn {
-    fn facts(&self) -> FactsRef<'_> {
-        FactsRef::default()
+    fn info(&self) -> RequestInfoRef<'_> {
+        RequestInfoRef::default()
     }
 }
 
@@ -308,45 +310,30 @@ pub(crate) struct Row {
 
 /// A picker over the simulated servers, with its table.
 pub(crate) trait Policy {
-    fn pick(&self, endpoints: &Endpoints<'_, Server>, turn: &Turn, now: u64) -> Option<usize>;
-
-    /// A request sent to the endpoint of `key_hash` has ended.
-    fn ended(&self, _key_hash: u64) {}
+    fn pick(&self, endpoints: &Candidates<'_, Server>, turn: &Turn, now: u64) -> Option<usize>;
 }
 
 struct Prepared<P: Prepare> {
     picker: P,
     table: P::Table,
-    /// The hook that hears when answers end, as `AnswerHooks` would tell it.
-    hook: Option<Arc<PrefixAffinity>>,
 }
 
 impl<P: Pick<Turn, Server>> Policy for Prepared<P> {
-    fn pick(&self, endpoints: &Endpoints<'_, Server>, turn: &Turn, _now: u64) -> Option<usize> {
+    fn pick(&self, endpoints: &Candidates<'_, Server>, turn: &Turn, _now: u64) -> Option<usize> {
         self.picker.pick(&self.table, endpoints, turn)
-    }
-
-    fn ended(&self, key_hash: u64) {
-        if let Some(hook) = &self.hook {
-            <PrefixAffinity as ScoreHook<Turn>>::answer_end(hook, key_hash);
-        }
     }
 }
 
-fn prepared<P: Pick<Turn, Server>>(picker: P, metas: &[Meta]) -> Box<dyn Policy> {
+fn prepared<P: Pick<Turn, Server>>(picker: P, metas: &[EndpointInfo]) -> Box<dyn Policy> {
     let table = picker.prepare(metas);
-    Box::new(Prepared {
-        picker,
-        table,
-        hook: None,
-    })
+    Box::new(Prepared { picker, table })
 }
 
 /// The scoring picker as `examples/llm_router` sets it by default (queue
 /// 2, KV cache 2, prefix 3), less the KV scorer: the simulated servers
 /// report nothing, so the queue scorer reads the client's requests in
 /// flight, and a KV scorer would only count them twice.
-fn scored(seed: u64, metas: &[Meta], prefix: Option<PrefixConfig>) -> Box<dyn Policy> {
+fn scored(seed: u64, metas: &[EndpointInfo], prefix: Option<PrefixConfig>) -> Box<dyn Policy> {
     let weights = Weights {
         queue: 2.0,
         kv_cache: 0.0,
@@ -354,20 +341,13 @@ fn scored(seed: u64, metas: &[Meta], prefix: Option<PrefixConfig>) -> Box<dyn Po
         ..Weights::default()
     };
     let picker = Scored::with_seed(seed).weights(weights);
-    let (picker, hook) = match prefix {
-        Some(config) => {
-            let hook = Arc::new(PrefixAffinity::with_config(config));
-            (hook.install(picker, 3.0), Some(hook))
-        }
-        None => (picker, None),
+    let picker = match prefix {
+        Some(config) => Arc::new(PrefixAffinity::with_config(config)).install(picker, 3.0),
+        None => picker,
     };
     // The table is `()`; preparing tells the prefix hook the endpoints.
     picker.prepare(metas);
-    Box::new(Prepared {
-        picker,
-        table: (),
-        hook,
-    })
+    Box::new(Prepared { picker, table: () })
 }
 
 /// No gate: affinity whatever the load.
@@ -381,7 +361,7 @@ const NO_GATE: PrefixConfig = PrefixConfig {
 struct Ideal;
 
 impl Policy for Ideal {
-    fn pick(&self, endpoints: &Endpoints<'_, Server>, turn: &Turn, now: u64) -> Option<usize> {
+    fn pick(&self, endpoints: &Candidates<'_, Server>, turn: &Turn, now: u64) -> Option<usize> {
         let n = endpoints.len();
         let start = turn.id as usize % n.max(1);
         (0..n)
@@ -395,7 +375,7 @@ fn session_key(turn: &Turn) -> Option<u64> {
 }
 
 /// The pickers of this scenario: name and how to build one from a seed.
-pub(crate) type Build = fn(u64, &[Meta]) -> Box<dyn Policy>;
+pub(crate) type Build = fn(u64, &[EndpointInfo]) -> Box<dyn Policy>;
 
 /// The ideal first.
 pub(crate) fn entries() -> Vec<(&'static str, Build)> {
@@ -420,7 +400,12 @@ pub(crate) fn entries() -> Vec<(&'static str, Build)> {
 }
 
 /// Runs `turns` through a fresh fleet with `policy`.
-pub(crate) fn run(name: &'static str, policy: &dyn Policy, turns: &[Turn], metas: &[Meta]) -> Row {
+pub(crate) fn run(
+    name: &'static str,
+    policy: &dyn Policy,
+    turns: &[Turn],
+    metas: &[EndpointInfo],
+) -> Row {
     let mut servers: Vec<Server> = (0..ENDPOINTS).map(|_| Server::new()).collect();
     let mut ttft = Vec::with_capacity(turns.len());
     let mut e2e = Vec::with_capacity(turns.len());
@@ -428,13 +413,12 @@ pub(crate) fn run(name: &'static str, policy: &dyn Policy, turns: &[Turn], metas
     let (mut prompt, mut cached, mut answer, mut last) = (0u64, 0u64, 0u64, 0u64);
     for turn in turns {
         let now = turn.arrival;
-        for (server, meta) in servers.iter_mut().zip(metas) {
+        for server in servers.iter_mut() {
             while server.ends.peek().is_some_and(|Reverse(end)| *end <= now) {
                 server.ends.pop();
-                policy.ended(meta.key_hash());
             }
         }
-        let endpoints = Endpoints::new(metas, &servers);
+        let endpoints = Candidates::new(metas, &servers);
         let i = policy.pick(&endpoints, turn, now).unwrap_or(0);
         let server = &mut servers[i];
         let (_start, first, end) = server.schedule(turn, now);
@@ -471,7 +455,7 @@ pub(crate) fn run(name: &'static str, policy: &dyn Policy, turns: &[Turn], metas
 }
 
 /// Runs every picker and returns the table's Markdown.
-pub(crate) fn compare(requests: usize, seed: u64, metas: &[Meta]) -> (String, String) {
+pub(crate) fn compare(requests: usize, seed: u64, metas: &[EndpointInfo]) -> (String, String) {
     let turns = workload(requests, seed);
     let rows: Vec<Row> = entries()
         .into_iter()

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tower::load::Load;
-use tower_lb::endpoint::{ClientLoad, Endpoint, EndpointMetrics, LoadReport};
-use tower_lb::pick::{FactsRef, ScoredRequest};
+use tower_lb::endpoint::{ClientLoad, Endpoint, Report, ReportCell};
+use tower_lb::pick::llm::{RequestInfoRef, ScoredRequest};
 
 use crate::fleet::Meter;
 use crate::scenario::Job;
@@ -37,8 +37,8 @@ impl ClientLoad for Flight {
 }
 
 impl ScoredRequest for Job {
-    fn facts(&self) -> FactsRef<'_> {
-        FactsRef::default()
+    fn info(&self) -> RequestInfoRef<'_> {
+        RequestInfoRef::default()
     }
 }
 
@@ -47,7 +47,7 @@ impl ScoredRequest for Job {
 #[derive(Debug)]
 pub(crate) struct Reporting {
     station: Rc<Station>,
-    metrics: EndpointMetrics,
+    metrics: ReportCell,
     in_flight: Cell<u32>,
     zero: Instant,
     /// The next poll's number (poll k happens at `zero + k × POLL`).
@@ -61,7 +61,7 @@ impl Reporting {
         Self {
             station: Rc::clone(station),
             // Never stale: the lateness is the poll's, modelled here.
-            metrics: EndpointMetrics::with_staleness(Duration::from_secs(3600)),
+            metrics: ReportCell::with_staleness(Duration::from_secs(3600)),
             in_flight: Cell::new(0),
             zero: Instant::now(),
             next_poll: Cell::new(0),
@@ -86,11 +86,11 @@ impl Reporting {
             self.read.get()
         };
         if let Some((queue, running, kv)) = reported {
-            self.metrics.record(&LoadReport {
+            self.metrics.record(&Report {
                 queue: Some(queue),
                 running: Some(running),
                 kv_cache_use: Some(kv),
-                ..LoadReport::default()
+                ..Report::default()
             });
         }
         self.read.set(Some(now));
@@ -114,7 +114,7 @@ impl Endpoint for Reporting {
         1
     }
 
-    fn metrics(&self) -> Option<&EndpointMetrics> {
+    fn report(&self) -> Option<&ReportCell> {
         self.catch_up();
         Some(&self.metrics)
     }

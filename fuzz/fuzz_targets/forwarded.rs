@@ -10,7 +10,7 @@ use arbitrary::Arbitrary;
 use http::header::{HeaderValue, FORWARDED};
 use http::Request;
 use libfuzzer_sys::fuzz_target;
-use tower_lb::pick::{hash_bytes, ClientAddr, ClientIp, HashKey};
+use tower_lb::pick::{key::{hash_bytes, ClientAddr, ClientIp, HashKey}};
 
 /// `ClientIp` reads no line longer than this.
 const MAX_FORWARDING_LINE: usize = 8 * 1024;

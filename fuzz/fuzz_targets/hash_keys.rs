@@ -9,9 +9,7 @@ use arbitrary::Arbitrary;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Uri};
 use libfuzzer_sys::fuzz_target;
-use tower_lb::pick::{
-    hash_bytes, ConsistentHash, Endpoints, HashKey, HashRing, Header, Meta, Path, Pick, Prepare,
-};
+use tower_lb::pick::{ConsistentHash, Candidates, EndpointInfo, Pick, Prepare, key::{hash_bytes, HashKey, Header, Path}, table::HashRing};
 
 /// Header values and paths longer than this are not keys.
 const MAX_KEY_LEN: usize = 4 * 1024;
@@ -62,7 +60,7 @@ fuzz_target!(|input: Input| {
         (by_header, a, by_path, b)
     });
     let services = [(); 3];
-    let endpoints = Endpoints::new(&METAS, &services);
+    let endpoints = Candidates::new(&METAS, &services);
     assert!(rings
         .0
         .pick(&rings.1, &endpoints, &req)
@@ -73,7 +71,7 @@ fuzz_target!(|input: Input| {
         .is_some_and(|i| i < 3));
 });
 
-const METAS: [Meta; 3] = [Meta::new(1, 1), Meta::new(2, 3), Meta::new(3, 1)];
+const METAS: [EndpointInfo; 3] = [EndpointInfo::new(1, 1), EndpointInfo::new(2, 3), EndpointInfo::new(3, 1)];
 
 type Rings = (
     ConsistentHash<Header>,

@@ -5,11 +5,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_lb::endpoint::EndpointMetrics;
-use tower_lb::metrics::{parse_binary, parse_header};
+use tower_lb::endpoint::ReportCell;
+use tower_lb::report::{parse_binary, parse_header};
 
 fuzz_target!(|data: &[u8]| {
-    let metrics = EndpointMetrics::new();
+    let metrics = ReportCell::new();
     for parsed in [parse_header(data), parse_binary(data)] {
         if let Ok(report) = parsed {
             metrics.record(&report);

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_lb::endpoint::EndpointMetrics;
-use tower_lb::metrics::{parse_page, Mapping};
+use tower_lb::endpoint::ReportCell;
+use tower_lb::report::{parse_page, Mapping};
 
 fuzz_target!(|data: &[u8]| {
     let mut samples = 0usize;
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let mapped = Mapping::default().read(data);
     assert_eq!(parsed.is_ok(), mapped.is_ok(), "the mapping reads what the parser reads");
     if let Ok(report) = mapped {
-        let metrics = EndpointMetrics::new();
+        let metrics = ReportCell::new();
         metrics.record(&report);
         let facts = metrics.load().expect("just recorded");
         assert!((0.0..=1.0).contains(&facts.kv_cache_use));

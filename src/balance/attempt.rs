@@ -29,7 +29,7 @@ impl fmt::Display for EndpointName {
 const CAPACITY: usize = 8;
 
 /// The endpoints a request has been sent to, by
-/// [`Meta::key_hash`](crate::pick::Meta::key_hash), shared by every attempt
+/// [`EndpointInfo::key_hash`](crate::pick::EndpointInfo::key_hash), shared by every attempt
 /// of that request: the *attempt set*.
 ///
 /// A layer above the balancer that sends one request more than once (the
@@ -37,7 +37,7 @@ const CAPACITY: usize = 8;
 /// calls down the stack, with [`TriedEndpoints::scope`]. The
 /// [`Balance`](crate::Balance) reads the current set on every pick, rules the
 /// endpoints in it out (see
-/// [`Endpoints::excluding`](crate::pick::Endpoints::excluding)) and records
+/// [`Candidates::excluding`](crate::pick::Candidates::excluding)) and records
 /// the endpoint it picks. Any request type works: the set travels beside the
 /// request, not in it.
 ///

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use super::EndpointName;
 use crate::endpoint::Endpoint;
-use crate::pick::{Endpoints, Meta};
+use crate::pick::{Candidates, EndpointInfo};
 
 /// One published endpoint set and the picker table built from it. Index `i`
 /// of every vector is the same endpoint.
@@ -17,15 +17,15 @@ pub(crate) struct Snapshot<K, S, T> {
     pub(crate) keys: Vec<K>,
     /// Each key as events name it.
     pub(crate) names: Vec<EndpointName>,
-    pub(crate) metas: Vec<Meta>,
+    pub(crate) metas: Vec<EndpointInfo>,
     pub(crate) services: Vec<S>,
     pub(crate) table: T,
 }
 
 impl<K, S: Endpoint, T> Snapshot<K, S, T> {
-    pub(crate) fn endpoints(&self) -> Endpoints<'_, S> {
-        let endpoints = Endpoints::new(&self.metas, &self.services);
-        if S::GATED {
+    pub(crate) fn endpoints(&self) -> Candidates<'_, S> {
+        let endpoints = Candidates::new(&self.metas, &self.services);
+        if S::CHECKS_AVAILABILITY {
             endpoints.with_availability(S::is_available)
         } else {
             endpoints

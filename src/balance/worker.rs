@@ -16,7 +16,7 @@ use super::snapshot::{Shared, Snapshot};
 use super::EndpointName;
 use crate::endpoint::Endpoint;
 use crate::error::BoxError;
-use crate::pick::{hash_value, Meta, Prepare};
+use crate::pick::{key::hash_value, EndpointInfo, Prepare};
 
 /// The task that keeps a [`Balance`](super::Balance)'s endpoint set current.
 ///
@@ -59,7 +59,7 @@ struct Set<K, S> {
     index: HashMap<K, usize>,
     keys: Vec<K>,
     names: Vec<EndpointName>,
-    metas: Vec<Meta>,
+    metas: Vec<EndpointInfo>,
     services: Vec<S>,
     /// What changed since the last publish, for its one info event.
     changed: Counts,
@@ -81,7 +81,7 @@ where
     fn apply(&mut self, change: Change<K, S>) -> bool {
         match change {
             Change::Insert(key, service) => {
-                let mut meta = Meta::new(hash_value(&key), service.weight());
+                let mut meta = EndpointInfo::new(hash_value(&key), service.weight());
                 if let Some(zone) = service.zone() {
                     meta = meta.with_zone(zone);
                 }

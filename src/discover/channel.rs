@@ -67,7 +67,7 @@ impl<K, S> EndpointSender<K, S> {
     }
 
     /// Inserts an endpoint as built (its weight and, with
-    /// [`Weighted::with_metrics`], the record of its self-reported load), or
+    /// [`Weighted::with_report`], the record of its self-reported load), or
     /// replaces the endpoint with this key.
     pub fn insert_endpoint(&self, key: K, endpoint: Weighted<S>) -> Result<(), Closed> {
         self.send(Change::Insert(key, endpoint))

@@ -48,7 +48,7 @@ impl<K, S> StaticList<K, S> {
     }
 
     /// Endpoints already wrapped in [`Weighted`]: to give each its
-    /// [`EndpointMetrics`](crate::endpoint::EndpointMetrics) record, say.
+    /// [`ReportCell`](crate::endpoint::ReportCell) record, say.
     pub fn from_weighted(endpoints: impl IntoIterator<Item = (K, Weighted<S>)>) -> Self {
         Self {
             items: endpoints.into_iter().collect::<Vec<_>>().into_iter(),

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower::discover::{Change, Discover};
 
 use crate::endpoint::Endpoint;
-use crate::pick::hash_value;
+use crate::pick::key::hash_value;
 use crate::util::{mix64, Rng};
 
 /// How a [`Subset`] chooses its endpoints.

@@ -7,10 +7,10 @@
 //! availability. Pickers, the balancer and the layers built on them read an
 //! endpoint only through this contract.
 //!
-//! An endpoint may also report its own load: an [`EndpointMetrics`] record
+//! An endpoint may also report its own load: an [`ReportCell`] record
 //! that a source (the `metrics` module, or your code) fills and pickers read
-//! through [`Endpoint::metrics`]. A [`Weighted`] endpoint carries one when
-//! given ([`Weighted::with_metrics`]); the wrappers of this crate pass it
+//! through [`Endpoint::report`]. A [`Weighted`] endpoint carries one when
+//! given ([`Weighted::with_report`]); the wrappers of this crate pass it
 //! through. What the client measures itself (requests in flight, latency)
 //! reaches pickers through `tower::load::Load`, whose metrics implement
 //! [`ClientLoad`].
@@ -21,7 +21,8 @@
 //! [`Weighted`]; [`ZonePreference`](crate::pick::ZonePreference) reads the
 //! zone to keep traffic in the caller's zone.
 
-pub(crate) mod metrics;
+pub(crate) mod prefill;
+pub(crate) mod report;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,7 +31,8 @@ use std::time::Duration;
 use tower::load::Load;
 use tower::Service;
 
-pub use self::metrics::{EndpointMetrics, Extra, LoadFacts, LoadReport, DEFAULT_STALENESS};
+pub use self::prefill::{PrefillConfig, PrefillGuard, PrefillState, PrefillStats, TtftModel};
+pub use self::report::{Report, ReportCell, ReportDetails, ReportSnapshot, DEFAULT_STALENESS};
 
 /// What the balancer reads of an endpoint service: its share of traffic,
 /// relative to the other endpoints, and whether it may take requests now.
@@ -54,7 +56,7 @@ pub trait Endpoint {
     /// Whether [`is_available`](Endpoint::is_available) can ever return
     /// `false`. The balancer asks every candidate of every pick only when it
     /// is `true` (health-checked endpoints), so plain endpoints pay nothing.
-    const GATED: bool = false;
+    const CHECKS_AVAILABILITY: bool = false;
 
     /// The endpoint's weight.
     fn weight(&self) -> u32;
@@ -66,7 +68,7 @@ pub trait Endpoint {
     }
 
     /// Whether the endpoint may take new requests now (health checks set
-    /// it); read on every pick when [`GATED`](Endpoint::GATED) is `true`, so
+    /// it); read on every pick when [`CHECKS_AVAILABILITY`](Endpoint::CHECKS_AVAILABILITY) is `true`, so
     /// it must be cheap: an atomic load.
     fn is_available(&self) -> bool {
         true
@@ -75,7 +77,15 @@ pub trait Endpoint {
     /// The load the endpoint reports of itself, if a source fills a record
     /// for it; read on every pick of a picker that scores on it (an
     /// `Arc` dereference, then atomic loads). `None` by default.
-    fn metrics(&self) -> Option<&EndpointMetrics> {
+    fn report(&self) -> Option<&ReportCell> {
+        None
+    }
+
+    /// What the client knows of the endpoint's prefill (a model server's
+    /// prefix cache, queued prefill and learnt speed), if it keeps it; read
+    /// on every pick of [`Scored::ttft`](crate::pick::llm::Scored::ttft).
+    /// `None` by default.
+    fn prefill(&self) -> Option<&PrefillState> {
         None
     }
 }
@@ -118,7 +128,8 @@ pub trait ClientLoad {
 pub struct Weighted<S> {
     inner: S,
     weight: u32,
-    metrics: Option<EndpointMetrics>,
+    metrics: Option<ReportCell>,
+    prefill: Option<PrefillState>,
     zone: Option<Arc<str>>,
     node: Option<Arc<str>>,
 }
@@ -130,16 +141,26 @@ impl<S> Weighted<S> {
             inner,
             weight,
             metrics: None,
+            prefill: None,
             zone: None,
             node: None,
         }
     }
 
     /// The same endpoint, reporting its load through `metrics` (a clone of
-    /// the record its sources fill): [`Endpoint::metrics`] returns it.
+    /// the record its sources fill): [`Endpoint::report`] returns it.
     #[must_use]
-    pub fn with_metrics(mut self, metrics: EndpointMetrics) -> Self {
+    pub fn with_report(mut self, metrics: ReportCell) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// The same endpoint, with what the client knows of its prefill (a clone
+    /// of the state its [`Prefill`](crate::load::Prefill) wrapper records
+    /// into): [`Endpoint::prefill`] returns it.
+    #[must_use]
+    pub fn with_prefill(mut self, prefill: PrefillState) -> Self {
+        self.prefill = Some(prefill);
         self
     }
 
@@ -177,6 +198,7 @@ impl<S> Weighted<S> {
             inner: f(self.inner),
             weight: self.weight,
             metrics: self.metrics,
+            prefill: self.prefill,
             zone: self.zone,
             node: self.node,
         }
@@ -210,8 +232,12 @@ impl<S> Endpoint for Weighted<S> {
         self.weight
     }
 
-    fn metrics(&self) -> Option<&EndpointMetrics> {
+    fn report(&self) -> Option<&ReportCell> {
         self.metrics.as_ref()
+    }
+
+    fn prefill(&self) -> Option<&PrefillState> {
+        self.prefill.as_ref()
     }
 
     fn zone(&self) -> Option<&str> {

@@ -13,10 +13,10 @@ use crate::retry::{ReplayBody, RetryPolicy};
 
 /// One backend of [`Balancer`]: a lazily connecting tonic channel with the
 /// per-attempt timeout, in-flight counting, its weight and health.
-pub type Endpoint = Stack<ReplayChannel, GrpcErrorsAsFailures>;
+pub type EndpointService = Stack<ReplayChannel, GrpcErrorsAsFailures>;
 
 /// The picker of [`Balancer`]: any picker, boxed.
-pub type Picker = BoxPick<http::Request<ReplayBody<tonic::body::Body>>, Endpoint>;
+pub type Picker = BoxPick<http::Request<ReplayBody<tonic::body::Body>>, EndpointService>;
 
 /// A balanced, health-checked, retried gRPC transport over a pool of
 /// servers, built by [`Builder`]: `Clone`, a `Service` of
@@ -96,7 +96,7 @@ impl Builder {
     /// The picker ([`P2c`] by default).
     pub fn picker<P>(mut self, picker: P) -> Self
     where
-        P: Pick<http::Request<ReplayBody<tonic::body::Body>>, Endpoint>,
+        P: Pick<http::Request<ReplayBody<tonic::body::Body>>, EndpointService>,
     {
         self.picker = Some(BoxPick::new(picker));
         self

@@ -28,5 +28,5 @@
 mod balancer;
 mod channel;
 
-pub use self::balancer::{server_failures, Balancer, Builder, Endpoint, Picker};
+pub use self::balancer::{server_failures, Balancer, Builder, EndpointService, Picker};
 pub use self::channel::ReplayChannel;

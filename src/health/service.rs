@@ -87,7 +87,7 @@ impl<S: fmt::Debug, C> fmt::Debug for Healthy<S, C> {
 }
 
 impl<S: Endpoint, C> Endpoint for Healthy<S, C> {
-    const GATED: bool = true;
+    const CHECKS_AVAILABILITY: bool = true;
 
     fn weight(&self) -> u32 {
         self.inner.weight()
@@ -99,11 +99,15 @@ impl<S: Endpoint, C> Endpoint for Healthy<S, C> {
 
     #[inline]
     fn is_available(&self) -> bool {
-        self.state.admits() && (!S::GATED || self.inner.is_available())
+        self.state.admits() && (!S::CHECKS_AVAILABILITY || self.inner.is_available())
     }
 
-    fn metrics(&self) -> Option<&crate::endpoint::EndpointMetrics> {
-        self.inner.metrics()
+    fn report(&self) -> Option<&crate::endpoint::ReportCell> {
+        self.inner.report()
+    }
+
+    fn prefill(&self) -> Option<&crate::endpoint::PrefillState> {
+        self.inner.prefill()
     }
 }
 

@@ -24,11 +24,11 @@ pub type HttpClient<B> = Client<HttpConnector, SentBody<ReplayBody<B>>>;
 
 /// One backend of [`Balancer`]: the shared client pointed at its address,
 /// with a per-attempt timeout, in-flight counting, its weight and health.
-pub type Endpoint<B = Full<Bytes>> = Stack<SetAuthority<HttpClient<B>>, ServerErrors>;
+pub type EndpointService<B = Full<Bytes>> = Stack<SetAuthority<HttpClient<B>>, ServerErrors>;
 
 /// The picker of [`Balancer`]: any picker, boxed, so that the choice does
 /// not change the type.
-pub type Picker<B = Full<Bytes>> = BoxPick<http::Request<ReplayBody<B>>, Endpoint<B>>;
+pub type Picker<B = Full<Bytes>> = BoxPick<http::Request<ReplayBody<B>>, EndpointService<B>>;
 
 /// A balanced, health-checked, retried HTTP client over a pool of backends,
 /// built by [`Builder`]: `Clone`, `Send` and `Sync`, a `Service` of
@@ -37,7 +37,7 @@ pub type Picker<B = Full<Bytes>> = BoxPick<http::Request<ReplayBody<B>>, Endpoin
 ///
 /// The stack, from the caller inwards: [`Retry`](crate::retry::Retry) (budgeted, re-picks
 /// another backend), [`Balance`](crate::Balance) (the picker, P2c by default), and per
-/// backend [`Endpoint`]: health, weight, in-flight counting to the end of
+/// backend [`EndpointService`]: health, weight, in-flight counting to the end of
 /// the response body, the per-attempt timeout, and the shared client with
 /// the backend's address set on each request's URI.
 pub type Balancer<B = Full<Bytes>> = Preset<SetAuthority<HttpClient<B>>, ServerErrors, Picker<B>>;
@@ -118,7 +118,7 @@ where
     /// The picker ([`P2c`] by default).
     pub fn picker<P>(mut self, picker: P) -> Self
     where
-        P: Pick<http::Request<ReplayBody<B>>, Endpoint<B>>,
+        P: Pick<http::Request<ReplayBody<B>>, EndpointService<B>>,
     {
         self.picker = Some(BoxPick::new(picker));
         self

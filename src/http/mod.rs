@@ -63,17 +63,17 @@
 mod balancer;
 pub(crate) mod preset;
 #[cfg(feature = "llm")]
-mod prompt_facts;
+mod request_info;
 mod response_timeout;
 mod saturated;
 mod set_authority;
 pub(crate) mod source;
 
-pub use self::balancer::{Balancer, Builder, Endpoint, HttpClient, Picker};
+pub use self::balancer::{Balancer, Builder, EndpointService, HttpClient, Picker};
 pub use self::preset::{BuildError, Preset, Stack};
 #[cfg(feature = "llm")]
-pub use self::prompt_facts::{
-    PromptBody, PromptFacts, PromptFactsError, PromptFactsLayer,
+pub use self::request_info::{
+    AddRequestInfo, AddRequestInfoLayer, PromptBody, RequestInfoError,
     ResponseFuture as PromptFactsFuture, DEFAULT_MAX_BODY,
 };
 pub use self::response_timeout::{

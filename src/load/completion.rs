@@ -52,7 +52,7 @@ where
 /// that failed, or (with [`CompleteOnBodyEnd`]) an answer of status 5xx or
 /// 429.
 ///
-/// [`Handle`](super::Handle) ignores it; [`EwmaHandle`](super::EwmaHandle)
+/// [`Handle`](super::Handle) ignores it; [`LatencyHandle`](super::LatencyHandle)
 /// records the round trip as a failure (see [`Latency`](super::Latency)).
 /// Implement it for your own handle type to use it with this module's
 /// completion strategies and futures.

@@ -7,7 +7,7 @@
 //! * [`InFlight`]: requests in flight (a [`Count`]). Cheap and robust; the
 //!   right metric when request costs vary widely, as inference requests do.
 //! * [`Latency`]: recent latency, peak-sensitive and decaying with time,
-//!   times the requests in flight plus one (a [`Cost`]). It favours endpoints
+//!   times the requests in flight plus one (a [`LatencyCost`]). It favours endpoints
 //!   that answer fast, not just those that are idle.
 //!
 //! # When a request ends
@@ -26,7 +26,7 @@
 //!   whose response is not an HTTP body. (Tower's strategy of the same name
 //!   works too; ours can be written as a plain value.)
 //! * Your own: implement [`TrackCompletion<Handle, Response>`](TrackCompletion)
-//!   (and `TrackCompletion<EwmaHandle, Response>` for [`Latency`]).
+//!   (and `TrackCompletion<LatencyHandle, Response>` for [`Latency`]).
 //!
 //! A failed call ends its request at once.
 //!
@@ -109,10 +109,10 @@ mod counter;
 mod discover;
 mod estimate;
 mod future;
-mod hooks;
 mod in_flight;
 mod layer;
 mod peak_ewma;
+mod prefill;
 #[cfg(test)]
 pub(crate) mod test_body;
 mod wrapper;
@@ -122,8 +122,8 @@ pub use self::counter::{Counter, Handle};
 pub use self::discover::{InFlightDiscover, LatencyDiscover};
 pub use self::estimate::DEFAULT_FAILURE_PENALTY;
 pub use self::future::ResponseFuture;
-pub use self::hooks::{AnswerHooks, HookHandle};
 pub use self::in_flight::{Count, InFlight};
 pub use self::layer::{InFlightLayer, LatencyLayer};
-pub use self::peak_ewma::{Cost, EwmaHandle, Latency, DEFAULT_DECAY, DEFAULT_RTT};
+pub use self::peak_ewma::{Latency, LatencyCost, LatencyHandle, DEFAULT_DECAY, DEFAULT_RTT};
+pub use self::prefill::{Prefill, PrefillBody, PrefillFuture};
 pub use tower::load::{CompleteOnResponse, Load, TrackCompletion};

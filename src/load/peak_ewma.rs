@@ -87,13 +87,13 @@ fn penalty_ns(penalty: Duration) -> f64 {
 /// Costs compare by that product alone; the parts stay readable for
 /// pickers that score on them ([`ClientLoad`](crate::endpoint::ClientLoad)).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Cost {
+pub struct LatencyCost {
     cost: f64,
     rtt_ns: f64,
     in_flight: usize,
 }
 
-impl Cost {
+impl LatencyCost {
     /// The cost as a number (nanoseconds × requests).
     pub const fn get(self) -> f64 {
         self.cost
@@ -109,25 +109,25 @@ impl Cost {
     }
 }
 
-impl PartialEq for Cost {
+impl PartialEq for LatencyCost {
     fn eq(&self, other: &Self) -> bool {
         self.cost == other.cost
     }
 }
 
-impl PartialOrd for Cost {
+impl PartialOrd for LatencyCost {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         self.cost.partial_cmp(&other.cost)
     }
 }
 
-impl From<Cost> for f64 {
-    fn from(cost: Cost) -> f64 {
+impl From<LatencyCost> for f64 {
+    fn from(cost: LatencyCost) -> f64 {
         cost.cost
     }
 }
 
-impl crate::endpoint::ClientLoad for Cost {
+impl crate::endpoint::ClientLoad for LatencyCost {
     fn in_flight(&self) -> usize {
         self.in_flight
     }
@@ -139,14 +139,14 @@ impl crate::endpoint::ClientLoad for Cost {
 
 /// One request in flight on a [`Latency`]: when dropped, it records the
 /// round trip since the call and stops counting the request.
-pub struct EwmaHandle {
+pub struct LatencyHandle {
     sent_at: Instant,
     estimate: Arc<Estimate>,
     failed: bool,
     in_flight: Handle,
 }
 
-impl EwmaHandle {
+impl LatencyHandle {
     /// When the request was sent.
     pub fn sent_at(&self) -> Instant {
         self.sent_at
@@ -158,7 +158,7 @@ impl EwmaHandle {
     }
 }
 
-impl Drop for EwmaHandle {
+impl Drop for LatencyHandle {
     fn drop(&mut self) {
         // Runs before the in-flight handle (a field) is dropped, so the new
         // estimate is in place by the time the count falls.
@@ -170,15 +170,15 @@ impl Drop for EwmaHandle {
     }
 }
 
-impl super::AnswerHandle for EwmaHandle {
+impl super::AnswerHandle for LatencyHandle {
     fn answer_failed(&mut self) {
         self.failed = true;
     }
 }
 
-impl fmt::Debug for EwmaHandle {
+impl fmt::Debug for LatencyHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EwmaHandle")
+        f.debug_struct("LatencyHandle")
             .field("sent_at", &self.sent_at)
             .field("failed", &self.failed)
             .field("in_flight", &self.in_flight)
@@ -252,16 +252,16 @@ impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Latency<S, C> {
 }
 
 impl<S, C> Load for Latency<S, C> {
-    type Metric = Cost;
+    type Metric = LatencyCost;
 
     /// No clock read and no `exp`: the time is that of the last request sent
     /// or finished on this thread (see the type's docs), and the decay is a
     /// polynomial within a millionth of the exact one.
-    fn load(&self) -> Cost {
+    fn load(&self) -> LatencyCost {
         let rtt = self.estimate.load_ns(clock::recent()).max(1.0);
         // Exact below 2^53 requests, which no endpoint reaches.
         let in_flight = self.counter.in_flight();
-        Cost {
+        LatencyCost {
             cost: rtt * (in_flight as f64 + 1.0),
             rtt_ns: rtt,
             in_flight,
@@ -272,18 +272,18 @@ impl<S, C> Load for Latency<S, C> {
 impl<S, C, Req> Service<Req> for Latency<S, C>
 where
     S: Service<Req>,
-    C: TrackCompletion<EwmaHandle, S::Response>,
+    C: TrackCompletion<LatencyHandle, S::Response>,
 {
     type Response = C::Output;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, C, EwmaHandle>;
+    type Future = ResponseFuture<S::Future, C, LatencyHandle>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let handle = EwmaHandle {
+        let handle = LatencyHandle {
             sent_at: clock::now(),
             estimate: Arc::clone(&self.estimate),
             failed: false,

@@ -57,7 +57,7 @@ impl Body for ChannelBody {
 pub(crate) struct Gated(pub(crate) u32, pub(crate) bool);
 
 impl crate::endpoint::Endpoint for Gated {
-    const GATED: bool = true;
+    const CHECKS_AVAILABILITY: bool = true;
 
     fn weight(&self) -> u32 {
         self.0

@@ -41,7 +41,7 @@ macro_rules! impl_counted_wrapper {
         }
 
         impl<S: $crate::endpoint::Endpoint, C> $crate::endpoint::Endpoint for $wrapper<S, C> {
-            const GATED: bool = S::GATED;
+            const CHECKS_AVAILABILITY: bool = S::CHECKS_AVAILABILITY;
 
             fn weight(&self) -> u32 {
                 self.inner.weight()
@@ -55,8 +55,12 @@ macro_rules! impl_counted_wrapper {
                 self.inner.is_available()
             }
 
-            fn metrics(&self) -> Option<&$crate::endpoint::EndpointMetrics> {
-                self.inner.metrics()
+            fn report(&self) -> Option<&$crate::endpoint::ReportCell> {
+                self.inner.report()
+            }
+
+            fn prefill(&self) -> Option<&$crate::endpoint::PrefillState> {
+                self.inner.prefill()
             }
         }
     };

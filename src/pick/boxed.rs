@@ -4,7 +4,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Endpoints, Meta, Pick, Prepare};
+use super::{Candidates, EndpointInfo, Pick, Prepare};
 use crate::error::Saturated;
 
 /// A picker's table with its type erased.
@@ -12,11 +12,11 @@ type AnyTable = Box<dyn Any + Send + Sync>;
 
 /// What [`BoxPick`] calls: a [`Pick`] whose table is erased.
 trait ErasedPick<Req, S>: Send + Sync + 'static {
-    fn prepare_any(&self, endpoints: &[Meta]) -> AnyTable;
+    fn prepare_any(&self, endpoints: &[EndpointInfo]) -> AnyTable;
     fn pick_any(
         &self,
         table: &AnyTable,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         req: &Req,
     ) -> Result<Option<usize>, Saturated>;
 }
@@ -25,14 +25,14 @@ impl<P, Req, S> ErasedPick<Req, S> for P
 where
     P: Pick<Req, S>,
 {
-    fn prepare_any(&self, endpoints: &[Meta]) -> AnyTable {
+    fn prepare_any(&self, endpoints: &[EndpointInfo]) -> AnyTable {
         Box::new(Prepare::prepare(self, endpoints))
     }
 
     fn pick_any(
         &self,
         table: &AnyTable,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         req: &Req,
     ) -> Result<Option<usize>, Saturated> {
         // The table was built by this picker's `prepare`: the cast holds.
@@ -100,20 +100,20 @@ impl<Req, S> fmt::Debug for BoxPick<Req, S> {
 impl<Req: 'static, S: 'static> Prepare for BoxPick<Req, S> {
     type Table = AnyTable;
 
-    fn prepare(&self, endpoints: &[Meta]) -> AnyTable {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> AnyTable {
         self.inner.prepare_any(endpoints)
     }
 }
 
 impl<Req: 'static, S: 'static> Pick<Req, S> for BoxPick<Req, S> {
-    fn pick(&self, table: &AnyTable, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
+    fn pick(&self, table: &AnyTable, endpoints: &Candidates<'_, S>, req: &Req) -> Option<usize> {
         self.inner.pick_any(table, endpoints, req).ok().flatten()
     }
 
     fn pick_or_shed(
         &self,
         table: &AnyTable,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         req: &Req,
     ) -> Result<Option<usize>, Saturated> {
         self.inner.pick_any(table, endpoints, req)

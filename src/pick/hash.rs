@@ -8,7 +8,7 @@
 /// carries:
 ///
 /// ```
-/// use tower_lb::pick::{hash_bytes, ConsistentHash};
+/// use tower_lb::pick::{ConsistentHash, key::hash_bytes};
 ///
 /// let by_tenant = ConsistentHash::new(|req: &http::Request<()>| {
 ///     req.headers().get("x-tenant").map(|v| hash_bytes(v.as_bytes()))

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use http::header::{GetAll, HeaderName, HeaderValue, FORWARDED};
 use http::Request;
 
-use super::{hash_bytes, HashKey};
+use super::key::{hash_bytes, HashKey};
 
 /// A forwarding header line longer than this is not read at all.
 const MAX_FORWARDING_LINE: usize = 8 * 1024;
@@ -26,7 +26,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 ///
 /// ```
 /// use std::net::SocketAddr;
-/// use tower_lb::pick::ClientAddr;
+/// use tower_lb::pick::key::ClientAddr;
 ///
 /// let peer: SocketAddr = "192.0.2.7:50123".parse().unwrap();
 /// let mut req = http::Request::new(());
@@ -78,7 +78,7 @@ pub struct ClientAddr(pub SocketAddr);
 ///
 /// ```
 /// use std::net::{IpAddr, Ipv4Addr};
-/// use tower_lb::pick::ClientIp;
+/// use tower_lb::pick::key::ClientIp;
 ///
 /// // One load balancer of ours in front: it appended the client's address.
 /// let req = http::Request::builder()
@@ -250,7 +250,7 @@ fn node_ip(node: &[u8]) -> Option<IpAddr> {
 /// client from making every pick hash a megabyte.
 ///
 /// ```
-/// use tower_lb::pick::{Header, HashKey, IpHash};
+/// use tower_lb::pick::{IpHash, key::{Header, HashKey}};
 ///
 /// let session = Header::new(http::HeaderName::from_static("x-session"));
 /// let req = http::Request::builder().header("x-session", "42").body(()).unwrap();
@@ -289,7 +289,7 @@ impl<B> HashKey<Request<B>> for Header {
 /// picker's missing-key fallback applies.
 ///
 /// ```
-/// use tower_lb::pick::{HashKey, Path};
+/// use tower_lb::pick::{key::{HashKey, Path}};
 ///
 /// let a = http::Request::get("/models/llama?stream=true").body(()).unwrap();
 /// let b = http::Request::get("/models/llama").body(()).unwrap();

@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicUsize;
 
 use super::http_key::ClientIp;
 use super::weighted_round_robin::{smooth_schedule, Schedule};
-use super::{Endpoints, HashKey, Meta, Pick, Prepare};
+use super::{key::HashKey, Candidates, EndpointInfo, Pick, Prepare};
 use crate::util::{mix64, reduce};
 
 /// IP hash, as nginx's `ip_hash`: a request's key (by default the client's
@@ -51,12 +51,12 @@ use crate::util::{mix64, reduce};
 /// # Example
 ///
 /// ```
-/// use tower_lb::pick::{ClientAddr, Endpoints, IpHash, Meta, Pick, Prepare};
+/// use tower_lb::pick::{Candidates, IpHash, EndpointInfo, Pick, Prepare, key::ClientAddr};
 ///
 /// let ip_hash = IpHash::new();
-/// let metas = [Meta::new(1, 1), Meta::new(2, 1), Meta::new(3, 2)];
+/// let metas = [EndpointInfo::new(1, 1), EndpointInfo::new(2, 1), EndpointInfo::new(3, 2)];
 /// let table = ip_hash.prepare(&metas);
-/// let endpoints = Endpoints::new(&metas, &[(), (), ()]);
+/// let endpoints = Candidates::new(&metas, &[(), (), ()]);
 ///
 /// let mut req = http::Request::new(());
 /// req.extensions_mut().insert(ClientAddr("198.51.100.23:40000".parse().unwrap()));
@@ -118,7 +118,7 @@ impl<E> IpHash<E> {
 impl<E: Send + Sync + 'static> Prepare for IpHash<E> {
     type Table = Schedule;
 
-    fn prepare(&self, endpoints: &[Meta]) -> Schedule {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> Schedule {
         Schedule::new(smooth_schedule(endpoints))
     }
 }
@@ -127,7 +127,7 @@ impl<Req, S, E> Pick<Req, S> for IpHash<E>
 where
     E: HashKey<Req>,
 {
-    fn pick(&self, table: &Schedule, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
+    fn pick(&self, table: &Schedule, endpoints: &Candidates<'_, S>, req: &Req) -> Option<usize> {
         if table.is_empty() {
             return None;
         }

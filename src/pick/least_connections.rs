@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tower::load::Load;
 
-use super::{Endpoints, Meta, Pick, Prepare};
+use super::{Candidates, EndpointInfo, Pick, Prepare};
 use crate::util::Rng;
 
 /// Least connections, weight-aware: the endpoint with the smallest
@@ -50,7 +50,7 @@ use crate::util::Rng;
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicUsize, Ordering};
-/// use tower_lb::pick::{Endpoints, LeastConnections, Meta, Pick, Prepare};
+/// use tower_lb::pick::{Candidates, LeastConnections, EndpointInfo, Pick, Prepare};
 ///
 /// // A stand-in for an endpoint service that counts its requests in flight.
 /// struct Counted(Arc<AtomicUsize>);
@@ -63,12 +63,12 @@ use crate::util::Rng;
 ///
 /// let busy = Counted(Arc::new(AtomicUsize::new(3)));
 /// let idle = Counted(Arc::new(AtomicUsize::new(1)));
-/// let metas = [Meta::new(1, 1), Meta::new(2, 1)];
+/// let metas = [EndpointInfo::new(1, 1), EndpointInfo::new(2, 1)];
 /// let services = [busy, idle];
 ///
 /// let least = LeastConnections::with_seed(7);
 /// let table = least.prepare(&metas);
-/// let endpoints = Endpoints::new(&metas, &services);
+/// let endpoints = Candidates::new(&metas, &services);
 /// assert_eq!(least.pick(&table, &endpoints, &()), Some(1));
 /// ```
 #[derive(Debug)]
@@ -147,7 +147,7 @@ impl LeastConnectionsTable {
 impl Prepare for LeastConnections {
     type Table = LeastConnectionsTable;
 
-    fn prepare(&self, endpoints: &[Meta]) -> LeastConnectionsTable {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> LeastConnectionsTable {
         LeastConnectionsTable {
             eligible: endpoints
                 .iter()
@@ -167,7 +167,7 @@ where
     fn pick(
         &self,
         table: &LeastConnectionsTable,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         _req: &Req,
     ) -> Option<usize> {
         let n = table.eligible.len();
@@ -207,7 +207,7 @@ impl LeastConnections {
     fn pick_in_window<S>(
         &self,
         table: &LeastConnectionsTable,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
     ) -> Option<usize>
     where
         S: Load,

@@ -3,25 +3,45 @@
 //! A picker is split in two halves so that the request path stays cheap:
 //!
 //! * [`Prepare::prepare`] runs on the discovery worker whenever the endpoint
-//!   set changes. It sees each endpoint's [`Meta`] (its weight and the hash of
+//!   set changes. It sees each endpoint's [`EndpointInfo`] (its weight and the hash of
 //!   its key) and builds whatever table the picker needs: a smooth weighted
 //!   schedule, a hash ring, a Maglev lookup table.
 //! * [`Pick::pick`] runs on the caller's task for every request. It sees the
-//!   request, the table and the current [`Endpoints`], and returns an index.
+//!   request, the table and the current [`Candidates`], and returns an index.
 //!   It must not block, lock or allocate.
+//!
+//! The pickers come in three groups, each found together:
+//!
+//! **Classic algorithms**, at the root of this module, as nginx, HAProxy
+//! and Envoy name them:
 //!
 //! | picker | cost per pick | weights | key |
 //! |---|---|---|---|
 //! | [`RoundRobin`] | O(1) | ignored (weight 0 skipped) | none |
 //! | [`WeightedRoundRobin`] | O(1) | smooth interleaving | none |
+//! | [`IpHash`] | O(1) | ∝ weight | client address |
+//! | [`ConsistentHash`] | O(1) expected | virtual nodes ∝ weight | any [`HashKey`](key::HashKey) |
+//! | [`BoundedConsistentHash`] | O(n) to 16 endpoints, then O(1): a running mean over windows of 8 | virtual nodes and load bound ∝ weight | any [`HashKey`](key::HashKey) |
+//! | [`Maglev`] | O(1) | table share ∝ weight | any [`HashKey`](key::HashKey) |
+//!
+//! **Load-aware pickers**, also at the root: they read each endpoint's load
+//! (`tower::load::Load`, or the load the endpoint reports of itself).
+//!
+//! | picker | cost per pick | weights | key |
+//! |---|---|---|---|
 //! | [`LeastConnections`] | O(n) to 16 endpoints, then O(1): a window of 16 and the last winner | load ÷ weight | none |
 //! | [`P2c`] | O(1): two samples and the last two winners | sampling ∝ weight | none |
-//! | [`IpHash`] | O(1) | ∝ weight | client address |
-//! | [`ConsistentHash`] | O(1) expected | virtual nodes ∝ weight | any [`HashKey`] |
-//! | [`BoundedConsistentHash`] | O(n) to 16 endpoints, then O(1): a running mean over windows of 8 | virtual nodes and load bound ∝ weight | any [`HashKey`] |
-//! | [`Maglev`] | O(1) | table share ∝ weight | any [`HashKey`] |
 //! | [`ReportWeighted`] | O(1) expected | from load reports (gRFC A58) | none |
-//! | [`Scored`] | O(n) | weight 0 skipped; scores from reported load | model, adapter, priority |
+//!
+//! **Inference pickers**, in [`llm`]: the scoring picker and prompt
+//! affinity for model servers.
+//!
+//! | picker | cost per pick | weights | key |
+//! |---|---|---|---|
+//! | [`Scored`](llm::Scored) | O(n) | weight 0 skipped; scores from reported load | model, adapter, priority |
+//!
+//! Around any of them, [`ZonePreference`] keeps requests in the caller's
+//! zone. Hash keys live in [`key`]; the tables pickers build, in [`table`].
 //!
 //! An endpoint with weight 0 receives no new requests from any picker: it is
 //! how an endpoint is drained without removing it.
@@ -29,7 +49,7 @@
 //! # Writing a picker
 //!
 //! ```
-//! use tower_lb::pick::{Endpoints, Meta, Pick, Prepare};
+//! use tower_lb::pick::{Candidates, EndpointInfo, Pick, Prepare};
 //!
 //! /// Always the first endpoint that may be used.
 //! #[derive(Debug)]
@@ -37,11 +57,11 @@
 //!
 //! impl Prepare for First {
 //!     type Table = ();
-//!     fn prepare(&self, _endpoints: &[Meta]) {}
+//!     fn prepare(&self, _endpoints: &[EndpointInfo]) {}
 //! }
 //!
 //! impl<Req, S> Pick<Req, S> for First {
-//!     fn pick(&self, _table: &(), endpoints: &Endpoints<'_, S>, _req: &Req) -> Option<usize> {
+//!     fn pick(&self, _table: &(), endpoints: &Candidates<'_, S>, _req: &Req) -> Option<usize> {
 //!         (0..endpoints.len()).find(|&i| endpoints.is_allowed(i))
 //!     }
 //! }
@@ -51,12 +71,12 @@ use std::fmt;
 
 mod boxed;
 mod consistent_hash;
+mod fallback;
 mod hash;
 mod http_key;
 mod ip_hash;
 mod least_connections;
 mod maglev;
-mod members;
 mod p2c;
 mod prefix;
 mod report_weighted;
@@ -68,30 +88,55 @@ mod weighted_round_robin;
 mod zone;
 
 pub use self::boxed::BoxPick;
-pub use self::consistent_hash::{BoundedConsistentHash, ConsistentHash, HashRing, InvalidBound};
-pub use self::hash::HashKey;
-pub use self::http_key::{ClientAddr, ClientIp, Header, Path};
+pub use self::consistent_hash::{BoundedConsistentHash, ConsistentHash, InvalidBound};
 pub use self::ip_hash::IpHash;
-pub use self::least_connections::{LeastConnections, LeastConnectionsTable};
-pub use self::maglev::{InvalidTableSize, Maglev, MaglevTable};
-pub use self::p2c::{P2c, P2cTable};
-pub use self::prefix::{
-    BlockConfig, PrefixAffinity, PrefixConfig, PrefixStats, PromptBlocks, PromptRequest,
-    SessionAffinity, SessionKey,
-};
-pub use self::report_weighted::{ReportTable, ReportWeighted, ReportWeights};
+pub use self::least_connections::LeastConnections;
+pub use self::maglev::{InvalidTableSize, Maglev};
+pub use self::p2c::P2c;
+pub use self::report_weighted::{ReportWeighted, ReportWeights};
 pub use self::round_robin::RoundRobin;
-pub use self::scored::{
-    Candidate, Choice, FactsRef, RequestFacts, Saturation, ScoreHook, Scored, ScoredRequest,
-    Scorer, Weights, ADAPTER_HEADER, MODEL_HEADER, PRIORITY_HEADER,
-};
 pub use self::weighted_round_robin::WeightedRoundRobin;
-pub use self::zone::{ZonePreference, ZoneTable};
-pub use crate::util::{hash_bytes, hash_value};
+pub use self::zone::ZonePreference;
 
-/// The stable hash of a zone name, as [`Meta::zone_hash`] holds it; never 0.
-pub fn zone_hash(zone: &str) -> u64 {
-    hash_bytes(zone.as_bytes()).max(1)
+/// Where hashing pickers find a request's key, and the stable hashes they
+/// use: the client's address, a header, the path, or your own [`HashKey`](key::HashKey).
+pub mod key {
+    pub use super::hash::HashKey;
+    pub use super::http_key::{ClientAddr, ClientIp, Header, Path};
+    pub use crate::util::{hash_bytes, hash_value};
+
+    /// The stable hash of a zone name, as
+    /// [`EndpointInfo::zone_hash`](super::EndpointInfo::zone_hash) holds it;
+    /// never 0.
+    pub fn zone_hash(zone: &str) -> u64 {
+        hash_bytes(zone.as_bytes()).max(1)
+    }
+}
+
+/// The tables pickers build when the endpoint set changes
+/// ([`Prepare::Table`]): named here for code that stores or inspects them,
+/// never needed to use a picker.
+pub mod table {
+    pub use super::consistent_hash::HashRing;
+    pub use super::least_connections::LeastConnectionsTable;
+    pub use super::maglev::MaglevTable;
+    pub use super::p2c::P2cTable;
+    pub use super::report_weighted::ReportTable;
+    pub use super::zone::ZoneTable;
+}
+
+/// Pickers for inference servers: the scoring picker ([`Scored`](llm::Scored)),
+/// what it reads of a request ([`RequestInfo`](llm::RequestInfo)), and
+/// prefix and session affinity for prompts.
+pub mod llm {
+    pub use super::prefix::{
+        BlockConfig, PrefixAffinity, PrefixConfig, PrefixStats, PromptBlocks, PromptRequest,
+        SessionAffinity, SessionKey,
+    };
+    pub use super::scored::{
+        Candidate, Choice, RequestInfo, RequestInfoRef, Saturation, ScoreHook, Scored,
+        ScoredRequest, Scorer, Weights, ADAPTER_HEADER, MODEL_HEADER, PRIORITY_HEADER,
+    };
 }
 
 /// What a picker knows of an endpoint when it builds its table.
@@ -101,14 +146,14 @@ pub fn zone_hash(zone: &str) -> u64 {
 /// clients), its weight, and the hash of its zone if it has one
 /// ([`Endpoint::zone`](crate::endpoint::Endpoint::zone)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meta {
+pub struct EndpointInfo {
     key_hash: u64,
     weight: u32,
-    /// 0 when the zone is unknown; [`zone_hash`] never returns 0.
+    /// 0 when the zone is unknown; [`key::zone_hash`] never returns 0.
     zone: u64,
 }
 
-impl Meta {
+impl EndpointInfo {
     /// Describes an endpoint by the hash of its key and its weight, in no
     /// known zone.
     pub const fn new(key_hash: u64, weight: u32) -> Self {
@@ -122,11 +167,11 @@ impl Meta {
     /// The same endpoint in `zone`.
     #[must_use]
     pub fn with_zone(mut self, zone: &str) -> Self {
-        self.zone = zone_hash(zone);
+        self.zone = key::zone_hash(zone);
         self
     }
 
-    /// The hash of the endpoint's zone ([`zone_hash`]), if it has one.
+    /// The hash of the endpoint's zone ([`zone_hash`](key::zone_hash)), if it has one.
     pub const fn zone_hash(&self) -> Option<u64> {
         if self.zone == 0 {
             None
@@ -157,56 +202,56 @@ pub trait Prepare: Send + Sync + 'static {
 
     /// Builds the table for `endpoints`; index `i` of the slice is the index
     /// [`Pick::pick`] returns for that endpoint.
-    fn prepare(&self, endpoints: &[Meta]) -> Self::Table;
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> Self::Table;
 }
 
 /// Chooses the endpoint for one request.
 ///
 /// `pick` runs on the caller's task for every request: it must not block,
 /// lock or allocate. It returns the index of an endpoint for which
-/// [`Endpoints::is_allowed`] holds, or `None` when there is none; the balancer
+/// [`Candidates::is_allowed`] holds, or `None` when there is none; the balancer
 /// then waits for the set to change and fails with
 /// [`NoEndpoints`](crate::error::NoEndpoints) if it does not.
 pub trait Pick<Req, S>: Prepare {
     /// Picks an endpoint for `req`.
-    fn pick(&self, table: &Self::Table, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize>;
+    fn pick(&self, table: &Self::Table, endpoints: &Candidates<'_, S>, req: &Req) -> Option<usize>;
 
     /// Picks an endpoint for `req`, or sheds it: `Err` fails the request at
     /// once with [`Saturated`](crate::error::Saturated), without waiting for
     /// the set to change. The balancer calls this method; the default is
     /// [`pick`](Pick::pick), which never sheds. A picker that admits
-    /// requests ([`Scored`]) overrides it.
+    /// requests ([`Scored`](llm::Scored)) overrides it.
     fn pick_or_shed(
         &self,
         table: &Self::Table,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         req: &Req,
     ) -> Result<Option<usize>, crate::error::Saturated> {
         Ok(self.pick(table, endpoints, req))
     }
 }
 
-/// The endpoints a picker chooses from: their [`Meta`] and their services,
+/// The endpoints a picker chooses from: their [`EndpointInfo`] and their services,
 /// index for index, and the endpoints this request must not use.
 ///
-/// An endpoint is *allowed* ([`is_allowed`](Endpoints::is_allowed)) when its
+/// An endpoint is *allowed* ([`is_allowed`](Candidates::is_allowed)) when its
 /// weight is not 0, this request does not exclude it (a retry excludes the
 /// endpoints it already tried) and, if an availability check is set, the
 /// check passes (health checks set it).
 ///
-/// Exclusions name endpoints by [`Meta::key_hash`], not by index: indices
+/// Exclusions name endpoints by [`EndpointInfo::key_hash`], not by index: indices
 /// change from one published set to the next, while a key's hash does not,
 /// so a retry that reads a newer set still avoids the endpoints it tried.
-pub struct Endpoints<'a, S> {
-    metas: &'a [Meta],
+pub struct Candidates<'a, S> {
+    metas: &'a [EndpointInfo],
     services: &'a [S],
     excluded: &'a [u64],
     available: Option<fn(&S) -> bool>,
 }
 
-impl<S> fmt::Debug for Endpoints<'_, S> {
+impl<S> fmt::Debug for Candidates<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoints")
+        f.debug_struct("Candidates")
             .field("metas", &self.metas)
             .field("excluded", &self.excluded)
             .field("checks_availability", &self.available.is_some())
@@ -214,18 +259,18 @@ impl<S> fmt::Debug for Endpoints<'_, S> {
     }
 }
 
-impl<S> Clone for Endpoints<'_, S> {
+impl<S> Clone for Candidates<'_, S> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<S> Copy for Endpoints<'_, S> {}
+impl<S> Copy for Candidates<'_, S> {}
 
-impl<'a, S> Endpoints<'a, S> {
+impl<'a, S> Candidates<'a, S> {
     /// A view of `metas` and `services`; if their lengths differ, the longer is
     /// cut to the shorter.
-    pub fn new(metas: &'a [Meta], services: &'a [S]) -> Self {
+    pub fn new(metas: &'a [EndpointInfo], services: &'a [S]) -> Self {
         let len = metas.len().min(services.len());
         Self {
             metas: &metas[..len],
@@ -245,7 +290,7 @@ impl<'a, S> Endpoints<'a, S> {
         self
     }
 
-    /// The same endpoints, with those whose [`Meta::key_hash`] is in
+    /// The same endpoints, with those whose [`EndpointInfo::key_hash`] is in
     /// `excluded` ruled out for this request (a retry uses it to avoid the
     /// endpoints it already tried). Checking is a linear scan of `excluded`:
     /// it is meant for the handful of endpoints one request has tried.
@@ -265,8 +310,8 @@ impl<'a, S> Endpoints<'a, S> {
         self.metas.is_empty()
     }
 
-    /// Every endpoint's [`Meta`], by index.
-    pub fn metas(&self) -> &'a [Meta] {
+    /// Every endpoint's [`EndpointInfo`], by index.
+    pub fn metas(&self) -> &'a [EndpointInfo] {
         self.metas
     }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tower::load::Load;
 
-use super::{Endpoints, Meta, Pick, Prepare};
+use super::{Candidates, EndpointInfo, Pick, Prepare};
 use crate::util::Rng;
 use crate::util::{reduce, LocalRng};
 
@@ -67,7 +67,7 @@ const RESAMPLES: usize = 4;
 /// # Example
 ///
 /// ```
-/// use tower_lb::pick::{Endpoints, Meta, Pick, Prepare, P2c};
+/// use tower_lb::pick::{Candidates, EndpointInfo, Pick, Prepare, P2c};
 ///
 /// struct Fixed(u32);
 /// impl tower::load::Load for Fixed {
@@ -78,10 +78,10 @@ const RESAMPLES: usize = 4;
 /// }
 ///
 /// let p2c = P2c::with_seed(42);
-/// let metas = [Meta::new(1, 1), Meta::new(2, 1)];
+/// let metas = [EndpointInfo::new(1, 1), EndpointInfo::new(2, 1)];
 /// let services = [Fixed(10), Fixed(0)];
 /// let table = p2c.prepare(&metas);
-/// let endpoints = Endpoints::new(&metas, &services);
+/// let endpoints = Candidates::new(&metas, &services);
 /// // Two endpoints: both are always the candidates, the idle one wins.
 /// assert_eq!(p2c.pick(&table, &endpoints, &()), Some(1));
 /// ```
@@ -174,7 +174,7 @@ impl P2cTable {
 impl Prepare for P2c {
     type Table = P2cTable;
 
-    fn prepare(&self, endpoints: &[Meta]) -> P2cTable {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> P2cTable {
         let (eligible, weights): (Vec<usize>, Vec<u64>) = endpoints
             .iter()
             .take(u32::MAX as usize)
@@ -228,7 +228,7 @@ impl<Req, S> Pick<Req, S> for P2c
 where
     S: Load,
 {
-    fn pick(&self, table: &P2cTable, endpoints: &Endpoints<'_, S>, _req: &Req) -> Option<usize> {
+    fn pick(&self, table: &P2cTable, endpoints: &Candidates<'_, S>, _req: &Req) -> Option<usize> {
         let n = table.eligible.len();
         if n == 0 {
             return None;
@@ -288,7 +288,7 @@ where
 /// among the others, then a scan from a random start.
 fn candidate<S>(
     table: &P2cTable,
-    endpoints: &Endpoints<'_, S>,
+    endpoints: &Candidates<'_, S>,
     rng: &mut LocalRng,
     other: Option<usize>,
 ) -> Option<usize> {

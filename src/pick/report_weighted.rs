@@ -10,7 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
-use super::{Endpoints, Meta, Pick, Prepare};
+use super::{Candidates, EndpointInfo, Pick, Prepare};
 use crate::endpoint::Endpoint;
 use crate::util::Rng;
 
@@ -45,16 +45,16 @@ impl Default for ReportWeights {
 /// as gRPC's `weighted_round_robin` policy (gRFC A58) computes them.
 ///
 /// Each endpoint's weight is `qps ÷ (utilization + (eps ÷ qps) × penalty)`,
-/// from its [`EndpointMetrics`](crate::endpoint::EndpointMetrics) (ORCA's
+/// from its [`ReportCell`](crate::endpoint::ReportCell) (ORCA's
 /// `rps_fractional`, `eps`, and `application_utilization` or else
-/// `cpu_utilization`; the `metrics` module's `LoadReportLayer` fills them
+/// `cpu_utilization`; the `metrics` module's `OrcaLayer` fills them
 /// from ORCA reports). A report with no queries or
 /// no utilisation gives no weight. Weights are recomputed at most every
 /// [`update_period`](ReportWeights::update_period), by the first pick after
 /// it is due; an endpoint's weight is used only once it has reported for the
 /// [`blackout_period`](ReportWeights::blackout_period), and dropped once its
 /// last report is older than the
-/// [`expiration_period`](ReportWeights::expiration_period). Endpoints
+/// [`expiration_period`](ReportWeights::expiration_period). Candidates
 /// without a usable weight get the mean of the others'. With fewer than two
 /// endpoints with a weight, picks go round robin.
 ///
@@ -175,7 +175,7 @@ impl ReportWeighted {
 
     /// Recomputes the weights and the schedule if they are due and no other
     /// pick is at it.
-    fn refresh<S: Endpoint>(&self, table: &ReportTable, endpoints: &Endpoints<'_, S>) {
+    fn refresh<S: Endpoint>(&self, table: &ReportTable, endpoints: &Candidates<'_, S>) {
         let now = Instant::now();
         let now_ms = now.saturating_duration_since(table.epoch).as_millis() as u64;
         let due = table.due_ms.load(Ordering::Relaxed);
@@ -199,14 +199,14 @@ impl ReportWeighted {
 
     fn weights<S: Endpoint>(
         &self,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         now: Instant,
         since: &mut HashMap<u64, Instant>,
     ) -> Vec<f64> {
         let s = &self.settings;
         let mut weights = Vec::with_capacity(endpoints.len());
         for (meta, service) in endpoints.metas().iter().zip(endpoints.services()) {
-            let facts = service.metrics().and_then(|m| m.last_at(now));
+            let facts = service.report().and_then(|m| m.last_at(now));
             let fresh = facts.filter(|f| f.age < s.expiration_period);
             let weight = fresh.map_or(0.0, |f| {
                 let (qps, util, eps) =
@@ -239,8 +239,11 @@ impl ReportWeighted {
         }
         // Forget endpoints that left the set.
         if since.len() > endpoints.len() * 2 {
-            let keys: std::collections::HashSet<u64> =
-                endpoints.metas().iter().map(Meta::key_hash).collect();
+            let keys: std::collections::HashSet<u64> = endpoints
+                .metas()
+                .iter()
+                .map(EndpointInfo::key_hash)
+                .collect();
             since.retain(|k, _| keys.contains(k));
         }
         weights
@@ -284,7 +287,7 @@ fn schedule(weights: &[f64]) -> Option<Vec<u32>> {
 impl Prepare for ReportWeighted {
     type Table = ReportTable;
 
-    fn prepare(&self, endpoints: &[Meta]) -> ReportTable {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> ReportTable {
         ReportTable {
             len: endpoints.len(),
             next: AtomicUsize::new(self.rng.next_u64() as usize),
@@ -296,7 +299,12 @@ impl Prepare for ReportWeighted {
 }
 
 impl<Req, S: Endpoint> Pick<Req, S> for ReportWeighted {
-    fn pick(&self, table: &ReportTable, endpoints: &Endpoints<'_, S>, _req: &Req) -> Option<usize> {
+    fn pick(
+        &self,
+        table: &ReportTable,
+        endpoints: &Candidates<'_, S>,
+        _req: &Req,
+    ) -> Option<usize> {
         let n = endpoints.len().min(table.len);
         if n == 0 {
             return None;

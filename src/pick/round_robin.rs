@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicUsize;
 
 use super::weighted_round_robin::Schedule;
-use super::{Endpoints, Meta, Pick, Prepare};
+use super::{Candidates, EndpointInfo, Pick, Prepare};
 
 /// Round robin: each endpoint in turn, ignoring weights.
 ///
@@ -28,17 +28,17 @@ use super::{Endpoints, Meta, Pick, Prepare};
 /// remaining endpoints share its turns evenly (with 1 of 4 down, each of the
 /// other 3 gets a third) instead of its neighbour taking them all. Past
 /// that, the next allowed endpoint along the cycle; whatever is returned
-/// satisfies [`Endpoints::is_allowed`].
+/// satisfies [`Candidates::is_allowed`].
 ///
 /// # Example
 ///
 /// ```
-/// use tower_lb::pick::{Endpoints, Meta, Pick, Prepare, RoundRobin};
+/// use tower_lb::pick::{Candidates, EndpointInfo, Pick, Prepare, RoundRobin};
 ///
 /// let rr = RoundRobin::new();
-/// let metas = [Meta::new(1, 1), Meta::new(2, 0), Meta::new(3, 7)];
+/// let metas = [EndpointInfo::new(1, 1), EndpointInfo::new(2, 0), EndpointInfo::new(3, 7)];
 /// let table = rr.prepare(&metas);
-/// let endpoints = Endpoints::new(&metas, &[(), (), ()]);
+/// let endpoints = Candidates::new(&metas, &[(), (), ()]);
 /// let picks: Vec<usize> = (0..4)
 ///     .map(|_| Pick::<(), ()>::pick(&rr, &table, &endpoints, &()).unwrap())
 ///     .collect();
@@ -62,7 +62,7 @@ impl RoundRobin {
 impl Prepare for RoundRobin {
     type Table = Schedule;
 
-    fn prepare(&self, endpoints: &[Meta]) -> Schedule {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> Schedule {
         Schedule::new(
             endpoints
                 .iter()
@@ -76,7 +76,7 @@ impl Prepare for RoundRobin {
 }
 
 impl<Req, S> Pick<Req, S> for RoundRobin {
-    fn pick(&self, table: &Schedule, endpoints: &Endpoints<'_, S>, _req: &Req) -> Option<usize> {
+    fn pick(&self, table: &Schedule, endpoints: &Candidates<'_, S>, _req: &Req) -> Option<usize> {
         // The table is in index order, so walking it and then scanning the
         // endpoints both step forward to the next allowed endpoint.
         table.round_robin(&self.next, endpoints)

@@ -5,31 +5,32 @@ use std::sync::Arc;
 
 use tower::load::Load;
 
-use super::{hash_value, Endpoints, Meta, Pick};
+use super::key::hash_value;
+use super::{Candidates, EndpointInfo, Pick};
 use crate::util::Rng;
 
 /// Endpoints with `weights`, each keyed by its index.
-pub(crate) fn metas(weights: &[u32]) -> Vec<Meta> {
+pub(crate) fn metas(weights: &[u32]) -> Vec<EndpointInfo> {
     keyed_metas(weights, |i| i as u64)
 }
 
 /// Endpoints with `weights`, named like socket addresses, as discovery would
 /// key them.
-pub(crate) fn addr_metas(weights: &[u32]) -> Vec<Meta> {
+pub(crate) fn addr_metas(weights: &[u32]) -> Vec<EndpointInfo> {
     keyed_metas(weights, |i| hash_value(&format!("10.0.0.{i}:8080")))
 }
 
 /// Endpoints with `weights`, endpoint `i` keyed by `key(i)`.
-pub(crate) fn keyed_metas(weights: &[u32], key: impl Fn(usize) -> u64) -> Vec<Meta> {
+pub(crate) fn keyed_metas(weights: &[u32], key: impl Fn(usize) -> u64) -> Vec<EndpointInfo> {
     weights
         .iter()
         .enumerate()
-        .map(|(i, &w)| Meta::new(key(i), w))
+        .map(|(i, &w)| EndpointInfo::new(key(i), w))
         .collect()
 }
 
 /// The key hashes of endpoints `indices`: what a retry excludes.
-pub(crate) fn key_hashes(metas: &[Meta], indices: &[usize]) -> Vec<u64> {
+pub(crate) fn key_hashes(metas: &[EndpointInfo], indices: &[usize]) -> Vec<u64> {
     indices.iter().map(|&i| metas[i].key_hash()).collect()
 }
 
@@ -48,10 +49,14 @@ pub(crate) const BY_ID: ById = |key| Some(*key);
 
 /// The key hash of the endpoint each key goes to: indices shift when the set
 /// changes, endpoint keys do not.
-pub(crate) fn owners<P: Pick<u64, ()>>(picker: &P, metas: &[Meta], keys: &[u64]) -> Vec<u64> {
+pub(crate) fn owners<P: Pick<u64, ()>>(
+    picker: &P,
+    metas: &[EndpointInfo],
+    keys: &[u64],
+) -> Vec<u64> {
     let table = picker.prepare(metas);
     let services = vec![(); metas.len()];
-    let endpoints = Endpoints::new(metas, &services);
+    let endpoints = Candidates::new(metas, &services);
     keys.iter()
         .map(|key| metas[picker.pick(&table, &endpoints, key).unwrap()].key_hash())
         .collect()
@@ -60,12 +65,12 @@ pub(crate) fn owners<P: Pick<u64, ()>>(picker: &P, metas: &[Meta], keys: &[u64])
 /// How many of `keys` go to each endpoint of `metas`.
 pub(crate) fn picks_per_endpoint<P: Pick<u64, ()>>(
     picker: &P,
-    metas: &[Meta],
+    metas: &[EndpointInfo],
     keys: impl IntoIterator<Item = u64>,
 ) -> Vec<usize> {
     let table = picker.prepare(metas);
     let services = vec![(); metas.len()];
-    let endpoints = Endpoints::new(metas, &services);
+    let endpoints = Candidates::new(metas, &services);
     let mut counts = vec![0; metas.len()];
     for key in keys {
         counts[picker.pick(&table, &endpoints, &key).unwrap()] += 1;
@@ -90,7 +95,7 @@ pub(crate) fn assert_order_free<P: Pick<u64, ()>>(picker: &P, weights: &[u32], k
 pub(crate) fn assert_stale_table_is_safe<P: Pick<u64, ()>>(picker: &P, keys: &[u64]) {
     let table = picker.prepare(&addr_metas(&[1; 4]));
     let metas = addr_metas(&[1]);
-    let endpoints = Endpoints::new(&metas, &[()]);
+    let endpoints = Candidates::new(&metas, &[()]);
     for key in keys {
         assert_eq!(picker.pick(&table, &endpoints, key), Some(0));
     }
@@ -103,7 +108,7 @@ pub(crate) fn assert_heavy_exclusion_falls_back<P: Pick<u64, ()>>(picker: &P, ke
     let table = picker.prepare(&metas);
     let services = [(); 2];
     let excluded = key_hashes(&metas, &[0]);
-    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+    let endpoints = Candidates::new(&metas, &services).excluding(&excluded);
     for key in keys {
         assert_eq!(picker.pick(&table, &endpoints, key), Some(1));
     }

@@ -2,9 +2,13 @@ use super::*;
 
 #[test]
 fn availability_rules_endpoints_out() {
-    let metas = [Meta::new(1, 1), Meta::new(2, 1), Meta::new(3, 0)];
+    let metas = [
+        EndpointInfo::new(1, 1),
+        EndpointInfo::new(2, 1),
+        EndpointInfo::new(3, 0),
+    ];
     let services = [true, false, true];
-    let plain = Endpoints::new(&metas, &services);
+    let plain = Candidates::new(&metas, &services);
     assert!(!plain.has_exclusions());
     assert!(plain.is_allowed(0) && plain.is_allowed(1));
     assert!(!plain.is_allowed(2), "weight 0 is never allowed");
@@ -32,13 +36,15 @@ fn every_picker_skips_unavailable_endpoints() {
             self.1.load(Ordering::Relaxed) as u32
         }
     }
-    let metas: Vec<Meta> = (0..5).map(|i| Meta::new(i * 7919, 1 + i as u32)).collect();
+    let metas: Vec<EndpointInfo> = (0..5)
+        .map(|i| EndpointInfo::new(i * 7919, 1 + i as u32))
+        .collect();
     let services: Vec<Up> = (0..5)
         .map(|i| Up(i % 2 == 0, Arc::new(AtomicUsize::new(0))))
         .collect();
-    let endpoints = Endpoints::new(&metas, &services).with_availability(|s: &Up| s.0);
+    let endpoints = Candidates::new(&metas, &services).with_availability(|s: &Up| s.0);
 
-    fn check<P: Pick<u64, Up>>(picker: P, endpoints: &Endpoints<'_, Up>, metas: &[Meta]) {
+    fn check<P: Pick<u64, Up>>(picker: P, endpoints: &Candidates<'_, Up>, metas: &[EndpointInfo]) {
         let table = picker.prepare(metas);
         for key in 0..200u64 {
             let i = picker

@@ -4,8 +4,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::members::walk_allowed;
-use super::{Endpoints, Meta, Pick, Prepare};
+use super::fallback::walk_allowed;
+use super::{Candidates, EndpointInfo, Pick, Prepare};
 
 /// A schedule never needs more entries than this to be exact, whatever `n`.
 const MIN_SCHEDULE_CAP: u64 = 65_536;
@@ -68,17 +68,17 @@ const EXCLUSION_WALK: usize = 64;
 /// the others share its turns in proportion to their weights; then the pick
 /// walks forward along the schedule (at most 64 entries) to the next allowed
 /// one, then scans the endpoints in index order. Whatever is returned
-/// satisfies [`Endpoints::is_allowed`].
+/// satisfies [`Candidates::is_allowed`].
 ///
 /// # Example
 ///
 /// ```
-/// use tower_lb::pick::{Endpoints, Meta, Pick, Prepare, WeightedRoundRobin};
+/// use tower_lb::pick::{Candidates, EndpointInfo, Pick, Prepare, WeightedRoundRobin};
 ///
 /// let wrr = WeightedRoundRobin::new();
-/// let metas = [Meta::new(1, 5), Meta::new(2, 1), Meta::new(3, 1)];
+/// let metas = [EndpointInfo::new(1, 5), EndpointInfo::new(2, 1), EndpointInfo::new(3, 1)];
 /// let table = wrr.prepare(&metas);
-/// let endpoints = Endpoints::new(&metas, &[(), (), ()]);
+/// let endpoints = Candidates::new(&metas, &[(), (), ()]);
 /// let cycle: Vec<usize> = (0..7)
 ///     .map(|_| Pick::<(), ()>::pick(&wrr, &table, &endpoints, &()).unwrap())
 ///     .collect();
@@ -135,7 +135,7 @@ impl Schedule {
     pub(crate) fn allowed_from<S>(
         &self,
         pos: usize,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
     ) -> Option<usize> {
         let first = *self.entries.get(pos)? as usize;
         let entry = |at: usize| self.entries[at] as usize;
@@ -160,7 +160,7 @@ impl Schedule {
     pub(crate) fn round_robin<S>(
         &self,
         cursor: &AtomicUsize,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
     ) -> Option<usize> {
         let len = self.entries.len();
         if len == 0 {
@@ -187,13 +187,13 @@ const REDRAWS: usize = 8;
 impl Prepare for WeightedRoundRobin {
     type Table = Schedule;
 
-    fn prepare(&self, endpoints: &[Meta]) -> Schedule {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> Schedule {
         Schedule::new(smooth_schedule(endpoints))
     }
 }
 
 impl<Req, S> Pick<Req, S> for WeightedRoundRobin {
-    fn pick(&self, table: &Schedule, endpoints: &Endpoints<'_, S>, _req: &Req) -> Option<usize> {
+    fn pick(&self, table: &Schedule, endpoints: &Candidates<'_, S>, _req: &Req) -> Option<usize> {
         table.round_robin(&self.next, endpoints)
     }
 }
@@ -203,7 +203,7 @@ impl<Req, S> Pick<Req, S> for WeightedRoundRobin {
 /// One full smooth cycle over the endpoints of non-zero weight: each appears
 /// in proportion to its weight (exactly, unless the cycle had to be scaled
 /// down to its cap), spread as evenly as the weights allow.
-pub(crate) fn smooth_schedule(metas: &[Meta]) -> Vec<u32> {
+pub(crate) fn smooth_schedule(metas: &[EndpointInfo]) -> Vec<u32> {
     let mut weighted: Vec<(u32, u64)> = metas
         .iter()
         .take(u32::MAX as usize)

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{zone_hash, Endpoints, Meta, Pick, Prepare};
+use super::key::zone_hash;
+use super::{Candidates, EndpointInfo, Pick, Prepare};
 use crate::util::Rng;
 
 /// A wrapper around any picker that keeps requests in the caller's zone
@@ -37,7 +38,7 @@ use crate::util::Rng;
 ///
 /// The inner picker's [`prepare`](Prepare::prepare) runs three times (all
 /// endpoints, local ones, other ones) and the table holds two extra copies of
-/// the endpoints' [`Meta`]. A pick costs one inner pick (two when the chosen
+/// the endpoints' [`EndpointInfo`]. A pick costs one inner pick (two when the chosen
 /// group has no allowed endpoint) and one random draw; when endpoints can be
 /// ruled out per request (health checks, retry exclusions) it also sums the
 /// allowed weight of each group, O(n), so that the shares follow the healthy
@@ -57,16 +58,16 @@ use crate::util::Rng;
 /// # Example
 ///
 /// ```
-/// use tower_lb::pick::{Endpoints, Meta, Pick, Prepare, RoundRobin, ZonePreference};
+/// use tower_lb::pick::{Candidates, EndpointInfo, Pick, Prepare, RoundRobin, ZonePreference};
 ///
 /// let picker = ZonePreference::new(RoundRobin::new(), "zone-a").with_seed(7);
 /// let metas = [
-///     Meta::new(1, 1).with_zone("zone-a"),
-///     Meta::new(2, 1).with_zone("zone-b"),
+///     EndpointInfo::new(1, 1).with_zone("zone-a"),
+///     EndpointInfo::new(2, 1).with_zone("zone-b"),
 /// ];
 /// let table = picker.prepare(&metas);
 /// let services = [(), ()];
-/// let endpoints = Endpoints::new(&metas, &services);
+/// let endpoints = Candidates::new(&metas, &services);
 /// // No caller share: everything stays in zone-a.
 /// for _ in 0..10 {
 ///     assert_eq!(picker.pick(&table, &endpoints, &()), Some(0));
@@ -175,9 +176,9 @@ pub struct ZoneTable<T> {
     local: T,
     other: T,
     /// The endpoints with the weights of other zones set to 0.
-    local_metas: Vec<Meta>,
+    local_metas: Vec<EndpointInfo>,
     /// The endpoints with the local zone's weights set to 0.
-    other_metas: Vec<Meta>,
+    other_metas: Vec<EndpointInfo>,
     local_weight: u64,
     total_weight: u64,
 }
@@ -185,9 +186,9 @@ pub struct ZoneTable<T> {
 impl<P: Prepare> Prepare for ZonePreference<P> {
     type Table = ZoneTable<P::Table>;
 
-    fn prepare(&self, endpoints: &[Meta]) -> Self::Table {
-        let is_local = |meta: &Meta| meta.zone == self.local;
-        let zeroed = |keep: &dyn Fn(&Meta) -> bool| -> Vec<Meta> {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> Self::Table {
+        let is_local = |meta: &EndpointInfo| meta.zone == self.local;
+        let zeroed = |keep: &dyn Fn(&EndpointInfo) -> bool| -> Vec<EndpointInfo> {
             endpoints
                 .iter()
                 .map(|meta| {
@@ -221,8 +222,8 @@ impl<P> ZonePreference<P> {
     fn choose<T, S, E>(
         &self,
         table: &ZoneTable<T>,
-        endpoints: &Endpoints<'_, S>,
-        pick: impl Fn(&T, &Endpoints<'_, S>) -> Result<Option<usize>, E>,
+        endpoints: &Candidates<'_, S>,
+        pick: impl Fn(&T, &Candidates<'_, S>) -> Result<Option<usize>, E>,
     ) -> Result<Option<usize>, E> {
         if table.local_weight == 0
             || table.local_weight == table.total_weight
@@ -239,7 +240,7 @@ impl<P> ZonePreference<P> {
         };
         let keep = keep_local(local_weight, total_weight, self.caller_share);
         let stay = keep >= 1.0 || (keep > 0.0 && draw(&self.rng) < keep);
-        let view = |metas| Endpoints {
+        let view = |metas| Candidates {
             metas,
             ..*endpoints
         };
@@ -266,8 +267,8 @@ impl<P> ZonePreference<P> {
 }
 
 impl<Req, S, P: Pick<Req, S>> Pick<Req, S> for ZonePreference<P> {
-    fn pick(&self, table: &Self::Table, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
-        let pick = |table: &P::Table, endpoints: &Endpoints<'_, S>| {
+    fn pick(&self, table: &Self::Table, endpoints: &Candidates<'_, S>, req: &Req) -> Option<usize> {
+        let pick = |table: &P::Table, endpoints: &Candidates<'_, S>| {
             Ok::<_, std::convert::Infallible>(self.inner.pick(table, endpoints, req))
         };
         match self.choose(table, endpoints, pick) {
@@ -280,7 +281,7 @@ impl<Req, S, P: Pick<Req, S>> Pick<Req, S> for ZonePreference<P> {
     fn pick_or_shed(
         &self,
         table: &Self::Table,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         req: &Req,
     ) -> Result<Option<usize>, crate::error::Saturated> {
         self.choose(table, endpoints, |table, endpoints| {
@@ -290,7 +291,7 @@ impl<Req, S, P: Pick<Req, S>> Pick<Req, S> for ZonePreference<P> {
 }
 
 /// The allowed weight of the local group and of all endpoints, O(n).
-fn allowed_weights<S>(endpoints: &Endpoints<'_, S>, local_metas: &[Meta]) -> (u64, u64) {
+fn allowed_weights<S>(endpoints: &Candidates<'_, S>, local_metas: &[EndpointInfo]) -> (u64, u64) {
     let mut local = 0u64;
     let mut total = 0u64;
     for (i, meta) in endpoints.metas.iter().enumerate() {

@@ -3,12 +3,12 @@ use proptest::prelude::*;
 use super::*;
 use crate::pick::{LeastConnections, P2c, RoundRobin};
 
-fn metas(zones: &[(&str, u32)]) -> Vec<Meta> {
+fn metas(zones: &[(&str, u32)]) -> Vec<EndpointInfo> {
     zones
         .iter()
         .enumerate()
         .map(|(i, &(zone, weight))| {
-            let meta = Meta::new(i as u64 + 1, weight);
+            let meta = EndpointInfo::new(i as u64 + 1, weight);
             if zone.is_empty() {
                 meta
             } else {
@@ -29,10 +29,10 @@ impl tower::load::Load for Up {
 }
 
 /// How many of `n` picks land on each endpoint.
-fn tally<P: Pick<(), Up>>(picker: &P, metas: &[Meta], up: &[bool], n: usize) -> Vec<usize> {
+fn tally<P: Pick<(), Up>>(picker: &P, metas: &[EndpointInfo], up: &[bool], n: usize) -> Vec<usize> {
     let table = picker.prepare(metas);
     let services: Vec<Up> = up.iter().map(|&up| Up(up)).collect();
-    let endpoints = Endpoints::new(metas, &services).with_availability(|up: &Up| up.0);
+    let endpoints = Candidates::new(metas, &services).with_availability(|up: &Up| up.0);
     let mut counts = vec![0; metas.len()];
     for _ in 0..n {
         if let Some(i) = picker.pick(&table, &endpoints, &()) {

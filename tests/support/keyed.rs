@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tower::Service;
-use tower_lb::pick::{hash_value, Endpoints, Meta, Pick};
+use tower_lb::pick::{key::hash_value, Candidates, EndpointInfo, Pick};
 use tower_lb::BoxError;
 
 use super::{send, within, ReqBody};
@@ -68,13 +68,13 @@ where
     P: Pick<Request<ReqBody>, ()>,
     F: Fn(usize) -> Request<ReqBody>,
 {
-    let metas: Vec<Meta> = endpoints
+    let metas: Vec<EndpointInfo> = endpoints
         .iter()
-        .map(|(key, weight)| Meta::new(hash_value(key), *weight))
+        .map(|(key, weight)| EndpointInfo::new(hash_value(key), *weight))
         .collect();
     let table = picker.prepare(&metas);
     let services = vec![(); metas.len()];
-    let view = Endpoints::new(&metas, &services);
+    let view = Candidates::new(&metas, &services);
     (0..n)
         .map(|i| {
             let at = picker

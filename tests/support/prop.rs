@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
-use tower_lb::pick::{Endpoints, Meta};
+use tower_lb::pick::{Candidates, EndpointInfo};
 
 /// A fixed seed and no failure files: a run is the same on every machine,
 /// and a failure prints the shrunk case, which reproduces it.
@@ -67,7 +67,7 @@ pub fn key_hashes(range: std::ops::Range<usize>) -> impl Strategy<Value = Vec<u6
 /// One endpoint of a random set: its key hash, weight, health and load.
 #[derive(Clone, Debug)]
 pub struct Drawn {
-    pub meta: Meta,
+    pub meta: EndpointInfo,
     pub svc: Svc,
 }
 
@@ -91,7 +91,7 @@ where
                     .zip(weights)
                     .zip(ups.into_iter().zip(loads))
                     .map(|((hash, weight), (up, load))| Drawn {
-                        meta: Meta::new(hash, weight),
+                        meta: EndpointInfo::new(hash, weight),
                         svc: Svc { up, load },
                     })
                     .collect()
@@ -100,18 +100,18 @@ where
 }
 
 /// The parts of a drawn set, index for index.
-pub fn split(set: &[Drawn]) -> (Vec<Meta>, Vec<Svc>) {
+pub fn split(set: &[Drawn]) -> (Vec<EndpointInfo>, Vec<Svc>) {
     set.iter().map(|d| (d.meta, d.svc)).unzip()
 }
 
 /// Whether any endpoint may take the request.
-pub fn any_allowed<S>(endpoints: &Endpoints<'_, S>) -> bool {
+pub fn any_allowed<S>(endpoints: &Candidates<'_, S>) -> bool {
     (0..endpoints.len()).any(|i| endpoints.is_allowed(i))
 }
 
 /// Key hashes to exclude: some of the set's (chosen by `mask`), plus
 /// hashes of no endpoint, which must change nothing.
-pub fn exclusions(metas: &[Meta], mask: &[bool], strangers: &[u64]) -> Vec<u64> {
+pub fn exclusions(metas: &[EndpointInfo], mask: &[bool], strangers: &[u64]) -> Vec<u64> {
     metas
         .iter()
         .zip(mask.iter().cycle())

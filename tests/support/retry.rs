@@ -16,7 +16,7 @@ use tower_lb::balance::TriedEndpoints;
 use tower_lb::discover;
 use tower_lb::endpoint::Weighted;
 use tower_lb::http::SetAuthority;
-use tower_lb::pick::{hash_value, Pick};
+use tower_lb::pick::{key::hash_value, Pick};
 use tower_lb::retry::ReplayBody;
 use tower_lb::Balance;
 

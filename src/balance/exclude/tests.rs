@@ -2,7 +2,7 @@ use std::convert::Infallible;
 
 use tower::{service_fn, Service, ServiceExt};
 
-use crate::pick::{hash_value, RoundRobin};
+use crate::pick::{key::hash_value, RoundRobin};
 use crate::{discover, Balance};
 
 #[tokio::test]

@@ -173,10 +173,10 @@ fn forwards_weight_and_availability() {
     let plain = InFlight::new(Weighted::new((), 5));
     assert_eq!(plain.weight(), 5);
     assert!(plain.is_available());
-    const { assert!(!<InFlight<Weighted<()>> as Endpoint>::GATED) };
+    const { assert!(!<InFlight<Weighted<()>> as Endpoint>::CHECKS_AVAILABILITY) };
 
     let down = InFlight::new(Gated(7, false));
-    const { assert!(<InFlight<Gated> as Endpoint>::GATED) };
+    const { assert!(<InFlight<Gated> as Endpoint>::CHECKS_AVAILABILITY) };
     assert_eq!(down.weight(), 7);
     assert!(!down.is_available());
     assert!(InFlight::new(Gated(7, true)).is_available());

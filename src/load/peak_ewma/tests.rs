@@ -73,7 +73,7 @@ async fn a_slow_response_raises_the_cost_and_decay_lowers_it() {
     assert!(svc.rtt_estimate() < MS);
     // Fully decayed, the cost still ranks by requests in flight.
     let _pending = svc.call(Duration::from_secs(60));
-    assert_eq!(svc.load(), Cost::of(2.0));
+    assert_eq!(svc.load(), LatencyCost::of(2.0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -175,10 +175,10 @@ fn forwards_weight_and_availability() {
     let plain = Latency::new(Weighted::new((), 4), DEFAULT_RTT, DEFAULT_DECAY);
     assert_eq!(plain.weight(), 4);
     assert!(plain.is_available());
-    const { assert!(!<Latency<Weighted<()>> as Endpoint>::GATED) };
+    const { assert!(!<Latency<Weighted<()>> as Endpoint>::CHECKS_AVAILABILITY) };
 
     let down = Latency::new(Gated(3, false), DEFAULT_RTT, DEFAULT_DECAY);
-    const { assert!(<Latency<Gated> as Endpoint>::GATED) };
+    const { assert!(<Latency<Gated> as Endpoint>::CHECKS_AVAILABILITY) };
     assert_eq!(down.weight(), 3);
     assert!(!down.is_available());
     assert_eq!(down.into_inner().weight(), 3);
@@ -186,7 +186,7 @@ fn forwards_weight_and_availability() {
 
 #[test]
 fn cost_converts_and_orders() {
-    assert!(Cost::of(1.0) < Cost::of(2.0));
-    assert_eq!(f64::from(Cost::of(2.5)), 2.5);
-    assert_eq!(Cost::of(4.0).get(), 4.0);
+    assert!(LatencyCost::of(1.0) < LatencyCost::of(2.0));
+    assert_eq!(f64::from(LatencyCost::of(2.5)), 2.5);
+    assert_eq!(LatencyCost::of(4.0).get(), 4.0);
 }

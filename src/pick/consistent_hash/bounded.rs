@@ -8,8 +8,8 @@ use tower::load::Load;
 
 use super::ring::{HashRing, WALK};
 use super::ConsistentHash;
-use crate::pick::members::Members;
-use crate::pick::{Endpoints, HashKey, Meta, Pick, Prepare};
+use crate::pick::fallback::WeightedIndices;
+use crate::pick::{key::HashKey, Candidates, EndpointInfo, Pick, Prepare};
 use crate::util::mix64;
 
 /// Consistent hashing with bounded loads (Mirrokni, Thorup and
@@ -70,7 +70,7 @@ use crate::util::mix64;
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicU32, Ordering};
-/// use tower_lb::pick::{ConsistentHash, Endpoints, Meta, Pick, Prepare};
+/// use tower_lb::pick::{ConsistentHash, Candidates, EndpointInfo, Pick, Prepare};
 ///
 /// // A stand-in for an endpoint service that counts its requests in flight.
 /// struct Counted(Arc<AtomicU32>);
@@ -82,11 +82,11 @@ use crate::util::mix64;
 /// }
 ///
 /// let picker = ConsistentHash::new(|user: &u64| Some(*user)).bounded_load(1.25)?;
-/// let metas = [Meta::new(1, 1), Meta::new(2, 1), Meta::new(3, 1)];
+/// let metas = [EndpointInfo::new(1, 1), EndpointInfo::new(2, 1), EndpointInfo::new(3, 1)];
 /// let counts: Vec<_> = (0..3).map(|_| Arc::new(AtomicU32::new(0))).collect();
 /// let services: Vec<_> = counts.iter().map(|c| Counted(c.clone())).collect();
 /// let ring = picker.prepare(&metas);
-/// let endpoints = Endpoints::new(&metas, &services);
+/// let endpoints = Candidates::new(&metas, &services);
 ///
 /// // Thirty requests of one user, none finishing: the user's endpoint takes
 /// // its share and the rest spill over.
@@ -112,7 +112,7 @@ pub struct BoundedConsistentHash<E> {
 
 /// Up to this many members, the census is exact.
 const EXACT: usize = 16;
-/// Members read by every [`EVERY`]-th pick beyond [`EXACT`].
+/// WeightedIndices read by every [`EVERY`]-th pick beyond [`EXACT`].
 const WINDOW: usize = 4;
 /// Beyond [`EXACT`], one pick in this many reads a window.
 const EVERY: usize = 4;
@@ -164,7 +164,7 @@ impl<E> BoundedConsistentHash<E> {
 impl<E: Send + Sync + 'static> Prepare for BoundedConsistentHash<E> {
     type Table = HashRing;
 
-    fn prepare(&self, endpoints: &[Meta]) -> HashRing {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> HashRing {
         self.ring.prepare(endpoints)
     }
 }
@@ -175,7 +175,7 @@ where
     S: Load,
     S::Metric: Into<f64>,
 {
-    fn pick(&self, ring: &HashRing, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
+    fn pick(&self, ring: &HashRing, endpoints: &Candidates<'_, S>, req: &Req) -> Option<usize> {
         if ring.is_empty() {
             return None;
         }
@@ -232,7 +232,7 @@ where
 impl<E> BoundedConsistentHash<E> {
     /// The next window of members, folded into the running mean; its `L`
     /// and `W` are that mean per unit of weight, scaled to the whole set.
-    fn sampled_census<S>(&self, members: &Members, endpoints: &Endpoints<'_, S>) -> Census
+    fn sampled_census<S>(&self, members: &WeightedIndices, endpoints: &Candidates<'_, S>) -> Census
     where
         S: Load,
         S::Metric: Into<f64>,
@@ -287,7 +287,7 @@ struct Census {
 }
 
 impl Census {
-    fn take<S>(members: impl Iterator<Item = usize>, endpoints: &Endpoints<'_, S>) -> Self
+    fn take<S>(members: impl Iterator<Item = usize>, endpoints: &Candidates<'_, S>) -> Self
     where
         S: Load,
         S::Metric: Into<f64>,
@@ -320,7 +320,7 @@ impl Census {
 
 /// Endpoint `i`'s load; infinite if it is not a number or `i` has no
 /// service, never negative.
-fn load_of<S>(endpoints: &Endpoints<'_, S>, i: usize) -> f64
+fn load_of<S>(endpoints: &Candidates<'_, S>, i: usize) -> f64
 where
     S: Load,
     S::Metric: Into<f64>,

@@ -9,7 +9,7 @@ mod tests;
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
 
-use super::{Endpoints, HashKey, Meta, Pick, Prepare};
+use super::{key::HashKey, Candidates, EndpointInfo, Pick, Prepare};
 use crate::util::mix64;
 
 pub use self::bounded::{BoundedConsistentHash, InvalidBound};
@@ -26,13 +26,13 @@ const DEFAULT_VIRTUAL_NODES: u32 = 160;
 /// along the ring); when it comes back they return to it, and every other
 /// key stays put. That is what caches and sticky sessions need from a
 /// changing set. The points come from each endpoint's stable key hash
-/// ([`Meta::key_hash`]), so every process that sees the same endpoints builds
+/// ([`EndpointInfo::key_hash`]), so every process that sees the same endpoints builds
 /// the same ring and sends a key to the same endpoint, whatever order it
 /// learnt them in.
 ///
 /// The key comes from a [`HashKey`] extractor: a closure
-/// `Fn(&Req) -> Option<u64>`, [`Header`](super::Header),
-/// [`Path`](super::Path) or [`ClientIp`](super::ClientIp). It is mixed once
+/// `Fn(&Req) -> Option<u64>`, [`Header`](super::key::Header),
+/// [`Path`](super::key::Path) or [`ClientIp`](super::key::ClientIp). It is mixed once
 /// more before use, so weak keys (small integers) still spread.
 ///
 /// For a cap on how busy a popular key can make its endpoint, see
@@ -76,12 +76,12 @@ const DEFAULT_VIRTUAL_NODES: u32 = 160;
 /// # Example
 ///
 /// ```
-/// use tower_lb::pick::{ConsistentHash, Endpoints, Header, Meta, Pick, Prepare};
+/// use tower_lb::pick::{ConsistentHash, Candidates, EndpointInfo, Pick, Prepare, key::Header};
 ///
 /// let by_user = ConsistentHash::new(Header::new(http::HeaderName::from_static("x-user")));
-/// let metas = [Meta::new(11, 1), Meta::new(22, 1), Meta::new(33, 2)];
+/// let metas = [EndpointInfo::new(11, 1), EndpointInfo::new(22, 1), EndpointInfo::new(33, 2)];
 /// let ring = by_user.prepare(&metas);
-/// let endpoints = Endpoints::new(&metas, &[(), (), ()]);
+/// let endpoints = Candidates::new(&metas, &[(), (), ()]);
 ///
 /// let req = http::Request::builder().header("x-user", "ada").body(()).unwrap();
 /// let first = by_user.pick(&ring, &endpoints, &req).unwrap();
@@ -161,7 +161,7 @@ impl<E> fmt::Debug for ConsistentHash<E> {
 impl<E: Send + Sync + 'static> Prepare for ConsistentHash<E> {
     type Table = HashRing;
 
-    fn prepare(&self, endpoints: &[Meta]) -> HashRing {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> HashRing {
         HashRing::build(endpoints, self.virtual_nodes)
     }
 }
@@ -170,7 +170,7 @@ impl<Req, S, E> Pick<Req, S> for ConsistentHash<E>
 where
     E: HashKey<Req>,
 {
-    fn pick(&self, ring: &HashRing, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
+    fn pick(&self, ring: &HashRing, endpoints: &Candidates<'_, S>, req: &Req) -> Option<usize> {
         if ring.is_empty() {
             return None;
         }

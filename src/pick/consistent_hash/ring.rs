@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use crate::pick::members::{walk_allowed, Members, MAX_INDEXED};
-use crate::pick::{Endpoints, Meta};
+use crate::pick::fallback::{walk_allowed, WeightedIndices, MAX_INDEXED};
+use crate::pick::{Candidates, EndpointInfo};
 use crate::util::mix64;
 
 /// The ring never holds more points than this, plus one per endpoint (every
@@ -45,7 +45,7 @@ pub struct HashRing {
     buckets: Box<[u32]>,
     /// The number of bits the buckets index (1 to 32).
     bits: u32,
-    members: Members,
+    members: WeightedIndices,
 }
 
 /// Point owners, as narrow as the endpoint count allows.
@@ -71,7 +71,7 @@ impl Owners {
 }
 
 /// Every point of the ring, sorted: (hash, owner's key hash, owner).
-fn points(metas: &[Meta], per_weight: u32) -> Vec<(u64, u64, u32)> {
+fn points(metas: &[EndpointInfo], per_weight: u32) -> Vec<(u64, u64, u32)> {
     let counts = point_counts(metas, per_weight);
     let total: u64 = counts.iter().map(|&(_, c)| c).sum();
     let mut points: Vec<(u64, u64, u32)> = Vec::with_capacity(total as usize);
@@ -97,8 +97,8 @@ fn fraction(hash: u64, bits: u32) -> u32 {
 impl HashRing {
     /// Builds the ring: `per_weight × weight` points an endpoint, scaled
     /// down proportionally when the total would exceed [`MAX_POINTS`].
-    pub(crate) fn build(metas: &[Meta], per_weight: u32) -> Self {
-        let members = Members::new(metas);
+    pub(crate) fn build(metas: &[EndpointInfo], per_weight: u32) -> Self {
+        let members = WeightedIndices::new(metas);
         let points = points(metas, per_weight);
         let hashes: Vec<u64> = points.iter().map(|&(h, _, _)| h).collect();
         let (buckets, bits) = bucket_index(&hashes);
@@ -128,7 +128,7 @@ impl HashRing {
         self.fractions.is_empty()
     }
 
-    pub(crate) fn members(&self) -> &Members {
+    pub(crate) fn members(&self) -> &WeightedIndices {
         &self.members
     }
 
@@ -167,7 +167,7 @@ impl HashRing {
     pub(crate) fn first_allowed<S>(
         &self,
         pos: usize,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
     ) -> Option<usize> {
         walk_allowed(self.len(), pos, WALK, |at| self.owner(at), endpoints)
             .or_else(|| self.members.first_allowed_after(self.owner(pos), endpoints))
@@ -184,7 +184,7 @@ impl fmt::Debug for HashRing {
 }
 
 /// How many points each endpoint of non-zero weight gets.
-fn point_counts(metas: &[Meta], per_weight: u32) -> Vec<(u32, u64)> {
+fn point_counts(metas: &[EndpointInfo], per_weight: u32) -> Vec<(u32, u64)> {
     let per_weight = u128::from(per_weight.max(1));
     let wanted: Vec<(u32, u128)> = metas
         .iter()

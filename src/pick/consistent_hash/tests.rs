@@ -1,6 +1,6 @@
 use super::ring::MAX_POINTS;
 use super::*;
-use crate::pick::hash_value;
+use crate::pick::key::hash_value;
 use crate::pick::testing::{
     addr_metas as metas, assert_heavy_exclusion_falls_back, assert_order_free,
     assert_stale_table_is_safe, key_hashes, owners, picks_per_endpoint, random_keys, ById, BY_ID,
@@ -44,7 +44,7 @@ fn inserting_an_endpoint_moves_keys_only_to_it() {
     let keys = keys(10_000);
     let before = owners(&picker, &old, &keys);
     let mut new = old.clone();
-    let newcomer = Meta::new(hash_value("10.0.1.1:8080"), 1);
+    let newcomer = EndpointInfo::new(hash_value("10.0.1.1:8080"), 1);
     // In the middle, so that the indices after it shift.
     new.insert(4, newcomer);
     let after = owners(&picker, &new, &keys);
@@ -89,8 +89,8 @@ fn zero_weight_is_never_picked() {
     let services = [(); 4];
     let excluded = key_hashes(&metas, &[0]);
     for endpoints in [
-        Endpoints::new(&metas, &services),
-        Endpoints::new(&metas, &services).excluding(&excluded),
+        Candidates::new(&metas, &services),
+        Candidates::new(&metas, &services).excluding(&excluded),
     ] {
         for key in keys(1000) {
             let i = picker.pick(&ring, &endpoints, &key).unwrap();
@@ -106,7 +106,7 @@ fn a_retry_walks_to_the_next_distinct_endpoint_on_the_ring() {
     let metas = metas(&[1; 6]);
     let ring = picker.prepare(&metas);
     let services = [(); 6];
-    let plain = Endpoints::new(&metas, &services);
+    let plain = Candidates::new(&metas, &services);
     for key in keys(500) {
         let first = picker.pick(&ring, &plain, &key).unwrap();
         // The owners clockwise from the key, in order, without repeats.
@@ -121,16 +121,16 @@ fn a_retry_walks_to_the_next_distinct_endpoint_on_the_ring() {
         }
         assert_eq!(first, order[0]);
         let tried = key_hashes(&metas, &[first]);
-        let retry = Endpoints::new(&metas, &services).excluding(&tried);
+        let retry = Candidates::new(&metas, &services).excluding(&tried);
         let second = picker.pick(&ring, &retry, &key).unwrap();
         assert_eq!(second, order[1]);
         assert_eq!(picker.pick(&ring, &retry, &key), Some(second));
         let tried = key_hashes(&metas, &[first, second]);
-        let again = Endpoints::new(&metas, &services).excluding(&tried);
+        let again = Candidates::new(&metas, &services).excluding(&tried);
         assert_eq!(picker.pick(&ring, &again, &key), Some(order[2]));
     }
     let all = key_hashes(&metas, &[0, 1, 2, 3, 4, 5]);
-    let none = Endpoints::new(&metas, &services).excluding(&all);
+    let none = Candidates::new(&metas, &services).excluding(&all);
     assert_eq!(picker.pick(&ring, &none, &7), None);
 }
 
@@ -149,13 +149,13 @@ fn a_missing_key_goes_round_robin() {
     let metas = metas(&[1, 0, 5, 1]);
     let ring = picker.prepare(&metas);
     let services = [(); 4];
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let picks: Vec<_> = (0..6)
         .map(|_| picker.pick(&ring, &endpoints, &None).unwrap())
         .collect();
     assert_eq!(picks, [0, 2, 3, 0, 2, 3]);
     let excluded = key_hashes(&metas, &[2]);
-    let retry = Endpoints::new(&metas, &services).excluding(&excluded);
+    let retry = Candidates::new(&metas, &services).excluding(&excluded);
     for _ in 0..6 {
         let i = picker.pick(&ring, &retry, &None).unwrap();
         assert!(i == 0 || i == 3);
@@ -167,12 +167,12 @@ fn no_endpoints_give_none() {
     let picker = by_id();
     let ring = picker.prepare(&[]);
     assert_eq!(
-        picker.pick(&ring, &Endpoints::<()>::new(&[], &[]), &1),
+        picker.pick(&ring, &Candidates::<()>::new(&[], &[]), &1),
         None
     );
     let metas = metas(&[0, 0]);
     let ring = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 2]);
+    let endpoints = Candidates::new(&metas, &[(); 2]);
     assert_eq!(picker.pick(&ring, &endpoints, &1), None);
     let keyless = ConsistentHash::new(|_: &u64| None);
     assert_eq!(keyless.pick(&ring, &endpoints, &1), None);
@@ -184,7 +184,7 @@ fn huge_weights_do_not_blow_up_the_ring() {
     let metas = metas(&[u32::MAX; 8]);
     let ring = picker.prepare(&metas);
     assert!(ring.len() as u64 <= MAX_POINTS + 8, "{} points", ring.len());
-    let endpoints = Endpoints::new(&metas, &[(); 8]);
+    let endpoints = Candidates::new(&metas, &[(); 8]);
     let mut c = [0; 8];
     for key in keys(8000) {
         c[picker.pick(&ring, &endpoints, &key).unwrap()] += 1;

@@ -3,8 +3,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use http::Request;
 
 use super::*;
+use crate::pick::key::ClientAddr;
 use crate::pick::testing::{metas, picks_per_endpoint};
-use crate::pick::ClientAddr;
 
 fn from(ip: Ipv4Addr) -> Request<()> {
     let mut req = Request::new(());
@@ -22,7 +22,7 @@ fn same_key_same_endpoint() {
     let ip_hash = IpHash::new();
     let metas = metas(&[1, 1, 1, 1]);
     let table = ip_hash.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 4]);
+    let endpoints = Candidates::new(&metas, &[(); 4]);
     for i in 0..100 {
         let req = from(spread(i));
         let first = ip_hash.pick(&table, &endpoints, &req).unwrap();
@@ -37,7 +37,7 @@ fn distinct_clients_spread_evenly() {
     let ip_hash = IpHash::new();
     let metas = metas(&[1, 1, 1, 1]);
     let table = ip_hash.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 4]);
+    let endpoints = Candidates::new(&metas, &[(); 4]);
     let mut c = [0; 4];
     for i in 0..1000 {
         // Consecutive addresses: the worst case for a weak hash.
@@ -52,7 +52,7 @@ fn shares_follow_weights() {
     let ip_hash = IpHash::new();
     let metas = metas(&[1, 3, 0]);
     let table = ip_hash.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 3]);
+    let endpoints = Candidates::new(&metas, &[(); 3]);
     let mut c = [0; 3];
     for i in 0..4000 {
         c[ip_hash.pick(&table, &endpoints, &from(spread(i))).unwrap()] += 1;
@@ -66,7 +66,7 @@ fn missing_key_goes_round_robin() {
     let ip_hash = IpHash::new();
     let metas = metas(&[1, 1, 1]);
     let table = ip_hash.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 3]);
+    let endpoints = Candidates::new(&metas, &[(); 3]);
     let keyless = Request::new(());
     let picks: Vec<usize> = (0..6)
         .map(|_| ip_hash.pick(&table, &endpoints, &keyless).unwrap())
@@ -80,18 +80,18 @@ fn exclusion_walks_to_a_stable_second_choice() {
     let metas = metas(&[1, 1, 1, 1]);
     let table = ip_hash.prepare(&metas);
     let services = [(); 4];
-    let plain = Endpoints::new(&metas, &services);
+    let plain = Candidates::new(&metas, &services);
     for i in 0..200 {
         let req = from(spread(i));
         let first = ip_hash.pick(&table, &plain, &req).unwrap();
         let excluded = [metas[first].key_hash()];
-        let retry = Endpoints::new(&metas, &services).excluding(&excluded);
+        let retry = Candidates::new(&metas, &services).excluding(&excluded);
         let second = ip_hash.pick(&table, &retry, &req).unwrap();
         assert_ne!(second, first);
         assert_eq!(ip_hash.pick(&table, &retry, &req), Some(second));
     }
     let all = [0, 1, 2, 3];
-    let none = Endpoints::new(&metas, &services).excluding(&all);
+    let none = Candidates::new(&metas, &services).excluding(&all);
     assert_eq!(ip_hash.pick(&table, &none, &from(spread(1))), None);
 }
 
@@ -101,13 +101,13 @@ fn no_endpoints() {
     let req = from(spread(3));
     let table = ip_hash.prepare(&[]);
     assert_eq!(
-        ip_hash.pick(&table, &Endpoints::<()>::new(&[], &[]), &req),
+        ip_hash.pick(&table, &Candidates::<()>::new(&[], &[]), &req),
         None
     );
     let metas = metas(&[0, 0]);
     let table = ip_hash.prepare(&metas);
     assert_eq!(
-        ip_hash.pick(&table, &Endpoints::new(&metas, &[(); 2]), &req),
+        ip_hash.pick(&table, &Candidates::new(&metas, &[(); 2]), &req),
         None
     );
 }
@@ -124,7 +124,7 @@ fn trusted_hops_reads_forwarded_headers() {
     let ip_hash = IpHash::trusted_hops(1);
     let metas = metas(&[1; 16]);
     let table = ip_hash.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 16]);
+    let endpoints = Candidates::new(&metas, &[(); 16]);
     let via = |client: &str, proxy: &str| {
         let mut req = Request::builder()
             .header("x-forwarded-for", client)

@@ -9,7 +9,7 @@ fn prefers_lower_load() {
     let metas = metas(&[1, 1, 1]);
     let services = [Counted::new(5), Counted::new(2), Counted::new(9)];
     let table = least.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     for _ in 0..50 {
         assert_eq!(least.pick(&table, &endpoints, &()), Some(1));
     }
@@ -22,7 +22,7 @@ fn divides_load_by_weight() {
     // 2 ÷ 1 against 6 ÷ 4: the heavier endpoint is less loaded.
     let services = [Counted::new(2), Counted::new(6)];
     let table = least.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     assert_eq!(least.pick(&table, &endpoints, &()), Some(1));
     services[1].0.store(9, Ordering::Relaxed);
     assert_eq!(least.pick(&table, &endpoints, &()), Some(0));
@@ -34,7 +34,7 @@ fn spreads_ties() {
     let metas = metas(&[1, 1, 1, 1]);
     let services = idle(4);
     let table = least.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let mut c = [0; 4];
     for _ in 0..4000 {
         c[least.pick(&table, &endpoints, &()).unwrap()] += 1;
@@ -50,7 +50,7 @@ fn balances_in_flight_requests() {
     let metas = metas(&[1, 2, 3]);
     let services = idle(3);
     let table = least.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     for _ in 0..600 {
         let i = least.pick(&table, &endpoints, &()).unwrap();
         services[i].0.fetch_add(1, Ordering::Relaxed);
@@ -70,15 +70,15 @@ fn zero_weight_and_exclusions() {
         Counted::new(7),
     ];
     let table = least.prepare(&metas);
-    let plain = Endpoints::new(&metas, &services);
+    let plain = Candidates::new(&metas, &services);
     for _ in 0..20 {
         assert_eq!(least.pick(&table, &plain, &()), Some(1));
     }
     let excluded = [1];
-    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+    let endpoints = Candidates::new(&metas, &services).excluding(&excluded);
     assert_eq!(least.pick(&table, &endpoints, &()), Some(2));
     let all = [1, 2, 3];
-    let none = Endpoints::new(&metas, &services).excluding(&all);
+    let none = Candidates::new(&metas, &services).excluding(&all);
     assert_eq!(least.pick(&table, &none, &()), None);
 }
 
@@ -89,12 +89,12 @@ fn none_without_endpoints() {
     let services = [Counted::new(0), Counted::new(0)];
     let table = least.prepare(&metas);
     assert_eq!(
-        least.pick(&table, &Endpoints::new(&metas, &services), &()),
+        least.pick(&table, &Candidates::new(&metas, &services), &()),
         None
     );
     let table = least.prepare(&[]);
     let empty: [Counted; 0] = [];
-    assert_eq!(least.pick(&table, &Endpoints::new(&[], &empty), &()), None);
+    assert_eq!(least.pick(&table, &Candidates::new(&[], &empty), &()), None);
 }
 
 #[test]
@@ -108,11 +108,11 @@ fn odd_loads_and_weights_do_not_panic() {
         Fixed(f64::MAX),
     ];
     let table = least.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     assert_eq!(least.pick(&table, &endpoints, &()), Some(2));
     let nan = [Fixed(f64::NAN)];
     let metas = metas[..1].to_vec();
-    let endpoints = Endpoints::new(&metas, &nan);
+    let endpoints = Candidates::new(&metas, &nan);
     assert_eq!(least.pick(&table, &endpoints, &()), Some(0));
 }
 
@@ -126,7 +126,7 @@ fn a_window_keeps_large_sets_nearly_even() {
     let metas = metas(&weights);
     let services = idle(256);
     let table = least.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     for _ in 0..256 * 30 {
         let i = least.pick(&table, &endpoints, &()).unwrap();
         services[i].0.fetch_add(1, Ordering::Relaxed);
@@ -149,20 +149,20 @@ fn a_window_honours_exclusions_and_weights() {
     let services: Vec<Counted> = (0..64).map(|i| Counted::new(64 - i)).collect();
     let table = least.prepare(&metas);
     let excluded: Vec<u64> = metas[..60].iter().map(|m| m.key_hash()).collect();
-    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+    let endpoints = Candidates::new(&metas, &services).excluding(&excluded);
     for _ in 0..100 {
         let i = least.pick(&table, &endpoints, &()).unwrap();
         assert!(i >= 60 && weights[i] > 0, "{i}");
     }
     // Every endpoint excluded: none, after the fallback scan.
     let all: Vec<u64> = metas.iter().map(|m| m.key_hash()).collect();
-    let none = Endpoints::new(&metas, &services).excluding(&all);
+    let none = Candidates::new(&metas, &services).excluding(&all);
     assert_eq!(least.pick(&table, &none, &()), None);
     // The remembered winner is not brought back once excluded.
-    let plain = Endpoints::new(&metas, &services);
+    let plain = Candidates::new(&metas, &services);
     let first = least.pick(&table, &plain, &()).unwrap();
     let without = [metas[first].key_hash()];
-    let retry = Endpoints::new(&metas, &services).excluding(&without);
+    let retry = Candidates::new(&metas, &services).excluding(&without);
     for _ in 0..100 {
         assert_ne!(least.pick(&table, &retry, &()), Some(first));
     }
@@ -186,7 +186,7 @@ fn a_pick_reads_a_window_of_loads() {
     let metas = metas(&vec![1; 4096]);
     let least = LeastConnections::with_seed(10);
     let table = least.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     for _ in 0..100 {
         reads.store(0, Ordering::Relaxed);
         least.pick(&table, &endpoints, &()).unwrap();

@@ -8,7 +8,7 @@ mod tests;
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
 
-use super::{Endpoints, HashKey, Meta, Pick, Prepare};
+use super::{key::HashKey, Candidates, EndpointInfo, Pick, Prepare};
 use crate::util::{mix64, reduce};
 
 pub use self::size::InvalidTableSize;
@@ -20,7 +20,7 @@ pub use self::table::MaglevTable;
 ///
 /// Each endpoint walks its own permutation of the slots, `(offset + i ×
 /// skip) mod M`, with offset and skip drawn from its stable key hash
-/// ([`Meta::key_hash`]); the endpoints take turns claiming the next empty
+/// ([`EndpointInfo::key_hash`]); the endpoints take turns claiming the next empty
 /// slot of their permutation until the table is full. Every process that
 /// sees the same endpoints builds the same table, whatever order it learnt
 /// them in. Compared with [`ConsistentHash`](super::ConsistentHash), the
@@ -28,8 +28,8 @@ pub use self::table::MaglevTable;
 /// little more key movement when the set changes.
 ///
 /// The key comes from a [`HashKey`] extractor: a closure
-/// `Fn(&Req) -> Option<u64>`, [`Header`](super::Header),
-/// [`Path`](super::Path) or [`ClientIp`](super::ClientIp). It is mixed once
+/// `Fn(&Req) -> Option<u64>`, [`Header`](super::key::Header),
+/// [`Path`](super::key::Path) or [`ClientIp`](super::key::ClientIp). It is mixed once
 /// more before use, so weak keys (small integers) still spread.
 ///
 /// # Cost
@@ -73,13 +73,13 @@ pub use self::table::MaglevTable;
 /// # Example
 ///
 /// ```
-/// use tower_lb::pick::{Endpoints, Maglev, Meta, Path, Pick, Prepare};
+/// use tower_lb::pick::{Candidates, Maglev, EndpointInfo, Pick, Prepare, key::Path};
 ///
 /// let maglev = Maglev::new(Path);
-/// let metas = [Meta::new(11, 1), Meta::new(22, 1), Meta::new(33, 2)];
+/// let metas = [EndpointInfo::new(11, 1), EndpointInfo::new(22, 1), EndpointInfo::new(33, 2)];
 /// let table = maglev.prepare(&metas);
 /// assert_eq!(table.len(), 65_537);
-/// let endpoints = Endpoints::new(&metas, &[(), (), ()]);
+/// let endpoints = Candidates::new(&metas, &[(), (), ()]);
 ///
 /// let req = http::Request::get("/models/llama").body(()).unwrap();
 /// let first = maglev.pick(&table, &endpoints, &req).unwrap();
@@ -148,7 +148,7 @@ impl<E> fmt::Debug for Maglev<E> {
 impl<E: Send + Sync + 'static> Prepare for Maglev<E> {
     type Table = MaglevTable;
 
-    fn prepare(&self, endpoints: &[Meta]) -> MaglevTable {
+    fn prepare(&self, endpoints: &[EndpointInfo]) -> MaglevTable {
         MaglevTable::build(endpoints, self.table_size)
     }
 }
@@ -157,7 +157,7 @@ impl<Req, S, E> Pick<Req, S> for Maglev<E>
 where
     E: HashKey<Req>,
 {
-    fn pick(&self, table: &MaglevTable, endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
+    fn pick(&self, table: &MaglevTable, endpoints: &Candidates<'_, S>, req: &Req) -> Option<usize> {
         if table.is_empty() {
             return None;
         }

@@ -6,8 +6,8 @@ use std::collections::BinaryHeap;
 use std::fmt;
 
 use super::size;
-use crate::pick::members::{walk_allowed, Members};
-use crate::pick::{Endpoints, Meta};
+use crate::pick::fallback::{walk_allowed, WeightedIndices};
+use crate::pick::{Candidates, EndpointInfo};
 use crate::util::{mix64, reduce};
 
 /// Slots a pick walks past excluded endpoints before it falls back to a
@@ -27,7 +27,7 @@ const SKIP_SALT: u64 = 0x736b_6970_0000_0002;
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct MaglevTable {
     entries: Entries,
-    members: Members,
+    members: WeightedIndices,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -43,8 +43,8 @@ impl Default for Entries {
 }
 
 impl MaglevTable {
-    pub(crate) fn build(metas: &[Meta], configured: usize) -> Self {
-        let members = Members::new(metas);
+    pub(crate) fn build(metas: &[EndpointInfo], configured: usize) -> Self {
+        let members = WeightedIndices::new(metas);
         if members.is_empty() {
             return Self::default();
         }
@@ -82,9 +82,9 @@ impl MaglevTable {
     /// page or in a test); picks read the table without it.
     ///
     /// ```
-    /// use tower_lb::pick::{Maglev, Meta, Path, Prepare};
+    /// use tower_lb::pick::{Maglev, EndpointInfo, Prepare, key::Path};
     ///
-    /// let metas = [Meta::new(11, 1), Meta::new(22, 3)];
+    /// let metas = [EndpointInfo::new(11, 1), EndpointInfo::new(22, 3)];
     /// let table = Maglev::new(Path).prepare(&metas);
     /// let mut shares = [0usize; 2];
     /// for slot in 0..table.len() {
@@ -101,7 +101,7 @@ impl MaglevTable {
         }
     }
 
-    pub(crate) fn members(&self) -> &Members {
+    pub(crate) fn members(&self) -> &WeightedIndices {
         &self.members
     }
 
@@ -119,7 +119,7 @@ impl MaglevTable {
     pub(crate) fn first_allowed<S>(
         &self,
         slot: usize,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
     ) -> Option<usize> {
         walk_allowed(self.len(), slot, WALK, |at| self.entry(at), endpoints).or_else(|| {
             self.members

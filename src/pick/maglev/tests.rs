@@ -118,13 +118,13 @@ fn a_retry_walks_to_the_next_allowed_slot() {
     let metas = metas(&[1, 2, 1, 0, 3]);
     let table = picker.prepare(&metas);
     let services = [(); 5];
-    let plain = Endpoints::new(&metas, &services);
+    let plain = Candidates::new(&metas, &services);
     for key in keys(500) {
         let slot = reduce(mix64(key), table.len());
         let first = picker.pick(&table, &plain, &key).unwrap();
         assert_eq!(first, table.entry(slot));
         let tried = key_hashes(&metas, &[first]);
-        let retry = Endpoints::new(&metas, &services).excluding(&tried);
+        let retry = Candidates::new(&metas, &services).excluding(&tried);
         let second = picker.pick(&table, &retry, &key).unwrap();
         assert_ne!(second, first);
         assert_ne!(second, 3);
@@ -136,7 +136,7 @@ fn a_retry_walks_to_the_next_allowed_slot() {
         assert_eq!(picker.pick(&table, &retry, &key), Some(second));
     }
     let all = key_hashes(&metas, &[0, 1, 2, 4]);
-    let none = Endpoints::new(&metas, &services).excluding(&all);
+    let none = Candidates::new(&metas, &services).excluding(&all);
     assert_eq!(picker.pick(&table, &none, &1), None);
 }
 
@@ -150,7 +150,7 @@ fn a_missing_key_goes_round_robin() {
     let picker = Maglev::new(|key: &Option<u64>| *key);
     let metas = metas(&[3, 0, 1, 1]);
     let table = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 4]);
+    let endpoints = Candidates::new(&metas, &[(); 4]);
     let picks: Vec<_> = (0..6)
         .map(|_| picker.pick(&table, &endpoints, &None).unwrap())
         .collect();
@@ -163,12 +163,12 @@ fn no_endpoints_give_none() {
     let table = picker.prepare(&[]);
     assert!(table.is_empty());
     assert_eq!(
-        picker.pick(&table, &Endpoints::<()>::new(&[], &[]), &1),
+        picker.pick(&table, &Candidates::<()>::new(&[], &[]), &1),
         None
     );
     let metas = metas(&[0, 0]);
     let table = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 2]);
+    let endpoints = Candidates::new(&metas, &[(); 2]);
     assert_eq!(picker.pick(&table, &endpoints, &1), None);
 }
 

@@ -9,7 +9,7 @@ fn chooses_the_less_loaded_of_two() {
     let metas = metas(&[1, 1]);
     let services = [Counted::new(4), Counted::new(3)];
     let table = p2c.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     for _ in 0..100 {
         assert_eq!(p2c.pick(&table, &endpoints, &()), Some(1));
     }
@@ -21,7 +21,7 @@ fn never_picks_the_most_loaded_of_many() {
     let metas = metas(&[1; 8]);
     let services: Vec<Counted> = (0..8).map(Counted::new).collect();
     let table = p2c.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let mut c = [0; 8];
     for _ in 0..8000 {
         c[p2c.pick(&table, &endpoints, &()).unwrap()] += 1;
@@ -40,7 +40,7 @@ fn the_remembered_winner_competes_with_the_samples() {
     let metas = metas(&[1; 16]);
     let services = idle(16);
     let table = p2c.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     for _ in 0..1600 {
         let i = p2c.pick(&table, &endpoints, &()).unwrap();
         services[i].0.fetch_add(1, Ordering::Relaxed);
@@ -61,16 +61,16 @@ fn a_remembered_winner_that_may_not_be_used_is_passed_over() {
         Counted::new(5),
     ];
     let table = p2c.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     while p2c.pick(&table, &endpoints, &()) != Some(0) {}
     // Endpoint 0 is remembered; excluded, unavailable or drained, it
     // must not come back through the memory.
     let excluded = [metas[0].key_hash()];
-    let retry = Endpoints::new(&metas, &services).excluding(&excluded);
-    let gated = Endpoints::new(&metas, &services).with_availability(|s: &Counted| s.get() > 0);
+    let retry = Candidates::new(&metas, &services).excluding(&excluded);
+    let gated = Candidates::new(&metas, &services).with_availability(|s: &Counted| s.get() > 0);
     let drained = super::super::testing::metas(&[0, 1, 1, 1]);
     let drained_table = p2c.prepare(&drained);
-    let drained = Endpoints::new(&drained, &services);
+    let drained = Candidates::new(&drained, &services);
     for _ in 0..200 {
         assert_ne!(p2c.pick(&table, &retry, &()), Some(0));
         assert_ne!(p2c.pick(&table, &gated, &()), Some(0));
@@ -82,7 +82,7 @@ fn a_remembered_winner_that_may_not_be_used_is_passed_over() {
     let one = [Counted::new(9)];
     p2c.memory[0].store(3, Ordering::Relaxed);
     assert_eq!(
-        p2c.pick(&small_table, &Endpoints::new(&small, &one), &()),
+        p2c.pick(&small_table, &Candidates::new(&small, &one), &()),
         Some(0)
     );
 }
@@ -111,7 +111,7 @@ fn equal_loads_follow_weights() {
     let metas = metas(&[1, 3]);
     let services = idle(2);
     let table = p2c.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let mut c = [0usize; 2];
     for _ in 0..40_000 {
         c[p2c.pick(&table, &endpoints, &()).unwrap()] += 1;
@@ -143,7 +143,7 @@ fn dominant_weight_is_still_compared() {
     let metas = metas(&[u32::MAX, 1]);
     let services = [Counted::new(10), Counted::new(0)];
     let table = p2c.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     assert_eq!(p2c.pick(&table, &endpoints, &()), Some(1));
     services[1].0.store(10, Ordering::Relaxed);
     assert_eq!(p2c.pick(&table, &endpoints, &()), Some(0));
@@ -155,15 +155,15 @@ fn one_or_no_endpoints() {
     let metas1 = metas(&[0, 5, 0]);
     let services = idle(3);
     let table = p2c.prepare(&metas1);
-    let endpoints = Endpoints::new(&metas1, &services);
+    let endpoints = Candidates::new(&metas1, &services);
     assert_eq!(p2c.pick(&table, &endpoints, &()), Some(1));
     let excluded = [1];
-    let endpoints = Endpoints::new(&metas1, &services).excluding(&excluded);
+    let endpoints = Candidates::new(&metas1, &services).excluding(&excluded);
     assert_eq!(p2c.pick(&table, &endpoints, &()), None);
     let metas0 = metas(&[0, 0, 0]);
     let table = p2c.prepare(&metas0);
     assert_eq!(
-        p2c.pick(&table, &Endpoints::new(&metas0, &services), &()),
+        p2c.pick(&table, &Candidates::new(&metas0, &services), &()),
         None
     );
 }
@@ -181,7 +181,7 @@ fn exclusions_are_honoured() {
     ];
     let table = p2c.prepare(&metas);
     let excluded = [1, 4];
-    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+    let endpoints = Candidates::new(&metas, &services).excluding(&excluded);
     let mut c = [0; 5];
     for _ in 0..3000 {
         c[p2c.pick(&table, &endpoints, &()).unwrap()] += 1;
@@ -190,7 +190,7 @@ fn exclusions_are_honoured() {
     // The least loaded allowed endpoint, once sampled, is remembered.
     assert!(c[2] > 2900, "{c:?}");
     let only = [0, 1, 2, 4];
-    let endpoints = Endpoints::new(&metas, &services).excluding(&only);
+    let endpoints = Candidates::new(&metas, &services).excluding(&only);
     for _ in 0..100 {
         assert_eq!(p2c.pick(&table, &endpoints, &()), Some(3));
     }
@@ -203,7 +203,7 @@ fn thousands_of_endpoints() {
     let metas = metas(&weights);
     let services = idle(5000);
     let table = p2c.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     for _ in 0..1000 {
         let i = p2c.pick(&table, &endpoints, &()).unwrap();
         assert!(weights[i] > 0);

@@ -30,11 +30,11 @@ impl Default for BlockConfig {
 }
 
 /// The chained block hashes of one prompt, put in a request's extensions
-/// (see [`PromptFactsLayer`](crate::http::PromptFactsLayer)) for the prefix
+/// (see [`AddRequestInfoLayer`](crate::http::AddRequestInfoLayer)) for the prefix
 /// scorer to read.
 ///
 /// ```
-/// use tower_lb::pick::{BlockConfig, PromptBlocks};
+/// use tower_lb::pick::{llm::{BlockConfig, PromptBlocks}};
 ///
 /// let config = BlockConfig { block_size: 4, max_blocks: 8 };
 /// let a = PromptBlocks::hash(config, "llama", ["abcdefgh-1"]);
@@ -46,6 +46,8 @@ impl Default for BlockConfig {
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct PromptBlocks {
     hashes: Box<[u64]>,
+    /// The whole prompt's length in bytes, hashed or not; 0 when unknown.
+    prompt_bytes: u64,
 }
 
 impl PromptBlocks {
@@ -64,13 +66,18 @@ impl PromptBlocks {
             size,
             max: config.max_blocks,
         };
+        let mut prompt_bytes = 0u64;
+        let mut hashing = true;
         for part in parts {
-            if !hasher.feed(part.as_ref()) {
-                break;
+            let part = part.as_ref();
+            prompt_bytes += part.len() as u64;
+            if hashing {
+                hashing = hasher.feed(part);
             }
         }
         Self {
             hashes: hasher.hashes.into_boxed_slice(),
+            prompt_bytes,
         }
     }
 
@@ -79,7 +86,22 @@ impl PromptBlocks {
     pub fn from_hashes(hashes: impl Into<Box<[u64]>>) -> Self {
         Self {
             hashes: hashes.into(),
+            prompt_bytes: 0,
         }
+    }
+
+    /// The same blocks, for a prompt of `bytes` bytes in all (blocks from
+    /// [`from_hashes`](Self::from_hashes) do not know it).
+    #[must_use]
+    pub fn with_prompt_bytes(mut self, bytes: u64) -> Self {
+        self.prompt_bytes = bytes;
+        self
+    }
+
+    /// The whole prompt's length in bytes, including what lies beyond the
+    /// hashed blocks; 0 when unknown.
+    pub fn prompt_bytes(&self) -> u64 {
+        self.prompt_bytes
     }
 
     /// The block hashes, first block first.
@@ -102,6 +124,7 @@ impl fmt::Debug for PromptBlocks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PromptBlocks")
             .field("blocks", &self.hashes.len())
+            .field("prompt_bytes", &self.prompt_bytes)
             .finish()
     }
 }

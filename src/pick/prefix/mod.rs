@@ -2,7 +2,7 @@
 //! server finds it in its KV cache and skips that part of the prefill.
 //!
 //! [`PrefixAffinity`] is a [`Scorer`] and a [`ScoreHook`] for the
-//! [`Scored`](crate::pick::Scored) picker. It keeps, for each endpoint, a
+//! [`Scored`](crate::pick::llm::Scored) picker. It keeps, for each endpoint, a
 //! bounded index of the prompt blocks ([`PromptBlocks`]) recently sent
 //! there, fed by [`ScoreHook::before_send`] with the endpoint picked. An
 //! endpoint scores the share of the request's leading blocks its index
@@ -10,13 +10,18 @@
 //! the first block was.
 //!
 //! **Imbalance gate.** Affinity alone piles a popular prefix onto one
-//! endpoint. The scorer counts its requests in flight per endpoint (up at
-//! `before_send`, down at [`ScoreHook::answer_end`]); when the busiest has
-//! more than [`PrefixConfig::balance_abs`] more than the idlest *and* more
-//! than [`PrefixConfig::balance_rel`] times as many, every endpoint scores
-//! 0 until the fleet is balanced again, so the picker's load scorers alone
+//! endpoint. When, among the endpoints eligible for a pick, the busiest has
+//! more than [`PrefixConfig::balance_abs`] requests in flight beyond the
+//! idlest *and* more than [`PrefixConfig::balance_rel`] times as many, every
+//! endpoint scores 0 for that pick, so the picker's load scorers alone
 //! choose: the least loaded endpoint gets the request, and its index learns
-//! the prefix. The hot prefix spreads.
+//! the prefix. The hot prefix spreads. The counts are the client's own
+//! requests in flight ([`Candidate::fleet_in_flight`]), which the
+//! endpoints' [`InFlight`](crate::load::InFlight) wrappers hold until each
+//! answer ends, whatever ends it.
+//!
+//! For prefix affinity and load weighed in one unit, time, see
+//! [`Scored::ttft`](crate::pick::llm::Scored::ttft) instead.
 //!
 //! # Cost
 //!
@@ -27,8 +32,7 @@
 //!   queue and KV scorers and the hook: about 0.9 µs at 8 endpoints and
 //!   5 µs at 64 (`benches/prefix.rs`, numbers in `docs/benchmarks.md`).
 //! * **before_send**: inserts the prompt's blocks (at most
-//!   [`BlockConfig::max_blocks`]) in the picked endpoint's index, then
-//!   reads every endpoint's count for the gate: `O(b + n)`.
+//!   [`BlockConfig::max_blocks`]) in the picked endpoint's index: `O(b)`.
 //! * **memory**: fixed per endpoint: [`PrefixConfig::index_blocks`] × 16
 //!   bytes ([`PrefixAffinity::bytes_per_block`]), 500 kB by default,
 //!   allocated when the endpoint joins the set and freed when it leaves.
@@ -49,9 +53,8 @@
 //! use std::sync::Arc;
 //! use tower_lb::endpoint::Weighted;
 //! use tower_lb::load::InFlight;
-//! use tower_lb::pick::{
-//!     BlockConfig, Endpoints, Meta, Pick, Prepare, PrefixAffinity, PromptBlocks, Scored, Weights,
-//! };
+//! use tower_lb::pick::llm::{BlockConfig, PrefixAffinity, PromptBlocks, Scored, Weights};
+//! use tower_lb::pick::{Candidates, EndpointInfo, Pick, Prepare};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -60,10 +63,10 @@
 //! let scored: Scored<Req, Weighted<InFlight<()>>> =
 //!     prefix.install(Scored::with_seed(1).weights(Weights { kv_cache: 0.0, ..Weights::default() }), 3.0);
 //!
-//! let metas = [Meta::new(1, 1), Meta::new(2, 1), Meta::new(3, 1)];
+//! let metas = [EndpointInfo::new(1, 1), EndpointInfo::new(2, 1), EndpointInfo::new(3, 1)];
 //! let services: Vec<_> = (0..3).map(|_| Weighted::new(InFlight::new(()), 1)).collect();
 //! let table = scored.prepare(&metas);
-//! let endpoints = Endpoints::new(&metas, &services);
+//! let endpoints = Candidates::new(&metas, &services);
 //!
 //! let system_prompt = "You are a careful assistant. ".repeat(20);
 //! let request = |question: &str| {
@@ -79,18 +82,18 @@
 //! ```
 
 mod blocks;
-mod index;
 mod session;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use self::index::BlockIndex;
-use super::{Candidate, Meta, ScoreHook, Scored, Scorer};
+use super::llm::{Candidate, ScoreHook, Scored, Scorer};
+use super::EndpointInfo;
+use crate::endpoint::prefill::BlockIndex;
 
 pub use self::blocks::{BlockConfig, PromptBlocks};
 pub use self::session::{SessionAffinity, SessionKey};
@@ -145,14 +148,12 @@ impl Default for PrefixConfig {
 /// What [`PrefixAffinity`] knows of one endpoint.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PrefixStats {
-    /// The endpoint's [`Meta::key_hash`].
+    /// The endpoint's [`EndpointInfo::key_hash`].
     pub key_hash: u64,
     /// Blocks in its index.
     pub indexed_blocks: usize,
     /// Blocks its index can hold.
     pub capacity_blocks: usize,
-    /// Requests sent to it and not yet ended (as the hooks saw them).
-    pub in_flight: usize,
     /// Share of the prompt blocks sent to it that its index held already:
     /// the cache hit rate the router expects there.
     pub hit_rate: f64,
@@ -160,7 +161,6 @@ pub struct PrefixStats {
 
 struct EndpointPrefix {
     index: BlockIndex,
-    in_flight: AtomicUsize,
     sent_blocks: AtomicU64,
     matched_blocks: AtomicU64,
 }
@@ -170,7 +170,7 @@ struct EndpointPrefix {
 pub struct PrefixAffinity {
     config: PrefixConfig,
     endpoints: ArcSwap<HashMap<u64, Arc<EndpointPrefix>>>,
-    /// Whether the imbalance gate has tripped.
+    /// Whether the imbalance gate was tripped at the last pick.
     tripped: AtomicBool,
 }
 
@@ -235,7 +235,6 @@ impl PrefixAffinity {
                     key_hash,
                     indexed_blocks: e.index.len(),
                     capacity_blocks: e.index.capacity(),
-                    in_flight: e.in_flight.load(Relaxed),
                     hit_rate: if sent == 0 {
                         0.0
                     } else {
@@ -249,7 +248,7 @@ impl PrefixAffinity {
     /// The endpoint set is now `endpoints`: indexes of endpoints that left
     /// are dropped, new endpoints get an empty one. Called by the picker's
     /// `prepare`, off the request path.
-    pub fn set_endpoints(&self, endpoints: &[Meta]) {
+    pub fn set_endpoints(&self, endpoints: &[EndpointInfo]) {
         let old = self.endpoints.load();
         let next: HashMap<u64, Arc<EndpointPrefix>> = endpoints
             .iter()
@@ -258,7 +257,6 @@ impl PrefixAffinity {
                 let state = old.get(&key).cloned().unwrap_or_else(|| {
                     Arc::new(EndpointPrefix {
                         index: BlockIndex::new(self.config.index_blocks),
-                        in_flight: AtomicUsize::new(0),
                         sent_blocks: AtomicU64::new(0),
                         matched_blocks: AtomicU64::new(0),
                     })
@@ -267,22 +265,13 @@ impl PrefixAffinity {
             })
             .collect();
         self.endpoints.store(Arc::new(next));
-        self.update_gate();
     }
 
-    /// Recomputes the gate from every endpoint's count.
-    fn update_gate(&self) {
-        let endpoints = self.endpoints.load();
-        let (mut min, mut max) = (usize::MAX, 0usize);
-        for e in endpoints.values() {
-            let n = e.in_flight.load(Relaxed);
-            min = min.min(n);
-            max = max.max(n);
-        }
-        let tripped = !endpoints.is_empty()
-            && max - min > self.config.balance_abs
-            && max as f64 > min as f64 * self.config.balance_rel;
-        self.tripped.store(tripped, Relaxed);
+    /// Whether a fleet whose endpoints have from `min` to `max` requests in
+    /// flight is too unbalanced for affinity.
+    fn unbalanced(&self, (min, max): (usize, usize)) -> bool {
+        max.saturating_sub(min) > self.config.balance_abs
+            && max as f64 > min as f64 * self.config.balance_rel
     }
 }
 
@@ -298,7 +287,11 @@ impl fmt::Debug for PrefixAffinity {
 
 impl<Req: PromptRequest, S> Scorer<Req, S> for PrefixAffinity {
     fn score(&self, request: &Req, candidate: &Candidate<'_, S>) -> f64 {
-        if self.tripped.load(Relaxed) {
+        let tripped = self.unbalanced(candidate.fleet_in_flight);
+        if self.tripped.load(Relaxed) != tripped {
+            self.tripped.store(tripped, Relaxed);
+        }
+        if tripped {
             return 0.0;
         }
         let Some(blocks) = request.prompt_blocks().filter(|b| !b.is_empty()) else {
@@ -313,16 +306,15 @@ impl<Req: PromptRequest, S> Scorer<Req, S> for PrefixAffinity {
 }
 
 impl<Req: PromptRequest> ScoreHook<Req> for PrefixAffinity {
-    fn endpoints_changed(&self, endpoints: &[Meta]) {
+    fn endpoints_changed(&self, endpoints: &[EndpointInfo]) {
         self.set_endpoints(endpoints);
     }
 
-    fn before_send(&self, request: &Req, endpoint: Meta) {
+    fn before_send(&self, request: &Req, endpoint: EndpointInfo) {
         let endpoints = self.endpoints.load();
         let Some(state) = endpoints.get(&endpoint.key_hash()) else {
             return;
         };
-        state.in_flight.fetch_add(1, Relaxed);
         if let Some(blocks) = request.prompt_blocks().filter(|b| !b.is_empty()) {
             let hashes = blocks.hashes();
             let matched = state.index.leading(hashes);
@@ -330,19 +322,6 @@ impl<Req: PromptRequest> ScoreHook<Req> for PrefixAffinity {
             state.matched_blocks.fetch_add(matched as u64, Relaxed);
             state.index.insert(hashes);
         }
-        drop(endpoints);
-        self.update_gate();
-    }
-
-    fn answer_end(&self, key_hash: u64) {
-        if let Some(state) = self.endpoints.load().get(&key_hash) {
-            // Saturating: an answer that ends after its endpoint left and
-            // came back must not wrap the count.
-            let _ = state
-                .in_flight
-                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
-        }
-        self.update_gate();
     }
 }
 

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use http::header::COOKIE;
 use http::HeaderName;
 
-use crate::pick::{Candidate, Meta, ScoreHook, Scorer};
+use crate::pick::{
+    llm::{Candidate, ScoreHook, Scorer},
+    EndpointInfo,
+};
 use crate::util::hash_bytes;
 
 /// Where a request's session key is.
@@ -25,8 +28,8 @@ pub enum SessionKey {
 /// was sent to, in a table of [`capacity`](SessionAffinity::new) slots
 /// addressed by the key's hash (16 bytes a slot; two sessions that share a
 /// slot take it in turn, so the table forgets rather than grows). Install
-/// it with [`Scored::shared_scorer`](crate::pick::Scored::shared_scorer)
-/// and [`Scored::hook`](crate::pick::Scored::hook), or
+/// it with [`Scored::shared_scorer`](crate::pick::llm::Scored::shared_scorer)
+/// and [`Scored::hook`](crate::pick::llm::Scored::hook), or
 /// [`SessionAffinity::install`].
 ///
 /// # Cost
@@ -46,7 +49,7 @@ pub enum SessionKey {
 /// session whose endpoint has left.
 ///
 /// ```
-/// use tower_lb::pick::{SessionAffinity, SessionKey};
+/// use tower_lb::pick::{llm::{SessionAffinity, SessionKey}};
 ///
 /// let sessions = SessionAffinity::new(SessionKey::Cookie("chat".into()), 1 << 16);
 /// # let _ = sessions;
@@ -73,9 +76,9 @@ impl SessionAffinity {
     #[must_use]
     pub fn install<B, S>(
         self: &std::sync::Arc<Self>,
-        scored: crate::pick::Scored<http::Request<B>, S>,
+        scored: crate::pick::llm::Scored<http::Request<B>, S>,
         weight: f64,
-    ) -> crate::pick::Scored<http::Request<B>, S>
+    ) -> crate::pick::llm::Scored<http::Request<B>, S>
     where
         B: 'static,
         S: 'static,
@@ -138,7 +141,7 @@ impl<B, S> Scorer<http::Request<B>, S> for SessionAffinity {
 }
 
 impl<B> ScoreHook<http::Request<B>> for SessionAffinity {
-    fn before_send(&self, request: &http::Request<B>, endpoint: Meta) {
+    fn before_send(&self, request: &http::Request<B>, endpoint: EndpointInfo) {
         if let Some(session) = self.session(request) {
             let [key, to] = self.slot(session);
             key.store(session, Relaxed);

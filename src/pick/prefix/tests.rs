@@ -2,11 +2,43 @@ use std::sync::Arc;
 
 use super::*;
 use crate::endpoint::Weighted;
-use crate::load::InFlight;
-use crate::pick::{Endpoints, Pick, Prepare, Weights};
+use crate::load::{CompleteOnResponse, InFlight};
+use crate::pick::{llm::Weights, Candidates, Pick, Prepare};
 
 type Req = http::Request<()>;
-type Service = Weighted<InFlight<()>>;
+type Service = Weighted<InFlight<Never, CompleteOnResponse>>;
+
+/// A server that never answers: a call holds its in-flight count until the
+/// call's future is dropped.
+#[derive(Clone, Debug)]
+struct Never;
+
+impl tower::Service<Req> for Never {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    type Future = std::future::Pending<Result<(), Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Req) -> Self::Future {
+        std::future::pending()
+    }
+}
+
+/// Sends `request` to endpoint `i` as the balancer would after the pick.
+fn send(services: &[Service], i: usize, request: Req) -> impl Drop {
+    use tower::Service as _;
+    struct Held<F>(#[allow(dead_code)] F);
+    impl<F> Drop for Held<F> {
+        fn drop(&mut self) {}
+    }
+    Held(services[i].clone().call(request))
+}
 
 fn request(system: &str, question: &str) -> Req {
     let blocks = PromptBlocks::hash(BlockConfig::default(), "m", [system, question]);
@@ -15,10 +47,15 @@ fn request(system: &str, question: &str) -> Req {
     request
 }
 
-fn fleet(n: u64) -> (Vec<Meta>, Vec<Service>) {
-    let metas = (1..=n).map(|k| Meta::new(k * 1000, 1)).collect();
+fn fleet(n: u64) -> (Vec<EndpointInfo>, Vec<Service>) {
+    let metas = (1..=n).map(|k| EndpointInfo::new(k * 1000, 1)).collect();
     let services = (0..n)
-        .map(|_| Weighted::new(InFlight::new(()), 1))
+        .map(|_| {
+            Weighted::new(
+                InFlight::with_completion(Never, CompleteOnResponse::default()),
+                1,
+            )
+        })
         .collect();
     (metas, services)
 }
@@ -39,7 +76,7 @@ fn the_same_system_prompt_keeps_its_endpoint_while_balanced() {
     let scored = picker(&prefix);
     let (metas, services) = fleet(8);
     scored.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let system = "You are a terse assistant who answers in French. ".repeat(40);
     let first = scored
         .pick(&(), &endpoints, &request(&system, "q0"))
@@ -48,7 +85,7 @@ fn the_same_system_prompt_keeps_its_endpoint_while_balanced() {
         let picked = scored.pick(&(), &endpoints, &request(&system, &format!("q{k}")));
         assert_eq!(picked, Some(first), "request {k}");
         // Each answer ends before the next request: the fleet stays balanced.
-        <PrefixAffinity as ScoreHook<Req>>::answer_end(&prefix, metas[first].key_hash());
+        drop(send(&services, first, request(&system, "")));
     }
     assert!(!prefix.gate_tripped());
     let stats = prefix.stats();
@@ -65,19 +102,28 @@ fn a_hot_prefix_spreads_once_the_gate_trips() {
         balance_abs: 4,
         ..PrefixConfig::default()
     }));
-    let scored = picker(&prefix);
+    // Affinity alone, so that only the gate moves the hot prefix.
+    let scored: Scored<Req, Service> = prefix.install(
+        Scored::with_seed(3).weights(Weights {
+            queue: 0.0,
+            kv_cache: 0.0,
+            in_flight: 0.0,
+            ..Weights::default()
+        }),
+        3.0,
+    );
     let (metas, services) = fleet(8);
     scored.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let system = "A popular system prompt that every tenant uses. ".repeat(40);
     let mut picked = Vec::new();
+    let mut held = Vec::new();
     // No answer ends: the first endpoint's count grows until the gate trips.
     for k in 0..40 {
-        picked.push(
-            scored
-                .pick(&(), &endpoints, &request(&system, &format!("q{k}")))
-                .unwrap(),
-        );
+        let req = request(&system, &format!("q{k}"));
+        let i = scored.pick(&(), &endpoints, &req).unwrap();
+        held.push(send(&services, i, req));
+        picked.push(i);
     }
     let first = picked[0];
     assert!(picked[..5].iter().all(|&i| i == first), "{picked:?}");
@@ -98,7 +144,7 @@ fn removing_an_endpoint_drops_its_index() {
     let scored = picker(&prefix);
     let (metas, services) = fleet(3);
     scored.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let system = "Context shared by a whole conversation. ".repeat(40);
     let first = scored
         .pick(&(), &endpoints, &request(&system, "q"))
@@ -113,7 +159,7 @@ fn removing_an_endpoint_drops_its_index() {
     };
     assert!(indexed(&prefix, gone).unwrap() > 20);
 
-    let rest: Vec<Meta> = metas
+    let rest: Vec<EndpointInfo> = metas
         .iter()
         .copied()
         .filter(|m| m.key_hash() != gone)
@@ -133,7 +179,7 @@ fn a_request_without_a_prompt_scores_nothing_and_changes_nothing() {
     let scored = picker(&prefix);
     let (metas, services) = fleet(2);
     scored.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     assert!(scored
         .pick(&(), &endpoints, &http::Request::new(()))
         .is_some());
@@ -161,7 +207,7 @@ fn session_affinity_follows_the_cookie() {
     let scored: Scored<Req, Service> = sessions.install(Scored::with_seed(5), 10.0);
     let (metas, services) = fleet(8);
     scored.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let with_cookie = |value: &str| {
         http::Request::builder()
             .header("cookie", format!("theme=dark; chat={value}"))

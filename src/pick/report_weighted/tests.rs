@@ -1,19 +1,19 @@
 use super::*;
-use crate::endpoint::{EndpointMetrics, LoadReport, Weighted};
+use crate::endpoint::{Report, ReportCell, Weighted};
 
-fn report(metrics: &EndpointMetrics, qps: f32, utilization: f32, eps: f32) {
-    metrics.record(&LoadReport {
+fn report(metrics: &ReportCell, qps: f32, utilization: f32, eps: f32) {
+    metrics.record(&Report {
         qps: Some(qps),
         utilization: Some(utilization),
         eps: Some(eps),
-        ..LoadReport::default()
+        ..Report::default()
     });
 }
 
 fn shares(
     picker: &ReportWeighted,
     table: &ReportTable,
-    endpoints: &Endpoints<'_, Weighted<()>>,
+    endpoints: &Candidates<'_, Weighted<()>>,
     n: usize,
 ) -> Vec<f64> {
     let mut seen = vec![0usize; endpoints.len()];
@@ -25,13 +25,13 @@ fn shares(
 
 #[tokio::test(start_paused = true)]
 async fn weights_follow_reports_after_the_blackout() {
-    let metrics: Vec<EndpointMetrics> = (0..2).map(|_| EndpointMetrics::new()).collect();
+    let metrics: Vec<ReportCell> = (0..2).map(|_| ReportCell::new()).collect();
     let services: Vec<Weighted<()>> = metrics
         .iter()
-        .map(|m| Weighted::new((), 1).with_metrics(m.clone()))
+        .map(|m| Weighted::new((), 1).with_report(m.clone()))
         .collect();
-    let metas = [Meta::new(1, 1), Meta::new(2, 1)];
-    let endpoints = Endpoints::new(&metas, &services);
+    let metas = [EndpointInfo::new(1, 1), EndpointInfo::new(2, 1)];
+    let endpoints = Candidates::new(&metas, &services);
     let picker = ReportWeighted::with_seed(ReportWeights::default(), 1);
     let table = picker.prepare(&metas);
 
@@ -63,13 +63,17 @@ async fn weights_follow_reports_after_the_blackout() {
 
 #[tokio::test(start_paused = true)]
 async fn errors_cost_weight_and_silent_endpoints_get_the_mean() {
-    let metrics: Vec<EndpointMetrics> = (0..3).map(|_| EndpointMetrics::new()).collect();
+    let metrics: Vec<ReportCell> = (0..3).map(|_| ReportCell::new()).collect();
     let services: Vec<Weighted<()>> = metrics
         .iter()
-        .map(|m| Weighted::new((), 1).with_metrics(m.clone()))
+        .map(|m| Weighted::new((), 1).with_report(m.clone()))
         .collect();
-    let metas = [Meta::new(1, 1), Meta::new(2, 1), Meta::new(3, 1)];
-    let endpoints = Endpoints::new(&metas, &services);
+    let metas = [
+        EndpointInfo::new(1, 1),
+        EndpointInfo::new(2, 1),
+        EndpointInfo::new(3, 1),
+    ];
+    let endpoints = Candidates::new(&metas, &services);
     let settings = ReportWeights {
         blackout_period: Duration::ZERO,
         ..ReportWeights::default()
@@ -98,8 +102,8 @@ fn fewer_than_two_weights_is_round_robin_and_weight_zero_is_skipped() {
     assert!(order.windows(3).all(|w| w.contains(&1)));
 
     let services = [Weighted::new((), 1), Weighted::new((), 1)];
-    let metas = [Meta::new(1, 0), Meta::new(2, 1)];
-    let endpoints = Endpoints::new(&metas, &services);
+    let metas = [EndpointInfo::new(1, 0), EndpointInfo::new(2, 1)];
+    let endpoints = Candidates::new(&metas, &services);
     let picker = ReportWeighted::with_seed(ReportWeights::default(), 3);
     let table = picker.prepare(&metas);
     for _ in 0..10 {
@@ -107,7 +111,7 @@ fn fewer_than_two_weights_is_round_robin_and_weight_zero_is_skipped() {
     }
     let none: [Weighted<()>; 0] = [];
     assert_eq!(
-        picker.pick(&picker.prepare(&[]), &Endpoints::new(&[], &none), &()),
+        picker.pick(&picker.prepare(&[]), &Candidates::new(&[], &none), &()),
         None
     );
 }

@@ -79,3 +79,20 @@ impl Default for Saturation {
         }
     }
 }
+
+/// What [`Scored`] chooses by.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Objective {
+    /// The weighted sum of normalised scores ([`Weights`], user scorers).
+    Scores,
+    /// The least predicted time to first token; costs within `relative` ×
+    /// the least plus `absolute` count as ties.
+    Ttft { relative: f64, absolute: Duration },
+}
+
+impl Objective {
+    pub(crate) const TTFT: Self = Self::Ttft {
+        relative: 0.05,
+        absolute: Duration::from_millis(1),
+    };
+}

@@ -5,11 +5,12 @@ mod config;
 mod pass;
 mod request;
 mod scorer;
+mod ttft;
 
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Endpoints, Meta, Pick, Prepare};
+use super::{Candidates, EndpointInfo, Pick, Prepare};
 use crate::util::Rng;
 #[cfg(doc)]
 use crate::{
@@ -17,9 +18,10 @@ use crate::{
     error::Saturated,
 };
 
+use self::config::Objective;
 pub use self::config::{Choice, Saturation, Weights};
 pub use self::request::{
-    FactsRef, RequestFacts, ScoredRequest, ADAPTER_HEADER, MODEL_HEADER, PRIORITY_HEADER,
+    RequestInfo, RequestInfoRef, ScoredRequest, ADAPTER_HEADER, MODEL_HEADER, PRIORITY_HEADER,
 };
 pub use self::scorer::{Candidate, ScoreHook, Scorer};
 
@@ -29,17 +31,17 @@ type Filter<Req, S> = dyn Fn(&Req, &S) -> bool + Send + Sync;
 /// `[0, 1]`, the highest total (or a weighted random choice); and, before
 /// the pick, saturation admission.
 ///
-/// For each request it reads the request's [`FactsRef`] (model, adapter,
+/// For each request it reads the request's [`RequestInfoRef`] (model, adapter,
 /// priority: see [`ScoredRequest`]) and every endpoint's self-reported
-/// [`LoadFacts`](crate::endpoint::LoadFacts) (through
-/// [`Endpoint::metrics`]) and client-side load (through `Load`, whose
+/// [`ReportSnapshot`](crate::endpoint::ReportSnapshot) (through
+/// [`Endpoint::report`]) and client-side load (through `Load`, whose
 /// metric implements [`ClientLoad`]: wrap endpoints in
 /// [`InFlight`](crate::load::InFlight) or
 /// [`Latency`](crate::load::Latency)).
 ///
 /// 1. **Filters.** An endpoint is eligible when it is allowed (weight,
 ///    exclusions, health), serves the request's model (the models in its
-///    metrics' [`Extra`](crate::endpoint::Extra); none listed: any), has the
+///    metrics' [`ReportDetails`](crate::endpoint::ReportDetails); none listed: any), has the
 ///    request's adapter loaded or a free adapter slot, and passes the user
 ///    filter ([`Scored::filter`]).
 /// 2. **Admission.** If every eligible endpoint is saturated (see
@@ -81,26 +83,26 @@ type Filter<Req, S> = dyn Fn(&Req, &S) -> bool + Send + Sync;
 /// # Example
 ///
 /// ```
-/// use tower_lb::endpoint::{EndpointMetrics, LoadReport, Weighted};
+/// use tower_lb::endpoint::{ReportCell, Report, Weighted};
 /// use tower_lb::load::InFlight;
-/// use tower_lb::pick::{Endpoints, Meta, Pick, Prepare, RequestFacts, Scored};
+/// use tower_lb::pick::{Candidates, EndpointInfo, Pick, Prepare, llm::{RequestInfo, Scored}};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let report = |kv| {
-///     let metrics = EndpointMetrics::new();
-///     metrics.record(&LoadReport { queue: Some(0), kv_cache_use: Some(kv), ..LoadReport::default() });
+///     let metrics = ReportCell::new();
+///     metrics.record(&Report { queue: Some(0), kv_cache_use: Some(kv), ..Report::default() });
 ///     metrics
 /// };
 /// let services = [
-///     Weighted::new(InFlight::new(()), 1).with_metrics(report(0.9)),
-///     Weighted::new(InFlight::new(()), 1).with_metrics(report(0.1)),
+///     Weighted::new(InFlight::new(()), 1).with_report(report(0.9)),
+///     Weighted::new(InFlight::new(()), 1).with_report(report(0.1)),
 /// ];
-/// let metas = [Meta::new(1, 1), Meta::new(2, 1)];
+/// let metas = [EndpointInfo::new(1, 1), EndpointInfo::new(2, 1)];
 /// let scored = Scored::with_seed(7);
 /// let table = scored.prepare(&metas);
-/// let endpoints = Endpoints::new(&metas, &services);
-/// let request = RequestFacts::new().model("llama");
+/// let endpoints = Candidates::new(&metas, &services);
+/// let request = RequestInfo::new().model("llama");
 /// assert_eq!(scored.pick(&table, &endpoints, &request), Some(1));
 /// # }
 /// ```
@@ -111,6 +113,7 @@ pub struct Scored<Req, S> {
     scorers: Vec<(f64, Arc<dyn Scorer<Req, S>>)>,
     filter: Option<Arc<Filter<Req, S>>>,
     hooks: Vec<Arc<dyn ScoreHook<Req>>>,
+    objective: Objective,
     rng: Rng,
 }
 
@@ -142,8 +145,41 @@ impl<Req, S> Scored<Req, S> {
             scorers: Vec::new(),
             filter: None,
             hooks: Vec::new(),
+            objective: Objective::Scores,
             rng,
         }
+    }
+
+    /// The LLM default: the server with the least predicted time to first
+    /// token for this request, with default [`Saturation`]; near-ties
+    /// broken as described under *Time to first token* in the type's docs.
+    #[must_use]
+    pub fn ttft() -> Self {
+        Self::new().least_ttft()
+    }
+
+    /// The same picker choosing the server with the least predicted time to
+    /// first token instead of the highest score: [`Weights`], [`Choice`]
+    /// and user scorers no longer apply; filters, saturation and hooks do.
+    #[must_use]
+    pub fn least_ttft(mut self) -> Self {
+        self.objective = Objective::TTFT;
+        self
+    }
+
+    /// With [`least_ttft`](Self::least_ttft): servers whose predicted time
+    /// to first token is within `relative` × the least plus `absolute` of
+    /// the least are near-ties (default 5 % and 1 ms). Negative or
+    /// non-finite `relative` counts as 0.
+    #[must_use]
+    pub fn ttft_margin(mut self, relative: f64, absolute: std::time::Duration) -> Self {
+        let relative = if relative.is_finite() {
+            relative.max(0.0)
+        } else {
+            0.0
+        };
+        self.objective = Objective::Ttft { relative, absolute };
+        self
     }
 
     /// The built-in scorers' weights.
@@ -220,6 +256,7 @@ impl<Req, S> fmt::Debug for Scored<Req, S> {
             .field("user_scorers", &self.scorers.len())
             .field("filter", &self.filter.is_some())
             .field("hooks", &self.hooks.len())
+            .field("objective", &self.objective)
             .finish()
     }
 }
@@ -227,7 +264,7 @@ impl<Req, S> fmt::Debug for Scored<Req, S> {
 impl<Req: 'static, S: 'static> Prepare for Scored<Req, S> {
     type Table = ();
 
-    fn prepare(&self, endpoints: &[Meta]) {
+    fn prepare(&self, endpoints: &[EndpointInfo]) {
         for hook in &self.hooks {
             hook.endpoints_changed(endpoints);
         }

@@ -5,8 +5,9 @@
 use tokio::time::Instant;
 use tower::load::Load;
 
+use super::config::Objective;
 use super::*;
-use crate::endpoint::metrics::clock_ms;
+use crate::endpoint::report::clock_ms;
 use crate::endpoint::{ClientLoad, Endpoint};
 use crate::error::Saturated;
 use crate::util::LocalRng;
@@ -54,16 +55,18 @@ fn low_is_good(v: f32, (max, inverse): (f32, f32)) -> f32 {
 
 /// What the pick reads of one eligible endpoint, once.
 #[derive(Clone, Copy, Debug)]
-struct Raw {
-    index: u32,
+pub(super) struct Raw {
+    pub(super) index: u32,
     /// The reported queue, or the client's requests in flight when stale.
-    queue: f32,
+    pub(super) queue: f32,
     /// The reported KV use; negative when the report is stale (or absent).
     kv: f32,
     in_flight: f32,
     /// Latency in nanoseconds; negative when not measured (or not wanted).
     latency: f32,
     adapter_loaded: bool,
+    /// The predicted time to first token, in nanoseconds (TTFT objective).
+    pub(super) cost: f64,
 }
 
 thread_local! {
@@ -83,21 +86,21 @@ where
     #[inline(always)]
     fn gather(
         &self,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         i: usize,
         request: &Req,
-        facts: &FactsRef<'_>,
+        facts: &RequestInfoRef<'_>,
         now_ms: u64,
     ) -> Option<Raw> {
         if !endpoints.is_allowed(i) {
             return None;
         }
         let service = &endpoints.services()[i];
-        let metrics = service.metrics();
+        let metrics = service.report();
         let mut adapter_loaded = true;
         if facts.model.is_some() || facts.adapter.is_some() {
             if let Some(metrics) = metrics {
-                let extra = metrics.extra();
+                let extra = metrics.details();
                 if facts.model.is_some_and(|m| !extra.serves(m)) {
                     return None;
                 }
@@ -133,6 +136,7 @@ where
             in_flight,
             latency,
             adapter_loaded,
+            cost: 0.0,
         })
     }
 
@@ -151,7 +155,7 @@ where
     S: Endpoint + Load + 'static,
     S::Metric: ClientLoad,
 {
-    fn pick(&self, table: &(), endpoints: &Endpoints<'_, S>, req: &Req) -> Option<usize> {
+    fn pick(&self, table: &(), endpoints: &Candidates<'_, S>, req: &Req) -> Option<usize> {
         // Without admission: a request that would be shed is scored instead.
         self.choose(table, endpoints, req, false).ok().flatten()
     }
@@ -159,7 +163,7 @@ where
     fn pick_or_shed(
         &self,
         table: &(),
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         req: &Req,
     ) -> Result<Option<usize>, Saturated> {
         self.choose(table, endpoints, req, true)
@@ -175,7 +179,7 @@ where
     fn choose(
         &self,
         _table: &(),
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         request: &Req,
         admit: bool,
     ) -> Result<Option<usize>, Saturated> {
@@ -192,12 +196,12 @@ where
 
     fn choose_in(
         &self,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         request: &Req,
         admit: bool,
         eligible: &mut Vec<Raw>,
     ) -> Result<Option<usize>, Saturated> {
-        let facts = request.facts();
+        let facts = request.info();
         let now = Instant::now();
         let now_ms = clock_ms(now);
         let (mut queue, mut in_flight, mut latency) = (Range::EMPTY, Range::EMPTY, Range::EMPTY);
@@ -227,6 +231,11 @@ where
             ));
         }
 
+        if let Objective::Ttft { relative, absolute } = self.objective {
+            let picked =
+                self.choose_least_ttft(endpoints, request, eligible, now, relative, absolute);
+            return Ok(Some(self.before_send(endpoints, request, picked)));
+        }
         // Pass 2, over the eligible: scores and the choice.
         let w = &self.weights;
         let (wq, wkv, wf, wl, wa) = (
@@ -236,6 +245,7 @@ where
             w.latency as f32,
             w.adapter as f32,
         );
+        let fleet_in_flight = (in_flight.min as usize, in_flight.max as usize);
         let (queue, in_flight, latency) = (queue.scale(), in_flight.scale(), latency.scale());
         let wants_adapter = facts.adapter.is_some();
         let mut rng: Option<LocalRng> = None;
@@ -263,7 +273,7 @@ where
             }
             let i = raw.index as usize;
             if !self.scorers.is_empty() {
-                score += self.user_scores(endpoints, i, request, raw, now);
+                score += self.user_scores(endpoints, i, request, raw, now, fleet_in_flight);
             }
             match self.choice {
                 Choice::Best => {
@@ -297,31 +307,38 @@ where
         if picked == usize::MAX {
             return Ok(None);
         }
+        Ok(Some(self.before_send(endpoints, request, picked)))
+    }
+
+    /// Tells the hooks where the request goes; returns `picked`.
+    fn before_send(&self, endpoints: &Candidates<'_, S>, request: &Req, picked: usize) -> usize {
         if !self.hooks.is_empty() {
             let meta = endpoints.metas()[picked];
             for hook in &self.hooks {
                 hook.before_send(request, meta);
             }
         }
-        Ok(Some(picked))
+        picked
     }
 
     /// The weighted sum of the user scorers for one endpoint.
     fn user_scores(
         &self,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
         i: usize,
         request: &Req,
         raw: &Raw,
         now: Instant,
+        fleet_in_flight: (usize, usize),
     ) -> f32 {
         let service = &endpoints.services()[i];
         let candidate = Candidate {
             index: i,
             meta: endpoints.metas()[i],
             service,
-            facts: service.metrics().and_then(|m| m.load_at(now)),
+            report: service.report().and_then(|m| m.current_at(now)),
             in_flight: raw.in_flight as usize,
+            fleet_in_flight,
             adapter_loaded: raw.adapter_loaded,
         };
         let mut sum = 0.0;

@@ -2,7 +2,9 @@
 
 use http::HeaderName;
 
-/// The header that names the request's model when no [`RequestFacts`] is in
+use crate::pick::llm::PromptBlocks;
+
+/// The header that names the request's model when no [`RequestInfo`] is in
 /// the request's extensions: `x-model`.
 pub const MODEL_HEADER: HeaderName = HeaderName::from_static("x-model");
 
@@ -19,18 +21,18 @@ pub const PRIORITY_HEADER: HeaderName = HeaderName::from_static("x-priority");
 /// headers [`MODEL_HEADER`], [`ADAPTER_HEADER`] and [`PRIORITY_HEADER`].
 ///
 /// ```
-/// use tower_lb::pick::{RequestFacts, ScoredRequest};
+/// use tower_lb::pick::{llm::{RequestInfo, ScoredRequest}};
 ///
 /// let mut request = http::Request::new(());
-/// request.extensions_mut().insert(RequestFacts::new().model("llama").priority(-1));
-/// let facts = request.facts();
-/// assert_eq!((facts.model, facts.adapter, facts.priority), (Some("llama"), None, -1));
+/// request.extensions_mut().insert(RequestInfo::new().model("llama").priority(-1));
+/// let info = request.info();
+/// assert_eq!((info.model, info.adapter, info.priority), (Some("llama"), None, -1));
 ///
 /// let request = http::Request::builder().header("x-adapter", "sql-lora").body(()).unwrap();
-/// assert_eq!(request.facts().adapter, Some("sql-lora"));
+/// assert_eq!(request.info().adapter, Some("sql-lora"));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RequestFacts {
+pub struct RequestInfo {
     /// The model the request is for; `None`: any endpoint will do.
     pub model: Option<Box<str>>,
     /// The adapter (LoRA) the request needs, if any.
@@ -41,7 +43,7 @@ pub struct RequestFacts {
     pub priority: i32,
 }
 
-impl RequestFacts {
+impl RequestInfo {
     /// No model, no adapter, priority 0.
     #[must_use]
     pub fn new() -> Self {
@@ -70,8 +72,8 @@ impl RequestFacts {
     }
 
     /// A borrowed view.
-    pub fn as_ref(&self) -> FactsRef<'_> {
-        FactsRef {
+    pub fn as_ref(&self) -> RequestInfoRef<'_> {
+        RequestInfoRef {
             model: self.model.as_deref(),
             adapter: self.adapter.as_deref(),
             priority: self.priority,
@@ -81,7 +83,7 @@ impl RequestFacts {
 
 /// A borrowed view of a request's facts, read once per pick.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FactsRef<'a> {
+pub struct RequestInfoRef<'a> {
     /// The model the request is for.
     pub model: Option<&'a str>,
     /// The adapter the request needs.
@@ -90,18 +92,28 @@ pub struct FactsRef<'a> {
     pub priority: i32,
 }
 
-/// A request a scoring picker can route: it gives its [`FactsRef`].
+/// A request a scoring picker can route: it gives its [`RequestInfoRef`].
 ///
 /// Implemented for `http::Request<B>` (extensions, then headers),
-/// [`RequestFacts`] itself and `()` (no facts: any model, priority 0).
+/// [`RequestInfo`] itself and `()` (no facts: any model, priority 0).
 pub trait ScoredRequest {
-    /// The request's facts; reading them must not allocate.
-    fn facts(&self) -> FactsRef<'_>;
+    /// The request's info; reading it must not allocate.
+    fn info(&self) -> RequestInfoRef<'_>;
+
+    /// The prompt's blocks, for [`Scored::ttft`](super::Scored::ttft);
+    /// `None` (the default) when the request has no prompt.
+    fn prompt(&self) -> Option<&PromptBlocks> {
+        None
+    }
 }
 
 impl<B> ScoredRequest for http::Request<B> {
-    fn facts(&self) -> FactsRef<'_> {
-        if let Some(facts) = self.extensions().get::<RequestFacts>() {
+    fn prompt(&self) -> Option<&PromptBlocks> {
+        self.extensions().get::<PromptBlocks>()
+    }
+
+    fn info(&self) -> RequestInfoRef<'_> {
+        if let Some(facts) = self.extensions().get::<RequestInfo>() {
             return facts.as_ref();
         }
         let headers = self.headers();
@@ -111,7 +123,7 @@ impl<B> ScoredRequest for http::Request<B> {
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
         };
-        FactsRef {
+        RequestInfoRef {
             model: text(&MODEL_HEADER),
             adapter: text(&ADAPTER_HEADER),
             priority: text(&PRIORITY_HEADER)
@@ -121,14 +133,24 @@ impl<B> ScoredRequest for http::Request<B> {
     }
 }
 
-impl ScoredRequest for RequestFacts {
-    fn facts(&self) -> FactsRef<'_> {
+impl ScoredRequest for RequestInfo {
+    fn info(&self) -> RequestInfoRef<'_> {
         self.as_ref()
     }
 }
 
+impl ScoredRequest for PromptBlocks {
+    fn info(&self) -> RequestInfoRef<'_> {
+        RequestInfoRef::default()
+    }
+
+    fn prompt(&self) -> Option<&PromptBlocks> {
+        Some(self)
+    }
+}
+
 impl ScoredRequest for () {
-    fn facts(&self) -> FactsRef<'_> {
-        FactsRef::default()
+    fn info(&self) -> RequestInfoRef<'_> {
+        RequestInfoRef::default()
     }
 }

@@ -4,33 +4,33 @@ use std::time::Duration;
 
 use super::*;
 use crate::endpoint::Endpoint;
-use crate::endpoint::{EndpointMetrics, LoadReport, Weighted};
+use crate::endpoint::{Report, ReportCell, Weighted};
 use crate::load::InFlight;
 
 type Svc = Weighted<InFlight<()>>;
 
-fn endpoint(report: Option<LoadReport>) -> Svc {
+fn endpoint(report: Option<Report>) -> Svc {
     let svc = Weighted::new(InFlight::new(()), 1);
     match report {
         Some(report) => {
-            let metrics = EndpointMetrics::new();
+            let metrics = ReportCell::new();
             metrics.record(&report);
-            svc.with_metrics(metrics)
+            svc.with_report(metrics)
         }
         None => svc,
     }
 }
 
-fn load(queue: u32, kv: f32) -> Option<LoadReport> {
-    Some(LoadReport {
+fn load(queue: u32, kv: f32) -> Option<Report> {
+    Some(Report {
         queue: Some(queue),
         kv_cache_use: Some(kv),
-        ..LoadReport::default()
+        ..Report::default()
     })
 }
 
-fn metas(n: usize) -> Vec<Meta> {
-    (0..n).map(|i| Meta::new(i as u64 + 1, 1)).collect()
+fn metas(n: usize) -> Vec<EndpointInfo> {
+    (0..n).map(|i| EndpointInfo::new(i as u64 + 1, 1)).collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -41,7 +41,7 @@ async fn the_least_loaded_endpoint_wins() {
         endpoint(load(9, 0.95)),
     ];
     let metas = metas(3);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let scored = Scored::with_seed(1);
     for _ in 0..20 {
         assert_eq!(scored.pick(&(), &endpoints, &()), Some(1));
@@ -52,7 +52,7 @@ async fn the_least_loaded_endpoint_wins() {
 async fn ties_are_broken_at_random() {
     let services: Vec<Svc> = (0..4).map(|_| endpoint(load(1, 0.5))).collect();
     let metas = metas(4);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let scored = Scored::with_seed(3);
     let mut seen = [0; 4];
     for _ in 0..400 {
@@ -65,7 +65,7 @@ async fn ties_are_broken_at_random() {
 async fn stale_reports_fall_back_to_in_flight() {
     let services = [endpoint(load(0, 0.0)), endpoint(None)];
     let metas = metas(2);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let scored = Scored::with_seed(1).weights(Weights {
         in_flight: 0.0,
         ..Weights::default()
@@ -93,35 +93,35 @@ async fn stale_reports_fall_back_to_in_flight() {
 async fn saturation_sheds_low_priority_only() {
     let services = [endpoint(load(6, 0.1)), endpoint(load(0, 0.9))];
     let metas = metas(2);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let scored = Scored::with_seed(1);
-    let low = RequestFacts::new().priority(-1);
+    let low = RequestInfo::new().priority(-1);
     let error = scored.pick_or_shed(&(), &endpoints, &low).unwrap_err();
     assert_eq!((error.eligible(), error.priority()), (2, -1));
     assert_eq!(error.retry_after(), Duration::from_secs(1));
-    let high = RequestFacts::new().priority(0);
+    let high = RequestInfo::new().priority(0);
     assert!(scored
         .pick_or_shed(&(), &endpoints, &high)
         .unwrap()
         .is_some());
     // One endpoint below the limits admits everyone.
     let services = [endpoint(load(6, 0.1)), endpoint(load(5, 0.8))];
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     assert_eq!(scored.pick_or_shed(&(), &endpoints, &low), Ok(Some(1)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn models_and_adapters_filter() {
     let with = |models: &[&str], adapters: &[&str], max: u32| {
-        let metrics = EndpointMetrics::new();
-        metrics.record(&LoadReport {
+        let metrics = ReportCell::new();
+        metrics.record(&Report {
             queue: Some(0),
             models: Some(models.iter().map(|m| (*m).into()).collect()),
             adapters: Some(adapters.iter().map(|m| (*m).into()).collect()),
             max_adapters: Some(max),
-            ..LoadReport::default()
+            ..Report::default()
         });
-        Weighted::new(InFlight::new(()), 1).with_metrics(metrics)
+        Weighted::new(InFlight::new(()), 1).with_report(metrics)
     };
     let services = [
         with(&["mistral"], &[], 4),
@@ -129,24 +129,24 @@ async fn models_and_adapters_filter() {
         with(&["llama"], &["c"], 2),
     ];
     let metas = metas(3);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let scored = Scored::with_seed(1);
-    let pick = |facts: RequestFacts| scored.pick(&(), &endpoints, &facts);
-    assert_eq!(pick(RequestFacts::new().model("mistral")), Some(0));
+    let pick = |facts: RequestInfo| scored.pick(&(), &endpoints, &facts);
+    assert_eq!(pick(RequestInfo::new().model("mistral")), Some(0));
     assert_eq!(
-        pick(RequestFacts::new().model("llama").adapter("a")),
+        pick(RequestInfo::new().model("llama").adapter("a")),
         Some(1)
     );
     assert_eq!(
-        pick(RequestFacts::new().model("llama").adapter("c")),
+        pick(RequestInfo::new().model("llama").adapter("c")),
         Some(2)
     );
     // Not loaded anywhere: only endpoint 2 has a free slot.
     assert_eq!(
-        pick(RequestFacts::new().model("llama").adapter("z")),
+        pick(RequestInfo::new().model("llama").adapter("z")),
         Some(2)
     );
-    assert_eq!(pick(RequestFacts::new().model("gpt")), None);
+    assert_eq!(pick(RequestInfo::new().model("gpt")), None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -154,20 +154,20 @@ async fn user_scorers_filters_and_hooks() {
     #[derive(Default)]
     struct Count(AtomicUsize);
     impl ScoreHook<()> for Count {
-        fn before_send(&self, _: &(), endpoint: Meta) {
+        fn before_send(&self, _: &(), endpoint: EndpointInfo) {
             assert!(endpoint.key_hash() >= 3, "only the best are picked");
             self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
     let services: Vec<Svc> = (0..4).map(|_| endpoint(load(0, 0.0))).collect();
     let metas = metas(4);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let hook = Arc::new(Count::default());
     let scored = Scored::with_seed(1)
         .scorer(10.0, |_: &(), c: &Candidate<'_, Svc>| {
             (c.index as f64) / 2.0
         })
-        .filter(|_: &(), s: &Svc| s.metrics().is_some())
+        .filter(|_: &(), s: &Svc| s.report().is_some())
         .hook(hook.clone());
     // Index 2 and 3 both clamp to 1; a NaN-free scorer keeps to [0, 1].
     for _ in 0..10 {
@@ -191,7 +191,7 @@ async fn user_scorers_filters_and_hooks() {
 async fn weighted_choice_follows_scores() {
     let services = [endpoint(load(0, 0.0)), endpoint(load(0, 0.75))];
     let metas = metas(2);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let scored = Scored::with_seed(9)
         .choice(Choice::Weighted)
         .weights(Weights {
@@ -214,10 +214,13 @@ async fn weighted_choice_follows_scores() {
 async fn no_endpoints_and_excluded_ones() {
     let services: Vec<Svc> = Vec::new();
     let scored = Scored::with_seed(1);
-    assert_eq!(scored.pick(&(), &Endpoints::new(&[], &services), &()), None);
+    assert_eq!(
+        scored.pick(&(), &Candidates::new(&[], &services), &()),
+        None
+    );
     let services = [endpoint(load(0, 0.0)), endpoint(load(9, 0.9))];
-    let metas = [Meta::new(1, 0), Meta::new(2, 1)];
-    let endpoints = Endpoints::new(&metas, &services);
+    let metas = [EndpointInfo::new(1, 0), EndpointInfo::new(2, 1)];
+    let endpoints = Candidates::new(&metas, &services);
     assert_eq!(
         scored.pick(&(), &endpoints, &()),
         Some(1),

@@ -38,7 +38,7 @@ fn nginx_example_order() {
     let wrr = WeightedRoundRobin::new();
     let metas = metas(&[5, 1, 1]);
     let table = wrr.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(), (), ()]);
+    let endpoints = Candidates::new(&metas, &[(), (), ()]);
     let picks: Vec<usize> = (0..14)
         .map(|_| Pick::<(), ()>::pick(&wrr, &table, &endpoints, &()).unwrap())
         .collect();
@@ -245,7 +245,7 @@ fn all_zero_or_no_endpoints_give_none() {
         let services = vec![(); metas.len()];
         let table = wrr.prepare(&metas);
         assert!(table.is_empty());
-        let endpoints = Endpoints::new(&metas, &services);
+        let endpoints = Candidates::new(&metas, &services);
         assert_eq!(Pick::<(), ()>::pick(&wrr, &table, &endpoints, &()), None);
     }
 }
@@ -255,7 +255,7 @@ fn zero_weight_is_never_picked() {
     let wrr = WeightedRoundRobin::new();
     let metas = metas(&[0, 3, 0, 1]);
     let table = wrr.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &[(); 4]);
+    let endpoints = Candidates::new(&metas, &[(); 4]);
     for _ in 0..100 {
         let i = Pick::<(), ()>::pick(&wrr, &table, &endpoints, &()).unwrap();
         assert!(i == 1 || i == 3);
@@ -269,7 +269,7 @@ fn exclusions_are_honoured() {
     let table = wrr.prepare(&metas);
     let services = [(); 3];
     let excluded = [0];
-    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+    let endpoints = Candidates::new(&metas, &services).excluding(&excluded);
     let mut c = [0; 3];
     for _ in 0..70 {
         c[Pick::<(), ()>::pick(&wrr, &table, &endpoints, &()).unwrap()] += 1;
@@ -277,7 +277,7 @@ fn exclusions_are_honoured() {
     assert_eq!(c[0], 0);
     assert!(c[1] > 0 && c[2] > 0);
     let all = [0, 1, 2];
-    let none = Endpoints::new(&metas, &services).excluding(&all);
+    let none = Candidates::new(&metas, &services).excluding(&all);
     assert_eq!(Pick::<(), ()>::pick(&wrr, &table, &none, &()), None);
 }
 
@@ -288,7 +288,7 @@ fn an_unavailable_endpoints_turns_follow_the_weights_of_the_others() {
     let metas = metas(&[2, 2, 1, 1]);
     let table = wrr.prepare(&metas);
     let up = [true, true, false, true];
-    let endpoints = Endpoints::new(&metas, &up).with_availability(|up: &bool| *up);
+    let endpoints = Candidates::new(&metas, &up).with_availability(|up: &bool| *up);
     let mut c = [0; 4];
     for _ in 0..6000 {
         c[Pick::<(), bool>::pick(&wrr, &table, &endpoints, &()).unwrap()] += 1;
@@ -305,7 +305,7 @@ fn long_excluded_runs_fall_back_to_a_scan() {
     let table = wrr.prepare(&metas);
     let services = [(); 2];
     let excluded = [0];
-    let endpoints = Endpoints::new(&metas, &services).excluding(&excluded);
+    let endpoints = Candidates::new(&metas, &services).excluding(&excluded);
     for _ in 0..1000 {
         assert_eq!(Pick::<(), ()>::pick(&wrr, &table, &endpoints, &()), Some(1));
     }
@@ -316,7 +316,7 @@ fn stale_tables_never_return_a_missing_endpoint() {
     let wrr = WeightedRoundRobin::new();
     let table = wrr.prepare(&metas(&[1, 1, 1, 1]));
     let metas = metas(&[1]);
-    let endpoints = Endpoints::new(&metas, &[()]);
+    let endpoints = Candidates::new(&metas, &[()]);
     for _ in 0..8 {
         assert_eq!(Pick::<(), ()>::pick(&wrr, &table, &endpoints, &()), Some(0));
     }

@@ -33,7 +33,7 @@ fn no_endpoint_exceeds_the_bound_while_load_builds_up() {
     let metas = metas(&[1; 10]);
     let services = idle(10);
     let ring = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let rng = Rng::from_seed(21);
     let hot = plain().pick(&ring, &endpoints, &7).unwrap();
     for total in 1..=2000u32 {
@@ -57,7 +57,7 @@ fn each_placement_respects_the_bound_as_requests_come_and_go() {
     let metas = metas(&weights);
     let services = idle(weights.len());
     let ring = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let rng = Rng::from_seed(5);
     let mut in_flight = VecDeque::new();
     for _ in 0..5000 {
@@ -83,7 +83,7 @@ fn keys_stay_on_their_endpoint_while_it_has_room() {
     let metas = metas(&[1; 5]);
     let services = idle(5);
     let ring = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     for key in 0..500u64 {
         let i = picker.pick(&ring, &endpoints, &key).unwrap();
         assert_eq!(Some(i), plain().pick(&ring, &endpoints, &key));
@@ -119,7 +119,7 @@ fn a_missing_key_goes_round_robin_within_the_bound() {
     let metas = metas(&[1; 3]);
     let services = idle(3);
     let ring = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let picks: Vec<_> = (0..6)
         .map(|_| picker.pick(&ring, &endpoints, &None).unwrap())
         .collect();
@@ -142,16 +142,16 @@ fn exclusions_and_empty_sets() {
     let services = idle(3);
     let ring = picker.prepare(&metas);
     let excluded = key_hashes(&metas, &[0]);
-    let retry = Endpoints::new(&metas, &services).excluding(&excluded);
+    let retry = Candidates::new(&metas, &services).excluding(&excluded);
     for key in 0..100u64 {
         assert_eq!(picker.pick(&ring, &retry, &key), Some(2));
     }
     let all = key_hashes(&metas, &[0, 2]);
-    let none = Endpoints::new(&metas, &services).excluding(&all);
+    let none = Candidates::new(&metas, &services).excluding(&all);
     assert_eq!(picker.pick(&ring, &none, &1), None);
     let empty = picker.prepare(&[]);
     assert_eq!(
-        picker.pick(&empty, &Endpoints::<Counted>::new(&[], &[]), &1),
+        picker.pick(&empty, &Candidates::<Counted>::new(&[], &[]), &1),
         None
     );
 }
@@ -162,17 +162,17 @@ fn loads_that_are_not_numbers_count_as_busy() {
     let metas = metas(&[1; 3]);
     let ring = picker.prepare(&metas);
     let services = [Fixed(f64::NAN), Fixed(2.0), Fixed(f64::INFINITY)];
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     for key in 0..100u64 {
         assert_eq!(picker.pick(&ring, &endpoints, &key), Some(1));
     }
     // With nothing finite anywhere, some allowed endpoint is still chosen.
     let services = [Fixed(f64::NAN), Fixed(f64::NAN), Fixed(f64::INFINITY)];
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     assert!(picker.pick(&ring, &endpoints, &3).is_some());
     // A negative load counts as idle.
     let services = [Fixed(-5.0), Fixed(1.0), Fixed(1.0)];
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let mut c = [0; 3];
     for key in 0..300u64 {
         c[picker.pick(&ring, &endpoints, &key).unwrap()] += 1;
@@ -190,7 +190,7 @@ fn a_large_set_keeps_near_the_bound_with_a_sampled_mean() {
     let metas = metas(&[1; 256]);
     let services = idle(256);
     let ring = picker.prepare(&metas);
-    let endpoints = Endpoints::new(&metas, &services);
+    let endpoints = Candidates::new(&metas, &services);
     let rng = Rng::from_seed(22);
     for _ in 0..256 * 20 {
         let i = picker.pick(&ring, &endpoints, &skewed(&rng)).unwrap();
@@ -202,11 +202,11 @@ fn a_large_set_keeps_near_the_bound_with_a_sampled_mean() {
 
     // Every endpoint but one excluded: that one, whatever the window read.
     let others = key_hashes(&metas, &(1..256).collect::<Vec<_>>());
-    let retry = Endpoints::new(&metas, &services).excluding(&others);
+    let retry = Candidates::new(&metas, &services).excluding(&others);
     for key in 0..50 {
         assert_eq!(picker.pick(&ring, &retry, &key), Some(0));
     }
     let all = key_hashes(&metas, &(0..256).collect::<Vec<_>>());
-    let none = Endpoints::new(&metas, &services).excluding(&all);
+    let none = Candidates::new(&metas, &services).excluding(&all);
     assert_eq!(picker.pick(&ring, &none, &1), None);
 }

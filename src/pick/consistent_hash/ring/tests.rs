@@ -2,7 +2,7 @@ use super::*;
 use crate::pick::testing::keyed_metas;
 use crate::util::Rng;
 
-fn metas(weights: &[u32]) -> Vec<Meta> {
+fn metas(weights: &[u32]) -> Vec<EndpointInfo> {
     keyed_metas(weights, |i| 1000 + i as u64)
 }
 
@@ -30,8 +30,8 @@ fn successor_matches_a_binary_search() {
 
 #[test]
 fn points_depend_on_keys_not_indices() {
-    let a = [Meta::new(7, 1), Meta::new(9, 2)];
-    let b = [Meta::new(9, 2), Meta::new(7, 1)];
+    let a = [EndpointInfo::new(7, 1), EndpointInfo::new(9, 2)];
+    let b = [EndpointInfo::new(9, 2), EndpointInfo::new(7, 1)];
     let (ra, rb) = (HashRing::build(&a, 50), HashRing::build(&b, 50));
     assert_eq!(ra.fractions, rb.fractions);
     let swapped: Vec<usize> = (0..rb.len()).map(|p| 1 - rb.owner(p)).collect();

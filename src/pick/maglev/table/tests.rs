@@ -38,7 +38,7 @@ fn fill_uses_every_slot_and_meets_every_target() {
 
 #[test]
 fn wide_entries_match_narrow_ones() {
-    let metas: Vec<Meta> = (0..5).map(|i| Meta::new(mix64(i), 1)).collect();
+    let metas: Vec<EndpointInfo> = (0..5).map(|i| EndpointInfo::new(mix64(i), 1)).collect();
     let narrow = MaglevTable::build(&metas, 97);
     let Entries::Narrow(entries) = &narrow.entries else {
         panic!("five endpoints fit two bytes");
@@ -47,7 +47,7 @@ fn wide_entries_match_narrow_ones() {
         entries: Entries::Wide(entries.iter().map(|&e| u32::from(e)).collect()),
         members: narrow.members.clone(),
     };
-    let endpoints = Endpoints::new(&metas, &[(); 5]);
+    let endpoints = Candidates::new(&metas, &[(); 5]);
     for slot in 0..narrow.len() {
         assert_eq!(narrow.entry(slot), wide.entry(slot));
         assert_eq!(narrow.owner(slot), Some(narrow.entry(slot)));

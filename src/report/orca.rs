@@ -1,5 +1,5 @@
 //! ORCA load reports: the `endpoint-load-metrics` header and the gRPC
-//! trailer `endpoint-load-metrics-bin`, read into a [`LoadReport`].
+//! trailer `endpoint-load-metrics-bin`, read into a [`Report`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,7 +8,7 @@ use base64::Engine;
 use http::HeaderName;
 use prost::Message;
 
-use crate::endpoint::LoadReport;
+use crate::endpoint::Report;
 
 /// The response header of a load report in text form: `endpoint-load-metrics`.
 pub const LOAD_METRICS_HEADER: HeaderName = HeaderName::from_static("endpoint-load-metrics");
@@ -88,20 +88,20 @@ pub struct OrcaLoadReport {
 ///
 /// The named metrics [`QUEUE_METRIC`], [`RUNNING_METRIC`] and
 /// [`KV_CACHE_METRIC`] fill the report's queue, running requests and KV
-/// use; other named metrics go to [`LoadReport::named`] (left `None` when
+/// use; other named metrics go to [`Report::named`] (left `None` when
 /// there are none). Never panics; allocates only for other named metrics.
 ///
 /// ```
-/// use tower_lb::metrics::parse_header;
+/// use tower_lb::report::parse_header;
 ///
 /// let report = parse_header(b"TEXT named_metrics.kv_cache_usage_perc=0.42, named_metrics.num_requests_waiting=3").unwrap();
 /// assert_eq!((report.queue, report.kv_cache_use), (Some(3), Some(0.42)));
 /// assert!(parse_header(b"TEXT kv=").is_err());
 /// ```
-pub fn parse_header(value: &[u8]) -> Result<LoadReport, BadReport> {
+pub fn parse_header(value: &[u8]) -> Result<Report, BadReport> {
     let value = trim(value);
     if value == b"TEXT" || value == b"JSON" || value == b"BIN" {
-        return Ok(LoadReport::default());
+        return Ok(Report::default());
     }
     if let Some(rest) = value.strip_prefix(b"TEXT ") {
         parse_text(rest)
@@ -119,10 +119,10 @@ pub fn parse_header(value: &[u8]) -> Result<LoadReport, BadReport> {
 
 /// Reads a serialized `OrcaLoadReport` (the gRPC trailer's value, once
 /// base64-decoded by the transport).
-pub fn parse_binary(bytes: &[u8]) -> Result<LoadReport, BadReport> {
+pub fn parse_binary(bytes: &[u8]) -> Result<Report, BadReport> {
     let orca =
         OrcaLoadReport::decode(bytes).map_err(|_| BadReport::new("not an OrcaLoadReport"))?;
-    let mut report = LoadReport::default();
+    let mut report = Report::default();
     set_standard(&mut report, "cpu_utilization", orca.cpu_utilization);
     set_standard(
         &mut report,
@@ -137,8 +137,8 @@ pub fn parse_binary(bytes: &[u8]) -> Result<LoadReport, BadReport> {
     Ok(report)
 }
 
-fn parse_text(text: &[u8]) -> Result<LoadReport, BadReport> {
-    let mut report = LoadReport::default();
+fn parse_text(text: &[u8]) -> Result<Report, BadReport> {
+    let mut report = Report::default();
     let text = trim(text);
     if text.is_empty() {
         return Ok(report);
@@ -164,13 +164,13 @@ fn parse_text(text: &[u8]) -> Result<LoadReport, BadReport> {
     Ok(report)
 }
 
-fn parse_json(json: &[u8]) -> Result<LoadReport, BadReport> {
+fn parse_json(json: &[u8]) -> Result<Report, BadReport> {
     let value: serde_json::Value =
         serde_json::from_slice(json).map_err(|_| BadReport::new("JSON report is not JSON"))?;
     let serde_json::Value::Object(fields) = value else {
         return Err(BadReport::new("JSON report is not an object"));
     };
-    let mut report = LoadReport::default();
+    let mut report = Report::default();
     for (key, value) in &fields {
         match value {
             serde_json::Value::Number(n) => {
@@ -194,7 +194,7 @@ fn parse_json(json: &[u8]) -> Result<LoadReport, BadReport> {
     Ok(report)
 }
 
-fn set_standard(report: &mut LoadReport, key: &str, value: f64) {
+fn set_standard(report: &mut Report, key: &str, value: f64) {
     let value = value as f32;
     match key {
         "application_utilization" if value > 0.0 => report.utilization = Some(value),
@@ -206,7 +206,7 @@ fn set_standard(report: &mut LoadReport, key: &str, value: f64) {
     }
 }
 
-fn set_named(report: &mut LoadReport, name: &str, value: f64) {
+fn set_named(report: &mut Report, name: &str, value: f64) {
     match name {
         QUEUE_METRIC => report.queue = Some(count(value)),
         RUNNING_METRIC => report.running = Some(count(value)),

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::pick::{BlockConfig, PromptBlocks};
+use crate::pick::llm::{BlockConfig, PromptBlocks};
 
 /// Separates a message's role from its content, and messages from each
 /// other, in the hashed text: bytes that JSON text cannot hold unescaped,

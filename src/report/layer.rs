@@ -15,19 +15,19 @@ use super::orca::{
     parse_binary, parse_header, BadReport, LOAD_METRICS_BIN_TRAILER, LOAD_METRICS_FORMAT_HEADER,
     LOAD_METRICS_HEADER,
 };
-use crate::endpoint::EndpointMetrics;
+use crate::endpoint::ReportCell;
 
-/// Wraps one endpoint in [`LoadReports`], which records the load reports
+/// Wraps one endpoint in [`Orca`], which records the load reports
 /// of its answers into `metrics`.
 #[derive(Clone, Debug)]
-pub struct LoadReportLayer {
-    metrics: EndpointMetrics,
+pub struct OrcaLayer {
+    metrics: ReportCell,
     format: Option<HeaderValue>,
 }
 
-impl LoadReportLayer {
+impl OrcaLayer {
     /// Records into `metrics`; asks for reports in `TEXT` form.
-    pub fn new(metrics: EndpointMetrics) -> Self {
+    pub fn new(metrics: ReportCell) -> Self {
         Self {
             metrics,
             format: Some(HeaderValue::from_static("TEXT")),
@@ -43,11 +43,11 @@ impl LoadReportLayer {
     }
 }
 
-impl<S> Layer<S> for LoadReportLayer {
-    type Service = LoadReports<S>;
+impl<S> Layer<S> for OrcaLayer {
+    type Service = Orca<S>;
 
-    fn layer(&self, inner: S) -> LoadReports<S> {
-        LoadReports {
+    fn layer(&self, inner: S) -> Orca<S> {
+        Orca {
             inner,
             metrics: self.metrics.clone(),
             format: self.format.clone(),
@@ -57,7 +57,7 @@ impl<S> Layer<S> for LoadReportLayer {
 
 /// An HTTP endpoint whose answers' load reports (the
 /// `endpoint-load-metrics` header, the `endpoint-load-metrics-bin`
-/// trailer) are recorded into an [`EndpointMetrics`]; see the
+/// trailer) are recorded into an [`ReportCell`]; see the
 /// [module docs](super).
 ///
 /// A report that cannot be read keeps the last good values (and their
@@ -69,15 +69,15 @@ impl<S> Layer<S> for LoadReportLayer {
 /// 100 ns for a two-metric `TEXT` report, see `docs/benchmarks.md`); the
 /// body is wrapped to look at trailers.
 #[derive(Clone, Debug)]
-pub struct LoadReports<S> {
+pub struct Orca<S> {
     inner: S,
-    metrics: EndpointMetrics,
+    metrics: ReportCell,
     format: Option<HeaderValue>,
 }
 
-impl<S> LoadReports<S> {
+impl<S> Orca<S> {
     /// The record this endpoint's reports go to.
-    pub fn metrics(&self) -> &EndpointMetrics {
+    pub fn cell(&self) -> &ReportCell {
         &self.metrics
     }
 
@@ -87,11 +87,11 @@ impl<S> LoadReports<S> {
     }
 }
 
-impl<S, B, RB> Service<http::Request<B>> for LoadReports<S>
+impl<S, B, RB> Service<http::Request<B>> for Orca<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
 {
-    type Response = http::Response<ReportingBody<RB>>;
+    type Response = http::Response<OrcaBody<RB>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -113,12 +113,12 @@ where
 }
 
 pin_project! {
-    /// The future of [`LoadReports`]: reads the report in the answer's
+    /// The future of [`Orca`]: reads the report in the answer's
     /// headers.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        metrics: Option<EndpointMetrics>,
+        metrics: Option<ReportCell>,
     }
 }
 
@@ -134,7 +134,7 @@ impl<F, RB, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<http::Response<RB>, E>>,
 {
-    type Output = Result<http::Response<ReportingBody<RB>>, E>;
+    type Output = Result<http::Response<OrcaBody<RB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -149,12 +149,12 @@ where
             }
             None => None,
         };
-        Poll::Ready(Ok(response.map(|inner| ReportingBody { inner, metrics })))
+        Poll::Ready(Ok(response.map(|inner| OrcaBody { inner, metrics })))
     }
 }
 
 /// Records a parsed report, or logs a bad one once per burst.
-fn record(metrics: &EndpointMetrics, parsed: Result<crate::endpoint::LoadReport, BadReport>) {
+fn record(metrics: &ReportCell, parsed: Result<crate::endpoint::Report, BadReport>) {
     match parsed {
         Ok(report) => metrics.record(&report),
         Err(error) => {
@@ -166,7 +166,7 @@ fn record(metrics: &EndpointMetrics, parsed: Result<crate::endpoint::LoadReport,
 }
 
 /// Reads a gRPC `-bin` trailer: base64 with or without padding.
-fn read_trailers(metrics: &EndpointMetrics, trailers: &HeaderMap) {
+fn read_trailers(metrics: &ReportCell, trailers: &HeaderMap) {
     let Some(value) = trailers.get(LOAD_METRICS_BIN_TRAILER) else {
         return;
     };
@@ -186,29 +186,29 @@ fn read_trailers(metrics: &EndpointMetrics, trailers: &HeaderMap) {
 pin_project! {
     /// An answer body that records the load report of its trailers
     /// (`endpoint-load-metrics-bin`), if any.
-    pub struct ReportingBody<B> {
+    pub struct OrcaBody<B> {
         #[pin]
         inner: B,
-        metrics: Option<EndpointMetrics>,
+        metrics: Option<ReportCell>,
     }
 }
 
-impl<B> ReportingBody<B> {
+impl<B> OrcaBody<B> {
     /// The wrapped body.
     pub fn into_inner(self) -> B {
         self.inner
     }
 }
 
-impl<B: fmt::Debug> fmt::Debug for ReportingBody<B> {
+impl<B: fmt::Debug> fmt::Debug for OrcaBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReportingBody")
+        f.debug_struct("OrcaBody")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
     }
 }
 
-impl<B: Body> Body for ReportingBody<B> {
+impl<B: Body> Body for OrcaBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 

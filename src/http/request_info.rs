@@ -15,9 +15,9 @@ use tower::Service;
 use tower_layer::Layer;
 
 use crate::error::BoxError;
-use crate::pick::BlockConfig;
+use crate::pick::llm::BlockConfig;
 
-pub use self::error::PromptFactsError;
+pub use self::error::RequestInfoError;
 pub use self::future::ResponseFuture;
 
 /// The body the inner service gets: the bytes read, unchanged, or the
@@ -25,15 +25,15 @@ pub use self::future::ResponseFuture;
 pub type PromptBody<B> = Either<Full<Bytes>, B>;
 
 /// Request bodies larger than this are refused unless
-/// [`PromptFactsLayer::max_body`] says otherwise: 1 MiB.
+/// [`AddRequestInfoLayer::max_body`] says otherwise: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 
 /// Reads the JSON body of OpenAI-compatible requests and puts what routing
 /// needs in the request's extensions:
 ///
-/// * a [`RequestFacts`](crate::pick::RequestFacts) with the body's `model`
+/// * a [`RequestInfo`](crate::pick::llm::RequestInfo) with the body's `model`
 ///   (or the `x-model` header's) and the adapter and priority headers;
-/// * [`PromptBlocks`](crate::pick::PromptBlocks): the chained block hashes
+/// * [`PromptBlocks`](crate::pick::llm::PromptBlocks): the chained block hashes
 ///   of `prompt` (`/v1/completions`; text or a list of texts) or of
 ///   `messages` in order, each as its role and its content
 ///   (`/v1/chat/completions`).
@@ -41,10 +41,10 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// Then it forwards the body byte for byte (as [`PromptBody::Left`]).
 ///
 /// * A body declared or found larger than the limit (1 MiB by default)
-///   fails with [`PromptFactsError::TooLarge`] (413) before the rest is
+///   fails with [`RequestInfoError::TooLarge`] (413) before the rest is
 ///   read.
 /// * A body whose `content-type` says JSON but that does not parse fails
-///   with [`PromptFactsError::Malformed`] (400), whose message says where.
+///   with [`RequestInfoError::Malformed`] (400), whose message says where.
 /// * A body whose `content-type` names something else is not read: it is
 ///   forwarded as it streams ([`PromptBody::Right`]), without prompt facts.
 ///   So is an empty body. Without a `content-type`, a body that parses as
@@ -58,15 +58,15 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 ///
 /// ```
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
-/// use tower_lb::http::{PromptBody, PromptFactsLayer};
-/// use tower_lb::pick::{PromptBlocks, ScoredRequest};
+/// use tower_lb::http::{PromptBody, AddRequestInfoLayer};
+/// use tower_lb::pick::{llm::{PromptBlocks, ScoredRequest}};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let service = ServiceBuilder::new().layer(PromptFactsLayer::new()).service(service_fn(
+/// let service = ServiceBuilder::new().layer(AddRequestInfoLayer::new()).service(service_fn(
 ///     |request: http::Request<PromptBody<String>>| async move {
 ///         let blocks = request.extensions().get::<PromptBlocks>().map_or(0, |b| b.len());
-///         let model = request.facts().model.map(str::to_owned);
+///         let model = request.info().model.map(str::to_owned);
 ///         Ok::<_, std::convert::Infallible>(http::Response::new(format!("{model:?} {blocks}")))
 ///     },
 /// ));
@@ -80,18 +80,18 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// # }
 /// ```
 #[derive(Clone, Debug)]
-pub struct PromptFactsLayer {
+pub struct AddRequestInfoLayer {
     max_body: usize,
     blocks: BlockConfig,
 }
 
-impl Default for PromptFactsLayer {
+impl Default for AddRequestInfoLayer {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl PromptFactsLayer {
+impl AddRequestInfoLayer {
     /// A 1 MiB limit and the default [`BlockConfig`].
     #[must_use]
     pub fn new() -> Self {
@@ -117,28 +117,28 @@ impl PromptFactsLayer {
     }
 }
 
-impl<S> Layer<S> for PromptFactsLayer {
-    type Service = PromptFacts<S>;
+impl<S> Layer<S> for AddRequestInfoLayer {
+    type Service = AddRequestInfo<S>;
 
-    fn layer(&self, inner: S) -> PromptFacts<S> {
-        PromptFacts {
+    fn layer(&self, inner: S) -> AddRequestInfo<S> {
+        AddRequestInfo {
             inner,
             layer: self.clone(),
         }
     }
 }
 
-/// The service of [`PromptFactsLayer`].
+/// The service of [`AddRequestInfoLayer`].
 #[derive(Clone, Debug)]
-pub struct PromptFacts<S> {
+pub struct AddRequestInfo<S> {
     inner: S,
-    layer: PromptFactsLayer,
+    layer: AddRequestInfoLayer,
 }
 
-impl<S> PromptFacts<S> {
+impl<S> AddRequestInfo<S> {
     /// Wraps `inner` with the default settings.
     pub fn new(inner: S) -> Self {
-        PromptFactsLayer::new().layer(inner)
+        AddRequestInfoLayer::new().layer(inner)
     }
 }
 
@@ -169,7 +169,7 @@ fn declared<B>(request: &Request<B>) -> Declared {
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for PromptFacts<S>
+impl<S, B, ResBody> Service<Request<B>> for AddRequestInfo<S>
 where
     S: Service<Request<PromptBody<B>>, Response = http::Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
@@ -197,7 +197,7 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if length.is_some_and(|n| n > self.layer.max_body as u64) {
-            return ResponseFuture::fail(PromptFactsError::TooLarge {
+            return ResponseFuture::fail(RequestInfoError::TooLarge {
                 limit: self.layer.max_body,
             });
         }

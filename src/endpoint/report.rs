@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 mod facts;
 
-pub use self::facts::{Extra, LoadFacts, LoadReport};
+pub use self::facts::{Report, ReportDetails, ReportSnapshot};
 
 /// How long a report counts by default: 200 ms.
 pub const DEFAULT_STALENESS: Duration = Duration::from_millis(200);
@@ -21,19 +21,19 @@ pub const DEFAULT_STALENESS: Duration = Duration::from_millis(200);
 /// Cloning is a reference-count increment; every clone reads and writes the
 /// same record.
 ///
-/// An [`EndpointMetrics`] is one endpoint's shared record of what the server
+/// An [`ReportCell`] is one endpoint's shared record of what the server
 /// says about its own load: its waiting queue, its running requests, its
 /// KV-cache use, its ORCA utilisation and request rate, named metrics, the
 /// models it serves and the adapters it has loaded, and when it last said so.
 /// Sources above the contract fill it (the `metrics` module, feature
 /// `metrics`: ORCA load reports in answers, a Prometheus poller, or your own
 /// code); pickers read it through
-/// [`Endpoint::metrics`](super::Endpoint::metrics).
+/// [`Endpoint::report`](super::Endpoint::report).
 ///
 /// # Reading is an atomic load
 ///
 /// The numbers live in four `AtomicU64` words, written as a whole by
-/// [`EndpointMetrics::record`] and read by [`EndpointMetrics::load`] without
+/// [`ReportCell::record`] and read by [`ReportCell::current`] without
 /// a lock. A reader racing a writer can see the queue of one report with the
 /// KV use of the next: each number is always one a server reported. The
 /// rarely changing parts (named metrics, models, adapters) sit behind an
@@ -42,35 +42,35 @@ pub const DEFAULT_STALENESS: Duration = Duration::from_millis(200);
 /// # Staleness
 ///
 /// A fact older than the record's staleness bound (200 ms by default, see
-/// [`EndpointMetrics::with_staleness`]) is not returned: [`load`] answers
+/// [`ReportCell::with_staleness`]) is not returned: [`load`] answers
 /// `None`, as it does before the first report, and pickers fall back to the
 /// client's own count of requests in flight.
 ///
-/// [`load`]: EndpointMetrics::load
+/// [`load`]: ReportCell::current
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_lb::endpoint::{EndpointMetrics, LoadReport};
+/// use tower_lb::endpoint::{ReportCell, Report};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
-/// let metrics = EndpointMetrics::new();
-/// assert!(metrics.load().is_none(), "nothing measured yet");
+/// let metrics = ReportCell::new();
+/// assert!(metrics.current().is_none(), "nothing measured yet");
 ///
-/// metrics.record(&LoadReport {
+/// metrics.record(&Report {
 ///     queue: Some(3),
 ///     kv_cache_use: Some(0.42),
-///     ..LoadReport::default()
+///     ..Report::default()
 /// });
-/// let facts = metrics.load().expect("fresh");
+/// let facts = metrics.current().expect("fresh");
 /// assert_eq!((facts.queue, facts.kv_cache_use), (3, 0.42));
 ///
 /// tokio::time::advance(Duration::from_millis(201)).await;
-/// assert!(metrics.load().is_none(), "stale after 200 ms");
+/// assert!(metrics.current().is_none(), "stale after 200 ms");
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct EndpointMetrics {
+pub struct ReportCell {
     shared: Arc<Shared>,
 }
 
@@ -92,16 +92,16 @@ struct Shared {
     reporting_since: AtomicU64,
     /// [`clock_ms`] of the last bad report logged.
     garbage_logged: AtomicU64,
-    extra: ArcSwap<Extra>,
+    extra: ArcSwap<ReportDetails>,
 }
 
-impl Default for EndpointMetrics {
+impl Default for ReportCell {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl EndpointMetrics {
+impl ReportCell {
     /// An empty record whose reports count for [`DEFAULT_STALENESS`].
     pub fn new() -> Self {
         Self::with_staleness(DEFAULT_STALENESS)
@@ -122,7 +122,7 @@ impl EndpointMetrics {
                 rates: AtomicU64::new(0),
                 measured_at: AtomicU64::new(0),
                 reporting_since: AtomicU64::new(0),
-                extra: ArcSwap::from_pointee(Extra::default()),
+                extra: ArcSwap::from_pointee(ReportDetails::default()),
                 garbage_logged: AtomicU64::new(0),
             }),
         }
@@ -136,7 +136,7 @@ impl EndpointMetrics {
     /// Records `report`, stamped now. Absent fields keep their values; an
     /// empty report still refreshes the time (the server answered and had
     /// nothing new to say).
-    pub fn record(&self, report: &LoadReport) {
+    pub fn record(&self, report: &Report) {
         let s = &*self.shared;
         if report.queue.is_some() || report.running.is_some() {
             let old = s.requests.load(Ordering::Relaxed);
@@ -166,7 +166,7 @@ impl EndpointMetrics {
             || report.max_adapters.is_some()
         {
             let current = s.extra.load();
-            let next = Extra {
+            let next = ReportDetails {
                 named: report
                     .named
                     .clone()
@@ -194,28 +194,28 @@ impl EndpointMetrics {
 
     /// Marks the record as just refreshed without changing a value.
     pub fn touch(&self) {
-        self.record(&LoadReport::default());
+        self.record(&Report::default());
     }
 
     /// The last report, if one arrived within the staleness bound.
     #[inline]
-    pub fn load(&self) -> Option<LoadFacts> {
-        self.load_at(Instant::now())
+    pub fn current(&self) -> Option<ReportSnapshot> {
+        self.current_at(Instant::now())
     }
 
-    /// [`load`](Self::load) as of `now`, so a picker reads the clock once
+    /// [`load`](Self::current) as of `now`, so a picker reads the clock once
     /// for all endpoints.
     #[inline]
-    pub fn load_at(&self, now: Instant) -> Option<LoadFacts> {
+    pub fn current_at(&self, now: Instant) -> Option<ReportSnapshot> {
         self.last_at(now)
             .filter(|facts| facts.age.as_millis() <= u128::from(self.shared.staleness_ms))
     }
 
     /// The last report as of `now` whatever its age (see
-    /// [`LoadFacts::age`]); `None` before the first. For pickers that apply
+    /// [`ReportSnapshot::age`]); `None` before the first. For pickers that apply
     /// their own expiry, such as weighted round robin from load reports.
     #[inline]
-    pub fn last_at(&self, now: Instant) -> Option<LoadFacts> {
+    pub fn last_at(&self, now: Instant) -> Option<ReportSnapshot> {
         let s = &*self.shared;
         let at = s.measured_at.load(Ordering::Acquire);
         if at == 0 {
@@ -225,7 +225,7 @@ impl EndpointMetrics {
         let requests = s.requests.load(Ordering::Relaxed);
         let (kv_cache_use, utilization) = unpack_f32(s.usage.load(Ordering::Relaxed));
         let (qps, eps) = unpack_f32(s.rates.load(Ordering::Relaxed));
-        Some(LoadFacts {
+        Some(ReportSnapshot {
             queue: (requests >> 32) as u32,
             running: requests as u32,
             kv_cache_use,
@@ -259,7 +259,7 @@ impl EndpointMetrics {
 
     /// The rarely changing part: named metrics, models, adapters. A lock-free
     /// load; hold the guard briefly.
-    pub fn extra(&self) -> arc_swap::Guard<Arc<Extra>> {
+    pub fn details(&self) -> arc_swap::Guard<Arc<ReportDetails>> {
         self.shared.extra.load()
     }
 
@@ -297,10 +297,10 @@ impl EndpointMetrics {
     }
 }
 
-impl fmt::Debug for EndpointMetrics {
+impl fmt::Debug for ReportCell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EndpointMetrics")
-            .field("facts", &self.load())
+        f.debug_struct("ReportCell")
+            .field("report", &self.current())
             .field("age", &self.age())
             .field("staleness", &self.staleness())
             .finish()

@@ -1,10 +1,10 @@
 //! Sources of endpoint metrics (feature `metrics`): what model servers say
 //! about their own load, written into each endpoint's
-//! [`EndpointMetrics`](crate::endpoint::EndpointMetrics) record, which the
-//! [`Scored`](crate::pick::Scored) and
+//! [`ReportCell`](crate::endpoint::ReportCell) record, which the
+//! [`Scored`](crate::pick::llm::Scored) and
 //! [`ReportWeighted`](crate::pick::ReportWeighted) pickers read.
 //!
-//! * **Load reports in answers (ORCA).** [`LoadReportLayer`] wraps one
+//! * **Load reports in answers (ORCA).** [`OrcaLayer`] wraps one
 //!   endpoint: it asks for a report on every request
 //!   (`endpoint-load-metrics-format: TEXT`, optional) and reads the answer's
 //!   `endpoint-load-metrics` header (`TEXT`, `JSON` or `BIN` form, as vLLM
@@ -15,13 +15,13 @@
 //!   SGLang and TGI names ([`Mapping`]) and room for your own.
 //!
 //! Both keep the last good values when a report or page is garbage, log
-//! that once per burst ([`EndpointMetrics::should_log_garbage`]) and never
+//! that once per burst ([`ReportCell::should_log_garbage`]) and never
 //! panic; `fuzz/fuzz_targets/orca_header.rs` and `prometheus_page.rs` hold
 //! them to it. A record whose last report is older than its staleness bound
 //! is ignored by the pickers, which then fall back to the client's own
 //! count of requests in flight.
 //!
-//! [`EndpointMetrics::should_log_garbage`]: crate::endpoint::EndpointMetrics::should_log_garbage
+//! [`ReportCell::should_log_garbage`]: crate::endpoint::ReportCell::should_log_garbage
 //!
 //! # Example
 //!
@@ -29,8 +29,8 @@
 //! use std::convert::Infallible;
 //!
 //! use tower::{service_fn, Layer, Service, ServiceExt};
-//! use tower_lb::endpoint::{Endpoint, EndpointMetrics, Weighted};
-//! use tower_lb::metrics::LoadReportLayer;
+//! use tower_lb::endpoint::{Endpoint, ReportCell, Weighted};
+//! use tower_lb::report::OrcaLayer;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Infallible> {
@@ -41,11 +41,11 @@
 //!         .unwrap();
 //!     Ok::<_, Infallible>(answer)
 //! });
-//! let metrics = EndpointMetrics::new();
+//! let metrics = ReportCell::new();
 //! let mut endpoint =
-//!     Weighted::new(LoadReportLayer::new(metrics.clone()).layer(server), 1).with_metrics(metrics);
+//!     Weighted::new(OrcaLayer::new(metrics.clone()).layer(server), 1).with_report(metrics);
 //! endpoint.ready().await?.call(http::Request::new(())).await?;
-//! assert_eq!(endpoint.metrics().and_then(|m| m.load()).map(|f| f.queue), Some(2));
+//! assert_eq!(endpoint.report().and_then(|m| m.current()).map(|f| f.queue), Some(2));
 //! # Ok(())
 //! # }
 //! ```
@@ -55,7 +55,7 @@ mod orca;
 mod poller;
 mod prometheus;
 
-pub use self::layer::{LoadReportLayer, LoadReports, ReportingBody, ResponseFuture};
+pub use self::layer::{Orca, OrcaBody, OrcaLayer, ResponseFuture};
 pub use self::orca::{
     parse_binary, parse_header, BadReport, OrcaLoadReport, KV_CACHE_METRIC,
     LOAD_METRICS_BIN_TRAILER, LOAD_METRICS_FORMAT_HEADER, LOAD_METRICS_HEADER, QUEUE_METRIC,

@@ -101,6 +101,34 @@ impl BlockIndex {
         }
     }
 
+    /// When `hash` was last inserted or refreshed (the index's clock), if
+    /// it is held.
+    pub(crate) fn stamp(&self, hash: u64) -> Option<u64> {
+        let tag = Self::tag(hash);
+        self.set(hash)
+            .iter()
+            .find(|e| e.tag.load(Relaxed) == tag)
+            .map(|e| e.stamp.load(Relaxed))
+    }
+
+    /// Forgets every block last inserted or refreshed at or before `stamp`:
+    /// a server whose cache evicts least recently used blocks first no
+    /// longer holds any of them once it has evicted one of that age.
+    /// `O(capacity)`.
+    pub(crate) fn forget_up_to(&self, stamp: u64) {
+        for set in self.sets.iter() {
+            for e in set {
+                let tag = e.tag.load(Relaxed);
+                if tag != 0
+                    && e.stamp.load(Relaxed) <= stamp
+                    && e.tag.compare_exchange(tag, 0, Relaxed, Relaxed).is_ok()
+                {
+                    self.filled.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+    }
+
     /// How many leading blocks of `hashes` are held: the longest run from
     /// the first, found by bisection (`O(log n)` lookups).
     ///
@@ -180,5 +208,18 @@ mod tests {
         index.insert(&[5]);
         assert!(index.contains(1) && index.contains(5));
         assert!(!index.contains(2));
+    }
+
+    #[test]
+    fn forgetting_by_age_keeps_what_is_newer() {
+        let index = BlockIndex::new(1024);
+        index.insert(&[11, 12]);
+        index.insert(&[21, 22]);
+        index.insert(&[31]);
+        let cut = index.stamp(22).unwrap();
+        index.forget_up_to(cut);
+        assert!(!index.contains(11) && !index.contains(22));
+        assert!(index.contains(31));
+        assert_eq!(index.len(), 1);
     }
 }

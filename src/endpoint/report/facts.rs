@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 #[cfg(doc)]
-use super::EndpointMetrics;
+use super::ReportCell;
 
 /// The rarely changing part of an endpoint's metrics: read through
-/// [`EndpointMetrics::extra`].
+/// [`ReportCell::details`].
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Extra {
+pub struct ReportDetails {
     /// Metrics by name, as the server reported them (ORCA `named_metrics`,
     /// or the Prometheus names a mapping keeps).
     pub named: Vec<(Box<str>, f64)>,
@@ -21,7 +21,7 @@ pub struct Extra {
     pub max_adapters: Option<u32>,
 }
 
-impl Extra {
+impl ReportDetails {
     /// Whether the endpoint serves `model` (it names no models, or names it).
     pub fn serves(&self, model: &str) -> bool {
         self.models.is_empty() || self.models.iter().any(|m| &**m == model)
@@ -50,11 +50,11 @@ impl Extra {
 /// One report of an endpoint's load: each field present replaces the
 /// recorded one, each absent field keeps it.
 ///
-/// Values are checked by [`EndpointMetrics::record`]: a KV use outside
+/// Values are checked by [`ReportCell::record`]: a KV use outside
 /// `[0, 1]` is clamped to it, a non-finite or negative rate or utilisation
 /// is ignored.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct LoadReport {
+pub struct Report {
     /// Requests waiting in the server's queue.
     pub queue: Option<u32>,
     /// Requests the server is running.
@@ -78,17 +78,17 @@ pub struct LoadReport {
     pub models: Option<Vec<Box<str>>>,
 }
 
-impl LoadReport {
+impl Report {
     /// Whether the report carries no fact at all.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
 }
 
-/// What [`EndpointMetrics::load`] returns: the endpoint's last report, while
+/// What [`ReportCell::current`] returns: the endpoint's last report, while
 /// it is fresh.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LoadFacts {
+pub struct ReportSnapshot {
     /// Requests waiting in the server's queue (0 if never reported).
     pub queue: u32,
     /// Requests the server is running (0 if never reported).

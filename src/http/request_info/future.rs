@@ -1,4 +1,4 @@
-//! The response future of `PromptFacts`: read the body, then call.
+//! The response future of `AddRequestInfo`: read the body, then call.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,12 +11,12 @@ use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::{parse, PromptBody, PromptFactsError};
+use super::{parse, PromptBody, RequestInfoError};
 use crate::error::BoxError;
-use crate::pick::{BlockConfig, RequestFacts, ScoredRequest};
+use crate::pick::llm::{BlockConfig, RequestInfo, ScoredRequest};
 
 pin_project! {
-    /// The response future of [`PromptFacts`](super::PromptFacts).
+    /// The response future of [`AddRequestInfo`](super::AddRequestInfo).
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<PromptBody<B>>>,
@@ -47,7 +47,7 @@ pin_project! {
             future: S::Future,
         },
         Failed {
-            error: Option<PromptFactsError>,
+            error: Option<RequestInfoError>,
         },
     }
 }
@@ -71,7 +71,7 @@ where
         }
     }
 
-    pub(super) fn fail(error: PromptFactsError) -> Self {
+    pub(super) fn fail(error: RequestInfoError) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
         }
@@ -106,15 +106,15 @@ pub(super) fn request<B>(
     bytes: Bytes,
     blocks: BlockConfig,
     json: bool,
-) -> Result<Request<PromptBody<B>>, PromptFactsError> {
+) -> Result<Request<PromptBody<B>>, RequestInfoError> {
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(value) => {
             let (model, prompt) = parse::facts(&value, blocks);
             // Headers name the adapter and priority, and the model when the
             // body does not.
             let probe = Request::from_parts(parts, ());
-            let seen = probe.facts();
-            let facts = RequestFacts {
+            let seen = probe.info();
+            let facts = RequestInfo {
                 model: model.map(Into::into).or(seen.model.map(Into::into)),
                 adapter: seen.adapter.map(Into::into),
                 priority: seen.priority,
@@ -126,7 +126,7 @@ pub(super) fn request<B>(
             }
         }
         Err(e) if json => {
-            return Err(PromptFactsError::Malformed {
+            return Err(RequestInfoError::Malformed {
                 message: e.to_string(),
             })
         }
@@ -161,7 +161,7 @@ where
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
                             if read.len() + data.len() > *limit {
-                                let error = PromptFactsError::TooLarge { limit: *limit };
+                                let error = RequestInfoError::TooLarge { limit: *limit };
                                 state.set(State::Failed { error: Some(error) });
                                 continue;
                             }
@@ -169,7 +169,7 @@ where
                         }
                     }
                     Some(Err(e)) => {
-                        let error = PromptFactsError::Body(e.into());
+                        let error = RequestInfoError::Body(e.into());
                         state.set(State::Failed { error: Some(error) });
                     }
                     None => {

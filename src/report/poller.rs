@@ -13,13 +13,13 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::prometheus::Mapping;
-use crate::endpoint::EndpointMetrics;
+use crate::endpoint::ReportCell;
 
 /// The largest metrics page read: 4 MiB.
 const MAX_PAGE: usize = 4 << 20;
 
 /// Polls an endpoint's Prometheus page and records what it says into its
-/// [`EndpointMetrics`].
+/// [`ReportCell`].
 ///
 /// Settings: the page's path (`/metrics`), the interval (100 ms), the
 /// timeout of one poll (the interval), the [`Mapping`] of names (vLLM,
@@ -34,14 +34,14 @@ const MAX_PAGE: usize = 4 << 20;
 /// [`PollerHandle`] is dropped.
 ///
 /// ```no_run
-/// use tower_lb::endpoint::{EndpointMetrics, Weighted};
-/// use tower_lb::metrics::PrometheusPoller;
+/// use tower_lb::endpoint::{ReportCell, Weighted};
+/// use tower_lb::report::PrometheusPoller;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let metrics = EndpointMetrics::new();
+/// let metrics = ReportCell::new();
 /// let poller = PrometheusPoller::new().spawn("http://10.0.0.1:8000".parse().unwrap(), metrics.clone());
-/// let endpoint = Weighted::new((), 1).with_metrics(metrics);
+/// let endpoint = Weighted::new((), 1).with_report(metrics);
 /// // Keep `poller` as long as the endpoint is in the set.
 /// # drop((poller, endpoint));
 /// # }
@@ -106,7 +106,7 @@ impl PrometheusPoller {
     /// # Panics
     ///
     /// Outside a tokio runtime, as `tokio::spawn` does.
-    pub fn spawn(&self, base: Uri, metrics: EndpointMetrics) -> PollerHandle {
+    pub fn spawn(&self, base: Uri, metrics: ReportCell) -> PollerHandle {
         let uri = page_uri(&base, &self.path);
         let task = tokio::spawn(poll(self.clone(), uri, metrics));
         PollerHandle { task }
@@ -122,7 +122,7 @@ fn page_uri(base: &Uri, path: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-async fn poll(settings: PrometheusPoller, uri: Option<Uri>, metrics: EndpointMetrics) {
+async fn poll(settings: PrometheusPoller, uri: Option<Uri>, metrics: ReportCell) {
     let Some(uri) = uri else {
         tracing::warn!(path = %settings.path, "metrics poller: not a valid page address; not polling");
         return;
@@ -168,7 +168,7 @@ async fn fetch(client: &Client<HttpConnector, Empty<Bytes>>, uri: &Uri) -> Resul
     Ok(body.to_bytes())
 }
 
-fn log_failure(metrics: &EndpointMetrics, uri: &Uri, reason: &str) {
+fn log_failure(metrics: &ReportCell, uri: &Uri, reason: &str) {
     if metrics.should_log_garbage() {
         tracing::warn!(%uri, reason, "metrics poll failed; keeping the last values");
     }

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Endpoints, Meta};
+use super::{Candidates, EndpointInfo};
 
 /// Endpoints beyond this index are left out of hashing tables, so that every
 /// index and every table position fits a `u32`.
@@ -13,12 +13,12 @@ pub(crate) const MAX_INDEXED: usize = 1 << 31;
 
 /// The indices of the endpoints of non-zero weight, in index order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Members {
+pub(crate) struct WeightedIndices {
     indices: Box<[u32]>,
 }
 
-impl Members {
-    pub(crate) fn new(metas: &[Meta]) -> Self {
+impl WeightedIndices {
+    pub(crate) fn new(metas: &[EndpointInfo]) -> Self {
         Self {
             indices: metas
                 .iter()
@@ -59,7 +59,7 @@ impl Members {
     pub(crate) fn round_robin<S>(
         &self,
         cursor: &AtomicUsize,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
     ) -> Option<usize> {
         if self.indices.is_empty() {
             return None;
@@ -87,13 +87,13 @@ impl Members {
     pub(crate) fn first_allowed_after<S>(
         &self,
         index: usize,
-        endpoints: &Endpoints<'_, S>,
+        endpoints: &Candidates<'_, S>,
     ) -> Option<usize> {
         let start = self.indices.partition_point(|&i| i as usize <= index);
         self.first_allowed_from(start, endpoints)
     }
 
-    fn first_allowed_from<S>(&self, start: usize, endpoints: &Endpoints<'_, S>) -> Option<usize> {
+    fn first_allowed_from<S>(&self, start: usize, endpoints: &Candidates<'_, S>) -> Option<usize> {
         let (head, tail) = self.indices.split_at(start.min(self.indices.len()));
         tail.iter()
             .chain(head)
@@ -111,7 +111,7 @@ pub(crate) fn walk_allowed<S>(
     pos: usize,
     steps: usize,
     entry: impl Fn(usize) -> usize,
-    endpoints: &Endpoints<'_, S>,
+    endpoints: &Candidates<'_, S>,
 ) -> Option<usize> {
     let mut at = pos;
     for _ in 0..len.min(steps) {

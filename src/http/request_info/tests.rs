@@ -6,16 +6,16 @@ use http_body_util::{BodyExt, Full};
 use tower::{service_fn, Layer, ServiceExt};
 
 use super::*;
-use crate::pick::{PromptBlocks, RequestFacts};
+use crate::pick::llm::{PromptBlocks, RequestInfo};
 
 /// What the inner service saw: the body, the model, the number of blocks.
 async fn seen(
-    layer: PromptFactsLayer,
+    layer: AddRequestInfoLayer,
     request: Request<Full<Bytes>>,
 ) -> Result<(Bytes, Option<String>, Option<usize>), BoxError> {
     let service = layer.layer(service_fn(
         |request: Request<PromptBody<Full<Bytes>>>| async move {
-            let facts = request.extensions().get::<RequestFacts>().cloned();
+            let facts = request.extensions().get::<RequestInfo>().cloned();
             let blocks = request
                 .extensions()
                 .get::<PromptBlocks>()
@@ -41,7 +41,7 @@ async fn chat_messages_become_facts_and_the_body_passes_unchanged() {
     let body = format!(
         r#"{{"model":"llama","stream":true,"messages":[{{"role":"system","content":"{system}"}},{{"role":"user","content":[{{"type":"text","text":"hi"}}]}}]}}"#
     );
-    let (forwarded, model, blocks) = seen(PromptFactsLayer::new(), json(&body)).await.unwrap();
+    let (forwarded, model, blocks) = seen(AddRequestInfoLayer::new(), json(&body)).await.unwrap();
     assert_eq!(forwarded, body.as_bytes());
     assert_eq!(model.as_deref(), Some("llama"));
     assert_eq!(blocks, Some(4));
@@ -49,7 +49,7 @@ async fn chat_messages_become_facts_and_the_body_passes_unchanged() {
 
 #[tokio::test]
 async fn roles_are_part_of_the_prompt() {
-    let config = crate::pick::BlockConfig::default();
+    let config = crate::pick::llm::BlockConfig::default();
     let text = "t".repeat(200);
     let as_role = |role: &str| {
         let body = serde_json::json!({"messages": [{"role": role, "content": text}]});
@@ -61,12 +61,12 @@ async fn roles_are_part_of_the_prompt() {
 #[tokio::test]
 async fn malformed_json_is_refused_with_400_and_a_clear_message() {
     let error = seen(
-        PromptFactsLayer::new(),
+        AddRequestInfoLayer::new(),
         json(r#"{"model": "llama", "prompt": "#),
     )
     .await
     .unwrap_err();
-    let error = error.downcast_ref::<PromptFactsError>().unwrap();
+    let error = error.downcast_ref::<RequestInfoError>().unwrap();
     assert_eq!(error.status(), StatusCode::BAD_REQUEST);
     assert!(
         error.to_string().contains("not valid JSON") && error.to_string().contains("column"),
@@ -77,7 +77,7 @@ async fn malformed_json_is_refused_with_400_and_a_clear_message() {
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
     let big = format!(r#"{{"prompt":"{}"}}"#, "x".repeat(2000));
-    let layer = PromptFactsLayer::new().max_body(1000);
+    let layer = AddRequestInfoLayer::new().max_body(1000);
     // Declared by content-length, refused before reading.
     let mut request = json(&big);
     request
@@ -85,13 +85,13 @@ async fn oversized_bodies_are_refused_with_413() {
         .insert("content-length", big.len().into());
     let error = seen(layer.clone(), request).await.unwrap_err();
     assert_eq!(
-        error.downcast_ref::<PromptFactsError>().unwrap().status(),
+        error.downcast_ref::<RequestInfoError>().unwrap().status(),
         StatusCode::PAYLOAD_TOO_LARGE
     );
     // Found while reading.
     let error = seen(layer, json(&big)).await.unwrap_err();
     assert_eq!(
-        error.downcast_ref::<PromptFactsError>().unwrap().status(),
+        error.downcast_ref::<RequestInfoError>().unwrap().status(),
         StatusCode::PAYLOAD_TOO_LARGE
     );
 }
@@ -102,7 +102,7 @@ async fn bodies_that_are_not_json_are_routed_without_facts() {
         .header("content-type", "text/plain")
         .body(Full::new(Bytes::from_static(b"{ not json")))
         .unwrap();
-    let (forwarded, model, blocks) = seen(PromptFactsLayer::new(), request).await.unwrap();
+    let (forwarded, model, blocks) = seen(AddRequestInfoLayer::new(), request).await.unwrap();
     assert_eq!(
         (&forwarded[..], model, blocks),
         (&b"{ not json"[..], None, None)
@@ -111,7 +111,7 @@ async fn bodies_that_are_not_json_are_routed_without_facts() {
     let request = Request::post("/x")
         .body(Full::new(Bytes::from_static(b"plain")))
         .unwrap();
-    let (forwarded, _, blocks) = seen(PromptFactsLayer::new(), request).await.unwrap();
+    let (forwarded, _, blocks) = seen(AddRequestInfoLayer::new(), request).await.unwrap();
     assert_eq!((&forwarded[..], blocks), (&b"plain"[..], None));
 }
 
@@ -121,7 +121,7 @@ async fn the_model_header_fills_in_for_a_body_without_one() {
     request
         .headers_mut()
         .insert("x-model", "bge".parse().unwrap());
-    let (_, model, blocks) = seen(PromptFactsLayer::new(), request).await.unwrap();
+    let (_, model, blocks) = seen(AddRequestInfoLayer::new(), request).await.unwrap();
     assert_eq!((model.as_deref(), blocks), (Some("bge"), None));
 }
 
@@ -129,7 +129,7 @@ mod no_panics {
     use proptest::prelude::*;
 
     use super::super::future::request;
-    use crate::pick::BlockConfig;
+    use crate::pick::llm::BlockConfig;
 
     fn parts() -> http::request::Parts {
         http::Request::new(()).into_parts().0

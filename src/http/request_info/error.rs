@@ -6,10 +6,10 @@ use http::StatusCode;
 
 use crate::error::BoxError;
 
-/// A request [`PromptFacts`](super::PromptFacts) refused.
+/// A request [`AddRequestInfo`](super::AddRequestInfo) refused.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum PromptFactsError {
+pub enum RequestInfoError {
     /// The body is larger than the limit.
     TooLarge {
         /// The limit, in bytes.
@@ -24,7 +24,7 @@ pub enum PromptFactsError {
     Body(BoxError),
 }
 
-impl PromptFactsError {
+impl RequestInfoError {
     /// The status to answer with: 413, 400, or 400 for a body that could
     /// not be read.
     pub fn status(&self) -> StatusCode {
@@ -35,7 +35,7 @@ impl PromptFactsError {
     }
 }
 
-impl fmt::Display for PromptFactsError {
+impl fmt::Display for RequestInfoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::TooLarge { limit } => {
@@ -49,7 +49,7 @@ impl fmt::Display for PromptFactsError {
     }
 }
 
-impl std::error::Error for PromptFactsError {
+impl std::error::Error for RequestInfoError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Body(e) => Some(&**e),

@@ -1,9 +1,9 @@
 //! The Prometheus text format, as far as routing needs it, and the mapping
-//! of model servers' names onto a [`LoadReport`].
+//! of model servers' names onto a [`Report`].
 
 use std::fmt;
 
-use crate::endpoint::LoadReport;
+use crate::endpoint::Report;
 
 /// One sample line of a Prometheus page: `name{labels} value [timestamp]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,7 +103,7 @@ impl std::error::Error for BadPage {}
 /// ```
 /// let page = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\"} 3\n";
 /// let mut seen = Vec::new();
-/// tower_lb::metrics::parse_page(page.as_bytes(), |s| seen.push((s.name.to_owned(), s.value))).unwrap();
+/// tower_lb::report::parse_page(page.as_bytes(), |s| seen.push((s.name.to_owned(), s.value))).unwrap();
 /// assert_eq!(seen, [("vllm:num_requests_waiting".to_owned(), 3.0)]);
 /// ```
 pub fn parse_page(page: &[u8], mut each: impl FnMut(&Sample<'_>)) -> Result<(), BadPage> {
@@ -171,9 +171,9 @@ fn labels_end(text: &str) -> Option<usize> {
     None
 }
 
-type UserMapping = dyn Fn(&Sample<'_>, &mut LoadReport) + Send + Sync;
+type UserMapping = dyn Fn(&Sample<'_>, &mut Report) + Send + Sync;
 
-/// Which metric names fill which fact of a [`LoadReport`].
+/// Which metric names fill which fact of a [`Report`].
 ///
 /// The built-in mapping ([`Mapping::default`]) knows the names of vLLM,
 /// SGLang and TGI at once (a page holds one server's names, so they do not
@@ -212,7 +212,7 @@ impl fmt::Debug for Mapping {
 
 impl Mapping {
     /// Only `map`: the built-in names are not read.
-    pub fn custom(map: impl Fn(&Sample<'_>, &mut LoadReport) + Send + Sync + 'static) -> Self {
+    pub fn custom(map: impl Fn(&Sample<'_>, &mut Report) + Send + Sync + 'static) -> Self {
         Self {
             user: Some(std::sync::Arc::new(map)),
             builtin_off: true,
@@ -220,7 +220,7 @@ impl Mapping {
     }
 
     /// The built-in names, then `map` for each sample.
-    pub fn with(map: impl Fn(&Sample<'_>, &mut LoadReport) + Send + Sync + 'static) -> Self {
+    pub fn with(map: impl Fn(&Sample<'_>, &mut Report) + Send + Sync + 'static) -> Self {
         Self {
             user: Some(std::sync::Arc::new(map)),
             builtin_off: false,
@@ -228,8 +228,8 @@ impl Mapping {
     }
 
     /// Reads a page into a report; see [`parse_page`] for what is rejected.
-    pub fn read(&self, page: &[u8]) -> Result<LoadReport, BadPage> {
-        let mut report = LoadReport::default();
+    pub fn read(&self, page: &[u8]) -> Result<Report, BadPage> {
+        let mut report = Report::default();
         let mut label = String::new();
         let mut models: Vec<Box<str>> = Vec::new();
         let mut lora_at = f64::NEG_INFINITY;
@@ -250,7 +250,7 @@ impl Mapping {
 
 fn builtin(
     sample: &Sample<'_>,
-    report: &mut LoadReport,
+    report: &mut Report,
     label: &mut String,
     models: &mut Vec<Box<str>>,
     lora_at: &mut f64,

@@ -1,0 +1,433 @@
+//! What the client knows of a model server's prefill: the prompt prefixes
+//! it holds, the prefill work sent there and not yet done, and how fast it
+//! prefills (learnt from each first token).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+use super::report::clock_ms;
+use super::ReportCell;
+
+mod index;
+mod model;
+
+pub(crate) use self::index::BlockIndex;
+pub use self::model::TtftModel;
+use self::model::{Fit, INPUTS};
+
+/// Settings of a [`PrefillState`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrefillConfig {
+    /// Prompt blocks the index of the server's cache holds (default 31,250:
+    /// 2,000,000 bytes of prompt at 64 bytes a block, in 500 kB).
+    pub index_blocks: usize,
+    /// Bytes of prompt in a block: the `block_size` of the
+    /// [`BlockConfig`](crate::pick::llm::BlockConfig) that hashes prompts
+    /// (default 64).
+    pub block_bytes: usize,
+    /// Bytes of prompt a token stands for, to turn prompt bytes into tokens
+    /// (default 4, about right for English text and BPE tokenizers).
+    pub bytes_per_token: f64,
+    /// Where learning starts.
+    pub prior: TtftModel,
+}
+
+impl Default for PrefillConfig {
+    fn default() -> Self {
+        Self {
+            index_blocks: 31_250,
+            block_bytes: 64,
+            bytes_per_token: 4.0,
+            prior: TtftModel::default(),
+        }
+    }
+}
+
+/// One model server's prefill as the client sees it, shared (cloning is a
+/// reference-count increment) by the endpoint wrapper that records what is
+/// sent ([`Prefill`](crate::load::Prefill)) and the picker that predicts
+/// each server's time to first token
+/// ([`Scored::ttft`](crate::pick::llm::Scored::ttft)).
+///
+/// It holds:
+///
+/// * **an index of the server's prefix cache**: the prompt blocks recently
+///   sent there, bounded and lock-free, corrected by what the server says
+///   it really reused ([`PrefillGuard::reused`]);
+/// * **the prefill queued there**: uncached prompt tokens of requests sent
+///   and not yet at their first token, and how many such requests there
+///   are, each held by a [`PrefillGuard`] that gives them back when it
+///   ends, whatever ends it;
+/// * **the server's [`TtftModel`]**, learnt online from each streamed
+///   answer's first token, read by picks as four atomic loads.
+///
+/// Reading it on a pick takes no lock and allocates nothing; learning takes
+/// a lock once per first token, off the pick, and skips the observation
+/// rather than wait when another answer holds it.
+#[derive(Clone)]
+pub struct PrefillState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: PrefillConfig,
+    index: BlockIndex,
+    queued_tokens: AtomicU64,
+    waiting: AtomicUsize,
+    coefficients: [AtomicU64; INPUTS],
+    fit: Mutex<Fit>,
+    report: Option<ReportCell>,
+    sent_tokens: AtomicU64,
+    expected_cached_tokens: AtomicU64,
+    measured_prompt_tokens: AtomicU64,
+    measured_cached_tokens: AtomicU64,
+    measured_expected_tokens: AtomicU64,
+}
+
+/// What a [`PrefillState`] knows, for a status page.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrefillStats {
+    /// Blocks in the index of the server's cache.
+    pub indexed_blocks: usize,
+    /// Blocks the index can hold.
+    pub capacity_blocks: usize,
+    /// Uncached prompt tokens sent there and not yet at a first token.
+    pub queued_tokens: u64,
+    /// Requests sent there and not yet at a first token.
+    pub waiting: usize,
+    /// The learnt model.
+    pub model: TtftModel,
+    /// Prompt tokens sent there.
+    pub sent_tokens: u64,
+    /// Share of them the index expected the server to find cached.
+    pub expected_reuse: f64,
+    /// Share of prompt tokens the server said it reused, over the answers
+    /// that said (`usage.prompt_tokens_details.cached_tokens`); `None`
+    /// before the first.
+    pub measured_reuse: Option<f64>,
+    /// What the index expected of those same answers, to compare with
+    /// [`measured_reuse`](Self::measured_reuse).
+    pub expected_reuse_of_measured: Option<f64>,
+}
+
+impl Default for PrefillState {
+    fn default() -> Self {
+        Self::new(PrefillConfig::default())
+    }
+}
+
+impl PrefillState {
+    /// An empty state with `config`.
+    pub fn new(config: PrefillConfig) -> Self {
+        let config = PrefillConfig {
+            block_bytes: config.block_bytes.max(1),
+            bytes_per_token: if config.bytes_per_token.is_finite() && config.bytes_per_token > 0.0 {
+                config.bytes_per_token
+            } else {
+                4.0
+            },
+            ..config
+        };
+        let fit = Fit::new(config.prior);
+        Self {
+            shared: Arc::new(Shared {
+                index: BlockIndex::new(config.index_blocks),
+                queued_tokens: AtomicU64::new(0),
+                waiting: AtomicUsize::new(0),
+                coefficients: fit.theta().map(|c| AtomicU64::new(c.to_bits())),
+                fit: Mutex::new(fit),
+                report: None,
+                sent_tokens: AtomicU64::new(0),
+                expected_cached_tokens: AtomicU64::new(0),
+                measured_prompt_tokens: AtomicU64::new(0),
+                measured_cached_tokens: AtomicU64::new(0),
+                measured_expected_tokens: AtomicU64::new(0),
+                config,
+            }),
+        }
+    }
+
+    /// The same state reading the server's own reports from `report`: its
+    /// queue, when fresh, counts as the requests ahead. Call before the
+    /// state is shared (clones made earlier keep no report).
+    #[must_use]
+    pub fn with_report(self, report: ReportCell) -> Self {
+        let shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
+            config: shared.config,
+            index: BlockIndex::new(shared.config.index_blocks),
+            queued_tokens: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            coefficients: std::array::from_fn(|i| {
+                AtomicU64::new(shared.coefficients[i].load(Relaxed))
+            }),
+            fit: Mutex::new(Fit::new(shared.config.prior)),
+            report: None,
+            sent_tokens: AtomicU64::new(0),
+            expected_cached_tokens: AtomicU64::new(0),
+            measured_prompt_tokens: AtomicU64::new(0),
+            measured_cached_tokens: AtomicU64::new(0),
+            measured_expected_tokens: AtomicU64::new(0),
+        });
+        Self {
+            shared: Arc::new(Shared {
+                report: Some(report),
+                ..shared
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> PrefillConfig {
+        self.shared.config
+    }
+
+    /// Prompt tokens in `prompt_bytes` bytes.
+    pub fn tokens(&self, prompt_bytes: u64) -> f64 {
+        prompt_bytes as f64 / self.shared.config.bytes_per_token
+    }
+
+    /// How many leading blocks of a prompt (its chained block hashes) the
+    /// server is believed to hold.
+    pub fn cached_blocks(&self, hashes: &[u64]) -> usize {
+        self.shared.index.leading(hashes)
+    }
+
+    /// The prompt's tokens the server is believed not to hold: all of
+    /// `prompt_bytes` less the cached leading blocks.
+    pub fn uncached_tokens(&self, hashes: &[u64], prompt_bytes: u64) -> f64 {
+        let cached = self.cached_blocks(hashes) as u64 * self.shared.config.block_bytes as u64;
+        self.tokens(prompt_bytes.saturating_sub(cached))
+    }
+
+    /// Requests ahead of a new one: the server's reported queue when a
+    /// fresh report says, else the client's own requests there without a
+    /// first token.
+    pub fn requests_ahead(&self, now: Instant) -> u32 {
+        let own = self.shared.waiting.load(Relaxed).min(u32::MAX as usize) as u32;
+        match self
+            .shared
+            .report
+            .as_ref()
+            .and_then(|r| r.fresh_load(clock_ms(now)))
+        {
+            Some((queue, _, _)) => queue,
+            None => own,
+        }
+    }
+
+    /// The predicted time to first token, in nanoseconds, of a request with
+    /// `uncached_tokens` to prefill and `requests_ahead` ahead of it.
+    #[inline]
+    pub fn predict_ns(&self, uncached_tokens: f64, requests_ahead: u32) -> f64 {
+        let x = self.inputs(uncached_tokens, requests_ahead);
+        let c = &self.shared.coefficients;
+        (0..INPUTS)
+            .map(|i| f64::from_bits(c[i].load(Relaxed)) * x[i])
+            .sum()
+    }
+
+    #[inline]
+    fn inputs(&self, uncached_tokens: f64, requests_ahead: u32) -> [f64; INPUTS] {
+        [
+            1.0,
+            uncached_tokens,
+            self.shared.queued_tokens.load(Relaxed) as f64,
+            f64::from(requests_ahead),
+        ]
+    }
+
+    /// The learnt model now.
+    pub fn model(&self) -> TtftModel {
+        TtftModel::from_ns(
+            self.shared
+                .coefficients
+                .each_ref()
+                .map(|c| f64::from_bits(c.load(Relaxed))),
+        )
+    }
+
+    /// Records that a prompt (its chained block hashes, and its length in
+    /// bytes) is sent to the server now: its uncached tokens join the
+    /// queued prefill and its blocks the index, until the returned guard
+    /// ends. Call it when the request is dispatched, not when it is picked,
+    /// so that a request that never reaches the server reserves nothing.
+    pub fn reserve(&self, hashes: &[u64], prompt_bytes: u64) -> PrefillGuard {
+        let now = Instant::now();
+        let s = &*self.shared;
+        let cached_blocks = s.index.leading(hashes);
+        // The last block believed cached is the least recently sent of the
+        // run (a chain's later blocks are shared by fewer prompts).
+        let oldest_stamp = cached_blocks
+            .checked_sub(1)
+            .and_then(|last| s.index.stamp(hashes[last]))
+            .unwrap_or(0);
+        let cached_bytes = (cached_blocks as u64 * s.config.block_bytes as u64).min(prompt_bytes);
+        let uncached = self.tokens(prompt_bytes - cached_bytes);
+        let inputs = self.inputs(uncached, self.requests_ahead(now));
+        s.index.insert(hashes);
+        let reserved = uncached.ceil() as u64;
+        s.queued_tokens.fetch_add(reserved, Relaxed);
+        s.waiting.fetch_add(1, Relaxed);
+        let prompt_tokens = self.tokens(prompt_bytes);
+        let expected_cached = prompt_tokens - uncached;
+        s.sent_tokens
+            .fetch_add(prompt_tokens.round() as u64, Relaxed);
+        s.expected_cached_tokens
+            .fetch_add(expected_cached.round() as u64, Relaxed);
+        PrefillGuard {
+            state: self.clone(),
+            reserved: Some(reserved),
+            started: now,
+            inputs,
+            oldest_stamp,
+            expected_cached_tokens: expected_cached,
+        }
+    }
+
+    /// What it knows now.
+    pub fn stats(&self) -> PrefillStats {
+        let s = &*self.shared;
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let sent = s.sent_tokens.load(Relaxed);
+        let measured_prompt = s.measured_prompt_tokens.load(Relaxed);
+        PrefillStats {
+            indexed_blocks: s.index.len(),
+            capacity_blocks: s.index.capacity(),
+            queued_tokens: s.queued_tokens.load(Relaxed),
+            waiting: s.waiting.load(Relaxed),
+            model: self.model(),
+            sent_tokens: sent,
+            expected_reuse: ratio(s.expected_cached_tokens.load(Relaxed), sent),
+            measured_reuse: (measured_prompt > 0)
+                .then(|| ratio(s.measured_cached_tokens.load(Relaxed), measured_prompt)),
+            expected_reuse_of_measured: (measured_prompt > 0)
+                .then(|| ratio(s.measured_expected_tokens.load(Relaxed), measured_prompt)),
+        }
+    }
+
+    /// Bytes of memory the index takes.
+    pub fn index_bytes(&self) -> usize {
+        self.shared.index.capacity() * BlockIndex::bytes_per_block()
+    }
+
+    fn learn(&self, inputs: [f64; INPUTS], ttft_ns: f64) {
+        // Off the pick, once per answer; another answer learning now is
+        // not waited for: this observation is skipped instead.
+        let Ok(mut fit) = self.shared.fit.try_lock() else {
+            return;
+        };
+        fit.observe(inputs, ttft_ns);
+        for (word, value) in self.shared.coefficients.iter().zip(fit.theta()) {
+            word.store(value.to_bits(), Relaxed);
+        }
+    }
+}
+
+impl fmt::Debug for PrefillState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrefillState")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// One request's share of a server's [`PrefillState`]: its uncached
+/// tokens in the queued prefill and its place among the requests waiting
+/// for a first token. Both are given back once, when the first token comes
+/// ([`first_token`](Self::first_token)) or when the guard is dropped
+/// (an error, a cancelled request, a client that went away).
+pub struct PrefillGuard {
+    state: PrefillState,
+    reserved: Option<u64>,
+    started: Instant,
+    inputs: [f64; INPUTS],
+    /// The index's stamp of the least recently sent block it expected the
+    /// server to hold; 0 when it expected none.
+    oldest_stamp: u64,
+    expected_cached_tokens: f64,
+}
+
+impl PrefillGuard {
+    /// The first token came: the reservation is given back, and when
+    /// `learn` is set (a streamed answer, whose first frame is its first
+    /// token) the time since [`PrefillState::reserve`] teaches the model.
+    pub fn first_token(&mut self, learn: bool) {
+        if self.release() && learn {
+            let ttft = Instant::now().saturating_duration_since(self.started);
+            self.state.learn(self.inputs, ttft.as_nanos() as f64);
+        }
+    }
+
+    /// Like [`first_token`](Self::first_token), for a caller that measures
+    /// time itself (a simulation): the first token came `ttft` after the
+    /// reservation, and teaches the model.
+    pub fn first_token_after(&mut self, ttft: std::time::Duration) {
+        if self.release() {
+            self.state.learn(self.inputs, ttft.as_nanos() as f64);
+        }
+    }
+
+    /// The server said how many of the prompt's tokens it reused from its
+    /// cache, out of `prompt_tokens` (an answer's
+    /// `usage.prompt_tokens_details.cached_tokens`): counted for
+    /// [`PrefillStats::measured_reuse`]. When it reused less than the index
+    /// expected, the server has evicted what the index still lists: every
+    /// block sent there as long ago as the least recent one this request
+    /// expected is forgotten (a cache that evicts least recently used blocks
+    /// first holds none of them). The prompt's own blocks stay: the server
+    /// has just prefilled and cached them.
+    pub fn reused(&self, cached_tokens: u64, prompt_tokens: u64) {
+        let s = &*self.state.shared;
+        s.measured_prompt_tokens.fetch_add(prompt_tokens, Relaxed);
+        s.measured_cached_tokens
+            .fetch_add(cached_tokens.min(prompt_tokens), Relaxed);
+        s.measured_expected_tokens
+            .fetch_add(self.expected_cached_tokens.round() as u64, Relaxed);
+        // A block's worth of slack: servers count whole pages.
+        let block_tokens = s.config.block_bytes as f64 / s.config.bytes_per_token;
+        if (cached_tokens as f64) + block_tokens <= self.expected_cached_tokens
+            && self.oldest_stamp > 0
+        {
+            s.index.forget_up_to(self.oldest_stamp);
+            tracing::debug!(
+                expected = self.expected_cached_tokens,
+                reused = cached_tokens,
+                "the server reused less than its index expected: older blocks forgotten"
+            );
+        }
+    }
+
+    /// Gives the reservation back; false when it already was.
+    fn release(&mut self) -> bool {
+        match self.reserved.take() {
+            Some(tokens) => {
+                let s = &*self.state.shared;
+                s.queued_tokens.fetch_sub(tokens, Relaxed);
+                s.waiting.fetch_sub(1, Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for PrefillGuard {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl fmt::Debug for PrefillGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrefillGuard")
+            .field("reserved_tokens", &self.reserved)
+            .field("expected_cached_tokens", &self.expected_cached_tokens)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

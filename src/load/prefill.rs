@@ -1,0 +1,370 @@
+//! Recording what is sent to a model server, for the time-to-first-token
+//! cost model: a prompt's uncached tokens are queued prefill there from
+//! dispatch to first token, held by a guard.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Buf;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::load::Load;
+use tower::Service;
+
+use crate::endpoint::{Endpoint, PrefillGuard, PrefillState};
+use crate::pick::llm::PromptRequest;
+
+/// An endpoint wrapper for model servers: records each request it sends
+/// into the server's [`PrefillState`], so that
+/// [`Scored::ttft`](crate::pick::llm::Scored::ttft) can predict each
+/// server's time to first token.
+///
+/// For each request whose extensions hold its
+/// [`PromptBlocks`](crate::pick::llm::PromptBlocks) (the
+/// [`AddRequestInfoLayer`](crate::http::AddRequestInfoLayer) puts them
+/// there), `call` reserves the prompt's uncached tokens as queued prefill
+/// and adds its blocks to the index of the server's cache
+/// ([`PrefillState::reserve`]). The reservation is a [`PrefillGuard`] that
+/// travels in the response future and then in the response body; it is
+/// given back at the body's first data frame, or when the call fails, or
+/// when the future or the body is dropped. A streamed answer
+/// (`text/event-stream`) also teaches the state the server's speed: the time
+/// from dispatch to its first frame. While the body streams, the wrapper
+/// reads the answer's `usage` (`prompt_tokens` and
+/// `prompt_tokens_details.cached_tokens`, in a JSON answer or the last
+/// server-sent event) and tells the state what the server really reused
+/// ([`PrefillGuard::reused`]).
+///
+/// Requests without prompt blocks pass through untouched. Put the wrapper
+/// below the balancer, inside [`InFlight`](super::InFlight), and give the
+/// same state to [`Weighted::with_prefill`](crate::endpoint::Weighted::with_prefill),
+/// where pickers read it:
+///
+/// ```
+/// use tower_lb::endpoint::{Endpoint, PrefillState, Weighted};
+/// use tower_lb::load::{InFlight, Prefill};
+///
+/// let state = PrefillState::default();
+/// let server = tower::service_fn(|_: http::Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+/// });
+/// let endpoint = Weighted::new(InFlight::new(Prefill::new(server, state.clone())), 1)
+///     .with_prefill(state);
+/// assert!(endpoint.prefill().is_some());
+/// ```
+///
+/// # Cost
+///
+/// Per request: a bisection in the index (`O(log b)` lookups for a prompt
+/// of `b` blocks), the insertion of its blocks (`O(b)`), a few atomic
+/// additions; no allocation. Per data frame until the usage is found: a
+/// scan of the frame's bytes.
+#[derive(Clone, Debug)]
+pub struct Prefill<S> {
+    inner: S,
+    state: PrefillState,
+}
+
+impl<S> Prefill<S> {
+    /// Wraps `inner`, recording into `state`.
+    pub fn new(inner: S, state: PrefillState) -> Self {
+        Self { inner, state }
+    }
+
+    /// The state it records into.
+    pub fn state(&self) -> &PrefillState {
+        &self.state
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Endpoint> Endpoint for Prefill<S> {
+    const CHECKS_AVAILABILITY: bool = S::CHECKS_AVAILABILITY;
+
+    fn weight(&self) -> u32 {
+        self.inner.weight()
+    }
+
+    fn zone(&self) -> Option<&str> {
+        self.inner.zone()
+    }
+
+    fn is_available(&self) -> bool {
+        self.inner.is_available()
+    }
+
+    fn report(&self) -> Option<&crate::endpoint::ReportCell> {
+        self.inner.report()
+    }
+
+    fn prefill(&self) -> Option<&PrefillState> {
+        Some(&self.state)
+    }
+}
+
+impl<S: Load> Load for Prefill<S> {
+    type Metric = S::Metric;
+
+    fn load(&self) -> S::Metric {
+        self.inner.load()
+    }
+}
+
+impl<S, B, RB> Service<http::Request<B>> for Prefill<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    RB: Body,
+{
+    type Response = http::Response<PrefillBody<RB>>;
+    type Error = S::Error;
+    type Future = PrefillFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let guard = request
+            .prompt_blocks()
+            .filter(|b| !b.is_empty())
+            .map(|blocks| {
+                let floor = (blocks.len() * self.state.config().block_bytes) as u64;
+                self.state
+                    .reserve(blocks.hashes(), blocks.prompt_bytes().max(floor))
+            });
+        PrefillFuture {
+            inner: self.inner.call(request),
+            guard,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Prefill`]: holds the request's
+    /// [`PrefillGuard`] until the response, then hands it to the body.
+    pub struct PrefillFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<PrefillGuard>,
+    }
+}
+
+impl<F, RB, E> Future for PrefillFuture<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+    RB: Body,
+{
+    type Output = Result<http::Response<PrefillBody<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let streamed = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        let guard = this.guard.take();
+        Poll::Ready(Ok(
+            response.map(|body| PrefillBody::new(body, guard, streamed))
+        ))
+    }
+}
+
+impl<F> fmt::Debug for PrefillFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrefillFuture")
+            .field("guard", &self.guard)
+            .finish()
+    }
+}
+
+pin_project! {
+    /// A response body that gives its request's prefill reservation back at
+    /// the first data frame and reads the answer's usage as it streams.
+    pub struct PrefillBody<B> {
+        #[pin]
+        inner: B,
+        guard: Option<PrefillGuard>,
+        streamed: bool,
+        first_seen: bool,
+        usage: UsageScan,
+    }
+}
+
+impl<B: Body> PrefillBody<B> {
+    fn new(inner: B, guard: Option<PrefillGuard>, streamed: bool) -> Self {
+        Self {
+            inner,
+            guard,
+            streamed,
+            first_seen: false,
+            usage: UsageScan::default(),
+        }
+    }
+}
+
+impl<B: Body> Body for PrefillBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        let Some(guard) = this.guard.as_mut() else {
+            return Poll::Ready(frame);
+        };
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    if !*this.first_seen && data.has_remaining() {
+                        *this.first_seen = true;
+                        guard.first_token(*this.streamed);
+                    }
+                    if let Some((prompt, cached)) = this.usage.feed(data.chunk()) {
+                        guard.reused(cached, prompt);
+                        this.guard.take();
+                    }
+                }
+            }
+            Some(Err(_)) | None => {
+                this.guard.take();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> fmt::Debug for PrefillBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrefillBody")
+            .field("guard", &self.guard)
+            .field("streamed", &self.streamed)
+            .finish()
+    }
+}
+
+/// Finds `"prompt_tokens": N` and `"cached_tokens": M` in an answer's
+/// bytes as they stream, across frame boundaries, without parsing the JSON
+/// around them.
+#[derive(Default)]
+struct UsageScan {
+    /// The end of the previous frame, for a key split between two.
+    carry: Vec<u8>,
+    prompt: Option<u64>,
+    cached: Option<u64>,
+}
+
+const PROMPT_KEY: &[u8] = b"\"prompt_tokens\"";
+const CACHED_KEY: &[u8] = b"\"cached_tokens\"";
+/// Bytes kept from one frame for the next: a key, its colon, white space
+/// and a number.
+const CARRY: usize = 48;
+
+impl UsageScan {
+    /// Reads one frame; `(prompt_tokens, cached_tokens)` once both are seen.
+    fn feed(&mut self, data: &[u8]) -> Option<(u64, u64)> {
+        if self.carry.is_empty() {
+            self.scan(data);
+        } else {
+            // Only the seam needs the carried bytes.
+            let mut seam = std::mem::take(&mut self.carry);
+            let carried = seam.len();
+            seam.extend_from_slice(&data[..data.len().min(CARRY)]);
+            self.scan(&seam);
+            seam.truncate(carried);
+            self.carry = seam;
+            self.scan(data);
+        }
+        // The last bytes seen, across frames: a short frame adds to what
+        // the previous ones left.
+        if data.len() >= CARRY {
+            self.carry.clear();
+            self.carry.extend_from_slice(&data[data.len() - CARRY..]);
+        } else {
+            self.carry.extend_from_slice(data);
+            let excess = self.carry.len().saturating_sub(CARRY);
+            self.carry.drain(..excess);
+        }
+        match (self.prompt, self.cached) {
+            (Some(prompt), Some(cached)) => Some((prompt, cached)),
+            _ => None,
+        }
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        if self.prompt.is_none() {
+            self.prompt = number_after(bytes, PROMPT_KEY);
+        }
+        if self.cached.is_none() {
+            self.cached = number_after(bytes, CACHED_KEY);
+        }
+    }
+}
+
+/// The number after the first `key` in `bytes` that has a colon and a
+/// whole number after it.
+fn number_after(bytes: &[u8], key: &[u8]) -> Option<u64> {
+    let mut from = 0;
+    while let Some(at) = find(&bytes[from..], key) {
+        let rest = &bytes[from + at + key.len()..];
+        let rest = skip_space(rest);
+        if let Some(rest) = rest.strip_prefix(b":") {
+            let rest = skip_space(rest);
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            // A number cut by the frame's end is read at the seam instead.
+            if digits > 0 && digits < rest.len() && digits <= 18 {
+                return std::str::from_utf8(&rest[..digits]).ok()?.parse().ok();
+            }
+        }
+        from += at + 1;
+    }
+    None
+}
+
+fn skip_space(bytes: &[u8]) -> &[u8] {
+    let n = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    &bytes[n..]
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    let mut i = 0;
+    while i + needle.len() <= haystack.len() {
+        match haystack[i..].iter().position(|&b| b == first) {
+            Some(at) if i + at + needle.len() <= haystack.len() => {
+                if &haystack[i + at..i + at + needle.len()] == needle {
+                    return Some(i + at);
+                }
+                i += at + 1;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

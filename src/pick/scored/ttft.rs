@@ -1,0 +1,92 @@
+//! The time-to-first-token objective: each eligible server's predicted
+//! time to first token for this request, the least, and near-ties settled
+//! by where the prompt lives.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::load::Load;
+
+use super::pass::Raw;
+use super::*;
+use crate::endpoint::{ClientLoad, Endpoint, TtftModel};
+use crate::util::mix64;
+
+impl<Req, S> Scored<Req, S>
+where
+    Req: ScoredRequest + 'static,
+    S: Endpoint + Load + 'static,
+    S::Metric: ClientLoad,
+{
+    /// The eligible server with the least predicted time to first token
+    /// (`eligible` is not empty).
+    pub(super) fn choose_least_ttft(
+        &self,
+        endpoints: &Candidates<'_, S>,
+        request: &Req,
+        eligible: &mut [Raw],
+        now: Instant,
+        relative: f64,
+        absolute: Duration,
+    ) -> usize {
+        let (hashes, bytes) = match request.prompt() {
+            Some(prompt) => (prompt.hashes(), prompt.prompt_bytes()),
+            None => (&[][..], 0),
+        };
+        // Servers without a prefill state: the prior, every prompt token
+        // uncached, the queue the first pass read.
+        let prior = TtftModel::default().to_ns();
+        let mut least = f64::INFINITY;
+        for raw in eligible.iter_mut() {
+            let service = &endpoints.services()[raw.index as usize];
+            raw.cost = match service.prefill() {
+                Some(state) => {
+                    let block = state.config().block_bytes as u64;
+                    let bytes = bytes.max(hashes.len() as u64 * block);
+                    state.predict_ns(
+                        state.uncached_tokens(hashes, bytes),
+                        state.requests_ahead(now),
+                    )
+                }
+                None => {
+                    let tokens = bytes.max(hashes.len() as u64 * 64) as f64 / 4.0;
+                    prior[0] + prior[1] * tokens + prior[3] * f64::from(raw.queue)
+                }
+            };
+            least = least.min(raw.cost);
+        }
+        let bound = least * (1.0 + relative) + absolute.as_nanos() as f64;
+        let metas = endpoints.metas();
+        match hashes.first() {
+            // Near-ties go to the prompt's home: the highest rendezvous
+            // hash of its first block and the server's key, which every
+            // client computes alike, so replicas that know nothing of a
+            // prompt still send it to one server.
+            Some(&first) => {
+                let mut best = (0u64, usize::MAX);
+                for raw in eligible.iter().filter(|r| r.cost <= bound) {
+                    let i = raw.index as usize;
+                    let rank = mix64(first ^ metas[i].key_hash());
+                    if best.1 == usize::MAX || rank > best.0 {
+                        best = (rank, i);
+                    }
+                }
+                best.1
+            }
+            // No prompt: at random among the near-ties, so that clients
+            // that see the same loads do not all pick the same server.
+            None => {
+                let mut rng = self.rng.local();
+                let mut chosen = usize::MAX;
+                let mut ties = 0usize;
+                for raw in eligible.iter().filter(|r| r.cost <= bound) {
+                    ties += 1;
+                    if rng.below(ties) == 0 {
+                        chosen = raw.index as usize;
+                    }
+                }
+                chosen
+            }
+        }
+    }
+}
