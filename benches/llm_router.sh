@@ -3,35 +3,63 @@
 #
 #   bash benches/llm_router.sh
 #
-# Builds `examples/model_server`, `examples/llm_load` and (when it exists)
-# `examples/llm_router` in release mode; installs sglang-router into a
-# virtualenv under /var/tmp if it is missing; starts eight model servers on
-# 127.0.0.1 (prefix cache, batch, prefill and decode time) and runs one
-# recorded workload (multi-turn chats over Zipf-popular shared system
+# Builds `examples/model_server`, `examples/llm_load`, `examples/proxy` and
+# (when it exists) `examples/llm_router` in release mode; installs
+# sglang-router into a virtualenv under /var/tmp if it is missing; starts eight
+# model servers on 127.0.0.1 (prefix cache, batch, prefill and decode time) and
+# runs one recorded workload (multi-turn chats over Zipf-popular shared system
 # prompts, streamed; the same for every target, it follows from SEED) against:
 #
-#   direct       llm_load straight to the eight servers in round robin
+#   direct       llm_load straight to the eight servers in turn
 #   tower-lb     examples/llm_router, default scorers (prefix=3,queue=2,kv=2)
 #   sglang-ca    sglang-router --policy cache_aware
 #   sglang-rr    sglang-router --policy round_robin
+#   lc           examples/proxy --algorithm least-connections --workers 1
+#   rr           examples/proxy --algorithm round-robin --workers 1
 #
 # Targets are measured in turn, round after round, so a change in the
 # machine's load hits them all; each measurement empties the servers' caches
-# first, and runs twice: as a plain client, and with TCP_QUICKACK on the
-# client (which removes the wait for a delayed ACK behind a router that leaves
+# first.
+#
+# Closed loop (the default): IN_FLIGHT chats' turns at a time, each
+# measurement twice: as a plain client, and with TCP_QUICKACK on the client
+# (which removes the wait for a delayed ACK behind a router that leaves
 # Nagle's algorithm on). Prints per round and the medians: TTFT p50/p99 (plain
 # and quick-ACK), tokens/s, the fleet's prefix-cache hit rate, the busiest
-# server's requests ÷ the mean, and the router's CPU time per request.
+# server's requests ÷ the mean, and the router's CPU time per request (summed
+# over its replicas).
+#
+# Open loop (RATES="12 30 50"): chats arrive at each rate (a Poisson process
+# from SEED, in chats a second) until DURATION has passed or SESSIONS chats
+# have arrived, whichever comes first; each chat sends its next turn THINK
+# after its previous answer ended. Prints per target and rate, per round and
+# the medians: TTFT p50/p99, goodput (the share of requests whose first token
+# came within SLO), tokens/s, hit rate, busiest ÷ mean, router CPU per request.
+# Give SESSIONS enough chats to fill DURATION: rate × duration (50 × 20 s =
+# 1000).
+#
+# Replicas (REPLICAS=4): every router target runs as that many processes over
+# the same servers (each with its own view of them), and llm_load sends the
+# requests to them in turn, so the turns of a chat meet different replicas.
+#
+# Small caches: CACHE_TOKENS=3333 (a sixth of the default) puts the servers'
+# prefix caches under pressure: the popular system prompts and the chats'
+# histories no longer all fit, and routing that keeps a chat on one server
+# matters more.
 #
 # Settings (environment): ROUNDS (3), SESSIONS (64), TURNS (6), IN_FLIGHT
 # (16; use 48 for three times the load), MAX_TOKENS (32), SEED (1),
 # CACHE_TOKENS (20000 per server), BATCH (8), PREFILL (100us per uncached
-# token), DECODE (5ms per token), VENV (/var/tmp/sglang-venv), TARGETS
-# (default "direct tower-lb sglang-ca sglang-rr"), ROUTER_ARGS (extra flags
-# for examples/llm_router, say `--scorer prefix=6,queue=2,kv=2`). Traffic stays on
-# 127.0.0.1; sglang-router gets HF_ENDPOINT pointing at a closed loopback
-# port, so it never reaches out for a tokenizer, and its Prometheus listener
-# on 127.0.0.1. Everything stops when the script ends.
+# token), DECODE (5ms per token), RATES (empty: closed loop), DURATION (20s),
+# THINK (200ms), SLO (200ms), REPLICAS (1, at most 10), VENV
+# (/var/tmp/sglang-venv), TARGETS (default "direct tower-lb sglang-ca
+# sglang-rr lc rr"), ROUTER_ARGS (extra flags for examples/llm_router, say
+# `--scorer prefix=6,queue=2,kv=2`), PROXY (a proxy binary to use for lc and
+# rr instead of building examples/proxy), LOAD_LIMIT (600: seconds one
+# llm_load run may take before it is stopped). Traffic stays on 127.0.0.1; sglang-router
+# gets HF_ENDPOINT pointing at a closed loopback port, so it never reaches out
+# for a tokenizer, and its Prometheus listener on 127.0.0.1. Everything stops
+# when the script ends.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -44,9 +72,15 @@ CACHE_TOKENS=${CACHE_TOKENS:-20000}
 BATCH=${BATCH:-8}
 PREFILL=${PREFILL:-100us}
 DECODE=${DECODE:-5ms}
+RATES=${RATES:-}
+DURATION=${DURATION:-20s}
+THINK=${THINK:-200ms}
+SLO=${SLO:-200ms}
+REPLICAS=${REPLICAS:-1}
 VENV=${VENV:-/var/tmp/sglang-venv}
-TARGETS=${TARGETS:-direct tower-lb sglang-ca sglang-rr}
+TARGETS=${TARGETS:-direct tower-lb sglang-ca sglang-rr lc rr}
 ROUTER_ARGS=${ROUTER_ARGS:-}
+LOAD_LIMIT=${LOAD_LIMIT:-600}
 SERVERS=8
 BASE_PORT=${BASE_PORT:-18300}
 
@@ -67,6 +101,11 @@ trap cleanup EXIT
 
 say() { printf '%s\n' "$*" >&2; }
 
+if ((REPLICAS < 1 || REPLICAS > 10)); then
+    say "REPLICAS must be 1 to 10"
+    exit 2
+fi
+
 wait_http() { # URL: until it answers, at most 10 s
     for _ in $(seq 100); do
         curl -sf -o /dev/null "$1" && return 0
@@ -78,13 +117,24 @@ wait_http() { # URL: until it answers, at most 10 s
 
 # ----- build -----
 examples=(--example model_server --example llm_load)
+features=()
 have_router=0
 if [[ -f $root/examples/llm_router/main.rs ]]; then
-    examples+=(--features llm,reports --example llm_router)
+    features=(--features llm,reports)
+    examples+=(--example llm_router)
     have_router=1
 fi
 say "building ${examples[*]}"
-(cd "$root" && cargo build --release --quiet "${examples[@]}")
+(cd "$root" && cargo build --release --quiet "${features[@]}" "${examples[@]}")
+proxy=${PROXY:-}
+if [[ -z $proxy && " $TARGETS " =~ " "(lc|rr)" " ]]; then
+    say "building --example proxy"
+    if ! (cd "$root" && cargo build --release --quiet "${features[@]}" --example proxy); then
+        say "examples/proxy does not build; set PROXY to a proxy binary, or leave lc and rr out of TARGETS"
+        exit 1
+    fi
+    proxy=$bin/proxy
+fi
 
 if [[ " $TARGETS " == *" sglang-"* && ! -x $VENV/bin/sglang-router ]]; then
     say "installing sglang-router into $VENV"
@@ -93,7 +143,7 @@ if [[ " $TARGETS " == *" sglang-"* && ! -x $VENV/bin/sglang-router ]]; then
 fi
 
 # ----- servers -----
-urls=()
+urls=() addrs=()
 for i in $(seq $SERVERS); do
     port=$((BASE_PORT + i))
     "$bin/model_server" --listen "127.0.0.1:$port" --cache-tokens "$CACHE_TOKENS" \
@@ -101,51 +151,68 @@ for i in $(seq $SERVERS); do
         --seed "$SEED" >"$work/server$i.log" 2>&1 &
     pids+=($!)
     urls+=("http://127.0.0.1:$port")
+    addrs+=("127.0.0.1:$port")
 done
 for url in "${urls[@]}"; do wait_http "$url/health"; done
 
 # ----- routers -----
-declare -A port_of=() pid_of=()
-routers=()
-start_router() { # NAME PORT COMMAND...
+# Target number k's replica r listens on BASE_PORT + 20 + 10k + r.
+declare -A ports_of=() pids_of=()
+start_router() { # NAME PORT COMMAND...: one replica
     local name=$1 port=$2
     shift 2
-    "$@" >"$work/$name.log" 2>&1 &
+    "$@" >>"$work/$name.log" 2>&1 &
     pids+=($!)
-    pid_of[$name]=$!
-    port_of[$name]=$port
-    routers+=("$name")
+    pids_of[$name]+=" $!"
+    ports_of[$name]+=" $port"
 }
+k=0
 for t in $TARGETS; do
-    case $t in
-    direct) ;;
-    tower-lb)
-        if ((have_router)); then
+    k=$((k + 1))
+    for r in $(seq 0 $((REPLICAS - 1))); do
+        port=$((BASE_PORT + 20 + 10 * k + r))
+        case $t in
+        direct) break ;;
+        tower-lb)
+            ((have_router)) || break
             backends=()
             for url in "${urls[@]}"; do backends+=(--backend "$url"); done
-            start_router tower-lb $((BASE_PORT + 10)) "$bin/llm_router" \
-                --listen "127.0.0.1:$((BASE_PORT + 10))" "${backends[@]}" $ROUTER_ARGS
-        fi
-        ;;
-    sglang-ca | sglang-rr)
-        policy=cache_aware
-        [[ $t == sglang-rr ]] && policy=round_robin
-        port=$((BASE_PORT + 20 + ${#routers[@]}))
-        start_router "$t" "$port" env HF_ENDPOINT=http://127.0.0.1:9 \
-            "$VENV/bin/sglang-router" launch --host 127.0.0.1 --port "$port" \
-            --worker-urls "${urls[@]}" --policy "$policy" \
-            --prometheus-host 127.0.0.1 --prometheus-port $((port + 100)) --log-level warn
-        ;;
-    *) say "unknown target $t"; exit 2 ;;
-    esac
+            start_router tower-lb "$port" "$bin/llm_router" \
+                --listen "127.0.0.1:$port" "${backends[@]}" $ROUTER_ARGS
+            ;;
+        sglang-ca | sglang-rr)
+            policy=cache_aware
+            [[ $t == sglang-rr ]] && policy=round_robin
+            start_router "$t" "$port" env HF_ENDPOINT=http://127.0.0.1:9 \
+                "$VENV/bin/sglang-router" launch --host 127.0.0.1 --port "$port" \
+                --worker-urls "${urls[@]}" --policy "$policy" \
+                --prometheus-host 127.0.0.1 --prometheus-port $((port + 500)) --log-level warn
+            ;;
+        lc | rr)
+            algorithm=least-connections
+            [[ $t == rr ]] && algorithm=round-robin
+            backends=()
+            for addr in "${addrs[@]}"; do backends+=(--backend "$addr"); done
+            start_router "$t" "$port" env RUST_LOG=warn "$proxy" \
+                --listen "127.0.0.1:$port" "${backends[@]}" --algorithm "$algorithm" --workers 1
+            ;;
+        *) say "unknown target $t"; exit 2 ;;
+        esac
+    done
 done
-for name in "${routers[@]}"; do
-    wait_http "http://127.0.0.1:${port_of[$name]}/health" || wait_http "http://127.0.0.1:${port_of[$name]}/v1/models"
+for name in "${!ports_of[@]}"; do
+    for port in ${ports_of[$name]}; do
+        wait_http "http://127.0.0.1:$port/health" || wait_http "http://127.0.0.1:$port/v1/models"
+    done
 done
 sleep 1 # sglang-router registers its workers after it listens
 
-cpu_ticks() { # PID: user + system clock ticks of the process
-    awk '{print $14 + $15}' "/proc/$1/stat"
+cpu_ticks() { # PID...: user + system clock ticks of the processes
+    local sum=0 pid
+    for pid in "$@"; do
+        sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$sum"
 }
 
 fleet() { # prints "hit_rate busiest_over_mean requests" from the servers' /stats
@@ -166,55 +233,99 @@ json() { # FIELD JSON
     sed -E "s/.*\"$1\":([0-9.eE+-]+|null).*/\1/" <<<"$2"
 }
 
-measure() { # TARGET QUICKACK(0/1): one run, prints a result line
-    local t=$1 quick=$2 args=() before after out
+# One run; prints a result line:
+#   target quickack p50 p99 tokens/s hit busiest cpu_us/request errors rate goodput
+measure() { # TARGET QUICKACK(0/1) RATE(0: closed loop)
+    local t=$1 quick=$2 rate=$3 args=() before after out port
     for url in "${urls[@]}"; do curl -sf -X POST -o /dev/null "$url/flush_cache"; done
     if [[ $t == direct ]]; then
         for url in "${urls[@]}"; do args+=(--target "$url"); done
     else
-        args+=(--target "http://127.0.0.1:${port_of[$t]}")
+        for port in ${ports_of[$t]}; do args+=(--target "http://127.0.0.1:$port"); done
     fi
     ((quick)) && args+=(--quickack)
-    before=0
-    [[ -n ${pid_of[$t]:-} ]] && before=$(cpu_ticks "${pid_of[$t]}")
-    out=$("$bin/llm_load" "${args[@]}" --sessions "$SESSIONS" --turns "$TURNS" \
-        --in-flight "$IN_FLIGHT" --max-tokens "$MAX_TOKENS" --seed "$SEED" || true)
-    after=0
-    [[ -n ${pid_of[$t]:-} ]] && after=$(cpu_ticks "${pid_of[$t]}")
+    if [[ $rate != 0 ]]; then
+        args+=(--rate "$rate" --duration "$DURATION" --think "$THINK")
+    else
+        args+=(--in-flight "$IN_FLIGHT")
+    fi
+    # shellcheck disable=SC2086 # one pid a word
+    before=$(cpu_ticks ${pids_of[$t]:-})
+    out=$(timeout "$LOAD_LIMIT" "$bin/llm_load" "${args[@]}" --sessions "$SESSIONS" \
+        --turns "$TURNS" --max-tokens "$MAX_TOKENS" --seed "$SEED" --slo "$SLO" || true)
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks ${pids_of[$t]:-})
     read -r hit busiest total <<<"$(fleet)"
     local tick_ms
     tick_ms=$(awk -v hz="$(getconf CLK_TCK)" 'BEGIN { print 1000 / hz }')
     awk -v t="$t" -v q="$quick" -v p50="$(json ttft_p50_ms "$out")" -v p99="$(json ttft_p99_ms "$out")" \
         -v tps="$(json tokens_per_s "$out")" -v err="$(json errors "$out")" -v hit="$hit" \
-        -v busy="$busiest" -v n="$total" -v cpu=$(((after - before))) -v tick="$tick_ms" \
-        'BEGIN { printf "%s %d %.1f %.1f %.0f %.3f %.2f %.1f %d\n", t, q, p50, p99, tps, hit, busy, (n ? cpu * tick * 1000 / n : 0), err }'
+        -v busy="$busiest" -v n="$total" -v cpu=$((after - before)) -v tick="$tick_ms" \
+        -v rate="$rate" -v good="$(json goodput "$out")" \
+        'BEGIN { printf "%s %d %.1f %.1f %.0f %.3f %.2f %.1f %d %s %.3f\n", t, q, p50, p99, tps, hit, busy, (n ? cpu * tick * 1000 / n : 0), err, rate, good }'
 }
 
-say "rounds: $ROUNDS; $SESSIONS chats × $TURNS turns, $IN_FLIGHT in flight, $MAX_TOKENS tokens an answer"
 results=$work/results
 : >"$results"
-for round in $(seq "$ROUNDS"); do
-    for t in $TARGETS; do
-        [[ $t == tower-lb && $have_router == 0 ]] && continue
-        for quick in 0 1; do
-            line=$(measure "$t" "$quick")
-            say "round $round: $line"
-            echo "$line" >>"$results"
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+present() { # TARGET: measured at all
+    [[ $1 == direct || -n ${ports_of[$1]:-} ]]
+}
+replicas_note=""
+((REPLICAS > 1)) && replicas_note=", $REPLICAS replicas a router"
+
+if [[ -z $RATES ]]; then
+    say "closed loop, rounds: $ROUNDS; $SESSIONS chats × $TURNS turns, $IN_FLIGHT in flight, $MAX_TOKENS tokens an answer$replicas_note"
+    for round in $(seq "$ROUNDS"); do
+        for t in $TARGETS; do
+            present "$t" || continue
+            for quick in 0 1; do
+                line=$(measure "$t" "$quick" 0)
+                say "round $round: $line"
+                echo "$line" >>"$results"
+            done
         done
     done
-done
 
-# ----- medians -----
-printf '\n| target | TTFT p50 | TTFT p99 | TTFT p50 (quick ACK) | TTFT p99 (quick ACK) | tokens/s | fleet hit rate | busiest ÷ mean | router CPU µs/request | errors |\n'
-printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
-for t in $TARGETS; do
-    grep -q "^$t " "$results" || continue
-    col() { awk -v t="$t" -v q="$1" -v c="$2" '$1 == t && $2 == q { print $c }' "$results" | median; }
-    cpu=$(col 0 8)
-    [[ $t == direct ]] && cpu="—"
-    printf '| %s | %s ms | %s ms | %s ms | %s ms | %s | %s%% | %s | %s | %s |\n' "$t" \
-        "$(col 0 3)" "$(col 0 4)" "$(col 1 3)" "$(col 1 4)" "$(col 0 5)" \
-        "$(awk -v h="$(col 0 6)" 'BEGIN { printf "%.1f", h * 100 }')" "$(col 0 7)" "$cpu" \
-        "$(awk -v t="$t" '$1 == t { s += $9 } END { print s + 0 }' "$results")"
-done
+    # ----- medians -----
+    printf '\n| target | TTFT p50 | TTFT p99 | TTFT p50 (quick ACK) | TTFT p99 (quick ACK) | tokens/s | fleet hit rate | busiest ÷ mean | router CPU µs/request | errors |\n'
+    printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+    for t in $TARGETS; do
+        grep -q "^$t " "$results" || continue
+        col() { awk -v t="$t" -v q="$1" -v c="$2" '$1 == t && $2 == q { print $c }' "$results" | median; }
+        cpu=$(col 0 8)
+        [[ $t == direct ]] && cpu="—"
+        printf '| %s | %s ms | %s ms | %s ms | %s ms | %s | %s%% | %s | %s | %s |\n' "$t" \
+            "$(col 0 3)" "$(col 0 4)" "$(col 1 3)" "$(col 1 4)" "$(col 0 5)" \
+            "$(awk -v h="$(col 0 6)" 'BEGIN { printf "%.1f", h * 100 }')" "$(col 0 7)" "$cpu" \
+            "$(awk -v t="$t" '$1 == t { s += $9 } END { print s + 0 }' "$results")"
+    done
+else
+    say "open loop, rounds: $ROUNDS; rates $RATES chats/s for $DURATION (at most $SESSIONS chats) × $TURNS turns, think $THINK, SLO $SLO, $MAX_TOKENS tokens an answer$replicas_note"
+    for round in $(seq "$ROUNDS"); do
+        for rate in $RATES; do
+            for t in $TARGETS; do
+                present "$t" || continue
+                line=$(measure "$t" 0 "$rate")
+                say "round $round: $line"
+                echo "$line" >>"$results"
+            done
+        done
+    done
+
+    # ----- medians -----
+    printf '\n| target | chats/s | TTFT p50 | TTFT p99 | goodput (TTFT ≤ %s) | tokens/s | fleet hit rate | busiest ÷ mean | router CPU µs/request | errors |\n' "$SLO"
+    printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+    for t in $TARGETS; do
+        for rate in $RATES; do
+            grep -q "^$t " "$results" || continue
+            col() { awk -v t="$t" -v r="$rate" -v c="$1" '$1 == t && $10 == r { print $c }' "$results" | median; }
+            cpu=$(col 8)
+            [[ $t == direct ]] && cpu="—"
+            printf '| %s | %s | %s ms | %s ms | %s%% | %s | %s%% | %s | %s | %s |\n' "$t" "$rate" \
+                "$(col 3)" "$(col 4)" "$(awk -v g="$(col 11)" 'BEGIN { printf "%.1f", g * 100 }')" \
+                "$(col 5)" "$(awk -v h="$(col 6)" 'BEGIN { printf "%.1f", h * 100 }')" "$(col 7)" "$cpu" \
+                "$(awk -v t="$t" -v r="$rate" '$1 == t && $10 == r { s += $9 } END { print s + 0 }' "$results")"
+        done
+    done
+fi

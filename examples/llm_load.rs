@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo run --release --example llm_load -- --target http://127.0.0.1:8080 \
 //!     --sessions 64 --in-flight 16 [--quickack]
+//! cargo run --release --example llm_load -- --target http://127.0.0.1:8080 \
+//!     --rate 30 --duration 20s --sessions 1000 --think 200ms --slo 200ms
 //! ```
 //!
 //! The workload follows from `--seed` alone, so every run replays the same
@@ -11,18 +13,33 @@
 //! `--system-prompts` system prompts of `--system-chars` characters chosen
 //! by a Zipf law (exponent 1), then `--turns` user messages. Each turn's
 //! request holds the whole chat so far, the answers included as they came
-//! back. `--in-flight` workers take conversations from one queue, send one
-//! turn and put the conversation back at the end of the queue, so the
-//! turns of many chats interleave as they do behind a real front end.
+//! back.
 //!
-//! Several `--target`s are used in round robin (a client going straight to
-//! the servers). `--quickack` sets `TCP_QUICKACK` after every read, so the
+//! Two ways to send them:
+//!
+//! * **Closed loop** (the default): `--in-flight` workers take conversations
+//!   from one queue, send one turn and put the conversation back at the end
+//!   of the queue, so the turns of many chats interleave as they do behind a
+//!   real front end, and a slow target gets fewer requests.
+//! * **Open loop** (`--rate R`): chats arrive as a Poisson process of `R`
+//!   chats a second (its times follow from `--seed` too), whatever the
+//!   target's speed; each chat sends its next turn `--think` after the
+//!   previous answer ended. Chats stop arriving after `--duration` or when
+//!   all `--sessions` have arrived, whichever comes first; the chats under
+//!   way then finish their turns.
+//!
+//! Several `--target`s take the requests in turn, one request each (a
+//! client going straight to the servers, or to several router replicas);
+//! the turns of one chat go to different targets then. `--quickack` sets `TCP_QUICKACK` after every read, so the
 //! client acknowledges at once: a server or router that leaves Nagle's
 //! algorithm on then cannot hold a small event for the client's delayed
 //! ACK.
 //!
-//! The result is one JSON line on stdout: requests, errors, TTFT p50 and
-//! p99 in ms, answer tokens per second, wall time.
+//! The result is one JSON line on stdout: `requests` (answered), `errors`,
+//! `ttft_p50_ms` and `ttft_p99_ms`, `tokens_per_s` (answer tokens over the
+//! wall time), `wall_s`, and `goodput`: the share of all requests (errors
+//! included) whose first token came within `--slo`, with `slo_ms`; in open
+//! loop also `rate` and `chats` (the chats that arrived).
 
 use std::collections::VecDeque;
 use std::io;
@@ -47,7 +64,8 @@ use tokio::net::TcpStream;
 #[derive(Debug, Parser)]
 #[command(name = "llm_load")]
 struct Cli {
-    /// Base URL to send to, `http://HOST:PORT` (repeat: round robin).
+    /// Base URL to send to, `http://IP:PORT` (repeat: requests go to the
+    /// targets in turn).
     #[arg(long, required = true)]
     target: Vec<String>,
     /// Conversations.
@@ -68,16 +86,28 @@ struct Cli {
     /// Answer tokens asked for (`max_tokens`).
     #[arg(long, default_value_t = 32)]
     max_tokens: u32,
-    /// Requests in flight at once.
+    /// Requests in flight at once (closed loop).
     #[arg(long, default_value_t = 16)]
     in_flight: usize,
+    /// Open loop: chats that arrive a second, as a Poisson process.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Open loop: time between an answer's end and the chat's next turn.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    think: Duration,
+    /// Open loop: no chat arrives after this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// A request is good when its first token comes within this long.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    slo: Duration,
     /// The model to ask for.
     #[arg(long, default_value = "emulated")]
     model: String,
     /// Acknowledge every read at once (TCP_QUICKACK).
     #[arg(long)]
     quickack: bool,
-    /// Seed of the workload.
+    /// Seed of the workload (and of the arrival times).
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Give up on one request after this long.
@@ -287,6 +317,12 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let Some(rate) = cli.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            eprintln!("llm_load: --rate must be a positive number of chats a second");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -300,72 +336,141 @@ fn main() -> ExitCode {
     runtime.block_on(run(cli, targets))
 }
 
+/// What every request shares: the settings, the targets and the tally.
+struct Client {
+    cli: Cli,
+    targets: Vec<(SocketAddr, String)>,
+    next_target: AtomicUsize,
+    tally: Mutex<Tally>,
+}
+
+/// The measurements so far.
+#[derive(Default)]
+struct Tally {
+    /// Time to first token of every answered request, in ms.
+    ttft_ms: Vec<f64>,
+    tokens: u64,
+    errors: u64,
+}
+
+/// One connection per target, opened when first used; each worker (closed
+/// loop) or chat (open loop) has its own.
+type Senders = Vec<Option<Sender>>;
+
+impl Client {
+    /// Sends the chat's next turn to the next target and adds the answer
+    /// to the chat (a lost turn leaves the chat without it). False when no
+    /// turn was left.
+    async fn send_turn(&self, chat: &mut Chat, senders: &mut Senders) -> bool {
+        let Some(user) = chat.pending.pop_front() else {
+            return false;
+        };
+        chat.messages.push(json!({"role": "user", "content": user}));
+        let body = json!({
+            "model": self.cli.model, "messages": chat.messages, "stream": true,
+            "max_tokens": self.cli.max_tokens,
+        });
+        let k = self.next_target.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+        let (addr, host) = &self.targets[k];
+        let outcome = async {
+            if senders[k].is_none() {
+                senders[k] = Some(
+                    connect(*addr, self.cli.quickack)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let sender = senders[k].as_mut().ok_or("no connection")?;
+            let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+            tokio::time::timeout(self.cli.timeout, turn(sender, host, body))
+                .await
+                .map_err(|_| "timed out".to_string())?
+        }
+        .await;
+        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(answer) => {
+                tally.ttft_ms.push(answer.ttft.as_secs_f64() * 1e3);
+                tally.tokens += answer.tokens;
+                chat.messages
+                    .push(json!({"role": "assistant", "content": answer.text}));
+            }
+            Err(error) => {
+                tally.errors += 1;
+                senders[k] = None;
+                eprintln!("llm_load: {error}");
+                chat.messages.pop();
+            }
+        }
+        true
+    }
+
+    fn senders(&self) -> Senders {
+        self.targets.iter().map(|_| None).collect()
+    }
+}
+
 async fn run(cli: Cli, targets: Vec<(SocketAddr, String)>) -> ExitCode {
-    let queue = Arc::new(Mutex::new(workload(&cli)));
-    let results = Arc::new(Mutex::new((Vec::new(), 0u64, 0u64)));
-    let next_target = Arc::new(AtomicUsize::new(0));
-    let targets = Arc::new(targets);
-    let cli = Arc::new(cli);
+    let chats = workload(&cli);
+    let rate = cli.rate;
+    let client = Arc::new(Client {
+        cli,
+        targets,
+        next_target: AtomicUsize::new(0),
+        tally: Mutex::new(Tally::default()),
+    });
     let started = Instant::now();
-    let workers: Vec<_> = (0..cli.in_flight.max(1))
+    let arrived = match rate {
+        None => {
+            closed_loop(&client, chats).await;
+            None
+        }
+        Some(rate) => Some(open_loop(&client, chats, rate).await),
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let tally = std::mem::take(&mut *client.tally.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut ttft = tally.ttft_ms;
+    ttft.sort_by(f64::total_cmp);
+    let slo_ms = client.cli.slo.as_secs_f64() * 1e3;
+    let good = ttft.iter().filter(|&&t| t <= slo_ms).count();
+    let sent = ttft.len() as u64 + tally.errors;
+    let mut report = json!({
+        "requests": ttft.len(),
+        "errors": tally.errors,
+        "ttft_p50_ms": percentile(&ttft, 0.50),
+        "ttft_p99_ms": percentile(&ttft, 0.99),
+        "tokens_per_s": tally.tokens as f64 / wall,
+        "wall_s": wall,
+        "goodput": if sent == 0 { f64::NAN } else { good as f64 / sent as f64 },
+        "slo_ms": slo_ms,
+    });
+    if let (Some(rate), Some(arrived)) = (rate, arrived) {
+        report["rate"] = json!(rate);
+        report["chats"] = json!(arrived);
+    }
+    println!("{report}");
+    if tally.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `--in-flight` workers share one queue of chats, one turn at a time.
+async fn closed_loop(client: &Arc<Client>, chats: VecDeque<Chat>) {
+    let queue = Arc::new(Mutex::new(chats));
+    let workers: Vec<_> = (0..client.cli.in_flight.max(1))
         .map(|_| {
-            let (queue, results, next_target, targets, cli) = (
-                Arc::clone(&queue),
-                Arc::clone(&results),
-                Arc::clone(&next_target),
-                Arc::clone(&targets),
-                Arc::clone(&cli),
-            );
+            let (queue, client) = (Arc::clone(&queue), Arc::clone(client));
             tokio::spawn(async move {
-                let mut senders: Vec<Option<Sender>> = targets.iter().map(|_| None).collect();
+                let mut senders = client.senders();
                 loop {
                     let chat = queue
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .pop_front();
                     let Some(mut chat) = chat else { break };
-                    let Some(user) = chat.pending.pop_front() else {
-                        continue;
-                    };
-                    chat.messages.push(json!({"role": "user", "content": user}));
-                    let body = json!({
-                        "model": cli.model, "messages": chat.messages, "stream": true,
-                        "max_tokens": cli.max_tokens,
-                    });
-                    let k = next_target.fetch_add(1, Ordering::Relaxed) % targets.len();
-                    let (addr, host) = &targets[k];
-                    let outcome = async {
-                        if senders[k].is_none() {
-                            senders[k] = Some(
-                                connect(*addr, cli.quickack)
-                                    .await
-                                    .map_err(|e| e.to_string())?,
-                            );
-                        }
-                        let sender = senders[k].as_mut().ok_or("no connection")?;
-                        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-                        tokio::time::timeout(cli.timeout, turn(sender, host, body))
-                            .await
-                            .map_err(|_| "timed out".to_string())?
-                    }
-                    .await;
-                    let mut results = results.lock().unwrap_or_else(PoisonError::into_inner);
-                    match outcome {
-                        Ok(answer) => {
-                            results.0.push(answer.ttft.as_secs_f64() * 1e3);
-                            results.1 += answer.tokens;
-                            chat.messages
-                                .push(json!({"role": "assistant", "content": answer.text}));
-                        }
-                        Err(error) => {
-                            results.2 += 1;
-                            senders[k] = None;
-                            eprintln!("llm_load: {error}");
-                            // The turn is lost; the chat goes on without its answer.
-                            chat.messages.pop();
-                        }
-                    }
-                    drop(results);
+                    client.send_turn(&mut chat, &mut senders).await;
                     if !chat.pending.is_empty() {
                         queue
                             .lock()
@@ -379,24 +484,38 @@ async fn run(cli: Cli, targets: Vec<(SocketAddr, String)>) -> ExitCode {
     for worker in workers {
         let _ = worker.await;
     }
-    let wall = started.elapsed().as_secs_f64();
-    let (mut ttft, tokens, errors) =
-        std::mem::take(&mut *results.lock().unwrap_or_else(PoisonError::into_inner));
-    ttft.sort_by(f64::total_cmp);
-    println!(
-        "{}",
-        json!({
-            "requests": ttft.len(),
-            "errors": errors,
-            "ttft_p50_ms": percentile(&ttft, 0.50),
-            "ttft_p99_ms": percentile(&ttft, 0.99),
-            "tokens_per_s": tokens as f64 / wall,
-            "wall_s": wall,
-        })
-    );
-    if errors == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+}
+
+/// Chats arrive at `rate` a second (exponential gaps, from the seed); each
+/// sends its turns one after another, `--think` apart. Returns how many
+/// chats arrived.
+async fn open_loop(client: &Arc<Client>, chats: VecDeque<Chat>, rate: f64) -> usize {
+    let mut rng = Rng(client.cli.seed ^ 0xa221_7a15);
+    let start = tokio::time::Instant::now();
+    let end = client.cli.duration.map(|d| start + d);
+    let mut at = start;
+    let mut running = tokio::task::JoinSet::new();
+    let mut arrived = 0;
+    for mut chat in chats {
+        // 1 - unit() is in (0, 1]: its logarithm is finite.
+        at += Duration::from_secs_f64(-(1.0 - rng.unit()).ln() / rate);
+        if end.is_some_and(|end| at > end) {
+            break;
+        }
+        tokio::time::sleep_until(at).await;
+        arrived += 1;
+        let client = Arc::clone(client);
+        running.spawn(async move {
+            let mut senders = client.senders();
+            while client.send_turn(&mut chat, &mut senders).await {
+                if !chat.pending.is_empty() {
+                    tokio::time::sleep(client.cli.think).await;
+                }
+            }
+        });
+        // Reap finished chats as they go, so the set stays small.
+        while running.try_join_next().is_some() {}
     }
+    while running.join_next().await.is_some() {}
+    arrived
 }

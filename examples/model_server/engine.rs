@@ -44,27 +44,57 @@ pub(crate) struct Engine {
     pub(crate) counters: Counters,
 }
 
-/// A request admitted to the batch: it holds its slot until dropped.
+/// One of the engine's gauges.
+#[derive(Clone, Copy, Debug)]
+enum Gauge {
+    Waiting,
+    Running,
+    RunningTokens,
+}
+
+/// An amount added to one of the engine's gauges, taken off again when
+/// dropped: on every path out of a request, cancellation included (a client
+/// that goes away while its request waits for a slot drops the request's
+/// future, and with it this guard).
+#[derive(Debug)]
+struct Held {
+    engine: Arc<Engine>,
+    gauge: Gauge,
+    amount: usize,
+}
+
+impl Held {
+    fn new(engine: &Arc<Engine>, gauge: Gauge, amount: usize) -> Self {
+        engine.gauge(gauge).fetch_add(amount, Relaxed);
+        Self {
+            engine: Arc::clone(engine),
+            gauge,
+            amount,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.engine
+            .gauge(self.gauge)
+            .fetch_sub(self.amount, Relaxed);
+    }
+}
+
+/// A request admitted to the batch: it holds its slot, its place in the
+/// running count and its KV tokens until dropped.
 #[derive(Debug)]
 pub(crate) struct Admitted {
-    engine: Arc<Engine>,
     _slot: OwnedSemaphorePermit,
-    held_tokens: usize,
+    _running: Held,
+    _tokens: Held,
     /// Prompt tokens found in the cache.
     pub(crate) cached_tokens: usize,
     /// Prompt tokens in all.
     pub(crate) prompt_tokens: usize,
     /// How long prefill takes: the uncached tokens.
     pub(crate) prefill: Duration,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.engine.running.fetch_sub(1, Relaxed);
-        self.engine
-            .running_tokens
-            .fetch_sub(self.held_tokens, Relaxed);
-    }
 }
 
 impl Engine {
@@ -84,23 +114,30 @@ impl Engine {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn gauge(&self, gauge: Gauge) -> &AtomicUsize {
+        match gauge {
+            Gauge::Waiting => &self.waiting,
+            Gauge::Running => &self.running,
+            Gauge::RunningTokens => &self.running_tokens,
+        }
+    }
+
     /// Waits for a slot in the batch, then looks the prompt up in the
-    /// cache.
+    /// cache. Dropped while it waits, it leaves the waiting count as it
+    /// found it.
     pub(crate) async fn admit(self: &Arc<Self>, prompt: &[u8], max_tokens: usize) -> Admitted {
         self.counters.requests.fetch_add(1, Relaxed);
-        self.waiting.fetch_add(1, Relaxed);
+        let waiting = Held::new(self, Gauge::Waiting, 1);
         let slot = Arc::clone(&self.slots)
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        self.waiting.fetch_sub(1, Relaxed);
-        self.running.fetch_add(1, Relaxed);
+        let running = Held::new(self, Gauge::Running, 1);
+        drop(waiting);
         let blocks = block_hashes(prompt);
         let hit_blocks = self.cache().lookup(&blocks);
         let prompt_tokens = tokens(prompt.len());
         let cached_tokens = (hit_blocks * BLOCK_TOKENS).min(prompt_tokens);
-        let held_tokens = prompt_tokens + max_tokens;
-        self.running_tokens.fetch_add(held_tokens, Relaxed);
         self.counters
             .prompt_tokens
             .fetch_add(prompt_tokens as u64, Relaxed);
@@ -109,9 +146,9 @@ impl Engine {
             .fetch_add(cached_tokens as u64, Relaxed);
         let uncached = (prompt_tokens - cached_tokens) as u32;
         Admitted {
-            engine: Arc::clone(self),
             _slot: slot,
-            held_tokens,
+            _running: running,
+            _tokens: Held::new(self, Gauge::RunningTokens, prompt_tokens + max_tokens),
             cached_tokens,
             prompt_tokens,
             prefill: self.config.prefill_per_token * uncached,

@@ -6,16 +6,28 @@
 //!     --cache-tokens 20000 --batch 8 --prefill-per-token 100us --decode-per-token 5ms
 //! ```
 //!
-//! It serves `/v1/completions` and `/v1/chat/completions` (OpenAI's
-//! shapes, whole or streamed as server-sent events, one token an event)
-//! and behaves like a serving engine where routing can see it:
+//! It serves `/v1/completions` and `/v1/chat/completions` in OpenAI's
+//! shapes, whole or streamed as server-sent events (one token an event):
+//! a unique `id` per answer (`chatcmpl-…`, `cmpl-…`), `created`, `object`
+//! (`chat.completion`, `chat.completion.chunk`, `text_completion`), the
+//! assistant's `role` in the first streamed delta; `usage` (with
+//! `prompt_tokens_details.cached_tokens`, the prompt tokens the prefix cache
+//! held) in whole answers, and in streams only when the request asks with
+//! `"stream_options": {"include_usage": true}`: then as a last chunk with no
+//! choices before `data: [DONE]`. Every error is
+//! `{"error": {"message", "type", "code"}}`: 400 for a body it cannot read,
+//! 404 `model_not_found` for another model, 404 and 405 for unknown paths
+//! and methods, 413 for bodies over 8 MiB. It behaves like a serving engine
+//! where routing can see it:
 //!
 //! * **Prefix cache.** The prompt (a chat rendered with its roles) is cut
 //!   into blocks of 16 tokens of 4 bytes, named by chained hashes, and
 //!   looked up in an LRU cache of `--cache-tokens` tokens. Only the
 //!   uncached tokens are prefilled; the prompt and the answer are cached
 //!   afterwards, so the next turn of a chat finds its whole history.
-//! * **Batch.** At most `--batch` requests run; the rest wait in order.
+//! * **Batch.** At most `--batch` requests run; the rest wait in order. A
+//!   request whose client goes away leaves the queue (or the batch) then and
+//!   there.
 //! * **Time.** The first token comes after `--prefill-per-token` × uncached
 //!   prompt tokens; then one token every `--decode-per-token`.
 //! * **Load.** `/metrics` in vLLM's names (`vllm:num_requests_waiting`,
@@ -30,14 +42,15 @@
 //!   `/v1/models`, `/get_model_info` and `/model_info`,
 //!   `/get_server_info` and `/server_info`.
 //!
-//! Answers are deterministic: the same prompt, `--seed` and `max_tokens`
-//! give the same words. The first line on stdout is
+//! Answers are deterministic: the same prompt (or messages), `--seed` and
+//! `max_tokens` give the same words, whichever server answers. The first line on stdout is
 //! `model_server listening on http://ADDR`, for scripts that pass port 0.
 
 mod cache;
 mod engine;
 mod openai;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
@@ -45,7 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -56,8 +69,8 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::engine::{Config, Engine};
-use crate::openai::Api;
+use crate::engine::{Admitted, Config, Engine};
+use crate::openai::{Api, ApiError, Head, Usage};
 
 /// Request bodies beyond this are refused with 413.
 const MAX_BODY: usize = 8 << 20;
@@ -146,15 +159,16 @@ fn router(engine: Arc<Engine>) -> Router {
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
         .route("/flush_cache", post(flush).get(flush))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(engine)
 }
 
-async fn completions(state: State<Arc<Engine>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn completions(state: State<Arc<Engine>>, headers: HeaderMap, body: Body) -> Response {
     generate(state, headers, body, Api::Completions).await
 }
 
-async fn chat(state: State<Arc<Engine>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(state: State<Arc<Engine>>, headers: HeaderMap, body: Body) -> Response {
     generate(state, headers, body, Api::Chat).await
 }
 
@@ -166,6 +180,28 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+fn error_response(error: &ApiError) -> Response {
+    json_response(error.status, &error.body())
+}
+
+async fn not_found() -> Response {
+    error_response(&ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found",
+        "no such path",
+    ))
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(&ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        "this path does not take that method",
+    ))
 }
 
 /// The ORCA report asked for by `endpoint-load-metrics-format`, if any.
@@ -190,64 +226,126 @@ fn load_report(engine: &Engine, headers: &HeaderMap) -> Option<HeaderValue> {
     HeaderValue::from_str(&text).ok()
 }
 
+/// A streamed answer on its way: the admitted request (its slot), its
+/// words and the next one to send.
+struct Streaming {
+    admitted: Admitted,
+    engine: Arc<Engine>,
+    head: Head,
+    prompt: Vec<u8>,
+    words: Vec<String>,
+    next: usize,
+    include_usage: bool,
+    first_token: Instant,
+}
+
+impl Streaming {
+    /// The next event and the state after it (`None` after `[DONE]`).
+    async fn next_event(mut self) -> Option<(Result<Bytes, Infallible>, Option<Self>)> {
+        let done = || Some((Ok(Bytes::from_static(openai::DONE.as_bytes())), None));
+        let count = self.words.len();
+        let event = if self.next < count {
+            self.token().await
+        } else if self.next == count {
+            self.finish();
+            if !self.include_usage {
+                return done();
+            }
+            self.head.usage_chunk(&usage(&self.admitted, count))
+        } else {
+            return done();
+        };
+        self.next += 1;
+        Some((Ok(Bytes::from(event)), Some(self)))
+    }
+
+    /// Token `next`, at its time.
+    async fn token(&mut self) -> String {
+        let decode = self.engine.config.decode_per_token;
+        tokio::time::sleep_until(self.first_token + decode * self.next as u32).await;
+        if self.next == 0 {
+            // The prompt's blocks are in the cache once prefill ends.
+            self.engine.remember(&self.prompt);
+        }
+        self.engine.counters.generated_tokens.fetch_add(1, Relaxed);
+        let last = self.next + 1 == self.words.len();
+        self.head.chunk(
+            &self.words[self.next],
+            self.next == 0,
+            last.then_some("length"),
+        )
+    }
+
+    /// The answer is complete: the chat so far goes into the cache.
+    fn finish(&mut self) {
+        let mut text = std::mem::take(&mut self.prompt);
+        text.extend(self.words.concat().bytes());
+        text.push(b'\n');
+        self.engine.remember(&text);
+        self.engine.counters.finished.fetch_add(1, Relaxed);
+    }
+}
+
+fn usage(admitted: &Admitted, completion_tokens: usize) -> Usage {
+    Usage {
+        prompt_tokens: admitted.prompt_tokens,
+        cached_tokens: admitted.cached_tokens,
+        completion_tokens,
+    }
+}
+
 async fn generate(
     State(engine): State<Arc<Engine>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
     api: Api,
 ) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return error_response(&ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("request bodies are limited to {MAX_BODY} bytes"),
+        ));
+    };
     let request = match openai::parse(api, &body) {
         Ok(request) => request,
-        Err(message) => return json_response(StatusCode::BAD_REQUEST, &openai::error(&message)),
+        Err(error) => return error_response(&error),
     };
     if let Some(model) = &request.model {
         if model != &engine.config.model {
-            let message = format!(
-                "this server serves {:?}, not {model:?}",
-                engine.config.model
-            );
-            return json_response(StatusCode::NOT_FOUND, &openai::error(&message));
+            return error_response(&ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!(
+                    "the model {model:?} does not exist; this server serves {:?}",
+                    engine.config.model
+                ),
+            ));
         }
     }
     let prompt = request.prompt.into_bytes();
     let admitted = engine.admit(&prompt, request.max_tokens).await;
     let started = Instant::now();
     let words = engine.answer(&prompt, request.max_tokens);
-    let id = format!("cmpl-{:016x}", xxhash_rust::xxh3::xxh3_64(&prompt));
-    let model = engine.config.model.clone();
+    let head = Head::new(api, engine.config.model.clone());
     let report = load_report(&engine, &headers);
-    let decode = engine.config.decode_per_token;
     let first_token = started + admitted.prefill;
 
     let mut response = if request.stream {
-        // State: the admitted request (its slot), the words, the next one.
-        let state = (admitted, prompt, words, 0usize, engine, id, model);
-        let events = stream::unfold(Some(state), move |state| async move {
-            let (admitted, prompt, words, next, engine, id, model) = state?;
-            if next == words.len() {
-                let mut text = prompt;
-                text.extend(words.concat().bytes());
-                text.push(b'\n');
-                engine.remember(&text);
-                engine.counters.finished.fetch_add(1, Relaxed);
-                drop(admitted);
-                return Some((
-                    Ok::<_, std::convert::Infallible>(Bytes::from(openai::DONE)),
-                    None,
-                ));
-            }
-            tokio::time::sleep_until(first_token + decode * next as u32).await;
-            if next == 0 {
-                // The prompt's blocks are in the cache once prefill ends.
-                engine.remember(&prompt);
-            }
-            engine.counters.generated_tokens.fetch_add(1, Relaxed);
-            let finish = (next + 1 == words.len()).then_some("length");
-            let event = openai::chunk(api, &id, &model, &words[next], finish);
-            Some((
-                Ok(Bytes::from(event)),
-                Some((admitted, prompt, words, next + 1, engine, id, model)),
-            ))
+        let streaming = Streaming {
+            admitted,
+            engine,
+            head,
+            prompt,
+            words,
+            next: 0,
+            include_usage: request.include_usage,
+            first_token,
+        };
+        let events = stream::unfold(Some(streaming), |streaming| async move {
+            streaming?.next_event().await
         });
         let mut response = Response::new(Body::from_stream(events));
         response.headers_mut().insert(
@@ -257,6 +355,7 @@ async fn generate(
         response
     } else {
         let count = words.len() as u32;
+        let decode = engine.config.decode_per_token;
         tokio::time::sleep_until(first_token + decode * count.saturating_sub(1)).await;
         let text = words.concat();
         let mut remembered = prompt;
@@ -268,17 +367,9 @@ async fn generate(
             .counters
             .generated_tokens
             .fetch_add(u64::from(count), Relaxed);
-        let usage = json!({
-            "prompt_tokens": admitted.prompt_tokens,
-            "completion_tokens": count,
-            "total_tokens": admitted.prompt_tokens + count as usize,
-            "prompt_tokens_details": {"cached_tokens": admitted.cached_tokens},
-        });
+        let usage = usage(&admitted, words.len());
         drop(admitted);
-        json_response(
-            StatusCode::OK,
-            &openai::whole(api, &id, &model, &text, usage),
-        )
+        json_response(StatusCode::OK, &head.whole(&text, &usage))
     };
     if let Some(report) = report {
         response

@@ -1,5 +1,10 @@
 //! The OpenAI-compatible requests the emulator reads and the answers it
-//! writes: whole JSON bodies, or server-sent events token by token.
+//! writes: whole JSON bodies, or server-sent events token by token, in
+//! OpenAI's shapes (ids, `object`, `created`, `usage`, errors).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -10,6 +15,31 @@ pub(crate) enum Api {
     Completions,
     /// `/v1/chat/completions`: `messages`.
     Chat,
+}
+
+impl Api {
+    /// The `object` of a whole answer.
+    fn whole_object(self) -> &'static str {
+        match self {
+            Api::Completions => "text_completion",
+            Api::Chat => "chat.completion",
+        }
+    }
+
+    /// The `object` of a streamed chunk (completions use the same word).
+    fn chunk_object(self) -> &'static str {
+        match self {
+            Api::Completions => "text_completion",
+            Api::Chat => "chat.completion.chunk",
+        }
+    }
+
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Api::Completions => "cmpl",
+            Api::Chat => "chatcmpl",
+        }
+    }
 }
 
 /// Answers without `max_tokens` have this many tokens.
@@ -25,35 +55,40 @@ pub(crate) struct Generate {
     pub(crate) prompt: String,
     pub(crate) max_tokens: usize,
     pub(crate) stream: bool,
+    /// `stream_options.include_usage`: a last chunk with the usage.
+    pub(crate) include_usage: bool,
     pub(crate) model: Option<String>,
 }
 
-/// Reads a request body; the error is the message of a 400 answer.
-pub(crate) fn parse(api: Api, body: &[u8]) -> Result<Generate, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+/// Reads a request body; the error is a 400 answer's.
+pub(crate) fn parse(api: Api, body: &[u8]) -> Result<Generate, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the body is not JSON: {e}")))?;
     let Value::Object(fields) = value else {
-        return Err("the body must be a JSON object".into());
+        return Err(ApiError::invalid("the body must be a JSON object"));
     };
     let prompt = match api {
         Api::Completions => match fields.get("prompt") {
             Some(Value::String(text)) => text.clone(),
             Some(Value::Array(parts)) => parts
                 .iter()
-                .map(|p| p.as_str().ok_or("`prompt` must be text"))
+                .map(|p| {
+                    p.as_str()
+                        .ok_or_else(|| ApiError::invalid("`prompt` must be text"))
+                })
                 .collect::<Result<String, _>>()?,
-            _ => return Err("`prompt` must be text".into()),
+            _ => return Err(ApiError::invalid("`prompt` must be text")),
         },
         Api::Chat => {
             let Some(Value::Array(messages)) = fields.get("messages") else {
-                return Err("`messages` must be a list".into());
+                return Err(ApiError::invalid("`messages` must be a list"));
             };
             let mut prompt = String::new();
             for message in messages {
                 let role = message
                     .get("role")
                     .and_then(Value::as_str)
-                    .ok_or("every message needs a `role`")?;
+                    .ok_or_else(|| ApiError::invalid("every message needs a `role`"))?;
                 prompt.push_str("<|");
                 prompt.push_str(role);
                 prompt.push_str("|>\n");
@@ -71,13 +106,20 @@ pub(crate) fn parse(api: Api, body: &[u8]) -> Result<Generate, String> {
         None | Some(Value::Null) => DEFAULT_MAX_TOKENS,
         Some(v) => v
             .as_u64()
-            .ok_or("`max_tokens` must be a whole number")?
+            .ok_or_else(|| ApiError::invalid("`max_tokens` must be a whole number"))?
             .clamp(1, MAX_TOKENS),
     };
+    let stream = fields.get("stream").and_then(Value::as_bool) == Some(true);
+    let include_usage = fields
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
     Ok(Generate {
         prompt,
         max_tokens: max_tokens as usize,
-        stream: fields.get("stream").and_then(Value::as_bool) == Some(true),
+        stream,
+        include_usage,
         model: fields
             .get("model")
             .and_then(Value::as_str)
@@ -86,7 +128,7 @@ pub(crate) fn parse(api: Api, body: &[u8]) -> Result<Generate, String> {
 }
 
 /// A message's content: text, or a list of parts whose text is joined.
-fn content(value: Option<&Value>) -> Result<String, String> {
+fn content(value: Option<&Value>) -> Result<String, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(text)) => Ok(text.clone()),
@@ -94,46 +136,151 @@ fn content(value: Option<&Value>) -> Result<String, String> {
             .iter()
             .filter_map(|p| p.get("text").and_then(Value::as_str))
             .collect()),
-        Some(_) => Err("a message's `content` must be text or a list of parts".into()),
+        Some(_) => Err(ApiError::invalid(
+            "a message's `content` must be text or a list of parts",
+        )),
     }
 }
 
-/// One streamed token as an SSE event.
-pub(crate) fn chunk(api: Api, id: &str, model: &str, text: &str, finish: Option<&str>) -> String {
-    let body = match api {
-        Api::Completions => json!({
-            "id": id, "object": "text_completion", "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish}],
-        }),
-        Api::Chat => json!({
-            "id": id, "object": "chat.completion.chunk", "model": model,
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
-        }),
-    };
+/// What every chunk and the whole answer of one request share.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) api: Api,
+    pub(crate) id: String,
+    pub(crate) created: u64,
+    pub(crate) model: String,
+}
+
+impl Head {
+    /// A new answer's head: a fresh id, the time now.
+    pub(crate) fn new(api: Api, model: String) -> Self {
+        Self {
+            api,
+            id: next_id(api),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            model,
+        }
+    }
+
+    fn object(&self, object: &str, choices: Value) -> Value {
+        json!({
+            "id": self.id, "object": object, "created": self.created,
+            "model": self.model, "choices": choices,
+        })
+    }
+
+    /// One streamed token as an SSE event; the first of a chat carries the
+    /// role.
+    pub(crate) fn chunk(&self, text: &str, first: bool, finish: Option<&str>) -> String {
+        let choice = match self.api {
+            Api::Completions => json!({"index": 0, "text": text, "finish_reason": finish}),
+            Api::Chat if first => json!({"index": 0, "finish_reason": finish,
+                "delta": {"role": "assistant", "content": text}}),
+            Api::Chat => json!({"index": 0, "delta": {"content": text}, "finish_reason": finish}),
+        };
+        event(&self.object(self.api.chunk_object(), json!([choice])))
+    }
+
+    /// The last chunk of a stream that asked for its usage.
+    pub(crate) fn usage_chunk(&self, usage: &Usage) -> String {
+        let mut chunk = self.object(self.api.chunk_object(), json!([]));
+        chunk["usage"] = usage.to_json();
+        event(&chunk)
+    }
+
+    /// A whole answer.
+    pub(crate) fn whole(&self, text: &str, usage: &Usage) -> Value {
+        let choice = match self.api {
+            Api::Completions => json!({"index": 0, "text": text, "finish_reason": "length"}),
+            Api::Chat => json!({"index": 0, "finish_reason": "length",
+                "message": {"role": "assistant", "content": text}}),
+        };
+        let mut whole = self.object(self.api.whole_object(), json!([choice]));
+        whole["usage"] = usage.to_json();
+        whole
+    }
+}
+
+/// Tokens one request read, found cached, and wrote.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Usage {
+    pub(crate) prompt_tokens: usize,
+    pub(crate) cached_tokens: usize,
+    pub(crate) completion_tokens: usize,
+}
+
+impl Usage {
+    fn to_json(self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        })
+    }
+}
+
+fn event(body: &Value) -> String {
     format!("data: {body}\n\n")
 }
 
 /// The end of a stream.
 pub(crate) const DONE: &str = "data: [DONE]\n\n";
 
-/// A whole answer.
-pub(crate) fn whole(api: Api, id: &str, model: &str, text: &str, usage: Value) -> Value {
-    match api {
-        Api::Completions => json!({
-            "id": id, "object": "text_completion", "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": "length"}],
-            "usage": usage,
-        }),
-        Api::Chat => json!({
-            "id": id, "object": "chat.completion", "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "length"}],
-            "usage": usage,
-        }),
-    }
+/// A unique id: the API's prefix, this process's random part, a counter.
+fn next_id(api: Api) -> String {
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // std's hasher keys are random per process; that is all the randomness
+    // an id needs, and it never touches the answers' words.
+    let process = *PROCESS.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    });
+    let n = COUNTER.fetch_add(1, Relaxed);
+    format!("{}-{process:016x}{n:08x}", api.id_prefix())
 }
 
-/// An error body in OpenAI's shape.
-pub(crate) fn error(message: &str) -> Value {
-    json!({"error": {"message": message, "type": "invalid_request_error"}})
+/// An error answer: its status and OpenAI's `error` object.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: http::StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: http::StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: a body the server cannot read.
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(
+            http::StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request_error",
+            message,
+        )
+    }
+
+    /// The body: `{"error": {"message", "type", "code"}}`.
+    pub(crate) fn body(&self) -> Value {
+        json!({"error": {"message": self.message, "type": self.kind, "code": self.code}})
+    }
 }

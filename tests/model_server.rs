@@ -1,0 +1,368 @@
+//! `examples/model_server` as a child process on 127.0.0.1: OpenAI's
+//! answer shapes, whole and streamed, its error shape, and its queue and
+//! batch counts when clients go away.
+//!
+//! `cargo test --features llm,reports --test model_server` builds the
+//! example first (with the test's profile and target directory).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+
+use support::within;
+
+/// The example's directory, after building it once per test run.
+fn examples_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| support::examples::build(&["model_server"], &["llm", "reports"]))
+}
+
+/// A model server process, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts the model server with `args`; waits for its `listening on`
+    /// line.
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(examples_dir().join("model_server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the example starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(support::STEP).unwrap_or_default();
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("model_server printed {line:?}, not its address")
+            });
+        Self { child, addr }
+    }
+
+    /// A gauge from its `/metrics` page.
+    async fn gauge(&self, name: &str) -> f64 {
+        let response = send(self.addr, Method::GET, "/metrics", String::new()).await;
+        let page = text(response).await;
+        page.lines()
+            .find(|line| line.starts_with(&format!("{name}{{")))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {page}"))
+    }
+
+    /// Polls `/metrics` until `name` reads `value` (bounded by
+    /// [`within`]).
+    async fn wait_gauge(&self, name: &str, value: f64) {
+        within(&format!("{name} = {value}"), async {
+            while self.gauge(name).await != value {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Sends one request on a connection of its own, returning the response
+/// with its streaming body.
+async fn send(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: String,
+) -> http::Response<Incoming> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    within("a response head", sender.send_request(request))
+        .await
+        .unwrap()
+}
+
+async fn post(addr: SocketAddr, path: &str, body: &Value) -> http::Response<Incoming> {
+    send(addr, Method::POST, path, body.to_string()).await
+}
+
+async fn text(response: http::Response<Incoming>) -> String {
+    let body = within("a whole body", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+async fn json_body(response: http::Response<Incoming>) -> Value {
+    let body = text(response).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Every event's data of a whole stream, `[DONE]` included.
+async fn events(response: http::Response<Incoming>) -> Vec<String> {
+    text(response)
+        .await
+        .split("\n\n")
+        .filter(|event| !event.is_empty())
+        .map(|event| {
+            event
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not an SSE data event: {event:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+fn messages() -> Value {
+    json!([{"role": "system", "content": "Answer in four-letter words. ".repeat(20)},
+           {"role": "user", "content": "Name a colour."}])
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn whole_answers_have_openai_ids_objects_and_usage() {
+    let server = Server::start(&["--decode-per-token", "1ms"]);
+    let chat = json!({"model": "emulated", "max_tokens": 8, "messages": messages()});
+    let first = json_body(post(server.addr, "/v1/chat/completions", &chat).await).await;
+    let second = json_body(post(server.addr, "/v1/chat/completions", &chat).await).await;
+
+    for answer in [&first, &second] {
+        assert!(
+            answer["id"].as_str().unwrap().starts_with("chatcmpl-"),
+            "{answer}"
+        );
+        assert_eq!(answer["object"], "chat.completion");
+        assert_eq!(answer["model"], "emulated");
+        let created = answer["created"].as_u64().unwrap();
+        assert!(created.abs_diff(now()) < 60, "{created}");
+        assert_eq!(answer["choices"][0]["message"]["role"], "assistant");
+        let usage = &answer["usage"];
+        assert_eq!(usage["completion_tokens"], 8);
+        assert_eq!(
+            usage["total_tokens"].as_u64(),
+            Some(usage["prompt_tokens"].as_u64().unwrap() + 8)
+        );
+    }
+    assert_ne!(first["id"], second["id"]);
+    // The answer follows from the messages; the second request finds the
+    // first's prompt in the cache.
+    assert_eq!(
+        first["choices"][0]["message"]["content"],
+        second["choices"][0]["message"]["content"]
+    );
+    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(cached > 0, "{second}");
+    assert!(cached <= second["usage"]["prompt_tokens"].as_u64().unwrap());
+
+    let completion = json!({"prompt": "Once upon a time", "max_tokens": 4});
+    let answer = json_body(post(server.addr, "/v1/completions", &completion).await).await;
+    assert!(
+        answer["id"].as_str().unwrap().starts_with("cmpl-"),
+        "{answer}"
+    );
+    assert_eq!(answer["object"], "text_completion");
+    assert!(answer["choices"][0]["text"].is_string());
+    assert_eq!(answer["usage"]["completion_tokens"], 4);
+}
+
+#[tokio::test]
+async fn streams_carry_the_role_first_and_usage_only_when_asked() {
+    let server = Server::start(&["--decode-per-token", "1ms"]);
+    let whole = json!({"max_tokens": 6, "messages": messages()});
+    let whole = json_body(post(server.addr, "/v1/chat/completions", &whole).await).await;
+
+    let asked = json!({"max_tokens": 6, "messages": messages(), "stream": true,
+                       "stream_options": {"include_usage": true}});
+    let events = events(post(server.addr, "/v1/chat/completions", &asked).await).await;
+    assert_eq!(events.len(), 6 + 2, "{events:?}");
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..7]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let id = chunks[0]["id"].as_str().unwrap();
+    assert!(id.starts_with("chatcmpl-"), "{id}");
+    assert_ne!(Some(id), whole["id"].as_str());
+    for chunk in &chunks {
+        assert_eq!(chunk["id"], id);
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        assert!(chunk["created"].is_u64());
+    }
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks[1..6]
+        .iter()
+        .all(|c| c["choices"][0]["delta"].get("role").is_none()));
+    assert!(chunks[..6].iter().all(|c| c.get("usage").is_none()));
+    assert_eq!(chunks[5]["choices"][0]["finish_reason"], "length");
+    let streamed: String = chunks[..6]
+        .iter()
+        .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(whole["choices"][0]["message"]["content"], streamed);
+    let last = &chunks[6];
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 6);
+    assert_eq!(
+        last["usage"]["prompt_tokens"],
+        whole["usage"]["prompt_tokens"]
+    );
+    // The whole answer's request put the prompt in the cache.
+    assert!(last["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64() > Some(0));
+
+    let plain = json!({"prompt": "Once upon a time", "max_tokens": 3, "stream": true});
+    let events = events_of(&server, &plain).await;
+    assert_eq!(events.len(), 3 + 1, "{events:?}");
+    for event in &events[..3] {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        assert!(
+            chunk["id"].as_str().unwrap().starts_with("cmpl-"),
+            "{chunk}"
+        );
+        assert_eq!(chunk["object"], "text_completion");
+        assert!(chunk.get("usage").is_none(), "{chunk}");
+    }
+}
+
+async fn events_of(server: &Server, completion: &Value) -> Vec<String> {
+    events(post(server.addr, "/v1/completions", completion).await).await
+}
+
+#[tokio::test]
+async fn every_error_has_one_shape() {
+    let server = Server::start(&[]);
+    let cases = [
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            "{not json".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+        ),
+        (
+            Method::POST,
+            "/v1/completions",
+            json!({"prompt": 3}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            json!({"model": "other", "messages": messages()}).to_string(),
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/embeddings",
+            "{}".to_owned(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/v1/chat/completions",
+            String::new(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let response = send(server.addr, method.clone(), path, body).await;
+        assert_eq!(response.status(), status, "{method} {path}");
+        let error = json_body(response).await;
+        let error = &error["error"];
+        assert_eq!(error["code"], code, "{method} {path}: {error}");
+        assert!(error["message"].is_string(), "{error}");
+        assert!(error["type"].is_string(), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn abandoned_requests_leave_the_queue_and_the_batch() {
+    const QUEUED: usize = 5;
+    // One slot; an answer of 400 tokens 50 ms apart holds it for 20 s.
+    let server = Server::start(&["--batch", "1", "--decode-per-token", "50ms"]);
+    let long = json!({"messages": messages(), "max_tokens": 400, "stream": true});
+    let holder = post(server.addr, "/v1/chat/completions", &long).await;
+    assert_eq!(holder.status(), StatusCode::OK);
+    server.wait_gauge("vllm:num_requests_running", 1.0).await;
+
+    // The rest wait for the slot; their heads do not come before it.
+    let addr = server.addr;
+    let queued: Vec<_> = (0..QUEUED)
+        .map(|k| {
+            let body = json!({"messages": messages(), "max_tokens": 4 + k}).to_string();
+            tokio::spawn(
+                async move { send(addr, Method::POST, "/v1/chat/completions", body).await },
+            )
+        })
+        .collect();
+    server
+        .wait_gauge("vllm:num_requests_waiting", QUEUED as f64)
+        .await;
+
+    // Their clients go away: the connections close while they wait.
+    for task in queued {
+        task.abort();
+        let _ = task.await;
+    }
+    server.wait_gauge("vllm:num_requests_waiting", 0.0).await;
+    assert_eq!(server.gauge("vllm:num_requests_running").await, 1.0);
+
+    // The running request's client goes away mid-answer.
+    drop(holder);
+    server.wait_gauge("vllm:num_requests_running", 0.0).await;
+    assert_eq!(server.gauge("vllm:num_requests_waiting").await, 0.0);
+    assert_eq!(server.gauge("vllm:kv_cache_usage_perc").await, 0.0);
+}
