@@ -11,7 +11,10 @@
 # prompts, streamed; the same for every target, it follows from SEED) against:
 #
 #   direct       llm_load straight to the eight servers in turn
-#   tower-lb     examples/llm_router, default scorers (prefix=3,queue=2,kv=2)
+#   tower-lb     examples/llm_router, its default: least predicted time to first
+#                token (Scored::ttft)
+#   tower-lb-scores  examples/llm_router --scorer prefix=3,queue=2,kv=2 (the
+#                0.2 default: weighted scorers and the imbalance gate)
 #   sglang-ca    sglang-router --policy cache_aware
 #   sglang-rr    sglang-router --policy round_robin
 #   lc           examples/proxy --algorithm least-connections --workers 1
@@ -173,12 +176,14 @@ for t in $TARGETS; do
         port=$((BASE_PORT + 20 + 10 * k + r))
         case $t in
         direct) break ;;
-        tower-lb)
+        tower-lb | tower-lb-scores)
             ((have_router)) || break
             backends=()
             for url in "${urls[@]}"; do backends+=(--backend "$url"); done
-            start_router tower-lb "$port" "$bin/llm_router" \
-                --listen "127.0.0.1:$port" "${backends[@]}" $ROUTER_ARGS
+            scores=()
+            [[ $t == tower-lb-scores ]] && scores=(--scorer prefix=3,queue=2,kv=2)
+            start_router "$t" "$port" "$bin/llm_router" \
+                --listen "127.0.0.1:$port" "${backends[@]}" "${scores[@]}" $ROUTER_ARGS
             ;;
         sglang-ca | sglang-rr)
             policy=cache_aware
