@@ -371,3 +371,79 @@ async fn low_priority_requests_get_429_when_every_server_is_saturated() {
         task.abort();
     }
 }
+
+/// A free port on 127.0.0.1 for a listener the example binds itself.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Every event of a streamed answer, `[DONE]` included.
+async fn all_events(response: http::Response<Incoming>) -> Vec<String> {
+    let mut body = response.into_body();
+    let mut pending = Vec::new();
+    let mut events = Vec::new();
+    while let Some(event) = next_event(&mut body, &mut pending).await.unwrap() {
+        events.push(event);
+    }
+    events
+}
+
+#[tokio::test]
+async fn the_router_learns_what_servers_reused_and_clients_see_only_what_they_asked() {
+    support::within("usage learnt", async {
+        let a = model_server("emulated", "1ms");
+        let b = model_server("emulated", "1ms");
+        let admin = format!("127.0.0.1:{}", free_port());
+        let router = router(&[a.url(), b.url()], &["--admin", &admin]);
+        for turn in 0..6 {
+            let response = post(router.addr, "/v1/chat/completions", chat("emulated", 4)).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let events = all_events(response).await;
+            assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "turn {turn}");
+            assert!(
+                events.iter().all(|e| !e.contains("\"usage\"")),
+                "the client did not ask for the usage: {events:?}"
+            );
+        }
+        // A client that asks gets it.
+        let asked = json!({"model": "emulated", "stream": true, "max_tokens": 4,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "Name a colour."}]});
+        let events = all_events(post(router.addr, "/v1/chat/completions", asked.to_string()).await).await;
+        assert!(events.iter().any(|e| e.contains("\"cached_tokens\"")), "{events:?}");
+
+        let status = get_json(admin.parse().unwrap(), "/status").await;
+        let backends = status["backends"].as_array().unwrap();
+        let measured: Vec<f64> = backends
+            .iter()
+            .filter_map(|b| b["measured_reuse"].as_f64())
+            .collect();
+        assert!(!measured.is_empty(), "{status}");
+        // The same system prompt six times: the server that held it said so.
+        assert!(measured.iter().any(|&m| m > 0.3), "{status}");
+        for b in backends {
+            assert!(b["expected_reuse"].is_number(), "{status}");
+            assert_eq!(b["waiting_first_token"], 0, "{status}");
+        }
+    })
+    .await;
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}

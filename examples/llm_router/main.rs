@@ -242,7 +242,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Models(None)
     };
     let stack: Stack = tower::ServiceBuilder::new()
-        .layer(AddRequestInfoLayer::new().max_body(cli.max_body))
+        .layer(
+            AddRequestInfoLayer::new()
+                .max_body(cli.max_body)
+                .ask_for_usage(true),
+        )
         .filter(models)
         .layer(RetryLayer::new(
             RetryPolicy::new().max_attempts(cli.retries.saturating_add(1)),
@@ -297,6 +301,9 @@ fn status(records: &[(cli::Backend, ReportCell, PrefillState)], prefix: &PrefixA
                 "kv_cache_use": report.map(|f| f.kv_cache_use),
                 "report_age_ms": metrics.age().map(ms),
                 "waiting_first_token": known.waiting,
+                "in_flight": known.in_flight,
+                "slots": known.slots,
+                "mean_answer_ms": ms(known.mean_answer),
                 "queued_prefill_tokens": known.queued_tokens,
                 "prefix_index_blocks": known.indexed_blocks,
                 "prefix_index_bytes": prefill.index_bytes(),
@@ -308,7 +315,7 @@ fn status(records: &[(cli::Backend, ReportCell, PrefillState)], prefix: &PrefixA
                     "base": ms(known.model.base),
                     "per_uncached_token": ms(known.model.per_uncached_token),
                     "per_queued_token": ms(known.model.per_queued_token),
-                    "per_request_ahead": ms(known.model.per_request_ahead),
+                    "slot_wait_factor": known.model.slot_wait,
                 },
                 "scorer_prefix_index_blocks": affinity.map(|s| s.indexed_blocks),
                 "scorer_expected_reuse": affinity.map(|s| s.hit_rate),

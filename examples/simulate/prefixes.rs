@@ -33,7 +33,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use tower::load::Load;
-use tower_lb::endpoint::{ClientLoad, Endpoint};
+use tower_lb::endpoint::{ClientLoad, Endpoint, PrefillConfig, PrefillGuard, PrefillState};
 use tower_lb::pick::{
     llm::{
         PrefixAffinity, PrefixConfig, PromptBlocks, PromptRequest, RequestInfoRef, Scored,
@@ -149,7 +149,8 @@ pub(crate) fn workload(requests: usize, seed: u64) -> Vec<Turn> {
             id: id as u32,
             arrival: 0,
             session: c.session,
-            blocks: PromptBlocks::from_hashes(blocks_now),
+            blocks: PromptBlocks::from_hashes(blocks_now)
+                .with_prompt_bytes((prompt * BYTES_PER_TOKEN) as u64),
             cached_after: blocks_after,
             prompt_tokens: prompt as u32,
             answer_tokens: answer as u32,
@@ -213,21 +214,70 @@ impl Cache {
     }
 }
 
+/// Prompt bytes a token stands for, as the cost model converts them.
+const BYTES_PER_TOKEN: usize = 4;
+
+/// A request sent to a server and not yet at its first token: what the
+/// cost model holds for it, and what the server will say when it comes.
+#[derive(Debug)]
+struct Pending {
+    first: u64,
+    end: u64,
+    sent: u64,
+    first_done: bool,
+    guard: PrefillGuard,
+    cached_tokens: u64,
+    prompt_tokens: u64,
+}
+
 /// One endpoint as the simulation runs it and the pickers see it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Server {
     pub(crate) cache: Cache,
     /// When each slot is free next.
     free_at: Vec<u64>,
     /// End times of the requests sent here and not finished.
     ends: BinaryHeap<Reverse<u64>>,
+    /// What the client knows of this server's prefill, for the TTFT
+    /// picker; fed as `load::Prefill` feeds it, on virtual time.
+    prefill: PrefillState,
+    pending: Vec<Pending>,
 }
 
 impl Server {
     fn new() -> Self {
         Self {
+            cache: Cache::default(),
             free_at: vec![0; BATCH],
-            ..Self::default()
+            ends: BinaryHeap::new(),
+            prefill: PrefillState::new(PrefillConfig {
+                block_bytes: BLOCK_TOKENS * BYTES_PER_TOKEN,
+                bytes_per_token: BYTES_PER_TOKEN as f64,
+                ..PrefillConfig::default()
+            }),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Tells the cost model of the first tokens and the answer ends that
+    /// have come by `now`, as `load::Prefill` does as bodies stream.
+    fn first_tokens(&mut self, now: u64) {
+        let mut k = 0;
+        while k < self.pending.len() {
+            let p = &mut self.pending[k];
+            if !p.first_done && p.first <= now {
+                p.first_done = true;
+                p.guard.reused(p.cached_tokens, p.prompt_tokens);
+                p.guard
+                    .first_token_after(std::time::Duration::from_nanos(p.first - p.sent));
+            }
+            if p.end <= now {
+                let mut p = self.pending.swap_remove(k);
+                p.guard
+                    .answer_end_after(std::time::Duration::from_nanos(p.end - p.sent));
+            } else {
+                k += 1;
+            }
         }
     }
 
@@ -279,11 +329,19 @@ impl Endpoint for Server {
     fn weight(&self) -> u32 {
         1
     }
+
+    fn prefill(&self) -> Option<&PrefillState> {
+        Some(&self.prefill)
+    }
 }
 
 impl ScoredRequest for Turn {
     fn info(&self) -> RequestInfoRef<'_> {
         RequestInfoRef::default()
+    }
+
+    fn prompt(&self) -> Option<&PromptBlocks> {
+        Some(&self.blocks)
     }
 }
 
@@ -396,6 +454,11 @@ pub(crate) fn entries() -> Vec<(&'static str, Build)> {
         ("scored + prefix + gate", |s, m| {
             scored(s, m, Some(PrefixConfig::default()))
         }),
+        ("least predicted TTFT (LLM default)", |s, m| {
+            let picker = Scored::with_seed(s).least_ttft();
+            picker.prepare(m);
+            Box::new(Prepared { picker, table: () })
+        }),
     ]
 }
 
@@ -417,13 +480,27 @@ pub(crate) fn run(
             while server.ends.peek().is_some_and(|Reverse(end)| *end <= now) {
                 server.ends.pop();
             }
+            server.first_tokens(now);
         }
         let endpoints = Candidates::new(metas, &servers);
         let i = policy.pick(&endpoints, turn, now).unwrap_or(0);
         let server = &mut servers[i];
         let (_start, first, end) = server.schedule(turn, now);
-        cached += ((server.cache.peek(turn.blocks.hashes()) * BLOCK_TOKENS) as u64)
+        let hit = ((server.cache.peek(turn.blocks.hashes()) * BLOCK_TOKENS) as u64)
             .min(u64::from(turn.prompt_tokens));
+        cached += hit;
+        let guard = server
+            .prefill
+            .reserve(turn.blocks.hashes(), turn.blocks.prompt_bytes());
+        server.pending.push(Pending {
+            first,
+            end,
+            sent: now,
+            first_done: false,
+            guard,
+            cached_tokens: hit,
+            prompt_tokens: u64::from(turn.prompt_tokens),
+        });
         prompt += u64::from(turn.prompt_tokens);
         answer += u64::from(turn.answer_tokens);
         // The request takes the slot that frees first, as `schedule` assumed.

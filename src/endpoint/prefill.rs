@@ -3,7 +3,7 @@
 //! prefills (learnt from each first token).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
@@ -77,6 +77,14 @@ struct Shared {
     index: BlockIndex,
     queued_tokens: AtomicU64,
     waiting: AtomicUsize,
+    /// Requests sent and not yet ended.
+    in_flight: AtomicUsize,
+    /// The server's batch slots: the most running requests it has
+    /// reported; 0 while unknown.
+    slots: AtomicU32,
+    /// Mean time from dispatch to an answer's end, ns (EWMA); 0 before the
+    /// first answer.
+    answer_ns: AtomicU64,
     coefficients: [AtomicU64; INPUTS],
     fit: Mutex<Fit>,
     report: Option<ReportCell>,
@@ -98,6 +106,13 @@ pub struct PrefillStats {
     pub queued_tokens: u64,
     /// Requests sent there and not yet at a first token.
     pub waiting: usize,
+    /// Requests sent there and not yet ended.
+    pub in_flight: usize,
+    /// Its batch slots, as it reported them (the most running requests);
+    /// 0 while unknown.
+    pub slots: u32,
+    /// An answer's mean duration there, from dispatch to its end.
+    pub mean_answer: std::time::Duration,
     /// The learnt model.
     pub model: TtftModel,
     /// Prompt tokens sent there.
@@ -137,6 +152,9 @@ impl PrefillState {
                 index: BlockIndex::new(config.index_blocks),
                 queued_tokens: AtomicU64::new(0),
                 waiting: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
+                slots: AtomicU32::new(0),
+                answer_ns: AtomicU64::new(0),
                 coefficients: fit.theta().map(|c| AtomicU64::new(c.to_bits())),
                 fit: Mutex::new(fit),
                 report: None,
@@ -160,6 +178,9 @@ impl PrefillState {
             index: BlockIndex::new(shared.config.index_blocks),
             queued_tokens: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            slots: AtomicU32::new(0),
+            answer_ns: AtomicU64::new(0),
             coefficients: std::array::from_fn(|i| {
                 AtomicU64::new(shared.coefficients[i].load(Relaxed))
             }),
@@ -202,27 +223,50 @@ impl PrefillState {
         self.tokens(prompt_bytes.saturating_sub(cached))
     }
 
-    /// Requests ahead of a new one: the server's reported queue when a
-    /// fresh report says, else the client's own requests there without a
-    /// first token.
-    pub fn requests_ahead(&self, now: Instant) -> u32 {
-        let own = self.shared.waiting.load(Relaxed).min(u32::MAX as usize) as u32;
-        match self
-            .shared
-            .report
-            .as_ref()
-            .and_then(|r| r.fresh_load(clock_ms(now)))
-        {
-            Some((queue, _, _)) => queue,
-            None => own,
+    /// The estimated wait, in nanoseconds, of a new request for one of the
+    /// server's batch slots: 0 while it has a free slot, else `(n − S + 1) ×
+    /// D ÷ S` for `n` requests there (running and queued, as a fresh report
+    /// says, else as this client counts them), `S` slots (the most running
+    /// requests it has reported) and `D` an answer's mean duration. Without
+    /// a report of its slots, the client's own requests waiting for a first
+    /// token each count `D ÷` its requests in flight there.
+    pub fn slot_wait(&self, now: Instant) -> f64 {
+        let s = &*self.shared;
+        let answer = s.answer_ns.load(Relaxed) as f64;
+        if answer == 0.0 {
+            return 0.0;
+        }
+        let own = s.in_flight.load(Relaxed);
+        let reported = s.report.as_ref().and_then(|r| r.fresh_load(clock_ms(now)));
+        let mut slots = s.slots.load(Relaxed);
+        if let Some((_, running, _)) = reported {
+            if running > slots {
+                s.slots.fetch_max(running, Relaxed);
+                slots = running;
+            }
+        }
+        if slots == 0 {
+            let waiting = s.waiting.load(Relaxed);
+            return waiting as f64 * answer / own.max(1) as f64;
+        }
+        let n = match reported {
+            Some((queue, running, _)) => u64::from(queue) + u64::from(running),
+            None => own as u64,
+        };
+        let slots = u64::from(slots);
+        if n < slots {
+            0.0
+        } else {
+            (n - slots + 1) as f64 * answer / slots as f64
         }
     }
 
     /// The predicted time to first token, in nanoseconds, of a request with
-    /// `uncached_tokens` to prefill and `requests_ahead` ahead of it.
+    /// `uncached_tokens` to prefill and `slot_wait` nanoseconds to wait for
+    /// a batch slot ([`slot_wait`](Self::slot_wait)).
     #[inline]
-    pub fn predict_ns(&self, uncached_tokens: f64, requests_ahead: u32) -> f64 {
-        let x = self.inputs(uncached_tokens, requests_ahead);
+    pub fn predict_ns(&self, uncached_tokens: f64, slot_wait: f64) -> f64 {
+        let x = self.inputs(uncached_tokens, slot_wait);
         let c = &self.shared.coefficients;
         (0..INPUTS)
             .map(|i| f64::from_bits(c[i].load(Relaxed)) * x[i])
@@ -230,12 +274,12 @@ impl PrefillState {
     }
 
     #[inline]
-    fn inputs(&self, uncached_tokens: f64, requests_ahead: u32) -> [f64; INPUTS] {
+    fn inputs(&self, uncached_tokens: f64, slot_wait: f64) -> [f64; INPUTS] {
         [
             1.0,
             uncached_tokens,
             self.shared.queued_tokens.load(Relaxed) as f64,
-            f64::from(requests_ahead),
+            slot_wait,
         ]
     }
 
@@ -266,11 +310,12 @@ impl PrefillState {
             .unwrap_or(0);
         let cached_bytes = (cached_blocks as u64 * s.config.block_bytes as u64).min(prompt_bytes);
         let uncached = self.tokens(prompt_bytes - cached_bytes);
-        let inputs = self.inputs(uncached, self.requests_ahead(now));
+        let inputs = self.inputs(uncached, self.slot_wait(now));
         s.index.insert(hashes);
         let reserved = uncached.ceil() as u64;
         s.queued_tokens.fetch_add(reserved, Relaxed);
         s.waiting.fetch_add(1, Relaxed);
+        s.in_flight.fetch_add(1, Relaxed);
         let prompt_tokens = self.tokens(prompt_bytes);
         let expected_cached = prompt_tokens - uncached;
         s.sent_tokens
@@ -280,6 +325,7 @@ impl PrefillState {
         PrefillGuard {
             state: self.clone(),
             reserved: Some(reserved),
+            in_flight: true,
             started: now,
             inputs,
             oldest_stamp,
@@ -298,6 +344,9 @@ impl PrefillState {
             capacity_blocks: s.index.capacity(),
             queued_tokens: s.queued_tokens.load(Relaxed),
             waiting: s.waiting.load(Relaxed),
+            in_flight: s.in_flight.load(Relaxed),
+            slots: s.slots.load(Relaxed),
+            mean_answer: std::time::Duration::from_nanos(s.answer_ns.load(Relaxed)),
             model: self.model(),
             sent_tokens: sent,
             expected_reuse: ratio(s.expected_cached_tokens.load(Relaxed), sent),
@@ -342,6 +391,8 @@ impl fmt::Debug for PrefillState {
 pub struct PrefillGuard {
     state: PrefillState,
     reserved: Option<u64>,
+    /// Whether the request still counts in flight (until the answer ends).
+    in_flight: bool,
     started: Instant,
     inputs: [f64; INPUTS],
     /// The index's stamp of the least recently sent block it expected the
@@ -400,6 +451,44 @@ impl PrefillGuard {
         }
     }
 
+    /// The answer ended whole: its duration since the reservation teaches
+    /// the mean answer time, and the request no longer counts in flight.
+    pub fn answer_end(&mut self) {
+        self.first_token(false);
+        if std::mem::take(&mut self.in_flight) {
+            let s = &*self.state.shared;
+            s.in_flight.fetch_sub(1, Relaxed);
+            let took = Instant::now()
+                .saturating_duration_since(self.started)
+                .as_nanos() as f64;
+            let mean = s.answer_ns.load(Relaxed) as f64;
+            let next = if mean == 0.0 {
+                took
+            } else {
+                mean + (took - mean) / 16.0
+            };
+            s.answer_ns.store(next.max(1.0) as u64, Relaxed);
+        }
+    }
+
+    /// Like [`answer_end`](Self::answer_end), for a caller that measures
+    /// time itself (a simulation): the answer took `took` in all.
+    pub fn answer_end_after(&mut self, took: std::time::Duration) {
+        self.release();
+        if std::mem::take(&mut self.in_flight) {
+            let s = &*self.state.shared;
+            s.in_flight.fetch_sub(1, Relaxed);
+            let took = took.as_nanos() as f64;
+            let mean = s.answer_ns.load(Relaxed) as f64;
+            let next = if mean == 0.0 {
+                took
+            } else {
+                mean + (took - mean) / 16.0
+            };
+            s.answer_ns.store(next.max(1.0) as u64, Relaxed);
+        }
+    }
+
     /// Gives the reservation back; false when it already was.
     fn release(&mut self) -> bool {
         match self.reserved.take() {
@@ -417,6 +506,9 @@ impl PrefillGuard {
 impl Drop for PrefillGuard {
     fn drop(&mut self) {
         self.release();
+        if self.in_flight {
+            self.state.shared.in_flight.fetch_sub(1, Relaxed);
+        }
     }
 }
 

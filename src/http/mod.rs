@@ -74,7 +74,7 @@ pub use self::preset::{BuildError, Preset, Stack};
 #[cfg(feature = "llm")]
 pub use self::request_info::{
     AddRequestInfo, AddRequestInfoLayer, PromptBody, RequestInfoError,
-    ResponseFuture as PromptFactsFuture, DEFAULT_MAX_BODY,
+    ResponseFuture as AddRequestInfoFuture, UsageFilter, DEFAULT_MAX_BODY,
 };
 pub use self::response_timeout::{
     ResponseFuture as ResponseTimeoutFuture, ResponseTimeout, ResponseTimeoutLayer, SentBody,

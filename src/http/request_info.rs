@@ -4,6 +4,7 @@
 mod error;
 mod future;
 mod parse;
+mod usage;
 
 use std::task::{Context, Poll};
 
@@ -19,6 +20,7 @@ use crate::pick::llm::BlockConfig;
 
 pub use self::error::RequestInfoError;
 pub use self::future::ResponseFuture;
+pub use self::usage::UsageFilter;
 
 /// The body the inner service gets: the bytes read, unchanged, or the
 /// original body when it was not read.
@@ -76,13 +78,14 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 ///     .body(body)
 ///     .unwrap();
 /// let response = service.oneshot(request).await.unwrap();
-/// assert_eq!(response.body(), "Some(\"llama\") 3");
+/// assert_eq!(response.body().get_ref(), "Some(\"llama\") 3");
 /// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct AddRequestInfoLayer {
     max_body: usize,
     blocks: BlockConfig,
+    ask_usage: bool,
 }
 
 impl Default for AddRequestInfoLayer {
@@ -98,7 +101,20 @@ impl AddRequestInfoLayer {
         Self {
             max_body: DEFAULT_MAX_BODY,
             blocks: BlockConfig::default(),
+            ask_usage: false,
         }
+    }
+
+    /// Asks the server for the usage of every streamed answer
+    /// (`stream_options.include_usage`) when the client did not, and keeps
+    /// that extra last event from the client: the router then learns from
+    /// every answer what the server's cache really reused
+    /// ([`Prefill`](crate::load::Prefill) reads it). Off by default; the
+    /// body is re-serialised when it is changed.
+    #[must_use]
+    pub fn ask_for_usage(mut self, ask: bool) -> Self {
+        self.ask_usage = ask;
+        self
     }
 
     /// Refuses bodies larger than `bytes`.
@@ -176,7 +192,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    type Response = http::Response<ResBody>;
+    type Response = http::Response<UsageFilter<ResBody>>;
     type Error = BoxError;
     type Future = ResponseFuture<S, B>;
 
@@ -210,6 +226,7 @@ where
             self.layer.max_body,
             self.layer.blocks,
             declared == Declared::Json,
+            self.layer.ask_usage,
         )
     }
 }

@@ -199,18 +199,25 @@ pin_project! {
         guard: Option<PrefillGuard>,
         streamed: bool,
         first_seen: bool,
-        usage: UsageScan,
+        usage: Option<UsageScan>,
     }
 }
 
 impl<B: Body> PrefillBody<B> {
-    fn new(inner: B, guard: Option<PrefillGuard>, streamed: bool) -> Self {
+    fn new(inner: B, mut guard: Option<PrefillGuard>, streamed: bool) -> Self {
+        if inner.is_end_stream() {
+            // An empty answer: nothing more will come.
+            if let Some(guard) = guard.as_mut() {
+                guard.answer_end();
+            }
+            guard = None;
+        }
         Self {
             inner,
             guard,
             streamed,
             first_seen: false,
-            usage: UsageScan::default(),
+            usage: Some(UsageScan::default()),
         }
     }
 }
@@ -223,8 +230,8 @@ impl<B: Body> Body for PrefillBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
         let Some(guard) = this.guard.as_mut() else {
             return Poll::Ready(frame);
         };
@@ -235,13 +242,23 @@ impl<B: Body> Body for PrefillBody<B> {
                         *this.first_seen = true;
                         guard.first_token(*this.streamed);
                     }
-                    if let Some((prompt, cached)) = this.usage.feed(data.chunk()) {
+                    let found = this.usage.as_mut().and_then(|u| u.feed(data.chunk()));
+                    if let Some((prompt, cached)) = found {
                         guard.reused(cached, prompt);
-                        this.guard.take();
+                        // One usage an answer: the rest is not scanned.
+                        *this.usage = None;
                     }
                 }
+                if this.inner.is_end_stream() {
+                    guard.answer_end();
+                    this.guard.take();
+                }
             }
-            Some(Err(_)) | None => {
+            Some(Err(_)) => {
+                this.guard.take();
+            }
+            None => {
+                guard.answer_end();
                 this.guard.take();
             }
         }

@@ -4,25 +4,27 @@
 use std::time::Duration;
 
 /// Inputs of the model, in this order: 1, this request's uncached prompt
-/// tokens, prefill tokens already queued there, requests ahead of it.
+/// tokens, prefill tokens already queued there, the estimated wait for a
+/// batch slot (ns).
 pub(crate) const INPUTS: usize = 4;
 
 /// A server's predicted time to first token, as a sum of four terms:
 ///
-/// `ttft = base + per_uncached_token × u + per_queued_token × P + per_request_ahead × w`
+/// `ttft = base + per_uncached_token × u + per_queued_token × P + slot_wait × W`
 ///
 /// where `u` is the request's prompt tokens that the server does not hold
 /// in its cache, `P` the uncached tokens of the requests sent there that
-/// have not had their first token yet, and `w` the requests ahead of it
-/// (the server's reported queue when fresh, else the client's own count of
-/// requests there without a first token).
+/// have not had their first token yet, and `W` the estimated wait for a
+/// batch slot: 0 while the server has a free slot, else the requests beyond
+/// its slots, plus one, times an answer's mean duration ÷ its slots (see
+/// [`PrefillState::slot_wait`](super::PrefillState::slot_wait)).
 ///
 /// [`PrefillState`](super::PrefillState) starts from a prior (this type's
-/// `Default`: 10 ms, 100 µs, 20 µs and 20 ms) and learns each server's own
+/// `Default`: 10 ms, 100 µs, 20 µs and 1) and learns each server's own
 /// coefficients from every streamed answer's first token. Coefficients are
-/// never negative and never above 10 s (base, per request) or 10 ms (per
-/// token).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// never negative and never above 10 s (base), 10 ms (per token) or 10
+/// (slot wait).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TtftModel {
     /// Time to first token of a request with nothing to prefill on an idle
     /// server: the network, the router, one decode step.
@@ -31,8 +33,9 @@ pub struct TtftModel {
     pub per_uncached_token: Duration,
     /// Delay that one token of prefill queued ahead adds.
     pub per_queued_token: Duration,
-    /// Delay that one request ahead (waiting for a batch slot) adds.
-    pub per_request_ahead: Duration,
+    /// How much of the estimated slot wait shows in the time to first
+    /// token (1: all of it).
+    pub slot_wait: f64,
 }
 
 impl Default for TtftModel {
@@ -41,25 +44,21 @@ impl Default for TtftModel {
             base: Duration::from_millis(10),
             per_uncached_token: Duration::from_micros(100),
             per_queued_token: Duration::from_micros(20),
-            per_request_ahead: Duration::from_millis(20),
+            slot_wait: 1.0,
         }
     }
 }
 
 /// Upper bounds of the coefficients, in nanoseconds.
-const BOUNDS: [f64; INPUTS] = [10e9, 10e6, 10e6, 10e9];
+const BOUNDS: [f64; INPUTS] = [10e9, 10e6, 10e6, 10.0];
 
 impl TtftModel {
-    /// The coefficients in nanoseconds, clamped to their bounds.
+    /// The coefficients (nanoseconds, and the slot-wait factor), clamped
+    /// to their bounds.
     pub(crate) fn to_ns(self) -> [f64; INPUTS] {
-        let ns = [
-            self.base,
-            self.per_uncached_token,
-            self.per_queued_token,
-            self.per_request_ahead,
-        ]
-        .map(|d| d.as_nanos() as f64);
-        clamp(ns)
+        let [base, uncached, queued] = [self.base, self.per_uncached_token, self.per_queued_token]
+            .map(|d| d.as_nanos() as f64);
+        clamp([base, uncached, queued, self.slot_wait])
     }
 
     pub(crate) fn from_ns(ns: [f64; INPUTS]) -> Self {
@@ -68,7 +67,7 @@ impl TtftModel {
             base: d(ns[0]),
             per_uncached_token: d(ns[1]),
             per_queued_token: d(ns[2]),
-            per_request_ahead: d(ns[3]),
+            slot_wait: ns[3].max(0.0),
         }
     }
 }
@@ -107,7 +106,7 @@ impl Fit {
         let theta = prior.to_ns();
         // A prior as uncertain as its own size (at least 1 ms, 10 µs, 10 µs,
         // 1 ms): a few answers move it.
-        let floor = [1e6, 1e4, 1e4, 1e6];
+        let floor = [1e6, 1e4, 1e4, 1.0];
         let cap: [f64; INPUTS] = std::array::from_fn(|i| theta[i].max(floor[i]).powi(2));
         let mut cov = [[0.0; INPUTS]; INPUTS];
         for i in 0..INPUTS {
@@ -161,8 +160,9 @@ mod tests {
     use super::*;
 
     fn truth(x: [f64; INPUTS]) -> f64 {
-        // 3 ms base, 250 µs a token, nothing per queued token, 40 ms a request ahead.
-        3e6 * x[0] + 250e3 * x[1] + 0.0 * x[2] + 40e6 * x[3]
+        // 3 ms base, 250 µs a token, nothing per queued token, 0.8 of the
+        // estimated slot wait.
+        3e6 * x[0] + 250e3 * x[1] + 0.0 * x[2] + 0.8 * x[3]
     }
 
     #[test]
@@ -176,13 +176,18 @@ mod tests {
             (seed >> 33) % n
         };
         for _ in 0..2000 {
-            let x = [1.0, next(800) as f64, next(3000) as f64, next(4) as f64];
+            let x = [
+                1.0,
+                next(800) as f64,
+                next(3000) as f64,
+                next(4) as f64 * 20e6,
+            ];
             fit.observe(x, truth(x));
         }
         let theta = fit.theta();
         assert!((theta[1] - 250e3).abs() < 5e3, "{theta:?}");
-        assert!((theta[3] - 40e6).abs() < 1e6, "{theta:?}");
-        let x = [1.0, 500.0, 1000.0, 1.0];
+        assert!((theta[3] - 0.8).abs() < 0.02, "{theta:?}");
+        let x = [1.0, 500.0, 1000.0, 20e6];
         let predicted: f64 = (0..INPUTS).map(|i| theta[i] * x[i]).sum();
         assert!((predicted - truth(x)).abs() / truth(x) < 0.05);
     }
@@ -212,7 +217,7 @@ mod tests {
         }
         assert!(fit.theta().iter().zip(BOUNDS).all(|(t, b)| *t <= b));
         for _ in 0..1000 {
-            fit.observe([1.0, 100.0, 0.0, 1.0], -1e12);
+            fit.observe([1.0, 100.0, 0.0, 1e6], -1e12);
         }
         assert!(fit.theta().iter().all(|t| *t >= 0.0));
     }

@@ -38,16 +38,16 @@ async fn the_predicted_time_grows_with_uncached_and_queued_tokens() {
     let cached = prompt(2, 30);
     drop(state.reserve(&cached, 30 * 64));
     let miss = prompt(3, 30);
-    let hit_cost = state.predict_ns(state.uncached_tokens(&cached, 30 * 64), 0);
-    let miss_cost = state.predict_ns(state.uncached_tokens(&miss, 30 * 64), 0);
+    let hit_cost = state.predict_ns(state.uncached_tokens(&cached, 30 * 64), 0.0);
+    let miss_cost = state.predict_ns(state.uncached_tokens(&miss, 30 * 64), 0.0);
     // 480 tokens at the prior's 100 µs.
     assert!(
         (miss_cost - hit_cost - 48e6).abs() < 1e3,
         "{hit_cost} {miss_cost}"
     );
     let _queued = state.reserve(&miss, 30 * 64);
-    let busy = state.predict_ns(state.uncached_tokens(&cached, 30 * 64), 1);
-    // 480 queued tokens at 20 µs, one request ahead at 20 ms.
+    let busy = state.predict_ns(state.uncached_tokens(&cached, 30 * 64), 20e6);
+    // 480 queued tokens at 20 µs, and all of a 20 ms wait for a slot.
     assert!((busy - hit_cost - 9.6e6 - 20e6).abs() < 1e3, "{busy}");
 }
 
@@ -101,23 +101,43 @@ async fn a_server_that_evicts_is_forgotten_after_one_answer() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_fresh_report_gives_the_requests_ahead() {
+async fn the_slot_wait_follows_reported_slots_and_answer_times() {
     let report = ReportCell::new();
     let state = PrefillState::default().with_report(report.clone());
-    let _a = state.reserve(&prompt(1, 1), 64);
-    let _b = state.reserve(&prompt(2, 1), 64);
     assert_eq!(
-        state.requests_ahead(Instant::now()),
-        2,
-        "no report: own count"
+        state.slot_wait(Instant::now()),
+        0.0,
+        "no answer yet: no estimate"
     );
+    // One answer of 100 ms teaches the mean answer time.
+    let mut done = state.reserve(&prompt(1, 1), 64);
+    tokio::time::advance(Duration::from_millis(100)).await;
+    done.answer_end();
+    drop(done);
+    assert_eq!(state.stats().mean_answer, Duration::from_millis(100));
+    // Unknown slots: the client's own waiting requests, each D ÷ in flight.
+    let _a = state.reserve(&prompt(2, 1), 64);
+    let mut b = state.reserve(&prompt(3, 1), 64);
+    b.first_token(false);
+    assert_eq!(state.slot_wait(Instant::now()), 100e6 / 2.0);
+    // Four slots, all running, two queued: three answers' worth of a slot.
     report.record(&Report {
-        queue: Some(7),
+        queue: Some(2),
+        running: Some(4),
         ..Report::default()
     });
-    assert_eq!(state.requests_ahead(Instant::now()), 7);
+    assert_eq!(state.slot_wait(Instant::now()), 3.0 * 100e6 / 4.0);
+    assert_eq!(state.stats().slots, 4);
+    report.record(&Report {
+        queue: Some(0),
+        running: Some(1),
+        ..Report::default()
+    });
+    assert_eq!(state.slot_wait(Instant::now()), 0.0, "a free slot");
+    // Stale: the client's own two requests in flight, under four slots.
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(state.requests_ahead(Instant::now()), 2, "stale: own count");
+    assert_eq!(state.slot_wait(Instant::now()), 0.0);
+    assert_eq!(state.stats().in_flight, 2);
 }
 
 #[test]

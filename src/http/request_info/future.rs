@@ -11,7 +11,7 @@ use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::{parse, PromptBody, RequestInfoError};
+use super::{parse, usage, PromptBody, RequestInfoError, UsageFilter};
 use crate::error::BoxError;
 use crate::pick::llm::{BlockConfig, RequestInfo, ScoredRequest};
 
@@ -41,10 +41,14 @@ pin_project! {
             limit: usize,
             blocks: BlockConfig,
             json: bool,
+            ask_usage: bool,
         },
         Call {
             #[pin]
             future: S::Future,
+            // Whether the usage event of the answer is to be kept from the
+            // client (the router asked for it, not the client).
+            strip: bool,
         },
         Failed {
             error: Option<RequestInfoError>,
@@ -67,7 +71,10 @@ where
 {
     pub(super) fn call(future: S::Future) -> Self {
         Self {
-            state: State::Call { future },
+            state: State::Call {
+                future,
+                strip: false,
+            },
         }
     }
 
@@ -83,6 +90,7 @@ where
         limit: usize,
         blocks: BlockConfig,
         json: bool,
+        ask_usage: bool,
     ) -> Self {
         let (parts, body) = request.into_parts();
         Self {
@@ -94,21 +102,36 @@ where
                 limit,
                 blocks,
                 json,
+                ask_usage,
             },
         }
     }
 }
 
-/// The request to send: the facts of `bytes` in its extensions, `bytes` as
-/// its body; or why not.
+/// The request to send: the info of `bytes` in its extensions, `bytes` as
+/// its body (with the usage asked for, when `ask_usage` and the client did
+/// not: then also `true`); or why not.
 pub(super) fn request<B>(
     mut parts: http::request::Parts,
-    bytes: Bytes,
+    mut bytes: Bytes,
     blocks: BlockConfig,
     json: bool,
-) -> Result<Request<PromptBody<B>>, RequestInfoError> {
+    ask_usage: bool,
+) -> Result<(Request<PromptBody<B>>, bool), RequestInfoError> {
+    let mut asked = false;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(value) => {
+        Ok(mut value) => {
+            if ask_usage && usage::ask_for_usage(&mut value) {
+                if let Ok(changed) = serde_json::to_vec(&value) {
+                    bytes = Bytes::from(changed);
+                    if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+                        parts
+                            .headers
+                            .insert(http::header::CONTENT_LENGTH, bytes.len().into());
+                    }
+                    asked = true;
+                }
+            }
             let (model, prompt) = parse::facts(&value, blocks);
             // Headers name the adapter and priority, and the model when the
             // body does not.
@@ -133,7 +156,10 @@ pub(super) fn request<B>(
         // Undeclared and not JSON: routed without facts.
         Err(_) => {}
     }
-    Ok(Request::from_parts(parts, Either::Left(Full::new(bytes))))
+    Ok((
+        Request::from_parts(parts, Either::Left(Full::new(bytes))),
+        asked,
+    ))
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
@@ -143,7 +169,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    type Output = Result<http::Response<ResBody>, BoxError>;
+    type Output = Result<http::Response<UsageFilter<ResBody>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
@@ -157,6 +183,7 @@ where
                     limit,
                     blocks,
                     json,
+                    ask_usage,
                 } => match ready!(body.poll_frame(cx)) {
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
@@ -177,16 +204,20 @@ where
                             return Poll::Ready(Err("polled after completion".into()));
                         };
                         let bytes = read.split().freeze();
-                        match request(parts, bytes, *blocks, *json) {
-                            Ok(request) => {
+                        match request(parts, bytes, *blocks, *json, *ask_usage) {
+                            Ok((request, strip)) => {
                                 let future = inner.call(request);
-                                state.set(State::Call { future });
+                                state.set(State::Call { future, strip });
                             }
                             Err(error) => state.set(State::Failed { error: Some(error) }),
                         }
                     }
                 },
-                StateProj::Call { future } => return future.poll(cx).map_err(Into::into),
+                StateProj::Call { future, strip } => {
+                    let strip = *strip;
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    return Poll::Ready(Ok(response.map(|body| UsageFilter::new(body, strip))));
+                }
                 StateProj::Failed { error } => {
                     let error: BoxError = match error.take() {
                         Some(error) => error.into(),

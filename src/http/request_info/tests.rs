@@ -25,7 +25,7 @@ async fn seen(
             Ok::<_, Infallible>(Response::new((body, model, blocks)))
         },
     ));
-    Ok(service.oneshot(request).await?.into_body())
+    Ok(service.oneshot(request).await?.into_body().into_inner())
 }
 
 fn json(body: &str) -> Request<Full<Bytes>> {
@@ -139,7 +139,7 @@ mod no_panics {
         /// Whatever the body, reading it ends in a request or an error.
         #[test]
         fn any_bytes(body in proptest::collection::vec(any::<u8>(), 0..512), json: bool) {
-            let _ = request::<()>(parts(), body.into(), BlockConfig::default(), json);
+            let _ = request::<()>(parts(), body.into(), BlockConfig::default(), json, json);
         }
 
         /// JSON of any shape under the known keys, and any block settings.
@@ -152,7 +152,8 @@ mod no_panics {
             let config = BlockConfig { block_size, max_blocks };
             for key in ["prompt", "messages", "model"] {
                 let body = format!("{{\"{key}\": {text}}}");
-                let _ = request::<()>(parts(), body.into(), config, true);
+                let _ = request::<()>(parts(), body.clone().into(), config, true, false);
+                let _ = request::<()>(parts(), body.into(), config, true, true);
             }
         }
     }

@@ -54,6 +54,49 @@ type Filter<Req, S> = dyn Fn(&Req, &S) -> bool + Send + Sync;
 /// 4. **Choice.** See [`Choice`]. Then every [`ScoreHook`] hears
 ///    [`before_send`](ScoreHook::before_send).
 ///
+/// # Time to first token (the LLM default)
+///
+/// [`Scored::ttft`] (or [`least_ttft`](Scored::least_ttft) on any
+/// `Scored`) puts cache affinity and load in one unit: for each eligible
+/// server it predicts this request's time to first token there,
+///
+/// `ttft = base + per_uncached_token × u + per_queued_token × P + per_request_ahead × w`
+///
+/// * `u`: the prompt's tokens that server lacks: its length less the
+///   leading blocks the index of its cache holds
+///   ([`PrefillState`](crate::endpoint::PrefillState));
+/// * `P`: the uncached tokens of the requests already sent there and not
+///   yet at their first token (held by each request's guard, see
+///   [`Prefill`](crate::load::Prefill));
+/// * `w`: the requests ahead there: its reported queue when fresh, else
+///   this client's requests there without a first token;
+/// * the four coefficients ([`TtftModel`](crate::endpoint::TtftModel)):
+///   that server's own, learnt from every streamed answer's first token,
+///   from a prior of 10 ms, 100 µs, 20 µs and 20 ms.
+///
+/// The least wins. Servers within 5 % plus 1 ms of the least are near-ties
+/// (see [`ttft_margin`](Scored::ttft_margin)); among them the request goes
+/// to its prompt's *home*, the highest rendezvous hash of its first block
+/// and the server's key, so that replicas of the router that know nothing
+/// of a prompt still agree where it goes (a request without a prompt goes
+/// to a near-tie at random). Nothing else is tuned: a cache hit is worth
+/// the prefill it saves, a queue costs the wait it adds, at every load.
+///
+/// What a replica knows: its own requests (index, queued prefill, in
+/// flight) and what servers report (queue, and what they reused, which
+/// corrects its index). What it does not: other replicas' requests between
+/// two reports. Rendezvous homes make replicas send an unseen prompt to
+/// the same server, and reported queues let load override that.
+///
+/// Endpoints without a prefill state are predicted with the prior, every
+/// prompt token uncached and the queue read for the scorers. Weights,
+/// [`Choice`] and user scorers do not apply; filters, saturation and hooks
+/// do.
+///
+/// Cost per pick: for each eligible server, a bisection in its index for
+/// the prompt (one lookup when its first block is absent, `O(log b)`
+/// otherwise) and six atomic loads.
+///
 /// # Cost
 ///
 /// * **pick**: O(n). One pass reads each endpoint (four atomic loads, plus

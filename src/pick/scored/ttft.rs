@@ -34,8 +34,10 @@ where
             None => (&[][..], 0),
         };
         // Servers without a prefill state: the prior, every prompt token
-        // uncached, the queue the first pass read.
+        // uncached, and 20 ms for each request in the queue the first pass
+        // read.
         let prior = TtftModel::default().to_ns();
+        const PER_QUEUED_NS: f64 = 20e6;
         let mut least = f64::INFINITY;
         for raw in eligible.iter_mut() {
             let service = &endpoints.services()[raw.index as usize];
@@ -43,14 +45,11 @@ where
                 Some(state) => {
                     let block = state.config().block_bytes as u64;
                     let bytes = bytes.max(hashes.len() as u64 * block);
-                    state.predict_ns(
-                        state.uncached_tokens(hashes, bytes),
-                        state.requests_ahead(now),
-                    )
+                    state.predict_ns(state.uncached_tokens(hashes, bytes), state.slot_wait(now))
                 }
                 None => {
                     let tokens = bytes.max(hashes.len() as u64 * 64) as f64 / 4.0;
-                    prior[0] + prior[1] * tokens + prior[3] * f64::from(raw.queue)
+                    prior[0] + prior[1] * tokens + PER_QUEUED_NS * f64::from(raw.queue)
                 }
             };
             least = least.min(raw.cost);
