@@ -34,7 +34,7 @@
 //!   named type from a builder, and `SetAuthority`, which points one shared
 //!   HTTP client at one endpoint's address.
 //! * `grpc` (feature `grpc`): the same preset over tonic channels.
-//! * `metrics` (feature `metrics`): what model servers report of their own
+//! * `report` (feature `reports`): what model servers report of their own
 //!   load (ORCA load reports in answers, a Prometheus poller with vLLM,
 //!   SGLang and TGI names), written into each endpoint's
 //!   [`ReportCell`](endpoint::ReportCell).
@@ -82,7 +82,7 @@
 //! ```text
 //!  presets: http::Balancer, grpc::Balancer          (features http, grpc)
 //!    └─► retry ───────────────────────────────────┐ (feature http)
-//!          └─► load, health, metrics, discover     │ endpoint wrappers, sources
+//!          └─► load, health, report, discover      │ endpoint wrappers, sources
 //!                └─► balance (Balance, attempt set: TriedEndpoints)
 //!                      └─► pick (Pick, Prepare, the pickers)
 //!                            └─► leaves: error, endpoint (the contract),
@@ -93,8 +93,8 @@
 //!   that score on it, the endpoint's self-reported load
 //!   ([`ReportCell`](endpoint::ReportCell): facts with a time,
 //!   read with atomic loads). The balancer reads nothing else of an
-//!   endpoint; health implements availability, the `metrics` sources (feature
-//!   `metrics`) fill the load record.
+//!   endpoint; health implements availability, the `report` sources (feature
+//!   `reports`) fill the report record.
 //! * The attempt set ([`balance::TriedEndpoints`]) belongs to the balancer:
 //!   layers above it (retry, your own) hand it down with
 //!   [`TriedEndpoints::scope`](balance::TriedEndpoints::scope), so any
@@ -112,6 +112,9 @@
 //! saturated) fails the request at once with
 //! [`Saturated`](error::Saturated).
 #![forbid(unsafe_code)]
+// On docs.rs (`--cfg docsrs`, a nightly rustdoc) each item shows the
+// features it needs; stable builds never see the attribute.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
     missing_docs,
     missing_debug_implementations,

@@ -21,6 +21,28 @@ pub type Picker = BoxPick<http::Request<ReplayBody<tonic::body::Body>>, Endpoint
 /// A balanced, health-checked, retried gRPC transport over a pool of
 /// servers, built by [`Builder`]: `Clone`, a `Service` of
 /// `http::Request<tonic::body::Body>`, so any tonic client takes it.
+///
+/// # Methods
+///
+/// The alias names a [`Retry`](crate::retry::Retry) around a
+/// [`Balance`](crate::Balance), so the balancer's own methods are one
+/// [`get_ref`](crate::retry::Retry::get_ref) away:
+///
+/// * [`get_ref().wait_for(|keys| ..)`](crate::Balance::wait_for): wait
+///   until the endpoint set satisfies a condition (say, every server has
+///   joined);
+/// * [`get_ref().endpoints()`](crate::Balance::endpoints),
+///   [`get_ref().len()`](crate::Balance::len): the current set, keys and
+///   weights;
+/// * [`get_ref().read_endpoints(|keys, services| ..)`](crate::Balance::read_endpoints):
+///   read each [`EndpointService`], say its health through
+///   [`Healthy::health`](crate::health::Healthy::health) or its requests in
+///   flight;
+/// * [`get_ref().wait()`](crate::Balance::wait): how long a call waits for
+///   an endpoint before failing with [`NoEndpoints`](crate::NoEndpoints).
+///
+/// Being a `Service`, it is called with `ready().await?.call(..)`, or
+/// [`oneshot`](tower::ServiceExt::oneshot) on a clone.
 pub type Balancer = Preset<ReplayChannel, GrpcErrorsAsFailures, Picker>;
 
 /// `http://ADDR/`. An IPv6 zone (`%3`) has no place in a URI's authority:

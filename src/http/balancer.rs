@@ -40,6 +40,28 @@ pub type Picker<B = Full<Bytes>> = BoxPick<http::Request<ReplayBody<B>>, Endpoin
 /// backend [`EndpointService`]: health, weight, in-flight counting to the end of
 /// the response body, the per-attempt timeout, and the shared client with
 /// the backend's address set on each request's URI.
+///
+/// # Methods
+///
+/// The alias names a [`Retry`](crate::retry::Retry) around a
+/// [`Balance`](crate::Balance), so the balancer's own methods are one
+/// [`get_ref`](crate::retry::Retry::get_ref) away:
+///
+/// * [`get_ref().wait_for(|keys| ..)`](crate::Balance::wait_for): wait
+///   until the endpoint set satisfies a condition (say, every backend has
+///   joined);
+/// * [`get_ref().endpoints()`](crate::Balance::endpoints),
+///   [`get_ref().len()`](crate::Balance::len): the current set, keys and
+///   weights;
+/// * [`get_ref().read_endpoints(|keys, services| ..)`](crate::Balance::read_endpoints):
+///   read each [`EndpointService`], say its health through
+///   [`Healthy::health`](crate::health::Healthy::health) or its requests in
+///   flight;
+/// * [`get_ref().wait()`](crate::Balance::wait): how long a request waits for
+///   an endpoint before failing with [`NoEndpoints`](crate::NoEndpoints).
+///
+/// Being a `Service`, it is called with `ready().await?.call(..)`, or
+/// [`oneshot`](tower::ServiceExt::oneshot) on a clone.
 pub type Balancer<B = Full<Bytes>> = Preset<SetAuthority<HttpClient<B>>, ServerErrors, Picker<B>>;
 
 /// Builds a [`Balancer`].

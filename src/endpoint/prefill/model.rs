@@ -120,6 +120,8 @@ impl Fit {
     }
 
     /// Takes one observation: inputs `x`, time to first token `y` (ns).
+    // Matrix algebra: the update reads as its formula with indices.
+    #[allow(clippy::needless_range_loop)]
     pub(crate) fn observe(&mut self, x: [f64; INPUTS], y: f64) {
         if !y.is_finite() || x.iter().any(|v| !v.is_finite()) {
             return;

@@ -1,14 +1,25 @@
-//! Three local backends, every picker, a table of shares and latencies.
+//! Every picker over three local backends, then the AI case: emulated
+//! model servers behind round robin, least connections and the LLM default.
 //!
 //! ```sh
 //! cargo run --example quickstart
 //! ```
 //!
-//! The backends run in this process on 127.0.0.1: `fast` answers at once,
-//! `slow` takes 4 ms, `stream` sends its answer in five frames a millisecond
-//! apart (as a model server streams tokens). Each picker gets the same
-//! requests from 32 concurrent callers through one shared `Balance` of
-//! hyper clients, counted in flight until the response body ends.
+//! First table: the backends run in this process on 127.0.0.1: `fast`
+//! answers at once, `slow` takes 4 ms, `stream` sends its answer in five
+//! frames a millisecond apart (as a model server streams tokens). Each
+//! picker gets the same requests from 32 concurrent callers through one
+//! shared `Balance` of hyper clients, counted in flight until the response
+//! body ends.
+//!
+//! Second table (`llm.rs`): four emulated model servers
+//! (`model_server.rs`: a prefix cache, a batch limit, prefill time per
+//! uncached token, streamed tokens) get the same seeded prompts through
+//! each picker; it prints the time to first token and the share of prompt
+//! tokens the servers found in their caches.
+
+mod llm;
+mod model_server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,6 +56,7 @@ type Endpoint = tower_lb::endpoint::Weighted<InFlight<SetAuthority<HttpClient>>>
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    let started = Instant::now();
     let mut addrs = Vec::new();
     for name in BACKENDS {
         addrs.push(serve(name).await?);
@@ -73,6 +85,9 @@ async fn main() -> Result<(), BoxError> {
     run("bounded hash (c=1.25)", bounded, &addrs).await?;
     run("maglev", Maglev::new(Header::new(user)), &addrs).await?;
     println!("\nshares are of all requests; latency is until the last body frame.");
+
+    llm::compare().await?;
+    println!("\ndone in {:.1?}", started.elapsed());
     Ok(())
 }
 
