@@ -1,7 +1,9 @@
 //! `discover::etcd` against a real etcd on 127.0.0.1 (Debian's
 //! `etcd-server`): values as addresses and JSON, draining, bad values,
 //! resume after etcd restarts, the last set kept while it is down, server
-//! registration under a lease, and churn under load.
+//! registration under a lease, and churn under load. The tests set and
+//! read keys through etcd's HTTP/JSON gateway (`server::Kv`), not through
+//! the client under test.
 
 #[path = "../churn_support/mod.rs"]
 mod churn_support;
@@ -120,12 +122,7 @@ async fn follows_a_prefix_with_weights_zones_and_bad_values() {
     kv.put("/svc/web/a", "{garbage", None).await.unwrap();
     kv.put("/svc/web/a", "10.0.0.1:80@5", None).await.unwrap();
     assert_eq!(feed.clean(1).await, ["+10.0.0.1:80@5 -"]);
-    kv.delete(
-        "/svc/",
-        Some(etcd_client::DeleteOptions::new().with_prefix()),
-    )
-    .await
-    .unwrap();
+    kv.delete_prefix("/svc/").await.unwrap();
     let mut gone = feed.clean(2).await;
     gone.sort();
     assert_eq!(gone, ["-10.0.0.1:80", "-10.0.0.3:80"]);
@@ -234,14 +231,8 @@ async fn registrations_live_with_their_server() {
     })
     .await;
     let mut kv = etcd.client().await;
-    let listed = kv
-        .get(
-            "/svc/api/",
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(listed.kvs().len(), 2, "both keys live on");
+    let listed = kv.list_prefix("/svc/api/").await.unwrap();
+    assert_eq!(listed.len(), 2, "both keys live on");
 
     // Stopping deletes the key at once; dropping does too.
     first.stop().await.unwrap();

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use tokio::sync::mpsc;
 
+use super::client::{Client, EventType, WatchResponse};
 use super::value::parse;
 use super::EtcdError;
 use crate::discover::located::Located;
@@ -87,96 +87,96 @@ impl Follow {
         let client = match client {
             Some(client) => client,
             None => {
-                let options = ConnectOptions::new()
-                    .with_connect_timeout(self.connect_timeout)
-                    .with_keep_alive(self.connect_timeout, self.connect_timeout);
                 let connected = tokio::time::timeout(
                     self.connect_timeout,
-                    Client::connect(&self.endpoints, Some(options)),
+                    Client::connect(
+                        &self.endpoints,
+                        self.connect_timeout,
+                        Some(self.connect_timeout),
+                    ),
                 )
                 .await
-                .map_err(|_| EtcdError::timeout("connect"))?
-                .map_err(|e| EtcdError::client("connect", e))?;
+                .map_err(|_| EtcdError::timeout("connect"))??;
                 client.insert(connected)
             }
         };
+        let prefix = self.prefix.as_bytes();
         if revision.is_none() {
-            let listed = tokio::time::timeout(
-                self.connect_timeout,
-                client.get(
-                    self.prefix.as_bytes(),
-                    Some(GetOptions::new().with_prefix()),
-                ),
-            )
-            .await
-            .map_err(|_| EtcdError::timeout("list"))?
-            .map_err(|e| EtcdError::client("list", e))?;
+            let listed = tokio::time::timeout(self.connect_timeout, client.list(prefix))
+                .await
+                .map_err(|_| EtcdError::timeout("list"))??;
             self.counters.lists.fetch_add(1, Ordering::Relaxed);
             let mut fresh = Entries::new();
-            for kv in listed.kvs() {
-                self.put(&mut fresh, kv.key(), kv.value());
+            for kv in &listed.kvs {
+                self.put(&mut fresh, &kv.key, &kv.value);
             }
             *entries = fresh;
-            *revision = listed.header().map(|h| h.revision());
-            if revision.is_none() {
-                return Err(EtcdError::protocol("a list without a revision"));
-            }
+            *revision = Some(listed.revision);
             self.send(entries)?;
         }
         let from = revision.unwrap_or(0) + 1;
-        let mut stream = tokio::time::timeout(
-            self.connect_timeout,
-            client.watch(
-                self.prefix.as_bytes(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(from)
-                        .with_progress_notify(),
-                ),
-            ),
-        )
-        .await
-        .map_err(|_| EtcdError::timeout("watch"))?
-        .map_err(|e| EtcdError::client("watch", e))?;
+        let mut watch = tokio::time::timeout(self.connect_timeout, client.watch(prefix, from))
+            .await
+            .map_err(|_| EtcdError::timeout("watch"))??;
         self.counters.watches.fetch_add(1, Ordering::Relaxed);
         loop {
-            let Some(response) = stream
-                .message()
-                .await
-                .map_err(|e| EtcdError::client("watch", e))?
-            else {
+            let Some(response) = watch.message().await? else {
                 return Ok(());
             };
-            if response.compact_revision() > 0 || response.canceled() {
+            if response.compact_revision > 0 {
                 // The revision to resume from is gone: list again.
                 tracing::info!(
                     prefix = %self.prefix,
-                    compacted = response.compact_revision(),
+                    compacted = response.compact_revision,
                     "etcd watch revision compacted; listing again"
                 );
                 *revision = None;
                 return Ok(());
             }
-            let mut changed = false;
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                changed = true;
-                match event.event_type() {
-                    EventType::Put => self.put(entries, kv.key(), kv.value()),
-                    EventType::Delete => {
-                        entries.remove(kv.key());
-                    }
-                }
-                *revision = Some(revision.unwrap_or(0).max(kv.mod_revision()));
+            if response.canceled {
+                // Not for compaction: list again, after the usual pause.
+                *revision = None;
+                return Err(EtcdError::protocol(
+                    "watch",
+                    format!("etcd cancelled the watch: {}", response.cancel_reason),
+                ));
             }
-            if let Some(header) = response.header() {
-                *revision = Some(revision.unwrap_or(0).max(header.revision()));
-            }
-            if changed {
+            if self.apply(&response, entries, revision) {
                 self.send(entries)?;
             }
         }
+    }
+
+    /// Applies one watch answer; whether a key changed.
+    fn apply(
+        &self,
+        response: &WatchResponse,
+        entries: &mut Entries,
+        revision: &mut Option<i64>,
+    ) -> bool {
+        let mut seen = revision.unwrap_or(0);
+        for event in &response.events {
+            let Some(kv) = &event.kv else { continue };
+            match event.r#type() {
+                EventType::Put => self.put(entries, &kv.key, &kv.value),
+                EventType::Delete => {
+                    entries.remove(&kv.key);
+                }
+            }
+            seen = seen.max(kv.mod_revision);
+        }
+        // A progress report (no events, not the answer to the create)
+        // says every change up to its revision was sent. Other answers'
+        // revisions may run ahead of events still to come: the answer to
+        // the create carries the store's revision while older events are
+        // being caught up on.
+        if response.events.is_empty() && !response.created {
+            if let Some(header) = &response.header {
+                seen = seen.max(header.revision);
+            }
+        }
+        *revision = Some(seen);
+        !response.events.is_empty()
     }
 
     /// Records a key's value; a bad value keeps the key's last good one.
@@ -207,6 +207,6 @@ impl Follow {
         }
         self.tx
             .send(Update::Set(set))
-            .map_err(|_| EtcdError::protocol("the discovery stream was dropped"))
+            .map_err(|_| EtcdError::protocol("watch", "the discovery stream was dropped"))
     }
 }

@@ -10,6 +10,10 @@
 //! A key's value is an address, a backends line (`ADDR[@WEIGHT]
 //! [zone=ZONE]`), or JSON with weight and zone (see [`parse_value`]).
 //!
+//! Both talk to etcd's v3 gRPC API (`http://` endpoints) through a small
+//! client of the module's own over tonic: the few messages they use are
+//! declared in Rust, so building the `etcd` feature needs no `protoc`.
+//!
 //! ```no_run
 //! use std::net::SocketAddr;
 //! use std::time::Duration;
@@ -39,9 +43,12 @@
 //! # Ok(()) }
 //! ```
 
+mod client;
 mod error;
 mod follow;
 mod register;
+#[cfg(test)]
+mod tests;
 mod value;
 
 use std::fmt;
@@ -57,7 +64,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower::discover::Change;
 
-pub use self::error::EtcdError;
+pub use self::error::{EtcdError, EtcdErrorKind};
 use self::follow::{Counters, Follow, Update};
 pub use self::register::Registration;
 pub use self::value::{endpoint_value, parse_value, EtcdEndpoint, ValueError, MAX_VALUE_LEN};
@@ -134,6 +141,8 @@ where
 {
     /// Follows the keys under `prefix` on the etcd cluster at `endpoints`
     /// (`http://host:port` URLs), each address with a service from `make`.
+    /// It talks to the first endpoint that answers, and after a failure
+    /// tries them again in order.
     pub fn new<E: AsRef<str>>(endpoints: &[E], prefix: impl Into<String>, make: F) -> Self {
         Self {
             endpoints: endpoints.iter().map(|e| e.as_ref().to_owned()).collect(),

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, PutOptions};
 use tokio::task::JoinHandle;
 
-use super::EtcdError;
+use super::client::Client;
+use super::{EtcdError, DEFAULT_CONNECT_TIMEOUT};
 
 /// A server's registration: its key under the discovery prefix, attached
 /// to a lease that a task keeps alive.
@@ -33,16 +33,16 @@ pub struct Registration {
 impl Registration {
     /// Registers `key` with `value` (see
     /// [`endpoint_value`](super::endpoint_value)) on the etcd cluster at
-    /// `endpoints`, under a lease of `ttl`.
+    /// `endpoints` (`http://host:port` URLs; the first that answers), under
+    /// a lease of `ttl`.
     pub async fn register<E: AsRef<str>>(
         endpoints: &[E],
         key: impl Into<String>,
         value: impl Into<String>,
         ttl: Duration,
     ) -> Result<Self, EtcdError> {
-        let mut client = Client::connect(endpoints, None)
-            .await
-            .map_err(|e| EtcdError::client("connect", e))?;
+        let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_owned()).collect();
+        let mut client = Client::connect(&endpoints, DEFAULT_CONNECT_TIMEOUT, None).await?;
         let key = key.into();
         let value = value.into();
         let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
@@ -50,6 +50,7 @@ impl Registration {
         let lease = Arc::new(AtomicU64::new(lease as u64));
         let renewals = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(keep_alive(
+            endpoints,
             client.clone(),
             key.clone(),
             value,
@@ -87,11 +88,7 @@ impl Registration {
             task.abort();
         }
         let lease = self.lease_id();
-        self.client
-            .lease_revoke(lease)
-            .await
-            .map(drop)
-            .map_err(|e| EtcdError::client("revoke", e))
+        self.client.lease_revoke(lease).await
     }
 }
 
@@ -101,21 +98,16 @@ async fn grant_and_put(
     value: &str,
     ttl_secs: i64,
 ) -> Result<i64, EtcdError> {
-    let lease = client
-        .lease_grant(ttl_secs, None)
-        .await
-        .map_err(|e| EtcdError::client("grant", e))?
-        .id();
-    client
-        .put(key, value, Some(PutOptions::new().with_lease(lease)))
-        .await
-        .map_err(|e| EtcdError::client("put", e))?;
+    let lease = client.lease_grant(ttl_secs).await?;
+    client.put(key, value, lease).await?;
     Ok(lease)
 }
 
 /// Renews the lease every third of its time to live; when renewing fails
-/// or the lease is gone, registers again under a new lease.
+/// or the lease is gone, registers again under a new lease (on a new
+/// connection, to the first endpoint that answers, if the old one broke).
 async fn keep_alive(
+    endpoints: Vec<String>,
     mut client: Client,
     key: String,
     value: String,
@@ -128,24 +120,33 @@ async fn keep_alive(
     loop {
         let id = lease.load(Ordering::Relaxed) as i64;
         let renewed = async {
-            let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
+            let mut renewal = client.lease_keep_alive(id).await?;
             loop {
-                keeper.keep_alive().await?;
-                match stream.message().await? {
-                    Some(response) if response.ttl() > 0 => {
+                match renewal.renew().await? {
+                    Some(_ttl) => {
                         renewals.fetch_add(1, Ordering::Relaxed);
                     }
                     // The lease is gone (expired while etcd was away).
-                    _ => return Ok::<(), etcd_client::Error>(()),
+                    None => return Ok::<(), EtcdError>(()),
                 }
                 tokio::time::sleep(every).await;
             }
         }
         .await;
+        let broken = renewed.is_err();
         if let Err(error) = renewed {
             tracing::warn!(%key, %error, "etcd lease renewal failed; registering again");
         }
         tokio::time::sleep(every).await;
+        if broken {
+            match Client::connect(&endpoints, DEFAULT_CONNECT_TIMEOUT, None).await {
+                Ok(connected) => client = connected,
+                Err(error) => {
+                    tracing::warn!(%key, %error, "etcd registration failed; retrying");
+                    continue;
+                }
+            }
+        }
         match grant_and_put(&mut client, &key, &value, ttl_secs).await {
             Ok(new) => {
                 lease.store(new as u64, Ordering::Relaxed);
