@@ -13,6 +13,8 @@
 #   direct       llm_load straight to the eight servers in turn
 #   tower-lb     examples/llm_router, its default: least predicted time to first
 #                token (Scored::ttft)
+#   tower-lb-poll    the same, also polling each server's Prometheus page
+#                every 50 ms (--metrics-path /metrics --metrics-interval 50ms)
 #   tower-lb-scores  examples/llm_router --scorer prefix=3,queue=2,kv=2 (the
 #                0.2 default: weighted scorers and the imbalance gate)
 #   sglang-ca    sglang-router --policy cache_aware
@@ -176,12 +178,13 @@ for t in $TARGETS; do
         port=$((BASE_PORT + 20 + 10 * k + r))
         case $t in
         direct) break ;;
-        tower-lb | tower-lb-scores)
+        tower-lb | tower-lb-poll | tower-lb-scores)
             ((have_router)) || break
             backends=()
             for url in "${urls[@]}"; do backends+=(--backend "$url"); done
             scores=()
             [[ $t == tower-lb-scores ]] && scores=(--scorer prefix=3,queue=2,kv=2)
+            [[ $t == tower-lb-poll ]] && scores=(--metrics-path /metrics --metrics-interval 50ms)
             start_router "$t" "$port" "$bin/llm_router" \
                 --listen "127.0.0.1:$port" "${backends[@]}" "${scores[@]}" $ROUTER_ARGS
             ;;

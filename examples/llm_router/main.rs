@@ -313,9 +313,7 @@ fn status(records: &[(cli::Backend, ReportCell, PrefillState)], prefix: &PrefixA
                 "expected_reuse_of_measured": known.expected_reuse_of_measured,
                 "ttft_model_ms": {
                     "base": ms(known.model.base),
-                    "per_uncached_token": ms(known.model.per_uncached_token),
-                    "per_queued_token": ms(known.model.per_queued_token),
-                    "slot_wait_factor": known.model.slot_wait,
+                    "per_token": ms(known.model.per_token),
                 },
                 "scorer_prefix_index_blocks": affinity.map(|s| s.indexed_blocks),
                 "scorer_expected_reuse": affinity.map(|s| s.hit_rate),

@@ -33,7 +33,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use tower::load::Load;
-use tower_lb::endpoint::{ClientLoad, Endpoint, PrefillConfig, PrefillGuard, PrefillState};
+use tower_lb::endpoint::{
+    ClientLoad, Endpoint, PrefillConfig, PrefillGuard, PrefillState, Report, ReportCell,
+};
 use tower_lb::pick::{
     llm::{
         PrefixAffinity, PrefixConfig, PromptBlocks, PromptRequest, RequestInfoRef, Scored,
@@ -241,12 +243,17 @@ pub(crate) struct Server {
     /// What the client knows of this server's prefill, for the TTFT
     /// picker; fed as `load::Prefill` feeds it, on virtual time.
     prefill: PrefillState,
+    /// What the server says of its batch (running, waiting), fresh at
+    /// every arrival, as a server polled often would say it.
+    report: ReportCell,
     pending: Vec<Pending>,
 }
 
 impl Server {
     fn new() -> Self {
+        let report = ReportCell::new();
         Self {
+            report: report.clone(),
             cache: Cache::default(),
             free_at: vec![0; BATCH],
             ends: BinaryHeap::new(),
@@ -254,7 +261,8 @@ impl Server {
                 block_bytes: BLOCK_TOKENS * BYTES_PER_TOKEN,
                 bytes_per_token: BYTES_PER_TOKEN as f64,
                 ..PrefillConfig::default()
-            }),
+            })
+            .with_report(report),
             pending: Vec::new(),
         }
     }
@@ -481,6 +489,12 @@ pub(crate) fn run(
                 server.ends.pop();
             }
             server.first_tokens(now);
+            let in_flight = server.in_flight() as u32;
+            server.report.record(&Report {
+                queue: Some(in_flight.saturating_sub(BATCH as u32)),
+                running: Some(in_flight.min(BATCH as u32)),
+                ..Report::default()
+            });
         }
         let endpoints = Candidates::new(metas, &servers);
         let i = policy.pick(&endpoints, turn, now).unwrap_or(0);

@@ -86,6 +86,8 @@ struct Shared {
     /// first answer.
     answer_ns: AtomicU64,
     coefficients: [AtomicU64; INPUTS],
+    /// When the model last learnt (the report clock, ms); 0: never.
+    learnt_at: AtomicU64,
     fit: Mutex<Fit>,
     report: Option<ReportCell>,
     sent_tokens: AtomicU64,
@@ -156,6 +158,7 @@ impl PrefillState {
                 slots: AtomicU32::new(0),
                 answer_ns: AtomicU64::new(0),
                 coefficients: fit.theta().map(|c| AtomicU64::new(c.to_bits())),
+                learnt_at: AtomicU64::new(0),
                 fit: Mutex::new(fit),
                 report: None,
                 sent_tokens: AtomicU64::new(0),
@@ -184,6 +187,7 @@ impl PrefillState {
             coefficients: std::array::from_fn(|i| {
                 AtomicU64::new(shared.coefficients[i].load(Relaxed))
             }),
+            learnt_at: AtomicU64::new(0),
             fit: Mutex::new(Fit::new(shared.config.prior)),
             report: None,
             sent_tokens: AtomicU64::new(0),
@@ -224,63 +228,81 @@ impl PrefillState {
     }
 
     /// The estimated wait, in nanoseconds, of a new request for one of the
-    /// server's batch slots: 0 while it has a free slot, else `(n − S + 1) ×
-    /// D ÷ S` for `n` requests there (running and queued, as a fresh report
-    /// says, else as this client counts them), `S` slots (the most running
-    /// requests it has reported) and `D` an answer's mean duration. Without
-    /// a report of its slots, the client's own requests waiting for a first
-    /// token each count `D ÷` its requests in flight there.
+    /// server's batch slots: 0 while nothing waits there for a slot, else
+    /// `(q + 1) × D ÷ r` for `q` requests waiting and `r` running (as a
+    /// fresh report says) and `D` an answer's mean duration there: a slot
+    /// frees once in `D ÷ r`. Without a fresh report, the client's own
+    /// requests there without a first token each count `D ÷` its requests
+    /// in flight there. 0 until an answer has ended there.
+    ///
+    /// Only a reported queue counts, not a full batch with an empty queue:
+    /// counting slots as full from the most running requests a server has
+    /// reported (measured at 48 requests in flight over eight servers of
+    /// eight slots) sent requests to servers without their prefix, and
+    /// lost more in prefill (hit rate 74 % against 82 %, TTFT p99 108–220
+    /// ms against 119–169 ms) than the slot waits it avoided.
     pub fn slot_wait(&self, now: Instant) -> f64 {
         let s = &*self.shared;
         let answer = s.answer_ns.load(Relaxed) as f64;
         if answer == 0.0 {
             return 0.0;
         }
-        let own = s.in_flight.load(Relaxed);
-        let reported = s.report.as_ref().and_then(|r| r.fresh_load(clock_ms(now)));
-        let mut slots = s.slots.load(Relaxed);
-        if let Some((_, running, _)) = reported {
-            if running > slots {
-                s.slots.fetch_max(running, Relaxed);
-                slots = running;
+        match s.report.as_ref().and_then(|r| r.fresh_load(clock_ms(now))) {
+            Some((queue, running, _)) => {
+                if running > s.slots.load(Relaxed) {
+                    s.slots.fetch_max(running, Relaxed);
+                }
+                if queue == 0 {
+                    0.0
+                } else {
+                    f64::from(queue.saturating_add(1)) * answer / f64::from(running.max(1))
+                }
+            }
+            None => {
+                let own = s.in_flight.load(Relaxed);
+                s.waiting.load(Relaxed) as f64 * answer / own.max(1) as f64
             }
         }
-        if slots == 0 {
-            let waiting = s.waiting.load(Relaxed);
-            return waiting as f64 * answer / own.max(1) as f64;
-        }
-        let n = match reported {
-            Some((queue, running, _)) => u64::from(queue) + u64::from(running),
-            None => own as u64,
-        };
-        let slots = u64::from(slots);
-        if n < slots {
-            0.0
-        } else {
-            (n - slots + 1) as f64 * answer / slots as f64
-        }
+    }
+
+    /// The most running requests the server has reported: its batch slots,
+    /// as far as it has shown them; 0 while unknown.
+    pub fn slots(&self) -> u32 {
+        self.shared.slots.load(Relaxed)
     }
 
     /// The predicted time to first token, in nanoseconds, of a request with
     /// `uncached_tokens` to prefill and `slot_wait` nanoseconds to wait for
-    /// a batch slot ([`slot_wait`](Self::slot_wait)).
+    /// a batch slot ([`slot_wait`](Self::slot_wait)), at `now`.
     #[inline]
-    pub fn predict_ns(&self, uncached_tokens: f64, slot_wait: f64) -> f64 {
-        let x = self.inputs(uncached_tokens, slot_wait);
-        let c = &self.shared.coefficients;
-        (0..INPUTS)
-            .map(|i| f64::from_bits(c[i].load(Relaxed)) * x[i])
-            .sum()
+    pub fn predict_ns(&self, uncached_tokens: f64, slot_wait: f64, now: Instant) -> f64 {
+        let [base, per_token] = self.coefficients_at(clock_ms(now));
+        base + per_token * self.tokens_ahead(uncached_tokens) + slot_wait
     }
 
+    /// Prefill tokens a request with `uncached_tokens` waits for: those
+    /// queued before it, and its own.
     #[inline]
-    fn inputs(&self, uncached_tokens: f64, slot_wait: f64) -> [f64; INPUTS] {
-        [
-            1.0,
-            uncached_tokens,
-            self.shared.queued_tokens.load(Relaxed) as f64,
-            slot_wait,
-        ]
+    fn tokens_ahead(&self, uncached_tokens: f64) -> f64 {
+        self.shared.queued_tokens.load(Relaxed) as f64 + uncached_tokens
+    }
+
+    /// The learnt coefficients, drawn back toward the prior the longer the
+    /// server has not been heard from (halfway after 5 s).
+    #[inline]
+    fn coefficients_at(&self, now_ms: u64) -> [f64; INPUTS] {
+        let s = &*self.shared;
+        let learnt = s
+            .coefficients
+            .each_ref()
+            .map(|c| f64::from_bits(c.load(Relaxed)));
+        let at = s.learnt_at.load(Relaxed);
+        if at == 0 || now_ms <= at + 1_000 {
+            return learnt;
+        }
+        let trust = 5_000.0 / (5_000.0 + (now_ms - at - 1_000) as f64);
+        let prior = s.config.prior.to_ns();
+        std::array::from_fn(|i| prior[i] + (learnt[i] - prior[i]) * trust)
     }
 
     /// The learnt model now.
@@ -310,7 +332,8 @@ impl PrefillState {
             .unwrap_or(0);
         let cached_bytes = (cached_blocks as u64 * s.config.block_bytes as u64).min(prompt_bytes);
         let uncached = self.tokens(prompt_bytes - cached_bytes);
-        let inputs = self.inputs(uncached, self.slot_wait(now));
+        let inputs = [1.0, self.tokens_ahead(uncached)];
+        let slot_wait = self.slot_wait(now);
         s.index.insert(hashes);
         let reserved = uncached.ceil() as u64;
         s.queued_tokens.fetch_add(reserved, Relaxed);
@@ -328,6 +351,7 @@ impl PrefillState {
             in_flight: true,
             started: now,
             inputs,
+            slot_wait,
             oldest_stamp,
             expected_cached_tokens: expected_cached,
         }
@@ -372,6 +396,9 @@ impl PrefillState {
         for (word, value) in self.shared.coefficients.iter().zip(fit.theta()) {
             word.store(value.to_bits(), Relaxed);
         }
+        self.shared
+            .learnt_at
+            .store(clock_ms(Instant::now()), Relaxed);
     }
 }
 
@@ -395,6 +422,9 @@ pub struct PrefillGuard {
     in_flight: bool,
     started: Instant,
     inputs: [f64; INPUTS],
+    /// The slot wait estimated at dispatch, taken out of the observed time
+    /// before learning.
+    slot_wait: f64,
     /// The index's stamp of the least recently sent block it expected the
     /// server to hold; 0 when it expected none.
     oldest_stamp: u64,
@@ -408,7 +438,7 @@ impl PrefillGuard {
     pub fn first_token(&mut self, learn: bool) {
         if self.release() && learn {
             let ttft = Instant::now().saturating_duration_since(self.started);
-            self.state.learn(self.inputs, ttft.as_nanos() as f64);
+            self.learn(ttft.as_nanos() as f64);
         }
     }
 
@@ -417,7 +447,7 @@ impl PrefillGuard {
     /// reservation, and teaches the model.
     pub fn first_token_after(&mut self, ttft: std::time::Duration) {
         if self.release() {
-            self.state.learn(self.inputs, ttft.as_nanos() as f64);
+            self.learn(ttft.as_nanos() as f64);
         }
     }
 
@@ -487,6 +517,11 @@ impl PrefillGuard {
             };
             s.answer_ns.store(next.max(1.0) as u64, Relaxed);
         }
+    }
+
+    fn learn(&self, ttft_ns: f64) {
+        let prefill = (ttft_ns - self.slot_wait).max(0.0);
+        self.state.learn(self.inputs, prefill);
     }
 
     /// Gives the reservation back; false when it already was.

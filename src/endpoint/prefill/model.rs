@@ -3,71 +3,60 @@
 
 use std::time::Duration;
 
-/// Inputs of the model, in this order: 1, this request's uncached prompt
-/// tokens, prefill tokens already queued there, the estimated wait for a
-/// batch slot (ns).
-pub(crate) const INPUTS: usize = 4;
+/// Inputs of the learnt part of the model, in this order: 1, and the
+/// prefill tokens the request waits for (the uncached tokens queued there
+/// before it, and its own).
+pub(crate) const INPUTS: usize = 2;
 
-/// A server's predicted time to first token, as a sum of four terms:
+/// A server's predicted time to first token:
 ///
-/// `ttft = base + per_uncached_token × u + per_queued_token × P + slot_wait × W`
+/// `ttft = base + per_token × (P + u) + W`
 ///
 /// where `u` is the request's prompt tokens that the server does not hold
 /// in its cache, `P` the uncached tokens of the requests sent there that
 /// have not had their first token yet, and `W` the estimated wait for a
-/// batch slot: 0 while the server has a free slot, else the requests beyond
-/// its slots, plus one, times an answer's mean duration ÷ its slots (see
-/// [`PrefillState::slot_wait`](super::PrefillState::slot_wait)).
+/// batch slot ([`PrefillState::slot_wait`](super::PrefillState::slot_wait),
+/// computed from what the server reports, not learnt).
 ///
 /// [`PrefillState`](super::PrefillState) starts from a prior (this type's
-/// `Default`: 10 ms, 100 µs, 20 µs and 1) and learns each server's own
-/// coefficients from every streamed answer's first token. Coefficients are
-/// never negative and never above 10 s (base), 10 ms (per token) or 10
-/// (slot wait).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// `Default`: 10 ms and 100 µs a token) and learns each server's own `base`
+/// and `per_token` from every streamed answer's first token, by recursive
+/// least squares against `P + u` at dispatch. A server not heard from for a
+/// while drifts back to the prior (half of the way in 5 s), so that one bad
+/// spell does not keep it out of rotation for good. Coefficients are never
+/// negative and never above 10 s (base) or 10 ms (a token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TtftModel {
     /// Time to first token of a request with nothing to prefill on an idle
     /// server: the network, the router, one decode step.
     pub base: Duration,
-    /// Prefill time of one uncached prompt token.
-    pub per_uncached_token: Duration,
-    /// Delay that one token of prefill queued ahead adds.
-    pub per_queued_token: Duration,
-    /// How much of the estimated slot wait shows in the time to first
-    /// token (1: all of it).
-    pub slot_wait: f64,
+    /// Prefill time of one token.
+    pub per_token: Duration,
 }
 
 impl Default for TtftModel {
     fn default() -> Self {
         Self {
             base: Duration::from_millis(10),
-            per_uncached_token: Duration::from_micros(100),
-            per_queued_token: Duration::from_micros(20),
-            slot_wait: 1.0,
+            per_token: Duration::from_micros(100),
         }
     }
 }
 
 /// Upper bounds of the coefficients, in nanoseconds.
-const BOUNDS: [f64; INPUTS] = [10e9, 10e6, 10e6, 10.0];
+const BOUNDS: [f64; INPUTS] = [10e9, 10e6];
 
 impl TtftModel {
-    /// The coefficients (nanoseconds, and the slot-wait factor), clamped
-    /// to their bounds.
+    /// The coefficients in nanoseconds, clamped to their bounds.
     pub(crate) fn to_ns(self) -> [f64; INPUTS] {
-        let [base, uncached, queued] = [self.base, self.per_uncached_token, self.per_queued_token]
-            .map(|d| d.as_nanos() as f64);
-        clamp([base, uncached, queued, self.slot_wait])
+        clamp([self.base, self.per_token].map(|d| d.as_nanos() as f64))
     }
 
     pub(crate) fn from_ns(ns: [f64; INPUTS]) -> Self {
         let d = |v: f64| Duration::from_nanos(v.max(0.0) as u64);
         Self {
             base: d(ns[0]),
-            per_uncached_token: d(ns[1]),
-            per_queued_token: d(ns[2]),
-            slot_wait: ns[3].max(0.0),
+            per_token: d(ns[1]),
         }
     }
 }
@@ -106,7 +95,7 @@ impl Fit {
         let theta = prior.to_ns();
         // A prior as uncertain as its own size (at least 1 ms, 10 µs, 10 µs,
         // 1 ms): a few answers move it.
-        let floor = [1e6, 1e4, 1e4, 1.0];
+        let floor = [1e6, 1e4];
         let cap: [f64; INPUTS] = std::array::from_fn(|i| theta[i].max(floor[i]).powi(2));
         let mut cov = [[0.0; INPUTS]; INPUTS];
         for i in 0..INPUTS {
@@ -162,9 +151,8 @@ mod tests {
     use super::*;
 
     fn truth(x: [f64; INPUTS]) -> f64 {
-        // 3 ms base, 250 µs a token, nothing per queued token, 0.8 of the
-        // estimated slot wait.
-        3e6 * x[0] + 250e3 * x[1] + 0.0 * x[2] + 0.8 * x[3]
+        // 3 ms base, 250 µs a token.
+        3e6 * x[0] + 250e3 * x[1]
     }
 
     #[test]
@@ -178,48 +166,40 @@ mod tests {
             (seed >> 33) % n
         };
         for _ in 0..2000 {
-            let x = [
-                1.0,
-                next(800) as f64,
-                next(3000) as f64,
-                next(4) as f64 * 20e6,
-            ];
+            let x = [1.0, next(3000) as f64];
             fit.observe(x, truth(x));
         }
         let theta = fit.theta();
-        assert!((theta[1] - 250e3).abs() < 5e3, "{theta:?}");
-        assert!((theta[3] - 0.8).abs() < 0.02, "{theta:?}");
-        let x = [1.0, 500.0, 1000.0, 20e6];
-        let predicted: f64 = (0..INPUTS).map(|i| theta[i] * x[i]).sum();
-        assert!((predicted - truth(x)).abs() / truth(x) < 0.05);
+        assert!((theta[0] - 3e6).abs() < 2e5, "{theta:?}");
+        assert!((theta[1] - 250e3).abs() < 2e3, "{theta:?}");
     }
 
     #[test]
     fn an_input_that_never_varies_does_not_wind_up() {
         let mut fit = Fit::new(TtftModel::default());
-        for i in 0..100_000u64 {
-            let x = [1.0, (i % 100) as f64, 0.0, 0.0];
+        for _ in 0..100_000u64 {
+            let x = [1.0, 0.0];
             fit.observe(x, truth(x));
         }
         let theta = fit.theta();
         assert!(theta.iter().all(|t| t.is_finite() && *t >= 0.0));
-        assert!(fit.cov[3][3] <= fit.cap[3] * 1.000_001);
-        assert!((theta[1] - 250e3).abs() < 5e3, "{theta:?}");
+        assert!(fit.cov[1][1] <= fit.cap[1] * 1.000_001);
+        assert!((theta[0] - 3e6).abs() < 1e5, "{theta:?}");
     }
 
     #[test]
     fn garbage_observations_change_nothing_and_bounds_hold() {
         let mut fit = Fit::new(TtftModel::default());
         let before = fit.theta();
-        fit.observe([1.0, f64::NAN, 0.0, 0.0], 1e6);
-        fit.observe([1.0, 1.0, 0.0, 0.0], f64::INFINITY);
+        fit.observe([1.0, f64::NAN], 1e6);
+        fit.observe([1.0, 1.0], f64::INFINITY);
         assert_eq!(fit.theta(), before);
         for _ in 0..1000 {
-            fit.observe([1.0, 1.0, 0.0, 0.0], 1e15);
+            fit.observe([1.0, 1.0], 1e15);
         }
         assert!(fit.theta().iter().zip(BOUNDS).all(|(t, b)| *t <= b));
         for _ in 0..1000 {
-            fit.observe([1.0, 100.0, 0.0, 1e6], -1e12);
+            fit.observe([1.0, 100.0], -1e12);
         }
         assert!(fit.theta().iter().all(|t| *t >= 0.0));
     }

@@ -38,17 +38,18 @@ async fn the_predicted_time_grows_with_uncached_and_queued_tokens() {
     let cached = prompt(2, 30);
     drop(state.reserve(&cached, 30 * 64));
     let miss = prompt(3, 30);
-    let hit_cost = state.predict_ns(state.uncached_tokens(&cached, 30 * 64), 0.0);
-    let miss_cost = state.predict_ns(state.uncached_tokens(&miss, 30 * 64), 0.0);
+    let now = Instant::now();
+    let hit_cost = state.predict_ns(state.uncached_tokens(&cached, 30 * 64), 0.0, now);
+    let miss_cost = state.predict_ns(state.uncached_tokens(&miss, 30 * 64), 0.0, now);
     // 480 tokens at the prior's 100 µs.
     assert!(
         (miss_cost - hit_cost - 48e6).abs() < 1e3,
         "{hit_cost} {miss_cost}"
     );
     let _queued = state.reserve(&miss, 30 * 64);
-    let busy = state.predict_ns(state.uncached_tokens(&cached, 30 * 64), 20e6);
-    // 480 queued tokens at 20 µs, and all of a 20 ms wait for a slot.
-    assert!((busy - hit_cost - 9.6e6 - 20e6).abs() < 1e3, "{busy}");
+    let busy = state.predict_ns(state.uncached_tokens(&cached, 30 * 64), 20e6, now);
+    // 480 queued tokens ahead at 100 µs, and a 20 ms wait for a slot.
+    assert!((busy - hit_cost - 48e6 - 20e6).abs() < 1e3, "{busy}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -62,8 +63,16 @@ async fn streamed_first_tokens_teach_the_server_speed() {
         guard.first_token(true);
     }
     let model = state.model();
-    let per_token = model.per_uncached_token.as_secs_f64() * 1e6;
+    let per_token = model.per_token.as_secs_f64() * 1e6;
     assert!((per_token - 300.0).abs() < 15.0, "{model:?}");
+    // Not heard from for a minute: most of the way back to the prior.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let later = state.predict_ns(700.0, 0.0, Instant::now());
+    let prior = 10e6 + 100e3 * 700.0;
+    assert!(
+        (later - prior).abs() < 0.1 * (2e6 + 300e3 * 700.0 - prior).abs(),
+        "{later}"
+    );
     // Not streamed: the first frame is the whole answer, nothing is learnt.
     let before = state.model();
     let mut guard = state.reserve(&prompt(5, 1), 400);
@@ -101,7 +110,7 @@ async fn a_server_that_evicts_is_forgotten_after_one_answer() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_slot_wait_follows_reported_slots_and_answer_times() {
+async fn the_slot_wait_follows_reported_queues_and_answer_times() {
     let report = ReportCell::new();
     let state = PrefillState::default().with_report(report.clone());
     assert_eq!(
@@ -115,12 +124,12 @@ async fn the_slot_wait_follows_reported_slots_and_answer_times() {
     done.answer_end();
     drop(done);
     assert_eq!(state.stats().mean_answer, Duration::from_millis(100));
-    // Unknown slots: the client's own waiting requests, each D ÷ in flight.
+    // No report: the client's own waiting requests, each D ÷ in flight.
     let _a = state.reserve(&prompt(2, 1), 64);
     let mut b = state.reserve(&prompt(3, 1), 64);
     b.first_token(false);
     assert_eq!(state.slot_wait(Instant::now()), 100e6 / 2.0);
-    // Four slots, all running, two queued: three answers' worth of a slot.
+    // Four running, two queued: a slot frees every 25 ms, three to wait for.
     report.record(&Report {
         queue: Some(2),
         running: Some(4),
@@ -130,13 +139,19 @@ async fn the_slot_wait_follows_reported_slots_and_answer_times() {
     assert_eq!(state.stats().slots, 4);
     report.record(&Report {
         queue: Some(0),
-        running: Some(1),
+        running: Some(3),
         ..Report::default()
     });
-    assert_eq!(state.slot_wait(Instant::now()), 0.0, "a free slot");
-    // Stale: the client's own two requests in flight, under four slots.
+    assert_eq!(state.slot_wait(Instant::now()), 0.0, "nothing waits");
+    report.record(&Report {
+        queue: Some(0),
+        running: Some(4),
+        ..Report::default()
+    });
+    assert_eq!(state.slot_wait(Instant::now()), 0.0, "nothing waits");
+    // Stale: the client's own counts again.
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(state.slot_wait(Instant::now()), 0.0);
+    assert_eq!(state.slot_wait(Instant::now()), 100e6 / 2.0);
     assert_eq!(state.stats().in_flight, 2);
 }
 

@@ -228,3 +228,132 @@ async fn no_endpoints_and_excluded_ones() {
     );
     assert_eq!(scored.pick(&(), &endpoints.excluding(&[2]), &()), None);
 }
+
+// ===== the time-to-first-token objective =====
+
+mod ttft {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::endpoint::PrefillState;
+    use crate::pick::llm::{BlockConfig, PromptBlocks};
+
+    /// A model server as the TTFT picker sees it: its reports and its
+    /// prefill state.
+    fn server() -> (Svc, ReportCell, PrefillState) {
+        let report = ReportCell::new();
+        let state = PrefillState::default().with_report(report.clone());
+        let svc = Weighted::new(InFlight::new(()), 1)
+            .with_report(report.clone())
+            .with_prefill(state.clone());
+        (svc, report, state)
+    }
+
+    fn prompt(system: &str, question: &str) -> PromptBlocks {
+        PromptBlocks::hash(BlockConfig::default(), "m", [system, question])
+    }
+
+    /// Teaches `state` that answers take `took` (the mean answer time).
+    async fn one_answer(state: &PrefillState, took: Duration) {
+        let mut guard = state.reserve(&[u64::MAX - 1], 64);
+        tokio::time::advance(took).await;
+        guard.answer_end();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prompt_goes_where_its_prefix_is_cached() {
+        let fleet: Vec<_> = (0..4).map(|_| server()).collect();
+        let services: Vec<Svc> = fleet.iter().map(|s| s.0.clone()).collect();
+        let metas = metas(4);
+        let endpoints = Candidates::new(&metas, &services);
+        let system = "You answer questions about tides. ".repeat(60);
+        let held = prompt(&system, "first");
+        drop(fleet[2].2.reserve(held.hashes(), held.prompt_bytes()));
+        let scored: Scored<PromptBlocks, Svc> = Scored::ttft();
+        for k in 0..20 {
+            let request = prompt(&system, &format!("question {k}"));
+            assert_eq!(scored.pick(&(), &endpoints, &request), Some(2));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hot_prompt_spreads_once_its_servers_queue_makes_another_cheaper() {
+        let fleet: Vec<_> = (0..3).map(|_| server()).collect();
+        let services: Vec<Svc> = fleet.iter().map(|s| s.0.clone()).collect();
+        let metas = metas(3);
+        let endpoints = Candidates::new(&metas, &services);
+        // A 2,000-byte system prompt: 500 tokens, 50 ms to prefill at the
+        // prior's 100 µs a token.
+        let system = "x".repeat(2_000);
+        let held = prompt(&system, "");
+        drop(fleet[0].2.reserve(held.hashes(), held.prompt_bytes()));
+        for (_, _, state) in &fleet {
+            one_answer(state, Duration::from_millis(160)).await;
+        }
+        let scored: Scored<PromptBlocks, Svc> = Scored::ttft();
+        let request = prompt(&system, "q");
+        let calm = Report {
+            queue: Some(0),
+            running: Some(4),
+            ..Report::default()
+        };
+        for (_, report, _) in &fleet {
+            report.record(&calm);
+        }
+        assert_eq!(
+            scored.pick(&(), &endpoints, &request),
+            Some(0),
+            "idle: the cache wins"
+        );
+        // Eight running and three waiting: a slot frees every 20 ms, and
+        // four must: 80 ms, more than the 50 ms a miss costs elsewhere.
+        fleet[0].1.record(&Report {
+            queue: Some(3),
+            running: Some(8),
+            ..Report::default()
+        });
+        let now = Instant::now();
+        assert!(fleet[0].2.slot_wait(now) > 75e6);
+        let picked = scored.pick(&(), &endpoints, &request);
+        assert!(matches!(picked, Some(1 | 2)), "{picked:?}");
+        // One waiting: 2 × 20 ms = 40 ms, less than a miss: back home.
+        fleet[0].1.record(&Report {
+            queue: Some(1),
+            running: Some(8),
+            ..Report::default()
+        });
+        assert_eq!(scored.pick(&(), &endpoints, &request), Some(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replicas_that_know_nothing_agree_on_a_prompts_home() {
+        let metas = metas(8);
+        let homes: Vec<Option<usize>> = (0..2)
+            .map(|_| {
+                let services: Vec<Svc> = (0..8).map(|_| server().0).collect();
+                let endpoints = Candidates::new(&metas, &services);
+                let request = prompt(&"shared system prompt ".repeat(40), "q");
+                Scored::<PromptBlocks, Svc>::ttft().pick(&(), &endpoints, &request)
+            })
+            .collect();
+        assert_eq!(homes[0], homes[1]);
+        // And different prompts have different homes.
+        let services: Vec<Svc> = (0..8).map(|_| server().0).collect();
+        let endpoints = Candidates::new(&metas, &services);
+        let scored = Scored::<PromptBlocks, Svc>::ttft();
+        let mut distinct: Vec<usize> = (0..40)
+            .filter_map(|k| {
+                scored.pick(
+                    &(),
+                    &endpoints,
+                    &prompt(&format!("system {k} ").repeat(20), "q"),
+                )
+            })
+            .collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() >= 6, "{distinct:?}");
+    }
+}

@@ -45,7 +45,11 @@ where
                 Some(state) => {
                     let block = state.config().block_bytes as u64;
                     let bytes = bytes.max(hashes.len() as u64 * block);
-                    state.predict_ns(state.uncached_tokens(hashes, bytes), state.slot_wait(now))
+                    state.predict_ns(
+                        state.uncached_tokens(hashes, bytes),
+                        state.slot_wait(now),
+                        now,
+                    )
                 }
                 None => {
                     let tokens = bytes.max(hashes.len() as u64 * 64) as f64 / 4.0;
