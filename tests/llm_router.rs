@@ -7,10 +7,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -21,6 +19,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
+use support::examples::Process;
 use support::within;
 
 /// The examples' directory, after building them once per test run.
@@ -29,54 +28,6 @@ fn examples_dir() -> &'static Path {
     DIR.get_or_init(|| {
         support::examples::build(&["llm_router", "model_server"], &["llm", "reports"])
     })
-}
-
-/// A child process, killed when dropped.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Starts example `name` with `args`; waits for its `listening on` line.
-    fn start(name: &str, args: &[String]) -> Self {
-        let mut child = Command::new(examples_dir().join(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the example starts");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(support::STEP).unwrap_or_default();
-        let addr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("{name} printed {line:?}, not its address")
-            });
-        Self { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
 }
 
 fn model_server(model: &str, decode: &str) -> Process {
@@ -88,7 +39,7 @@ fn model_server(model: &str, decode: &str) -> Process {
         "--decode-per-token",
         decode,
     ];
-    Process::start("model_server", &args.map(String::from))
+    Process::start(examples_dir(), "model_server", &args)
 }
 
 fn router(backends: &[String], extra: &[&str]) -> Process {
@@ -97,22 +48,27 @@ fn router(backends: &[String], extra: &[&str]) -> Process {
         args.extend(["--backend".into(), backend.clone()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    Process::start("llm_router", &args)
+    Process::start(examples_dir(), "llm_router", &args)
 }
 
 /// Sends `body` to `path`, returning the response with its streaming body.
 async fn post(addr: SocketAddr, path: &str, body: String) -> http::Response<Incoming> {
+    let request = Request::post(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    send(addr, request).await
+}
+
+/// Sends `request` on a new connection to `addr`.
+async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> http::Response<Incoming> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
             .await
             .unwrap();
     tokio::spawn(connection);
-    let request = Request::post(path)
-        .header("host", addr.to_string())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
     sender.send_request(request).await.unwrap()
 }
 
@@ -255,8 +211,7 @@ async fn a_server_killed_mid_stream_cuts_the_stream_and_never_hangs() {
         .await
         .unwrap()
         .unwrap();
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.kill();
     // The rest: an error (a cut chunked stream) or an error event, within
     // the bound, and never `[DONE]`.
     let outcome = within("the end of the stream", async {
@@ -314,7 +269,7 @@ async fn low_priority_requests_get_429_when_every_server_is_saturated() {
         "--batch",
         "1",
     ];
-    let server = Process::start("model_server", &args.map(String::from));
+    let server = Process::start(examples_dir(), "model_server", &args);
     let router = router(&[server.url()], &[]);
     let mut long = Vec::new();
     for _ in 0..7 {
@@ -441,17 +396,11 @@ async fn the_router_learns_what_servers_reused_and_clients_see_only_what_they_as
 }
 
 async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
     let request = Request::get(path)
         .header("host", addr.to_string())
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let response = sender.send_request(request).await.unwrap();
+    let response = send(addr, request).await;
     let body = response.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&body).unwrap()
 }

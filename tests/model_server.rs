@@ -7,10 +7,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -20,6 +18,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
+use support::examples::Process;
 use support::within;
 
 /// The example's directory, after building it once per test run.
@@ -29,48 +28,22 @@ fn examples_dir() -> &'static Path {
 }
 
 /// A model server process, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
+struct Server(Process);
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Server {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.0
     }
 }
 
 impl Server {
-    /// Starts the model server with `args`; waits for its `listening on`
-    /// line.
+    /// Starts the model server with `args` on an ephemeral port.
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(examples_dir().join("model_server"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the example starts");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(support::STEP).unwrap_or_default();
-        let addr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("model_server printed {line:?}, not its address")
-            });
-        Self { child, addr }
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self(Process::start(examples_dir(), "model_server", &all))
     }
 
     /// A gauge from its `/metrics` page.

@@ -27,6 +27,7 @@ pub(crate) const P2C_EWMA: &str = "p2c (peak-ewma)";
 pub(crate) const SCORED: &str = "scored (reports 1 poll late)";
 pub(crate) const P2C_HEDGED: &str = "p2c + hedge at p95";
 pub(crate) const P2C_EWMA_HEDGED: &str = "p2c (peak-ewma) + hedge at p95";
+pub(crate) const TTFT: &str = "least predicted TTFT (LLM default)";
 
 /// A picker with its table over endpoint services `S`, behind one object
 /// type so that pickers with different tables share a list.
@@ -241,6 +242,13 @@ pub(crate) fn entries() -> Vec<Entry> {
         Entry::peak_ewma(P2C_EWMA_HEDGED, |seed| policy(P2c::with_seed(seed)))
             .hedged_at_p95_of(P2C_EWMA)
             .only_where(|s| s.slowdown.is_some()),
+        // Without prompts or prefill states it predicts from the prior:
+        // 20 ms for each request in the queue the endpoint reports (or
+        // that the client counts in flight there).
+        Entry::with(
+            TTFT,
+            Build::Reports(|seed| policy(Scored::with_seed(seed).least_ttft())),
+        ),
     ]
 }
 

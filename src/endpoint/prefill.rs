@@ -485,26 +485,19 @@ impl PrefillGuard {
     /// the mean answer time, and the request no longer counts in flight.
     pub fn answer_end(&mut self) {
         self.first_token(false);
-        if std::mem::take(&mut self.in_flight) {
-            let s = &*self.state.shared;
-            s.in_flight.fetch_sub(1, Relaxed);
-            let took = Instant::now()
-                .saturating_duration_since(self.started)
-                .as_nanos() as f64;
-            let mean = s.answer_ns.load(Relaxed) as f64;
-            let next = if mean == 0.0 {
-                took
-            } else {
-                mean + (took - mean) / 16.0
-            };
-            s.answer_ns.store(next.max(1.0) as u64, Relaxed);
-        }
+        self.ended(Instant::now().saturating_duration_since(self.started));
     }
 
     /// Like [`answer_end`](Self::answer_end), for a caller that measures
     /// time itself (a simulation): the answer took `took` in all.
     pub fn answer_end_after(&mut self, took: std::time::Duration) {
         self.release();
+        self.ended(took);
+    }
+
+    /// The request no longer counts in flight; an answer that took `took`
+    /// moves the mean answer time (an average over about 16 answers).
+    fn ended(&mut self, took: std::time::Duration) {
         if std::mem::take(&mut self.in_flight) {
             let s = &*self.state.shared;
             s.in_flight.fetch_sub(1, Relaxed);

@@ -42,3 +42,65 @@ pub fn build(examples: &[&str], features: &[&str]) -> PathBuf {
     );
     profile_dir.join("examples")
 }
+
+/// An example program running as a child process on 127.0.0.1, killed
+/// when dropped.
+pub struct Process {
+    child: std::process::Child,
+    /// The address it printed as it started listening.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts `dir/name` with `args`; waits (at most [`STEP`](super::STEP))
+    /// for its first line, which names the address it listens on
+    /// (`… http://IP:PORT`).
+    pub fn start<S: AsRef<std::ffi::OsStr>>(dir: &Path, name: &str, args: &[S]) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+
+        let mut child = Command::new(dir.join(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the example starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(super::STEP).unwrap_or_default();
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("{name} printed {line:?}, not its address")
+            });
+        Self { child, addr }
+    }
+
+    /// Kills the process now and waits for it (a server that dies).
+    pub fn kill(&mut self) {
+        self.child.kill().expect("the process can be killed");
+        self.child.wait().expect("the process is reaped");
+    }
+
+    /// `http://` and its address.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
