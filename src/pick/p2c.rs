@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tower::load::Load;
 
 use super::{Candidates, EndpointInfo, Pick, Prepare};
-use crate::util::Rng;
-use crate::util::{reduce, LocalRng};
+use crate::util::{reduce, LocalRng, PerThread, Rng};
 
 /// Weighted samples tried before a pick with exclusions falls back to a scan,
 /// and before the second candidate is drawn uniformly from the others.
@@ -29,16 +28,19 @@ const RESAMPLES: usize = 4;
 /// beat the best endpoint seen lately, so slow endpoints take a request only
 /// when they are less loaded than that one, close to what least connections
 /// does at O(n). (This is the "power of d choices with memory" of Shah and
-/// Prabhakar.) The memory is a hint, one relaxed atomic word: picks racing
-/// on other threads may overwrite each other's, and after the endpoint set
-/// changes it may name another endpoint for a while; either way it is only
-/// a third candidate, checked like the others.
+/// Prabhakar.) Each thread keeps its own memory, on a cache line no other
+/// thread writes, so picking on many threads at once costs no more a pick
+/// than on one; each thread's picks get the tail fix from its own winners.
+/// The memory is a hint: after the endpoint set changes it may name another
+/// endpoint for a while, and it is only ever a third candidate, checked
+/// like the others.
 ///
 /// # Cost
 ///
 /// * **pick**: O(1): two weighted samples (a few random draws, from one
-///   atomic step of the picker's generator), three `load()` calls, and a
-///   relaxed store when the winner changes. With exclusions, a few more
+///   step of the calling thread's generator), up to four `load()` calls,
+///   and a store to the thread's memory when the winner changes; nothing
+///   that other threads write. With exclusions, a few more
 ///   samples and, if those all hit excluded endpoints, an O(n) scan.
 /// * **prepare**: O(n): a Vose alias table over the weights, or a plain list
 ///   when all weights are equal.
@@ -88,9 +90,9 @@ const RESAMPLES: usize = 4;
 #[derive(Debug)]
 pub struct P2c {
     rng: Rng,
-    /// The endpoint indices of the last two distinct winners, the latest
-    /// first; `NONE` before there were any.
-    memory: [AtomicUsize; 2],
+    /// Per thread: the endpoint indices of the thread's last two distinct
+    /// winners, the latest first; `NONE` before there were any.
+    memory: PerThread<[AtomicUsize; 2]>,
 }
 
 /// No remembered winner.
@@ -112,7 +114,7 @@ impl P2c {
     fn with_rng(rng: Rng) -> Self {
         Self {
             rng,
-            memory: [AtomicUsize::new(NONE), AtomicUsize::new(NONE)],
+            memory: PerThread::new(|_| [AtomicUsize::new(NONE), AtomicUsize::new(NONE)]),
         }
     }
 }
@@ -260,9 +262,10 @@ where
         };
         // The last two distinct winners, checked like the samples; a tie
         // goes to the sample, so that picks on an even fleet follow weight.
+        let memory = self.memory.get();
         let remembered = [
-            self.memory[0].load(Ordering::Relaxed),
-            self.memory[1].load(Ordering::Relaxed),
+            memory[0].load(Ordering::Relaxed),
+            memory[1].load(Ordering::Relaxed),
         ];
         let (mut winner, mut load) = (winner, load);
         for m in remembered {
@@ -276,8 +279,8 @@ where
             }
         }
         if winner != remembered[0] {
-            self.memory[1].store(remembered[0], Ordering::Relaxed);
-            self.memory[0].store(winner, Ordering::Relaxed);
+            memory[1].store(remembered[0], Ordering::Relaxed);
+            memory[0].store(winner, Ordering::Relaxed);
         }
         Some(winner)
     }

@@ -4,19 +4,24 @@ use std::sync::atomic::AtomicUsize;
 
 use super::weighted_round_robin::Schedule;
 use super::{Candidates, EndpointInfo, Pick, Prepare};
+use crate::util::PerThread;
 
 /// Round robin: each endpoint in turn, ignoring weights.
 ///
 /// # Cost
 ///
-/// * **pick**: O(1): one relaxed atomic add on a cursor in the picker and one
-///   read of the table.
+/// * **pick**: O(1): one step of the calling thread's cursor (a relaxed
+///   load and store on a cache line no other thread writes) and one read
+///   of the table.
 /// * **prepare**: O(n): the table lists the endpoints that may be picked.
 ///
 /// # Weights
 ///
 /// Every endpoint of non-zero weight gets the same share: over `k × m` picks
-/// from `m` such endpoints, each gets exactly `k`. Weight 0 is never picked.
+/// from `m` such endpoints on one thread, each gets exactly `k`. Each thread
+/// walks the cycle with its own cursor, all starting at the first endpoint,
+/// so picks spread over threads are even to within one a thread per
+/// endpoint. Weight 0 is never picked.
 /// Use [`WeightedRoundRobin`](super::WeightedRoundRobin) for shares that
 /// follow weights.
 ///
@@ -44,18 +49,25 @@ use super::{Candidates, EndpointInfo, Pick, Prepare};
 ///     .collect();
 /// assert_eq!(picks, [0, 2, 0, 2]);
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RoundRobin {
-    next: AtomicUsize,
+    /// One cursor a thread.
+    next: PerThread<AtomicUsize>,
 }
 
 impl RoundRobin {
-    /// A picker that starts at the first endpoint.
+    /// A picker whose cursors start at the first endpoint.
     #[must_use]
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         Self {
-            next: AtomicUsize::new(0),
+            next: PerThread::new(|_| AtomicUsize::new(0)),
         }
+    }
+}
+
+impl Default for RoundRobin {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -79,7 +91,7 @@ impl<Req, S> Pick<Req, S> for RoundRobin {
     fn pick(&self, table: &Schedule, endpoints: &Candidates<'_, S>, _req: &Req) -> Option<usize> {
         // The table is in index order, so walking it and then scanning the
         // endpoints both step forward to the next allowed endpoint.
-        table.round_robin(&self.next, endpoints)
+        table.round_robin(self.next.get(), endpoints)
     }
 }
 
