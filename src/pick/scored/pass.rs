@@ -61,7 +61,7 @@ pub(super) struct Raw {
     pub(super) queue: f32,
     /// The reported KV use; negative when the report is stale (or absent).
     kv: f32,
-    in_flight: f32,
+    pub(super) in_flight: f32,
     /// Latency in nanoseconds; negative when not measured (or not wanted).
     latency: f32,
     adapter_loaded: bool,

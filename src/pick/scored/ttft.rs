@@ -35,7 +35,9 @@ where
         };
         // Servers without a prefill state: the prior, every prompt token
         // uncached, and 20 ms for each request in the queue the first pass
-        // read.
+        // read or in flight from this client, whichever is more (a report
+        // a poll old would otherwise send everything to one server until
+        // the next).
         let prior = TtftModel::default().to_ns();
         const PER_QUEUED_NS: f64 = 20e6;
         let mut least = f64::INFINITY;
@@ -53,7 +55,7 @@ where
                 }
                 None => {
                     let tokens = bytes.max(hashes.len() as u64 * 64) as f64 / 4.0;
-                    prior[0] + prior[1] * tokens + PER_QUEUED_NS * f64::from(raw.queue)
+                    prior[0] + prior[1] * tokens + PER_QUEUED_NS * f64::from(raw.queue.max(raw.in_flight))
                 }
             };
             least = least.min(raw.cost);
