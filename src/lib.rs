@@ -133,6 +133,8 @@ pub mod health;
 pub mod hedge;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "llm")]
+pub mod llm;
 pub mod load;
 pub mod pick;
 #[cfg(feature = "reports")]

@@ -42,3 +42,65 @@ pub fn build(examples: &[&str], features: &[&str]) -> PathBuf {
     );
     profile_dir.join("examples")
 }
+
+/// An example program running as a child process, killed when dropped.
+pub struct Process {
+    child: std::process::Child,
+    /// The address it printed (`... listening on http://ADDR`).
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts the binary `dir/name` with `args` and waits for the first
+    /// line it prints, which ends with `http://ADDR`.
+    pub fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(dir.join(name))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the example starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(super::STEP).unwrap_or_default();
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("{name} printed {line:?}, not its address")
+            });
+        Self { child, addr }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the child to exit.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
+}
