@@ -26,13 +26,29 @@ pub(crate) async fn serve<F>(listener: TcpListener, limits: Limits, drain: Drain
 where
     F: Fn() -> String + Send + Sync + 'static,
 {
+    serve_with(listener, limits, drain, status, Router::new()).await;
+}
+
+/// As [`serve`], with the routes of `extra` too (`GET /metrics`).
+pub(crate) async fn serve_with<F>(
+    listener: TcpListener,
+    limits: Limits,
+    drain: Drain,
+    status: F,
+    extra: Router,
+) where
+    F: Fn() -> String + Send + Sync + 'static,
+{
     let status = Arc::new(status);
-    let app = Router::new().route(
-        "/status",
-        get(
-            move || async move { ([(CONTENT_TYPE, "application/json")], status()).into_response() },
-        ),
-    );
+    let app =
+        Router::new()
+            .route(
+                "/status",
+                get(move || async move {
+                    ([(CONTENT_TYPE, "application/json")], status()).into_response()
+                }),
+            )
+            .merge(extra);
     let limits = Limits {
         max_connections: MAX_CONNECTIONS,
         ..limits
