@@ -28,8 +28,9 @@ pub const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-deadline-ms")
 ///   band is always served first;
 /// * **tenants**: inside a band, tenants (`x-tenant`, else a hash of the
 ///   `authorization` header) take turns, one request each (deficit round
-///   robin with a cost of one request), so a tenant that sends ten times
-///   more waits ten times longer, not the others;
+///   robin with a cost of one request), and a tenant with nothing waiting
+///   goes next; so a tenant that sends ten times more waits ten times
+///   longer, not the others;
 /// * **deadline**: a request that has waited past its deadline
 ///   (`x-deadline-ms`, else [`deadline`](Self::deadline)) leaves with
 ///   `503` and `Retry-After`;
@@ -352,7 +353,10 @@ impl Queue {
             let band = state.bands.entry(priority).or_default();
             let list = band.tenants.entry(tenant).or_default();
             if list.is_empty() {
-                band.turn.push_back(tenant);
+                // A tenant with nothing waiting has used less than its
+                // share: it goes next (virtual time: its request starts
+                // now, before the backlog of the others).
+                band.turn.push_front(tenant);
             }
             list.push_back(Waiter { id, since: now, go });
             state.waiting += 1;

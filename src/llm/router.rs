@@ -213,7 +213,6 @@ where
                     .oneshot(request.map(Either::Right))
                     .await
                     .map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
-                    .map_err(Into::into)
             };
             Ok(match result {
                 Ok(mut response) => {

@@ -77,7 +77,7 @@ async fn a_higher_band_goes_first_and_tenants_take_turns() {
     settle().await;
     assert_eq!(
         *order.lock().unwrap(),
-        ["urgent", "heavy1", "light1", "heavy2", "heavy3"]
+        ["urgent", "light1", "heavy1", "heavy2", "heavy3"]
     );
     for task in tasks {
         task.await.unwrap().unwrap();
