@@ -1,5 +1,6 @@
 //! The admin listener: `GET /status` answers a JSON document that the
-//! binary renders (the proxy's lists every backend).
+//! binary renders (the proxy's lists every backend), and `GET /metrics`
+//! the binary's Prometheus page.
 //!
 //! It runs under the same limits as the main listener (header and idle
 //! timeouts) with its own small connection cap, so slow clients of the
@@ -20,17 +21,10 @@ use super::listener::{self, Connections, Limits};
 /// Connections the admin listener holds at once.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
 
-/// Serves `GET /status` on `listener` until the drain starts; each request
-/// calls `status` for the JSON text of the answer.
-pub(crate) async fn serve<F>(listener: TcpListener, limits: Limits, drain: Drain, status: F)
-where
-    F: Fn() -> String + Send + Sync + 'static,
-{
-    serve_with(listener, limits, drain, status, Router::new()).await;
-}
-
-/// As [`serve`], with the routes of `extra` too (`GET /metrics`).
-pub(crate) async fn serve_with<F>(
+/// Serves `GET /status` on `listener` until the drain starts, and the
+/// routes of `extra` (`GET /metrics`); each `/status` request calls
+/// `status` for the JSON text of the answer.
+pub(crate) async fn serve<F>(
     listener: TcpListener,
     limits: Limits,
     drain: Drain,

@@ -137,7 +137,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         let metrics = metrics.clone();
         let page = axum::routing::get(move || async move { metrics.render() });
         let extra = axum::Router::new().route("/metrics", page);
-        tokio::spawn(gateway::admin::serve_with(
+        tokio::spawn(gateway::admin::serve(
             admin,
             limits,
             drain.clone(),

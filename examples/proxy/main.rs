@@ -45,6 +45,7 @@
 mod cli;
 #[path = "../gateway/mod.rs"]
 mod gateway;
+mod metrics;
 mod registry;
 mod status;
 
@@ -199,9 +200,23 @@ where
         max_connections: args.max_connections,
     };
     if let Some(admin) = admin {
+        let page = metrics::page(lb.clone());
+        let extra = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let page = page.clone();
+                async move { page() }
+            }),
+        );
         let lb = lb.clone();
         let status = move || status::status_json(&lb);
-        tokio::spawn(gateway::admin::serve(admin, limits, drain.clone(), status));
+        tokio::spawn(gateway::admin::serve(
+            admin,
+            limits,
+            drain.clone(),
+            status,
+            extra,
+        ));
     }
     let settings = Settings {
         retries: args.retries,
