@@ -538,6 +538,15 @@ async fn metrics_parse_as_prometheus_text_and_count_the_requests_sent() {
         assert_eq!(value("llm_router_queue_admitted_total", &[]), 6.0, "{text}");
         assert_eq!(value("llm_router_in_service", &[]), 0.0, "{text}");
         let server = a.addr.to_string();
+        assert_eq!(
+            value(
+                "llm_router_requests_total",
+                &[("route", "chat"), ("server", &server), ("status", "200")]
+            ),
+            5.0,
+            "{text}"
+        );
+
         assert!(
             value(
                 "llm_router_server_prompt_tokens_total",

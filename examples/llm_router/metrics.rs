@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tower::ServiceExt;
-use tower_lb::llm::{ResponseBody, Router};
+use tower_lb::llm::{ResponseBody, Router, ServedBy};
 use tower_lb::BoxError;
 
 use crate::gateway::forward;
@@ -29,6 +29,8 @@ use crate::gateway::guard::ClientBody;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
     pub(crate) route: String,
+    /// The server that answered; empty for the router's own answers.
+    pub(crate) server: String,
     pub(crate) status: u16,
 }
 
@@ -60,7 +62,7 @@ impl Metrics {
             Family::<RouteLabels, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
         registry.register(
             "llm_router_requests",
-            "Requests answered, by route and status",
+            "Requests answered, by route, server and status",
             requests.clone(),
         );
         registry.register(
@@ -94,13 +96,16 @@ impl Metrics {
     pub(crate) fn observe<B>(
         &self,
         route: &str,
+        server: Option<ServedBy>,
         status: u16,
         arrived: Instant,
         body: B,
     ) -> Timed<B> {
+        let server = server.map_or_else(String::new, |s| s.0.to_string());
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
+                server,
                 status,
             })
             .inc();
@@ -387,7 +392,8 @@ impl hyper::service::Service<Request<ClientBody>> for Front {
         Box::pin(async move {
             let response = router.oneshot(request).await?;
             let status = response.status().as_u16();
-            Ok(response.map(|body| metrics.observe(route, status, arrived, body)))
+            let server = response.extensions().get::<ServedBy>().copied();
+            Ok(response.map(|body| metrics.observe(route, server, status, arrived, body)))
         })
     }
 }

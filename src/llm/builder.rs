@@ -16,6 +16,7 @@ use tower_layer::Layer;
 
 use super::queue::{FlowControl, Queue};
 use super::router::{Admission, Router, Server, Shared, Tasks};
+use super::served_by::MarkServer;
 use super::{Endpoint, HttpClient, Picker};
 use crate::balance::BalanceLayer;
 use crate::classify::ServerErrors;
@@ -397,9 +398,12 @@ impl Builder {
                     let service =
                         OrcaLayer::new(cell.clone())
                             .format(format)
-                            .layer(ResponseTimeout::new(
-                                SetAuthority::from_addr(client.clone(), addr),
-                                timeout,
+                            .layer(MarkServer::new(
+                                ResponseTimeout::new(
+                                    SetAuthority::from_addr(client.clone(), addr),
+                                    timeout,
+                                ),
+                                addr,
                             ));
                     let prefill = PrefillState::default().with_report(cell.clone());
                     let service = InFlight::new(Prefill::new(service, prefill.clone()));

@@ -48,6 +48,7 @@
 //!        ─► Retry (budgeted) ─► Balance(picker, Scored::ttft by default)
 //!        ─► per server: Healthy ─► Weighted (report, prefill state)
 //!           ─► InFlight ─► Prefill ─► Orca (reports in answers)
+//!           ─► MarkServer (ServedBy in the answer's extensions)
 //!           ─► ResponseTimeout ─► SetAuthority(hyper-util client)
 //! ```
 //!
@@ -58,6 +59,7 @@ mod answer;
 mod builder;
 mod queue;
 mod router;
+mod served_by;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -78,6 +80,7 @@ pub use self::queue::{
     BandStats, FlowControl, QueueStats, Refused, DEADLINE_HEADER, TENANT_HEADER,
 };
 pub use self::router::{Router, ServerStatus};
+pub use self::served_by::{MarkFuture, MarkServer, ServedBy};
 
 /// A request's body inside the router (boxed once, as it arrives).
 pub type RequestBody = UnsyncBoxBody<Bytes, BodyError>;
@@ -113,8 +116,9 @@ pub type UpstreamBody = ReplayBody<PromptBody<RequestBody>>;
 pub type HttpClient = Client<HttpConnector, SentBody<UpstreamBody>>;
 
 /// One model server as the router's balancer holds it.
-pub type Endpoint =
-    Healthy<Weighted<InFlight<Prefill<Orca<ResponseTimeout<SetAuthority<HttpClient>>>>>>>;
+pub type Endpoint = Healthy<
+    Weighted<InFlight<Prefill<Orca<MarkServer<ResponseTimeout<SetAuthority<HttpClient>>>>>>>,
+>;
 
 /// The router's picker: any picker over [`Endpoint`]s, boxed.
 pub type Picker = BoxPick<http::Request<UpstreamBody>, Endpoint>;
