@@ -34,6 +34,10 @@
 //!   named type from a builder, and `SetAuthority`, which points one shared
 //!   HTTP client at one endpoint's address.
 //! * `grpc` (feature `grpc`): the same preset over tonic channels.
+//! * `llm` (feature `llm`): `llm::Router`, an OpenAI-compatible LLM
+//!   gateway as one service (the default picker, health, retries, load
+//!   reports, a fair queue when every server is busy), built by
+//!   `llm::Builder`.
 //! * `report` (feature `reports`): what model servers report of their own
 //!   load (ORCA load reports in answers, a Prometheus poller with vLLM,
 //!   SGLang and TGI names), written into each endpoint's
@@ -80,7 +84,8 @@
 //! (`--no-default-features`).
 //!
 //! ```text
-//!  presets: http::Balancer, grpc::Balancer          (features http, grpc)
+//!  presets: http::Balancer, grpc::Balancer,
+//!           llm::Router                            (features http, grpc, llm)
 //!    └─► retry ───────────────────────────────────┐ (feature http)
 //!          └─► load, health, report, discover      │ endpoint wrappers, sources
 //!                └─► balance (Balance, attempt set: TriedEndpoints)
@@ -133,6 +138,8 @@ pub mod health;
 pub mod hedge;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "llm")]
+pub mod llm;
 pub mod load;
 pub mod pick;
 #[cfg(feature = "reports")]

@@ -270,7 +270,9 @@ async fn low_priority_requests_get_429_when_every_server_is_saturated() {
         "1",
     ];
     let server = Process::start(examples_dir(), "model_server", &args);
-    let router = router(&[server.url()], &[]);
+    // Without the router's queue (`--max-waiting 0`): with it, requests
+    // wait at the router instead (tests/llm_gateway.rs).
+    let router = router(&[server.url()], &["--max-waiting", "0"]);
     let mut long = Vec::new();
     for _ in 0..7 {
         let addr = router.addr;
@@ -403,4 +405,144 @@ async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
     let response = send(addr, request).await;
     let body = response.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&body).unwrap()
+}
+
+async fn get_text(addr: SocketAddr, path: &str) -> String {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_the_requests_sent() {
+    support::within("metrics", async {
+        let a = model_server("emulated", "1ms");
+        let admin = format!("127.0.0.1:{}", free_port());
+        let router = router(&[format!("{}#emulated", a.url())], &["--admin", &admin]);
+        for _ in 0..5 {
+            let response = post(router.addr, "/v1/chat/completions", chat("emulated", 3)).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            all_events(response).await;
+        }
+        let completion = json!({"model": "emulated", "prompt": "Once", "max_tokens": 2});
+        let response = post(router.addr, "/v1/completions", completion.to_string()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let _ = response.into_body().collect().await.unwrap();
+        let unknown = post(router.addr, "/v1/chat/completions", chat("other", 1)).await;
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        let _ = unknown.into_body().collect().await.unwrap();
+
+        let text = get_text(admin.parse().unwrap(), "/metrics").await;
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+        let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+            scrape
+                .samples
+                .iter()
+                .filter(|s| {
+                    s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+                })
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => 0.0,
+                })
+                .sum()
+        };
+        assert_eq!(
+            value(
+                "llm_router_requests_total",
+                &[("route", "chat"), ("status", "200")]
+            ),
+            5.0,
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                "llm_router_requests_total",
+                &[("route", "completions"), ("status", "200")]
+            ),
+            1.0,
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                "llm_router_requests_total",
+                &[("route", "chat"), ("status", "404")]
+            ),
+            1.0,
+            "{text}"
+        );
+        assert_eq!(value("llm_router_queue_admitted_total", &[]), 6.0, "{text}");
+        assert_eq!(value("llm_router_in_service", &[]), 0.0, "{text}");
+        let server = a.addr.to_string();
+        assert_eq!(
+            value(
+                "llm_router_requests_total",
+                &[("route", "chat"), ("server", &server), ("status", "200")]
+            ),
+            5.0,
+            "{text}"
+        );
+
+        assert!(
+            value(
+                "llm_router_server_prompt_tokens_total",
+                &[("server", &server)]
+            ) > 0.0,
+            "{text}"
+        );
+        assert!(
+            text.contains("llm_router_time_to_first_token_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("llm_router_server_report_age_seconds"),
+            "{text}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_twenty_streams_in_flight_and_cuts_none() {
+    support::within("the drain", async {
+        let a = model_server("emulated", "20ms");
+        let b = model_server("emulated", "20ms");
+        let mut router = router(&[a.url(), b.url()], &["--drain-timeout", "10s"]);
+        let mut streams = Vec::new();
+        for _ in 0..20 {
+            let response = post(router.addr, "/v1/chat/completions", chat("emulated", 40)).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            streams.push(tokio::spawn(all_events(response)));
+        }
+        // Every stream has started (its head came); 40 tokens 20 ms apart
+        // are still to come.
+        let killed = Command::new("kill")
+            .args(["-TERM", &router.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        for stream in streams {
+            let events = stream.await.unwrap();
+            assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        }
+        // New connections are refused once draining, and the router exits.
+        let status = tokio::task::spawn_blocking(move || router.child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    })
+    .await;
 }

@@ -1,5 +1,6 @@
 //! The admin listener: `GET /status` answers a JSON document that the
-//! binary renders (the proxy's lists every backend).
+//! binary renders (the proxy's lists every backend), and `GET /metrics`
+//! the binary's Prometheus page.
 //!
 //! It runs under the same limits as the main listener (header and idle
 //! timeouts) with its own small connection cap, so slow clients of the
@@ -20,19 +21,28 @@ use super::listener::{self, Connections, Limits};
 /// Connections the admin listener holds at once.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
 
-/// Serves `GET /status` on `listener` until the drain starts; each request
-/// calls `status` for the JSON text of the answer.
-pub(crate) async fn serve<F>(listener: TcpListener, limits: Limits, drain: Drain, status: F)
-where
+/// Serves `GET /status` on `listener` until the drain starts, and the
+/// routes of `extra` (`GET /metrics`); each `/status` request calls
+/// `status` for the JSON text of the answer.
+pub(crate) async fn serve<F>(
+    listener: TcpListener,
+    limits: Limits,
+    drain: Drain,
+    status: F,
+    extra: Router,
+) where
     F: Fn() -> String + Send + Sync + 'static,
 {
     let status = Arc::new(status);
-    let app = Router::new().route(
-        "/status",
-        get(
-            move || async move { ([(CONTENT_TYPE, "application/json")], status()).into_response() },
-        ),
-    );
+    let app =
+        Router::new()
+            .route(
+                "/status",
+                get(move || async move {
+                    ([(CONTENT_TYPE, "application/json")], status()).into_response()
+                }),
+            )
+            .merge(extra);
     let limits = Limits {
         max_connections: MAX_CONNECTIONS,
         ..limits

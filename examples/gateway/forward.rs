@@ -22,6 +22,7 @@ use hyper_util::client::legacy::{self, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
 use tower::Service;
+use tower_lb::endpoint::ReportCell;
 use tower_lb::retry::ReplayBody;
 use tower_lb::BoxError;
 
@@ -85,7 +86,22 @@ pub(crate) struct Forward<B = UpstreamBody> {
     client: ResponseTimeout<HttpClient<B>>,
     authority: Authority,
     failures: Arc<AtomicU64>,
+    reports: Option<Reports>,
 }
+
+/// Where a backend's load reports go (`--algorithm scored`): ORCA headers
+/// of its answers (asked for with `--load-reports`) and its Prometheus page
+/// (`--metrics-path`, polled while the endpoint lives).
+#[derive(Clone, Debug)]
+pub(crate) struct Reports {
+    pub(crate) cell: ReportCell,
+    pub(crate) ask: bool,
+    #[cfg(feature = "reports")]
+    pub(crate) _poller: Option<Arc<tower_lb::report::PollerHandle>>,
+}
+
+const LOAD_METRICS: HeaderName = HeaderName::from_static("endpoint-load-metrics");
+const LOAD_METRICS_FORMAT: HeaderName = HeaderName::from_static("endpoint-load-metrics-format");
 
 // By hand: a derive would ask for `B: Clone`, which no body is.
 impl<B> Clone for Forward<B> {
@@ -94,6 +110,7 @@ impl<B> Clone for Forward<B> {
             client: self.client.clone(),
             authority: self.authority.clone(),
             failures: Arc::clone(&self.failures),
+            reports: self.reports.clone(),
         }
     }
 }
@@ -106,7 +123,19 @@ impl<B> Forward<B> {
             client: ResponseTimeout::new(client, attempt_timeout),
             authority,
             failures: Arc::default(),
+            reports: None,
         }
+    }
+
+    /// The same backend, recording its load reports into `reports.cell`.
+    pub(crate) fn with_reports(mut self, reports: Reports) -> Self {
+        self.reports = Some(reports);
+        self
+    }
+
+    /// Where its load reports go, if anywhere.
+    pub(crate) fn report_cell(&self) -> Option<&ReportCell> {
+        self.reports.as_ref().map(|r| &r.cell)
     }
 
     /// Attempts that failed for the backend's sake: no response, or a 5xx
@@ -138,6 +167,11 @@ where
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(PathAndQuery::from_static("/"));
         }
+        if self.reports.as_ref().is_some_and(|r| r.ask) {
+            request
+                .headers_mut()
+                .insert(LOAD_METRICS_FORMAT, HeaderValue::from_static("TEXT"));
+        }
         let (inner, error) = match Uri::from_parts(uri) {
             Ok(uri) => {
                 *request.uri_mut() = uri;
@@ -149,6 +183,7 @@ where
             inner,
             error,
             failures: Arc::clone(&self.failures),
+            report: self.reports.as_ref().map(|r| r.cell.clone()),
         }
     }
 }
@@ -162,6 +197,7 @@ pin_project! {
         // Why there is no request to send, when there is none.
         error: Option<BoxError>,
         failures: Arc<AtomicU64>,
+        report: Option<ReportCell>,
     }
 }
 
@@ -184,9 +220,28 @@ impl Future for ForwardFuture {
         if failed {
             this.failures.fetch_add(1, Ordering::Relaxed);
         }
+        let mut result = result;
+        if let (Some(cell), Ok(response)) = (this.report.take(), &mut result) {
+            // The backend's report is for the proxy, not its clients.
+            if let Some(value) = response.headers_mut().remove(LOAD_METRICS) {
+                record(&cell, value.as_bytes());
+            }
+        }
         Poll::Ready(result)
     }
 }
+
+/// Records an ORCA report header (feature `reports`; without it the
+/// header is only kept from clients).
+#[cfg(feature = "reports")]
+fn record(cell: &ReportCell, value: &[u8]) {
+    if let Ok(report) = tower_lb::report::parse_header(value) {
+        cell.record(&report);
+    }
+}
+
+#[cfg(not(feature = "reports"))]
+fn record(_cell: &ReportCell, _value: &[u8]) {}
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     [

@@ -20,12 +20,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
+use tower::discover::{Change, Discover};
 use tower::timeout::error::Elapsed;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 use tower_lb::classify::is_request_fault;
 use tower_lb::discover::{FileDiscover, StaticList};
-use tower_lb::endpoint::Weighted;
+use tower_lb::endpoint::{ReportCell, Weighted};
 use tower_lb::health::{
     ActiveChecks, HealthConfig, HealthDiscover, Healthy, HttpProbe, NoHealthyEndpoints,
     OutlierDetection,
@@ -121,17 +122,40 @@ pub(crate) fn balance<P>(
     health: HealthConfig<SocketAddr>,
     picker: P,
     attempt_timeout: Duration,
+    reports: &ReportSettings,
 ) -> Result<Lb<P>, BoxError>
 where
     P: Pick<Request<UpstreamBody>, Endpoint>,
 {
+    if !cfg!(feature = "reports") && (reports.load_reports || reports.metrics_path.is_some()) {
+        return Err("--load-reports and --metrics-path need the `reports` feature".into());
+    }
     let client = forward::client();
-    let make = move |addr| Forward::new(client.clone(), addr, attempt_timeout);
+    let settings = reports.clone();
+    let make = move |addr| {
+        let forward = Forward::new(client.clone(), addr, attempt_timeout);
+        if !settings.enabled {
+            return forward;
+        }
+        let cell = ReportCell::new();
+        #[cfg(feature = "reports")]
+        let poller = settings.metrics_path.as_ref().and_then(|path| {
+            let base = format!("http://{addr}").parse().ok()?;
+            let poller = tower_lb::report::PrometheusPoller::new().path(path.clone());
+            Some(std::sync::Arc::new(poller.spawn(base, cell.clone())))
+        });
+        forward.with_reports(forward::Reports {
+            cell,
+            ask: settings.load_reports,
+            #[cfg(feature = "reports")]
+            _poller: poller,
+        })
+    };
     Ok(match backends {
         Backends::Static(backends) => {
             let list = StaticList::weighted(backends.iter().map(|&(a, w)| (a, make(a), w)));
             Balance::new(
-                HealthDiscover::new(InFlightDiscover::new(list), health)?,
+                HealthDiscover::new(with_reports(InFlightDiscover::new(list)), health)?,
                 picker,
             )
         }
@@ -140,10 +164,54 @@ where
         } => {
             let file = FileDiscover::new(path, make).allow_empty(*allow_empty);
             Balance::new(
-                HealthDiscover::new(InFlightDiscover::new(file), health)?,
+                HealthDiscover::new(with_reports(InFlightDiscover::new(file)), health)?,
                 picker,
             )
         }
+    })
+}
+
+/// `--algorithm scored`: where each backend's load reports come from.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReportSettings {
+    /// Keep a report per backend (the scored picker reads it).
+    pub(crate) enabled: bool,
+    /// `--load-reports`: ask for ORCA reports in every answer.
+    pub(crate) load_reports: bool,
+    /// `--metrics-path`: poll each backend's Prometheus page.
+    pub(crate) metrics_path: Option<String>,
+}
+
+/// Hands each backend's report cell (kept by its `Forward`) to the
+/// balancer through its `Weighted` wrapper.
+fn with_reports<D>(
+    discover: D,
+) -> impl futures_util::Stream<
+    Item = Result<Change<SocketAddr, Weighted<InFlight<Forward>>>, BoxError>,
+> + Send
+       + 'static
+where
+    D: Discover<Key = SocketAddr, Service = Weighted<InFlight<Forward>>> + Send + 'static,
+    D::Error: Into<BoxError>,
+{
+    let mut discover = Box::pin(discover);
+    futures_util::stream::poll_fn(move |cx| {
+        discover.as_mut().poll_discover(cx).map(|change| {
+            change.map(|change| match change {
+                Ok(Change::Insert(addr, endpoint)) => {
+                    let cell = endpoint.get_ref().get_ref().report_cell().cloned();
+                    Ok(Change::Insert(
+                        addr,
+                        match cell {
+                            Some(cell) => endpoint.with_report(cell),
+                            None => endpoint,
+                        },
+                    ))
+                }
+                Ok(Change::Remove(addr)) => Ok(Change::Remove(addr)),
+                Err(error) => Err(error.into()),
+            })
+        })
     })
 }
 

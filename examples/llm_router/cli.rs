@@ -53,6 +53,20 @@ pub(crate) struct Cli {
     /// Request bodies larger than this many bytes get 413.
     #[arg(long, default_value_t = tower_lb::http::DEFAULT_MAX_BODY)]
     pub(crate) max_body: usize,
+    /// Requests that may wait in the router's queue while every server is
+    /// busy (0: no queue; a saturated fleet sheds low priorities at once).
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) max_waiting: usize,
+    /// How long a request without `x-deadline-ms` may wait in the queue.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) deadline: Duration,
+    /// The most requests sent to one server at once (default: its batch
+    /// slots as it reports them, plus one).
+    #[arg(long)]
+    pub(crate) server_limit: Option<u32>,
+    /// On SIGTERM or SIGINT, how long answers in flight may take to finish.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) drain_timeout: Duration,
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     pub(crate) workers: usize,

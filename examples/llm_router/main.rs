@@ -1,117 +1,53 @@
-//! An OpenAI-compatible LLM router on tower-lb: prefix-cache affinity, load
-//! from the model servers' own reports, saturation shedding.
+//! An OpenAI-compatible LLM router: the command line of `tower_lb::llm::Router`.
 //!
 //! ```sh
-//! cargo run --release --features llm,reports --example llm_router -- \
+//! cargo run --release --features llm --example llm_router -- \
 //!   --listen 127.0.0.1:8080 \
 //!   --backend http://127.0.0.1:8001#llama --backend http://127.0.0.1:8002#llama \
 //!   --admin 127.0.0.1:8081
 //! ```
 //!
 //! Each request goes to the server with the least predicted time to first
-//! token (`Scored::ttft`: its batch-slot wait, the prefill already queued
-//! there and this prompt's tokens that its cache lacks, at that server's
-//! learnt speed); `--scorer prefix=3,queue=2,kv=2` chooses by weighted
-//! scorers instead.
+//! token (`Scored::ttft`); `--scorer prefix=3,queue=2,kv=2` chooses by
+//! weighted scorers instead. When every server is busy, requests wait in
+//! the router's queue (`x-priority` bands, `x-tenant` turns,
+//! `x-deadline-ms` or `--deadline`), up to `--max-waiting`. `--admin ADDR`
+//! serves `GET /status`: each server's reported load and its age, what the
+//! router knows of its prefill (expected and measured prefix reuse), and
+//! the queue's bands.
 //!
-//! Behind each request:
-//!
-//! ```text
-//! client ─► Front (hop-by-hop headers, X-Forwarded-For)
-//!        ─► AddRequestInfo (reads the JSON body: model, prompt blocks; 400, 413)
-//!        ─► model check (404 for a model no backend serves)
-//!        ─► Retry (--retries, budgeted)
-//!        ─► Balance(Scored: model filter, saturation → 429,
-//!                   least predicted time to first token)
-//!        ─► Healthy (outlier detection, GET --health-path)
-//!        ─► Weighted (the server's ReportCell and PrefillState)
-//!        ─► InFlight ─► Prefill (queued prefill until the first token, the
-//!                               cache index, what the server reused)
-//!        ─► Orca (ORCA headers in, `endpoint-load-metrics-format: TEXT` out)
-//!        ─► Forward (hyper-util client, keep-alive; 30 s for the answer's head)
-//! ```
-//!
-//! Answers stream through as they come, so server-sent events pass frame
-//! by frame. With `--metrics-path /metrics` each server's Prometheus page
-//! is polled too (`--metrics-interval`, 100 ms by default). `--admin ADDR`
-//! serves `GET /status`: each server's reported load and its age, the
-//! router's prefix index there (blocks, bytes, expected hit rate) and
-//! requests in flight, and whether the imbalance gate is open.
-//!
-//! The listener (connection cap, header and idle timeouts), the forwarding
-//! and the admin listener come from `examples/gateway`, shared with
-//! `examples/proxy`; unlike the proxy, the router does not drain on
-//! SIGTERM.
+//! The listener (connection cap, header and idle timeouts) and the admin
+//! listener come from `examples/gateway`, shared with `examples/proxy`.
+//! SIGTERM or SIGINT drains: no new connections, answers in flight finish
+//! (up to `--drain-timeout`).
 
 mod cli;
 #[path = "../gateway/mod.rs"]
-// The router uses forwarding, binding, health and the admin listener, not
-// the proxy's server loop.
+// The router uses the listener, binding, draining and the admin listener,
+// not the proxy's forwarding.
 #[allow(dead_code)]
 mod gateway;
+mod metrics;
+mod status;
 
-use std::convert::Infallible;
-use std::error::Error;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::Parser;
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use serde_json::json;
-use tower::filter::Filter;
-use tower::timeout::error::Elapsed;
-use tower::{Layer, ServiceExt};
-use tower_lb::discover::StaticList;
-use tower_lb::endpoint::{PrefillState, Report, ReportCell, Weighted};
-use tower_lb::error::Saturated;
-use tower_lb::health::{HealthDiscover, Healthy, NoHealthyEndpoints};
-use tower_lb::http::{AddRequestInfo, AddRequestInfoLayer, PromptBody, RequestInfoError};
-use tower_lb::load::{InFlight, Prefill};
-use tower_lb::pick::{
-    key::hash_value,
-    llm::{PrefixAffinity, PrefixConfig, Scored, ScoredRequest, SessionAffinity, SessionKey},
-};
-use tower_lb::report::{Orca, OrcaLayer, PollerHandle, PrometheusPoller};
-use tower_lb::retry::{ReplayBody, Retry, RetryLayer, RetryPolicy};
-use tower_lb::{Balance, BoxError, NoEndpoints};
+use tower_lb::llm::{Builder, FlowControl};
+use tower_lb::pick::llm::{PrefixAffinity, PrefixConfig, Scored, SessionAffinity, SessionKey};
+use tower_lb::BoxError;
 
 use crate::cli::Cli;
-use crate::gateway::forward::{self, Forward};
-use crate::gateway::guard::{ClientBody, Timeouts};
+use crate::gateway::drain::{self, StopSignals};
+use crate::gateway::forward;
+use crate::gateway::guard::Timeouts;
 use crate::gateway::listener::{self, Connections, Limits};
-
-/// The request body after the prompt facts layer.
-type Body = PromptBody<ClientBody>;
-/// ... and after the retry layer.
-type Upstream = ReplayBody<Body>;
-/// One model server as the balancer holds it.
-type Endpoint = Healthy<Weighted<InFlight<Prefill<Orca<Forward<Upstream>>>>>>;
-type Picker = Scored<Request<Upstream>, Endpoint>;
-type Lb = Balance<SocketAddr, Endpoint, Picker>;
-type Stack = AddRequestInfo<Filter<Retry<Lb>, Models>>;
-/// Every answer's body: the server's, streamed, or our own error.
-type RouterBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// How long one attempt may wait for a server's response head, from the
-/// end of the request body.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::metrics::{Front, Metrics};
 
 /// Client connections held at once.
 const MAX_CONNECTIONS: usize = 10_000;
-
-/// A client's request head must arrive within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A connection without a byte either way (between requests) is closed
-/// after this; a streamed answer keeps it busy.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -136,287 +72,110 @@ fn main() -> ExitCode {
     }
 }
 
-/// The models a request may ask for: `None` when some backend serves any.
-#[derive(Clone, Debug)]
-struct Models(Option<Arc<[String]>>);
-
-impl tower::filter::Predicate<Request<Body>> for Models {
-    type Request = Request<Body>;
-
-    fn check(&mut self, request: Request<Body>) -> Result<Request<Body>, BoxError> {
-        if let (Some(models), Some(model)) = (&self.0, request.info().model) {
-            if !models.iter().any(|m| m == model) {
-                return Err(UnknownModel(model.to_owned()).into());
-            }
-        }
-        Ok(request)
-    }
-}
-
-/// A request for a model no backend serves.
-#[derive(Debug)]
-struct UnknownModel(String);
-
-impl std::fmt::Display for UnknownModel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "no backend serves the model {:?}", self.0)
-    }
-}
-
-impl Error for UnknownModel {}
-
 async fn run(cli: Cli) -> Result<(), BoxError> {
+    let mut signals = StopSignals::new()?;
     let prefix = Arc::new(PrefixAffinity::with_config(PrefixConfig {
         balance_abs: cli.balance_abs,
         balance_rel: cli.balance_rel,
         ..PrefixConfig::default()
     }));
-    let client = forward::client::<Upstream>();
-    let mut pollers: Vec<PollerHandle> = Vec::new();
-    let mut records = Vec::new();
-    let mut endpoints = Vec::new();
+    let mut builder = Builder::new()
+        .health_path(cli.health_path.clone())
+        .retries(cli.retries)
+        .max_body(cli.max_body)
+        .metrics_interval(cli.metrics_interval)
+        .flow_control(if cli.max_waiting == 0 {
+            FlowControl::disabled()
+        } else {
+            FlowControl::new()
+                .max_waiting(cli.max_waiting)
+                .deadline(cli.deadline)
+                .server_limit(cli.server_limit)
+        });
     for backend in &cli.backends {
-        let metrics = ReportCell::new();
-        if let Some(model) = &backend.model {
-            metrics.record(&Report {
-                models: Some(vec![model.as_str().into()]),
-                ..Report::default()
-            });
-        }
-        if let Some(path) = &cli.metrics_path {
-            let base: http::Uri = format!("http://{}", backend.addr).parse()?;
-            let poller = PrometheusPoller::new()
-                .path(path.clone())
-                .interval(cli.metrics_interval);
-            pollers.push(poller.spawn(base, metrics.clone()));
-        }
-        let service = OrcaLayer::new(metrics.clone()).layer(Forward::new(
-            client.clone(),
-            backend.addr,
-            ATTEMPT_TIMEOUT,
-        ));
-        let prefill = PrefillState::default().with_report(metrics.clone());
-        let service = InFlight::new(Prefill::new(service, prefill.clone()));
-        records.push((backend.clone(), metrics.clone(), prefill.clone()));
-        endpoints.push((
-            backend.addr,
-            Weighted::new(service, 1)
-                .with_report(metrics)
-                .with_prefill(prefill),
-        ));
+        let url = format!("http://{}", backend.addr);
+        builder = match &backend.model {
+            Some(model) => builder.server_for_model(&url, model),
+            None => builder.server(&url),
+        };
     }
-    let health = gateway::server::health(Some(&cli.health_path), Duration::from_secs(1));
-    let discover = HealthDiscover::new(StaticList::from_weighted(endpoints), health)?;
-
-    let picker: Picker = match cli.scorer {
-        None => Scored::ttft(),
-        Some(scorer) => {
-            let mut picker = Scored::new().weights(scorer.weights);
-            if scorer.prefix > 0.0 {
-                picker = prefix.install(picker, scorer.prefix);
-            }
-            if scorer.session > 0.0 {
-                let key = SessionKey::Header(cli.session_header.parse()?);
-                picker =
-                    Arc::new(SessionAffinity::new(key, 1 << 16)).install(picker, scorer.session);
-            }
-            picker
+    if let Some(path) = &cli.metrics_path {
+        builder = builder.metrics_path(path.clone());
+    }
+    if let Some(scorer) = cli.scorer {
+        let mut picker = Scored::new().weights(scorer.weights);
+        if scorer.prefix > 0.0 {
+            picker = prefix.install(picker, scorer.prefix);
         }
-    };
-    let lb: Lb = Balance::new(discover, picker);
+        if scorer.session > 0.0 {
+            let key = SessionKey::Header(cli.session_header.parse()?);
+            picker = Arc::new(SessionAffinity::new(key, 1 << 16)).install(picker, scorer.session);
+        }
+        builder = builder.picker(picker);
+    }
+    let router = builder.build()?;
     let expected = cli.backends.len();
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
-        lb.wait_for(|keys| keys.len() >= expected),
+        router.balance().wait_for(|keys| keys.len() >= expected),
     )
     .await;
 
-    let models = if cli.backends.iter().all(|b| b.model.is_some()) {
-        Models(Some(
-            cli.backends
-                .iter()
-                .filter_map(|b| b.model.clone())
-                .collect(),
-        ))
-    } else {
-        Models(None)
-    };
-    let stack: Stack = tower::ServiceBuilder::new()
-        .layer(
-            AddRequestInfoLayer::new()
-                .max_body(cli.max_body)
-                .ask_for_usage(true),
-        )
-        .filter(models)
-        .layer(RetryLayer::new(
-            RetryPolicy::new().max_attempts(cli.retries.saturating_add(1)),
-        ))
-        .service(lb);
-
-    let (_drain_signal, drain) = gateway::drain::channel();
+    let metrics = Metrics::new(router.clone());
+    let (drain_signal, drain) = drain::channel();
     let limits = Limits {
         timeouts: Timeouts {
-            header: HEADER_TIMEOUT,
-            idle: IDLE_TIMEOUT,
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
         },
         max_connections: MAX_CONNECTIONS,
     };
     if let Some(addr) = cli.admin {
-        let listener = gateway::server::bind(addr, Some("--admin")).await?;
-        let prefix = Arc::clone(&prefix);
-        let status = move || status(&records, &prefix);
+        let admin = gateway::server::bind(addr, Some("--admin")).await?;
+        let (router, prefix) = (router.clone(), Arc::clone(&prefix));
+        let status = move || status::json(&router, &prefix);
+        let metrics = metrics.clone();
+        let page = axum::routing::get(move || async move { metrics.render() });
+        let extra = axum::Router::new().route("/metrics", page);
         tokio::spawn(gateway::admin::serve(
-            listener,
+            admin,
             limits,
             drain.clone(),
             status,
+            extra,
         ));
     }
     let listener = gateway::server::bind(cli.listen, None).await?;
     println!("llm_router listening on http://{}", listener.local_addr()?);
     let connections = Connections::new(MAX_CONNECTIONS);
-    listener::serve(listener, limits, connections, drain, move |peer| Front {
-        stack: stack.clone(),
-        forwarded_for: forward::forwarded_for(peer),
-    })
-    .await;
+    let accepting = tokio::spawn(listener::serve(
+        listener,
+        limits,
+        connections.clone(),
+        drain,
+        move |peer| Front {
+            router: router.clone(),
+            metrics: metrics.clone(),
+            forwarded_for: forward::forwarded_for(peer),
+        },
+    ));
+    let signal = signals.next().await;
+    tracing::info!(signal, connections = connections.open(), "draining");
+    drain_signal.start();
+    let drained = async {
+        let _ = accepting.await;
+        connections.closed().await;
+    };
+    tokio::select! {
+        () = drained => tracing::info!("drained; exiting"),
+        () = tokio::time::sleep(cli.drain_timeout) => tracing::warn!(
+            connections = connections.open(),
+            "drain timeout; exiting with connections open"
+        ),
+        signal = signals.next() => {
+            tracing::warn!(signal, "second signal; exiting at once");
+            std::process::exit(1);
+        }
+    }
     Ok(())
-}
-
-/// The `/status` document.
-fn status(records: &[(cli::Backend, ReportCell, PrefillState)], prefix: &PrefixAffinity) -> String {
-    let stats = prefix.stats();
-    let backends: Vec<_> = records
-        .iter()
-        .map(|(backend, metrics, prefill)| {
-            let key = hash_value(&backend.addr);
-            let affinity = stats.iter().find(|s| s.key_hash == key);
-            let report = metrics.current();
-            let known = prefill.stats();
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            json!({
-                "backend": format!("http://{}", backend.addr),
-                "model": backend.model,
-                "queue": report.map(|f| f.queue),
-                "kv_cache_use": report.map(|f| f.kv_cache_use),
-                "report_age_ms": metrics.age().map(ms),
-                "waiting_first_token": known.waiting,
-                "in_flight": known.in_flight,
-                "slots": known.slots,
-                "mean_answer_ms": ms(known.mean_answer),
-                "queued_prefill_tokens": known.queued_tokens,
-                "prefix_index_blocks": known.indexed_blocks,
-                "prefix_index_bytes": prefill.index_bytes(),
-                "prompt_tokens_sent": known.sent_tokens,
-                "expected_reuse": known.expected_reuse,
-                "measured_reuse": known.measured_reuse,
-                "expected_reuse_of_measured": known.expected_reuse_of_measured,
-                "ttft_model_ms": {
-                    "base": ms(known.model.base),
-                    "per_token": ms(known.model.per_token),
-                },
-                "scorer_prefix_index_blocks": affinity.map(|s| s.indexed_blocks),
-                "scorer_expected_reuse": affinity.map(|s| s.hit_rate),
-            })
-        })
-        .collect();
-    json!({
-        "imbalance_gate_open": prefix.gate_tripped(),
-        "backends": backends,
-    })
-    .to_string()
-}
-
-/// What one client connection runs for each request.
-struct Front {
-    stack: Stack,
-    forwarded_for: HeaderValue,
-}
-
-type FrontFuture = Pin<Box<dyn Future<Output = Result<Response<RouterBody>, Infallible>> + Send>>;
-
-impl hyper::service::Service<Request<ClientBody>> for Front {
-    type Response = Response<RouterBody>;
-    type Error = Infallible;
-    // Boxed: one allocation a request, small beside an inference request.
-    type Future = FrontFuture;
-
-    fn call(&self, mut request: Request<ClientBody>) -> FrontFuture {
-        forward::strip_hop_by_hop(request.headers_mut(), false);
-        forward::append_forwarded_for(request.headers_mut(), &self.forwarded_for);
-        let stack = self.stack.clone();
-        Box::pin(async move {
-            Ok(match stack.oneshot(request).await {
-                Ok(response) => {
-                    let (mut parts, body) = response.into_parts();
-                    forward::strip_hop_by_hop(&mut parts.headers, false);
-                    Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
-                }
-                Err(error) => error_response(&error),
-            })
-        })
-    }
-}
-
-/// An OpenAI-style error answer for a failed request.
-fn error_response(error: &BoxError) -> Response<RouterBody> {
-    if let Some(answer) = tower_lb::http::saturated_response::<String>(error) {
-        let (parts, _) = answer.into_parts();
-        return with_message(
-            Response::from_parts(parts, ()),
-            "every server is saturated; retry later",
-        );
-    }
-    let mut status = StatusCode::BAD_GATEWAY;
-    let mut message = "no server could be reached".to_owned();
-    let mut next: Option<&(dyn Error + 'static)> = Some(&**error);
-    while let Some(e) = next {
-        if let Some(e) = e.downcast_ref::<RequestInfoError>() {
-            status = e.status();
-            message = e.to_string();
-            break;
-        }
-        if e.is::<UnknownModel>() {
-            status = StatusCode::NOT_FOUND;
-            message = e.to_string();
-            break;
-        }
-        if e.is::<NoEndpoints>() || e.is::<NoHealthyEndpoints>() {
-            status = StatusCode::SERVICE_UNAVAILABLE;
-            message = "no server available".into();
-            break;
-        }
-        if e.is::<Elapsed>() {
-            status = StatusCode::GATEWAY_TIMEOUT;
-            message = "the server did not answer in time".into();
-            break;
-        }
-        if e.is::<Saturated>() {
-            status = StatusCode::TOO_MANY_REQUESTS;
-            break;
-        }
-        next = e.source();
-    }
-    if status.is_server_error() {
-        tracing::warn!(%status, %error, "request failed");
-    }
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    with_message(response, &message)
-}
-
-fn with_message(response: Response<()>, message: &str) -> Response<RouterBody> {
-    let body =
-        json!({"error": {"message": message, "code": response.status().as_u16()}}).to_string();
-    let (mut parts, ()) = response.into_parts();
-    parts.headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(
-        parts,
-        Full::new(Bytes::from(body))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    )
 }

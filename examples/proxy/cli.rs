@@ -16,13 +16,14 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgAction, Parser};
 use http::HeaderName;
 
-use crate::gateway::server::Backends;
+use crate::gateway::server::{Backends, ReportSettings};
+use tower_lb::pick::llm::Weights;
 
 use crate::registry::Discovery;
 
 use self::values::{
     address, algorithm, backend, connections, discovery, duration, header_name, number, path,
-    read_backends_file, unexpected, workers, zone, Checked,
+    read_backends_file, scorer, unexpected, workers, zone, Checked,
 };
 
 /// The default time between active health probes.
@@ -99,6 +100,11 @@ pub(crate) struct Args {
     pub(crate) subset: Option<usize>,
     /// `--zone`: the zone whose backends are preferred.
     pub(crate) zone: Option<String>,
+    /// `--scorer`: the scored picker's weights.
+    pub(crate) scorer: Weights,
+    /// `--load-reports`, `--metrics-path`: where the scored picker's
+    /// reports come from.
+    pub(crate) reports: ReportSettings,
 }
 
 /// `--algorithm`: which picker chooses the backend of each request.
@@ -110,17 +116,20 @@ pub(crate) enum Algorithm {
     IpHash,
     ConsistentHash,
     P2c,
+    /// The scoring picker over the backends' own load reports.
+    Scored,
 }
 
 impl Algorithm {
     /// Every algorithm by the name the command line gives it.
-    const NAMES: [(&'static str, Algorithm); 6] = [
+    const NAMES: [(&'static str, Algorithm); 7] = [
         ("round-robin", Algorithm::RoundRobin),
         ("weighted-round-robin", Algorithm::WeightedRoundRobin),
         ("least-connections", Algorithm::LeastConnections),
         ("ip-hash", Algorithm::IpHash),
         ("consistent-hash", Algorithm::ConsistentHash),
         ("p2c", Algorithm::P2c),
+        ("scored", Algorithm::Scored),
     ];
 
     /// The algorithm called `name`, if any.
@@ -263,7 +272,7 @@ struct Flags {
     listen: SocketAddr,
 
     /// round-robin | weighted-round-robin | least-connections |
-    /// ip-hash | consistent-hash | p2c   (default p2c)
+    /// ip-hash | consistent-hash | p2c | scored   (default p2c)
     #[arg(
         long,
         value_name = "NAME",
@@ -403,6 +412,34 @@ struct Flags {
     )]
     zone: Option<String>,
 
+    /// scored: the weights of its scorers, e.g. queue=2,kv=2,inflight=1
+    /// (the default), from each backend's reports (queue, KV cache)
+    /// and the proxy's requests in flight
+    #[arg(
+        long,
+        value_name = "SPEC",
+        value_parser = Checked(scorer),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
+    scorer: Option<Weights>,
+
+    /// scored: poll each backend's Prometheus page at PATH
+    /// (vLLM, SGLang or TGI names) every 100ms
+    #[arg(
+        long,
+        value_name = "PATH",
+        value_parser = Checked(path),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
+    metrics_path: Option<String>,
+
+    /// scored: ask each backend for an ORCA load report in every
+    /// answer (endpoint-load-metrics, kept from clients)
+    #[arg(long, verbatim_doc_comment, help_heading = OPTIONS)]
+    load_reports: bool,
+
     /// print this help
     #[arg(short, long, action = ArgAction::HelpLong, help_heading = OPTIONS)]
     help: Option<bool>,
@@ -534,6 +571,12 @@ impl Flags {
                 "--trusted-hops applies only to --algorithm ip-hash, or consistent-hash without --hash-header",
             ));
         }
+        let scored = algorithm == Algorithm::Scored;
+        if !scored && (self.scorer.is_some() || self.metrics_path.is_some() || self.load_reports) {
+            return Err(error(
+                "--scorer, --metrics-path and --load-reports apply only to --algorithm scored",
+            ));
+        }
         if self.health_interval.is_some() && self.health_path.is_none() {
             return Err(error("--health-interval needs --health-path"));
         }
@@ -561,6 +604,18 @@ impl Flags {
             discovery: self.discovery,
             subset: self.subset,
             zone: self.zone,
+            scorer: self.scorer.unwrap_or(Weights {
+                queue: 2.0,
+                kv_cache: 2.0,
+                in_flight: 1.0,
+                latency: 0.0,
+                adapter: 0.0,
+            }),
+            reports: ReportSettings {
+                enabled: scored,
+                load_reports: self.load_reports,
+                metrics_path: self.metrics_path,
+            },
         })
     }
 }

@@ -45,6 +45,7 @@
 mod cli;
 #[path = "../gateway/mod.rs"]
 mod gateway;
+mod metrics;
 mod registry;
 mod status;
 
@@ -54,6 +55,7 @@ use std::time::Duration;
 
 use tower_lb::pick::{
     key::{ClientIp, Header},
+    llm::Scored,
     ConsistentHash, IpHash, LeastConnections, P2c, Pick, RoundRobin, WeightedRoundRobin,
     ZonePreference,
 };
@@ -119,6 +121,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
         Algorithm::WeightedRoundRobin => run_zoned(args, WeightedRoundRobin::new(), None).await,
         Algorithm::LeastConnections => run_zoned(args, LeastConnections::new(), None).await,
         Algorithm::P2c => run_zoned(args, P2c::new(), None).await,
+        Algorithm::Scored => {
+            let picker = Scored::new().weights(args.scorer);
+            run_zoned(args, picker, None).await
+        }
         Algorithm::IpHash => run_zoned(args, IpHash::new(), by_ip).await,
         Algorithm::ConsistentHash => match args.hash_header.clone() {
             Some(name) => run_zoned(args, ConsistentHash::new(Header::new(name)), None).await,
@@ -159,7 +165,13 @@ where
         Some(discovery) => {
             registry::balance(discovery, args.subset, health, picker, args.attempt_timeout).await?
         }
-        None => server::balance(&args.backends, health, picker, args.attempt_timeout)?,
+        None => server::balance(
+            &args.backends,
+            health,
+            picker,
+            args.attempt_timeout,
+            &args.reports,
+        )?,
     };
     server::wait_for_backends(&args.backends, &lb).await;
 
@@ -188,9 +200,23 @@ where
         max_connections: args.max_connections,
     };
     if let Some(admin) = admin {
+        let page = metrics::page(lb.clone());
+        let extra = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let page = page.clone();
+                async move { page() }
+            }),
+        );
         let lb = lb.clone();
         let status = move || status::status_json(&lb);
-        tokio::spawn(gateway::admin::serve(admin, limits, drain.clone(), status));
+        tokio::spawn(gateway::admin::serve(
+            admin,
+            limits,
+            drain.clone(),
+            status,
+            extra,
+        ));
     }
     let settings = Settings {
         retries: args.retries,

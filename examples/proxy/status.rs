@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use tokio::time::Instant;
+
 use tower_lb::endpoint::Endpoint;
 use tower_lb::pick::Prepare;
 
@@ -33,12 +35,24 @@ pub(crate) fn status_json<P: Prepare>(lb: &Lb<P>) -> String {
                 tower_lb::health::HealthState::Unhealthy => "unhealthy",
                 tower_lb::health::HealthState::Ejected => "ejected",
             };
+            // `--algorithm scored`: the backend's last report and its age.
+            let report = match endpoint.report().and_then(|cell| cell.last_at(Instant::now())) {
+                Some(r) => format!(
+                    ", \"report\": {{\"queue\": {}, \"running\": {}, \"kv_cache_use\": {}, \"age_ms\": {:.1}}}",
+                    r.queue,
+                    r.running,
+                    r.kv_cache_use,
+                    r.age.as_secs_f64() * 1e3
+                ),
+                None if endpoint.report().is_some() => ", \"report\": null".to_owned(),
+                None => String::new(),
+            };
             // A socket address prints as digits, dots, colons, brackets and
             // hex: nothing that JSON needs escaped.
             let _ = write!(
                 json,
                 "{}\n  {{\"address\": \"{addr}\", \"weight\": {}, \"healthy\": {}, \"state\": \"{state}\", \
-                 \"in_flight\": {}, \"requests\": {}, \"failures\": {}, \"ejections\": {}}}",
+                 \"in_flight\": {}, \"requests\": {}, \"failures\": {}, \"ejections\": {}{report}}}",
                 if i == 0 { "" } else { "," },
                 endpoint.weight(),
                 endpoint.is_healthy(),

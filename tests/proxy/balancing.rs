@@ -105,3 +105,38 @@ async fn consistent_hash_keys_by_a_header() {
     let proxy = block_in_place(|| Proxy::start(&args(&flags, &addrs)));
     check_affinity(&proxy, "x-user", (0..30).map(|i| format!("user-{i}"))).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_count_each_backends_requests() {
+    let backends = backends(&["a", "b"]).await;
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
+    let proxy = block_in_place(|| Proxy::start(&args(&["--algorithm", "round-robin"], &addrs)));
+    let client = client();
+    for _ in 0..10 {
+        let answer = get(&client, &proxy.url("/")).await.expect("an answer");
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let page = get(&client, &format!("http://{}/metrics", proxy.admin))
+        .await
+        .expect("/metrics answers");
+    assert_eq!(page.status, StatusCode::OK);
+    let text = page.text();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    for backend in &backends {
+        let address = backend.addr().to_string();
+        let requests = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "proxy_backend_requests_total"
+                    && s.labels.get("backend") == Some(address.as_str())
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => -1.0,
+            });
+        assert_eq!(requests, Some(5.0), "{text}");
+    }
+    assert!(text.contains("proxy_backend_in_flight"), "{text}");
+}

@@ -15,5 +15,7 @@ mod limits;
 mod memory;
 #[cfg(feature = "etcd")]
 mod registry;
+#[cfg(feature = "reports")]
+mod scored;
 mod support;
 mod timeouts;

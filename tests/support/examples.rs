@@ -103,4 +103,14 @@ impl Process {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the child to exit.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
 }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
+use tower_lb::pick::llm::Weights;
 
 use clap::builder::TypedValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -79,10 +80,50 @@ pub(super) fn algorithm(flag: &str, value: &str) -> Result<Algorithm, String> {
     Algorithm::from_name(value).ok_or_else(|| {
         format!(
             "{flag}: unknown algorithm `{}` (expected round-robin, weighted-round-robin, \
-             least-connections, ip-hash, consistent-hash or p2c)",
+             least-connections, ip-hash, consistent-hash, p2c or scored)",
             value.escape_debug()
         )
     })
+}
+
+/// `--scorer`: `NAME=WEIGHT` pairs for `queue`, `kv` and `inflight`
+/// (unnamed ones are 0).
+pub(super) fn scorer(flag: &str, text: &str) -> Result<Weights, String> {
+    let mut weights = Weights {
+        queue: 0.0,
+        kv_cache: 0.0,
+        in_flight: 0.0,
+        latency: 0.0,
+        adapter: 0.0,
+    };
+    for item in text.split(',').filter(|s| !s.trim().is_empty()) {
+        let (name, value) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{flag}: `{}` is not NAME=WEIGHT", item.escape_debug()))?;
+        let value: f64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| {
+                format!(
+                    "{flag}: the weight of `{}` must be a number ≥ 0",
+                    name.escape_debug()
+                )
+            })?;
+        match name.trim() {
+            "queue" => weights.queue = value,
+            "kv" => weights.kv_cache = value,
+            "inflight" => weights.in_flight = value,
+            other => {
+                return Err(format!(
+                    "{flag}: unknown scorer `{}` (queue, kv or inflight)",
+                    other.escape_debug()
+                ))
+            }
+        }
+    }
+    Ok(weights)
 }
 
 /// A valid HTTP header name (any case; stored lower-case).

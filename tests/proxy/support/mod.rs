@@ -24,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use tower_lb::BoxError;
 
 pub use self::process::{run_to_exit, Proxy};
-pub use self::shared::{backends, refusing_addr, within, Backend};
+pub use self::shared::{backends, model_server, refusing_addr, within, Backend};
 
 /// How long a test waits for something it expects to happen soon.
 pub const PATIENCE: Duration = Duration::from_secs(20);

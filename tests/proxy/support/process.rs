@@ -22,6 +22,7 @@ pub fn proxy_binary() -> &'static Path {
             ("dns", cfg!(feature = "dns")),
             ("etcd", cfg!(feature = "etcd")),
             ("kube", cfg!(feature = "kube")),
+            ("reports", cfg!(feature = "reports")),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))

@@ -1,0 +1,520 @@
+//! Builds a [`Router`]: servers, picker, health, retries, load reports,
+//! bodies and flow control.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use http::HeaderValue;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::discover::Change;
+use tower_layer::Layer;
+
+use super::queue::{FlowControl, Queue};
+use super::router::{Admission, Router, Server, Shared, Tasks};
+use super::served_by::MarkServer;
+use super::{Endpoint, HttpClient, Picker};
+use crate::balance::BalanceLayer;
+use crate::classify::ServerErrors;
+use crate::endpoint::{Endpoint as _, PrefillState, Report, ReportCell, Weighted};
+use crate::health::{
+    ActiveChecks, HealthConfig, HealthDiscover, HttpProbe, InvalidHealthConfig, OutlierDetection,
+};
+use crate::http::source::Source;
+use crate::http::{AddRequestInfoLayer, ResponseTimeout, SetAuthority, DEFAULT_MAX_BODY};
+use crate::load::{InFlight, Prefill};
+use crate::pick::llm::{Saturation, Scored};
+use crate::pick::{BoxPick, Pick};
+use crate::report::{OrcaLayer, PrometheusPoller};
+use crate::retry::{RetryLayer, RetryPolicy};
+
+/// Why a [`Router`] could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No server and no discovery source was given.
+    NoServers,
+    /// A server is not `http://HOST:PORT`; the text is the one given.
+    BadServer(String),
+    /// A health setting cannot work.
+    Health(InvalidHealthConfig),
+    /// A setting cannot work; the text says which.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoServers => {
+                f.write_str("no model servers: give at least one, or a discovery source")
+            }
+            Self::BadServer(text) => write!(f, "{text:?} is not http://HOST:PORT"),
+            Self::Health(error) => write!(f, "health checks: {error}"),
+            Self::Invalid(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Health(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<InvalidHealthConfig> for BuildError {
+    fn from(error: InvalidHealthConfig) -> Self {
+        Self::Health(error)
+    }
+}
+
+/// Builds a [`Router`]; see [the module docs](super) for an example.
+///
+/// Defaults: [`Scored::ttft`], passive outlier detection and no active
+/// probe, one retry within the retry budget, ORCA load reports asked for
+/// in every request, no Prometheus polling, 4 MiB bodies, usage asked for
+/// in every streamed answer, [`FlowControl::new`], other paths passed
+/// through, 30 s per attempt for the answer's head.
+#[must_use]
+pub struct Builder {
+    source: Source,
+    bad_server: Option<String>,
+    server_models: Vec<(SocketAddr, String)>,
+    models: Vec<String>,
+    picker: Option<Picker>,
+    health_path: Option<String>,
+    health_interval: Duration,
+    health_timeout: Duration,
+    outlier: OutlierDetection,
+    retry: RetryPolicy,
+    load_reports: bool,
+    metrics_path: Option<String>,
+    metrics_interval: Duration,
+    max_body: usize,
+    ask_for_usage: bool,
+    attempt_timeout: Duration,
+    connect_timeout: Duration,
+    wait: Duration,
+    flow: FlowControl,
+    saturation: Saturation,
+    pass_through: bool,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("source", &self.source)
+            .field("models", &self.models)
+            .field("picker", &self.picker.as_ref().map(|_| ".."))
+            .field("health_path", &self.health_path)
+            .field("retry", &self.retry)
+            .field("metrics_path", &self.metrics_path)
+            .field("max_body", &self.max_body)
+            .field("flow", &self.flow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            source: Source::None,
+            bad_server: None,
+            server_models: Vec::new(),
+            models: Vec::new(),
+            picker: None,
+            health_path: None,
+            health_interval: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+            outlier: OutlierDetection::new(),
+            retry: RetryPolicy::new().max_attempts(2),
+            load_reports: true,
+            metrics_path: None,
+            metrics_interval: Duration::from_millis(100),
+            max_body: DEFAULT_MAX_BODY,
+            ask_for_usage: true,
+            attempt_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            wait: Duration::from_secs(1),
+            flow: FlowControl::new(),
+            saturation: Saturation::default(),
+            pass_through: true,
+        }
+    }
+}
+
+/// `http://HOST:PORT` (or `HOST:PORT`) as an address.
+fn address(url: &str) -> Option<SocketAddr> {
+    let host = url
+        .strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    host.parse()
+        .ok()
+        .or_else(|| host.to_socket_addrs().ok()?.next())
+}
+
+impl Builder {
+    /// A builder with the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a model server, `http://HOST:PORT`.
+    pub fn server(mut self, url: &str) -> Self {
+        match address(url) {
+            Some(addr) => self.source.push(addr, 1),
+            None => {
+                self.bad_server.get_or_insert_with(|| url.to_owned());
+            }
+        }
+        self
+    }
+
+    /// Adds model servers, `http://HOST:PORT` each.
+    pub fn servers<'a>(mut self, urls: impl IntoIterator<Item = &'a str>) -> Self {
+        for url in urls {
+            self = self.server(url);
+        }
+        self
+    }
+
+    /// Adds a model server that serves `model` alone: requests for other
+    /// models do not go there, and `/v1/models` lists it.
+    pub fn server_for_model(mut self, url: &str, model: &str) -> Self {
+        if let Some(addr) = address(url) {
+            self.server_models.push((addr, model.to_owned()));
+        }
+        self = self.server(url);
+        self.model(model)
+    }
+
+    /// Takes the servers from any `Discover` keyed by address (DNS, a
+    /// [`channel`](crate::discover::channel) of `()`, your own): its
+    /// weights are used, its services are not. Replaces servers given
+    /// before.
+    pub fn discover<D>(mut self, discover: D) -> Self
+    where
+        D: tower::discover::Discover<Key = SocketAddr> + Send + 'static,
+        D::Service: crate::endpoint::Endpoint,
+        D::Error: Into<crate::BoxError>,
+    {
+        self.source = Source::Stream(crate::http::source::addresses(discover));
+        self
+    }
+
+    /// A model the router serves: `/v1/models` answers the models given
+    /// here and with [`server_for_model`](Self::server_for_model), and a
+    /// request for another one gets 404. Without any, every model is
+    /// passed on and `/v1/models` is asked of a server.
+    pub fn model(mut self, model: &str) -> Self {
+        if !self.models.iter().any(|m| m == model) {
+            self.models.push(model.to_owned());
+        }
+        self
+    }
+
+    /// The picker ([`Scored::ttft`] by default): any picker over the
+    /// router's [`Endpoint`]s, say a [`Scored`] with weighted scorers.
+    pub fn picker<P>(mut self, picker: P) -> Self
+    where
+        P: Pick<http::Request<super::UpstreamBody>, Endpoint>,
+    {
+        self.picker = Some(BoxPick::new(picker));
+        self
+    }
+
+    /// Probes `GET path` on every server (2xx is healthy); without it only
+    /// passive outlier detection runs.
+    pub fn health_path(mut self, path: impl Into<String>) -> Self {
+        self.health_path = Some(path.into());
+        self
+    }
+
+    /// Time between health probes (1 s by default).
+    pub fn health_interval(mut self, interval: Duration) -> Self {
+        self.health_interval = interval;
+        self
+    }
+
+    /// How long a health probe may take (1 s by default).
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout;
+        self
+    }
+
+    /// Passive outlier detection's settings.
+    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outlier = detection;
+        self
+    }
+
+    /// Retries on another server after a failed attempt, within the retry
+    /// budget (1 by default).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retry = self.retry.max_attempts(retries.saturating_add(1));
+        self
+    }
+
+    /// The whole retry policy (replaces [`retries`](Self::retries)).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Asks every server for an ORCA load report in its answers
+    /// (`endpoint-load-metrics-format: TEXT`; on by default). Reports
+    /// servers send unasked are read either way.
+    pub fn load_reports(mut self, ask: bool) -> Self {
+        self.load_reports = ask;
+        self
+    }
+
+    /// Polls each server's Prometheus page at `path` (vLLM, SGLang or TGI
+    /// names) every [`metrics_interval`](Self::metrics_interval).
+    pub fn metrics_path(mut self, path: impl Into<String>) -> Self {
+        self.metrics_path = Some(path.into());
+        self
+    }
+
+    /// How often to poll the metrics page (100 ms by default).
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.metrics_interval = interval;
+        self
+    }
+
+    /// Request bodies larger than this get 413 (4 MiB by default).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Asks servers for the usage of every streamed answer, kept from
+    /// clients that did not ask, to learn what their caches reused (on by
+    /// default).
+    pub fn ask_for_usage(mut self, ask: bool) -> Self {
+        self.ask_for_usage = ask;
+        self
+    }
+
+    /// How long one attempt waits for the answer's head once the request
+    /// is sent (30 s by default).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// How long connecting to a server may take (2 s by default).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a request waits for an available server before 503 (1 s by
+    /// default).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Flow control ([`FlowControl::new`] by default).
+    pub fn flow_control(mut self, flow: FlowControl) -> Self {
+        self.flow = flow;
+        self
+    }
+
+    /// When a server's fresh report makes it saturated, for flow control
+    /// ([`Saturation::default`]: a queue above 5 or KV cache above 0.8).
+    pub fn saturation(mut self, saturation: Saturation) -> Self {
+        self.saturation = saturation;
+        self
+    }
+
+    /// Passes paths other than the OpenAI routes on to a server (on by
+    /// default); off, they get 404.
+    pub fn pass_through(mut self, pass: bool) -> Self {
+        self.pass_through = pass;
+        self
+    }
+
+    /// Builds the router and starts its discovery worker, health tasks,
+    /// pollers and queue timer on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn build(self) -> Result<Router, BuildError> {
+        if let Some(bad) = self.bad_server {
+            return Err(BuildError::BadServer(bad));
+        }
+        if self.attempt_timeout.is_zero() || self.metrics_interval.is_zero() {
+            return Err(BuildError::Invalid(
+                "the attempt timeout and the metrics interval must not be zero",
+            ));
+        }
+        let changes = self.source.into_stream().ok_or(BuildError::NoServers)?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(self.connect_timeout));
+        let client: HttpClient = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+
+        let servers: Arc<Mutex<Vec<Server>>> = Arc::default();
+        let record = Arc::clone(&servers);
+        let server_models = self.server_models;
+        let (timeout, load_reports) = (self.attempt_timeout, self.load_reports);
+        let poller = self.metrics_path.map(|path| {
+            PrometheusPoller::new()
+                .path(path)
+                .interval(self.metrics_interval)
+        });
+        let endpoints = changes.map(move |change| {
+            change.map(|change| match change {
+                Change::Insert(addr, weight) => {
+                    let model = server_models
+                        .iter()
+                        .find(|(a, _)| *a == addr)
+                        .map(|(_, m)| m.clone());
+                    let cell = ReportCell::new();
+                    if let Some(model) = &model {
+                        cell.record(&Report {
+                            models: Some(vec![model.as_str().into()]),
+                            ..Report::default()
+                        });
+                    }
+                    let poller = poller.as_ref().and_then(|poller| {
+                        let base = format!("http://{addr}").parse().ok()?;
+                        Some(poller.spawn(base, cell.clone()))
+                    });
+                    let format = load_reports.then(|| HeaderValue::from_static("TEXT"));
+                    let service =
+                        OrcaLayer::new(cell.clone())
+                            .format(format)
+                            .layer(MarkServer::new(
+                                ResponseTimeout::new(
+                                    SetAuthority::from_addr(client.clone(), addr),
+                                    timeout,
+                                ),
+                                addr,
+                            ));
+                    let prefill = PrefillState::default().with_report(cell.clone());
+                    let service = InFlight::new(Prefill::new(service, prefill.clone()));
+                    let mut list = record.lock().unwrap_or_else(|e| e.into_inner());
+                    list.retain(|s| s.addr != addr);
+                    list.push(Server {
+                        addr,
+                        model,
+                        _poller: poller,
+                    });
+                    Change::Insert(
+                        addr,
+                        Weighted::new(service, weight)
+                            .with_report(cell)
+                            .with_prefill(prefill),
+                    )
+                }
+                Change::Remove(addr) => {
+                    let mut list = record.lock().unwrap_or_else(|e| e.into_inner());
+                    list.retain(|s| s.addr != addr);
+                    Change::Remove(addr)
+                }
+            })
+        });
+        let mut health = HealthConfig::new()
+            .passive(self.outlier)
+            .classify(ServerErrors);
+        if let Some(path) = self.health_path {
+            health = health.active(
+                ActiveChecks::new(HttpProbe::get(path))
+                    .interval(self.health_interval)
+                    .timeout(self.health_timeout),
+            );
+        }
+        let healthy = HealthDiscover::new(endpoints, health)?;
+        let picker = self
+            .picker
+            .unwrap_or_else(|| BoxPick::new(Scored::<_, Endpoint>::ttft()));
+        let balance = BalanceLayer::new(picker).wait(self.wait).spawn(healthy);
+        let core = RetryLayer::new(self.retry)
+            .body_limit(self.max_body)
+            .layer(balance.clone());
+
+        let mut tasks = Tasks::default();
+        let queue = self.flow.enabled.then(|| {
+            let (limit, saturation) = (self.flow.server_limit, self.saturation);
+            let capacity = move || {
+                balance.read_endpoints(|_, services| capacity(services, limit, &saturation))
+            };
+            let queue = Queue::new(self.flow.clone(), Box::new(capacity));
+            let weak = Arc::downgrade(&queue);
+            tasks.0.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(queue) => queue.poke(),
+                        None => return,
+                    }
+                }
+            }));
+            queue
+        });
+        let models: Arc<[String]> = self.models.into();
+        let routed = AddRequestInfoLayer::new()
+            .max_body(self.max_body)
+            .ask_for_usage(self.ask_for_usage)
+            .layer(Admission {
+                inner: core.clone(),
+                queue: queue.clone(),
+                models: Arc::clone(&models),
+            });
+        Ok(Router {
+            shared: Arc::new(Shared {
+                routed,
+                core,
+                models,
+                pass_through: self.pass_through,
+                queue,
+                servers,
+                _tasks: tasks,
+            }),
+        })
+    }
+}
+
+/// How many requests the fleet takes at once: over the available servers
+/// whose fresh report is not saturated, each one's limit; `usize::MAX`
+/// without any available server (the balancer then answers).
+fn capacity(services: &[Endpoint], limit: Option<u32>, saturation: &Saturation) -> usize {
+    let mut any = false;
+    let mut total = 0usize;
+    for service in services.iter().filter(|s| s.is_available()) {
+        any = true;
+        let report = service.report().and_then(ReportCell::current);
+        if report.is_some_and(|r| {
+            r.queue > saturation.max_queue || r.kv_cache_use > saturation.max_kv_cache
+        }) {
+            continue;
+        }
+        let limit = limit.unwrap_or_else(|| {
+            let slots = service.prefill().map_or(0, |p| p.stats().slots);
+            let running = report.map_or(0, |r| r.running);
+            slots.max(running) + 1
+        });
+        total += limit as usize;
+    }
+    if any {
+        total
+    } else {
+        usize::MAX
+    }
+}
