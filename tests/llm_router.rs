@@ -520,7 +520,7 @@ async fn sigterm_drains_twenty_streams_in_flight_and_cuts_none() {
     support::within("the drain", async {
         let a = model_server("emulated", "20ms");
         let b = model_server("emulated", "20ms");
-        let mut router = router(&[a.url(), b.url()], &["--drain-timeout", "10s"]);
+        let router = router(&[a.url(), b.url()], &["--drain-timeout", "10s"]);
         let mut streams = Vec::new();
         for _ in 0..20 {
             let response = post(router.addr, "/v1/chat/completions", chat("emulated", 40)).await;
@@ -529,8 +529,8 @@ async fn sigterm_drains_twenty_streams_in_flight_and_cuts_none() {
         }
         // Every stream has started (its head came); 40 tokens 20 ms apart
         // are still to come.
-        let killed = Command::new("kill")
-            .args(["-TERM", &router.child.id().to_string()])
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &router.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(killed.success());
@@ -539,7 +539,8 @@ async fn sigterm_drains_twenty_streams_in_flight_and_cuts_none() {
             assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
         }
         // New connections are refused once draining, and the router exits.
-        let status = tokio::task::spawn_blocking(move || router.child.wait().unwrap())
+        let mut router = router;
+        let status = tokio::task::spawn_blocking(move || router.wait().unwrap())
             .await
             .unwrap();
         assert!(status.success(), "{status:?}");

@@ -55,7 +55,9 @@ where
                 }
                 None => {
                     let tokens = bytes.max(hashes.len() as u64 * 64) as f64 / 4.0;
-                    prior[0] + prior[1] * tokens + PER_QUEUED_NS * f64::from(raw.queue.max(raw.in_flight))
+                    prior[0]
+                        + prior[1] * tokens
+                        + PER_QUEUED_NS * f64::from(raw.queue.max(raw.in_flight))
                 }
             };
             least = least.min(raw.cost);
