@@ -2,6 +2,7 @@
 //! it holds, the prefill work sent there and not yet done, and how fast it
 //! prefills (learnt from each first token).
 
+use super::report::contradicts;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -237,7 +238,12 @@ impl PrefillState {
             return 0.0;
         }
         let own = s.in_flight.load(Relaxed);
-        let reported = s.report.as_ref().and_then(|r| r.fresh_load(clock_ms(now)));
+        let reported = s
+            .report
+            .as_ref()
+            .and_then(|r| r.fresh_load(clock_ms(now)))
+            .filter(|&(queue, running, _)| !contradicts(queue, running, own as u64))
+            .map(|(queue, running, kv)| (queue, running.unwrap_or(0), kv));
         let mut slots = s.slots.load(Relaxed);
         if let Some((_, running, _)) = reported {
             if running > slots {
