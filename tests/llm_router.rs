@@ -315,7 +315,8 @@ async fn low_priority_requests_get_429_when_every_server_is_saturated() {
         "1",
     ];
     let server = Process::start("model_server", &args.map(String::from));
-    let router = router(&[server.url()], &[]);
+    // x-priority is believed only from trusted sources.
+    let router = router(&[server.url()], &["--trusted-source", "127.0.0.1"]);
     let mut long = Vec::new();
     for _ in 0..7 {
         let addr = router.addr;
@@ -402,7 +403,11 @@ async fn the_router_learns_what_servers_reused_and_clients_see_only_what_they_as
             let response = post(router.addr, "/v1/chat/completions", chat("emulated", 4)).await;
             assert_eq!(response.status(), StatusCode::OK);
             let events = all_events(response).await;
-            assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "turn {turn}");
+            assert_eq!(
+                events.last().map(String::as_str),
+                Some("[DONE]"),
+                "turn {turn}"
+            );
             assert!(
                 events.iter().all(|e| !e.contains("\"usage\"")),
                 "the client did not ask for the usage: {events:?}"
@@ -412,8 +417,12 @@ async fn the_router_learns_what_servers_reused_and_clients_see_only_what_they_as
         let asked = json!({"model": "emulated", "stream": true, "max_tokens": 4,
             "stream_options": {"include_usage": true},
             "messages": [{"role": "user", "content": "Name a colour."}]});
-        let events = all_events(post(router.addr, "/v1/chat/completions", asked.to_string()).await).await;
-        assert!(events.iter().any(|e| e.contains("\"cached_tokens\"")), "{events:?}");
+        let events =
+            all_events(post(router.addr, "/v1/chat/completions", asked.to_string()).await).await;
+        assert!(
+            events.iter().any(|e| e.contains("\"cached_tokens\"")),
+            "{events:?}"
+        );
 
         let status = get_json(admin.parse().unwrap(), "/status").await;
         let backends = status["backends"].as_array().unwrap();

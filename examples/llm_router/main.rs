@@ -17,8 +17,11 @@
 //! Behind each request:
 //!
 //! ```text
-//! client ─► Front (hop-by-hop headers, X-Forwarded-For)
-//!        ─► AddRequestInfo (reads the JSON body: model, prompt blocks; 400, 413)
+//! client ─► Front (CONNECT 405, one Host or 400, routes allowlisted or
+//!                 404, x-priority and x-tenant from trusted sources only,
+//!                 hop-by-hop headers, X-Forwarded-For; see `limits`)
+//!        ─► AddRequestInfo (reads every JSON body: model, prompt blocks,
+//!                           the attempt's own deadline; 400, 413, 415)
 //!        ─► model check (404 for a model no backend serves)
 //!        ─► Retry (--retries, budgeted)
 //!        ─► Balance(Scored: model filter, saturation → 429,
@@ -28,8 +31,13 @@
 //!        ─► InFlight ─► Prefill (queued prefill until the first token, the
 //!                               cache index, what the server reused)
 //!        ─► Orca (ORCA headers in, `endpoint-load-metrics-format: TEXT` out)
-//!        ─► Forward (hyper-util client, keep-alive; 30 s for the answer's head)
+//!        ─► Forward (hyper-util client, keep-alive; --attempt-timeout for
+//!                    the first byte, longer for long non-streamed answers)
 //! ```
+//!
+//! A streamed answer silent for `--stream-idle-timeout` ends with an error
+//! event and counts as its server's failure; an ejected server comes back
+//! on probation.
 //!
 //! Answers stream through as they come, so server-sent events pass frame
 //! by frame. With `--metrics-path /metrics` each server's Prometheus page
@@ -49,6 +57,7 @@ mod cli;
 // the proxy's server loop.
 #[allow(dead_code)]
 mod gateway;
+mod limits;
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -68,10 +77,13 @@ use serde_json::json;
 use tower::filter::Filter;
 use tower::timeout::error::Elapsed;
 use tower::{Layer, ServiceExt};
+use tower_lb::classify::{LateFailures, ServerErrors};
 use tower_lb::discover::StaticList;
 use tower_lb::endpoint::{PrefillState, Report, ReportCell, Weighted};
 use tower_lb::error::Saturated;
-use tower_lb::health::{HealthDiscover, Healthy, NoHealthyEndpoints};
+use tower_lb::health::{
+    HealthDiscover, HealthRegistry, Healthy, NoHealthyEndpoints, OutlierDetection,
+};
 use tower_lb::http::{AddRequestInfo, AddRequestInfoLayer, PromptBody, RequestInfoError};
 use tower_lb::load::{InFlight, Prefill};
 use tower_lb::pick::{
@@ -92,16 +104,12 @@ type Body = PromptBody<ClientBody>;
 /// ... and after the retry layer.
 type Upstream = ReplayBody<Body>;
 /// One model server as the balancer holds it.
-type Endpoint = Healthy<Weighted<InFlight<Prefill<Orca<Forward<Upstream>>>>>>;
+type Endpoint = Healthy<Weighted<InFlight<Prefill<Orca<Forward<Upstream>>>>>, LateFailures>;
 type Picker = Scored<Request<Upstream>, Endpoint>;
 type Lb = Balance<SocketAddr, Endpoint, Picker>;
 type Stack = AddRequestInfo<Filter<Retry<Lb>, Models>>;
 /// Every answer's body: the server's, streamed, or our own error.
 type RouterBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// How long one attempt may wait for a server's response head, from the
-/// end of the request body.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Client connections held at once.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -193,7 +201,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         let service = OrcaLayer::new(metrics.clone()).layer(Forward::new(
             client.clone(),
             backend.addr,
-            ATTEMPT_TIMEOUT,
+            cli.attempt_timeout,
         ));
         let prefill = PrefillState::default().with_report(metrics.clone());
         let service = InFlight::new(Prefill::new(service, prefill.clone()));
@@ -205,8 +213,17 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 .with_prefill(prefill),
         ));
     }
-    let health = gateway::server::health(Some(&cli.health_path), Duration::from_secs(1));
+    // Ejected servers come back on probation; a stalled stream is a
+    // failure too (see `limits::idle_limited`).
+    let health = gateway::server::health(Some(&cli.health_path), Duration::from_secs(1))
+        .passive(
+            OutlierDetection::new()
+                .base_ejection(cli.ejection)
+                .max_ejection(cli.ejection.max(Duration::from_secs(300))),
+        )
+        .classify(LateFailures(ServerErrors));
     let discover = HealthDiscover::new(StaticList::from_weighted(endpoints), health)?;
+    let registry = discover.registry();
 
     let picker: Picker = match cli.scorer {
         None => Scored::ttft(),
@@ -245,6 +262,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         .layer(
             AddRequestInfoLayer::new()
                 .max_body(cli.max_body)
+                .require_json(true)
+                .time_per_token(cli.time_per_token)
                 .ask_for_usage(true),
         )
         .filter(models)
@@ -258,16 +277,33 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         timeouts: Timeouts {
             header: HEADER_TIMEOUT,
             idle: IDLE_TIMEOUT,
+            body: Some(cli.body_timeout),
         },
         max_connections: MAX_CONNECTIONS,
+        max_header_bytes: Some(cli.max_header_bytes),
     };
     if let Some(addr) = cli.admin {
         let listener = gateway::server::bind(addr, Some("--admin")).await?;
         let prefix = Arc::clone(&prefix);
-        let status = move || status(&records, &prefix);
+        let status = move || status(&records, &prefix, &registry);
+        let token = match &cli.admin_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                    .trim()
+                    .into(),
+            ),
+            None => None,
+        };
+        let admin = gateway::admin::Admin {
+            token,
+            max_connections: cli.admin_max_connections,
+            idle: cli.admin_idle_timeout,
+        };
         tokio::spawn(gateway::admin::serve(
             listener,
             limits,
+            admin,
             drain.clone(),
             status,
         ));
@@ -275,17 +311,31 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     let listener = gateway::server::bind(cli.listen, None).await?;
     println!("llm_router listening on http://{}", listener.local_addr()?);
     let connections = Connections::new(MAX_CONNECTIONS);
+    tokio::spawn(gateway::memory::give_back_after_bursts(connections.clone()));
+    let guard = FrontLimits {
+        routes: limits::Routes::new(&cli.allow_routes),
+        trusted: limits::Trusted::new(cli.trusted_sources.clone()),
+        stream_idle: cli.stream_idle_timeout,
+        max_header_bytes: cli.max_header_bytes,
+    };
     listener::serve(listener, limits, connections, drain, move |peer| Front {
         stack: stack.clone(),
         forwarded_for: forward::forwarded_for(peer),
+        peer,
+        limits: guard.clone(),
     })
     .await;
     Ok(())
 }
 
 /// The `/status` document.
-fn status(records: &[(cli::Backend, ReportCell, PrefillState)], prefix: &PrefixAffinity) -> String {
+fn status(
+    records: &[(cli::Backend, ReportCell, PrefillState)],
+    prefix: &PrefixAffinity,
+    registry: &HealthRegistry<SocketAddr>,
+) -> String {
     let stats = prefix.stats();
+    let health = registry.snapshot();
     let backends: Vec<_> = records
         .iter()
         .map(|(backend, metrics, prefill)| {
@@ -294,9 +344,13 @@ fn status(records: &[(cli::Backend, ReportCell, PrefillState)], prefix: &PrefixA
             let report = metrics.current();
             let known = prefill.stats();
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let health = health.iter().find(|h| *h.key() == backend.addr);
             json!({
                 "backend": format!("http://{}", backend.addr),
                 "model": backend.model,
+                "health": health.map(|h| format!("{:?}", h.state())),
+                "consecutive_failures": health.map(|h| h.consecutive_failures()),
+                "ejections": health.map(|h| h.ejections()),
                 "queue": report.map(|f| f.queue),
                 "kv_cache_use": report.map(|f| f.kv_cache_use),
                 "report_age_ms": metrics.age().map(ms),
@@ -333,6 +387,17 @@ fn status(records: &[(cli::Backend, ReportCell, PrefillState)], prefix: &PrefixA
 struct Front {
     stack: Stack,
     forwarded_for: HeaderValue,
+    peer: SocketAddr,
+    limits: FrontLimits,
+}
+
+/// What the front checks before routing, and the limit on answers.
+#[derive(Clone, Debug)]
+struct FrontLimits {
+    routes: limits::Routes,
+    trusted: limits::Trusted,
+    stream_idle: Duration,
+    max_header_bytes: usize,
 }
 
 type FrontFuture = Pin<Box<dyn Future<Output = Result<Response<RouterBody>, Infallible>> + Send>>;
@@ -344,15 +409,34 @@ impl hyper::service::Service<Request<ClientBody>> for Front {
     type Future = FrontFuture;
 
     fn call(&self, mut request: Request<ClientBody>) -> FrontFuture {
+        let refusal = limits::refusal(&request, &self.limits.routes, self.limits.max_header_bytes);
+        if let Some((status, message)) = refusal {
+            let mut response = Response::new(());
+            *response.status_mut() = status;
+            if limits::closes(status) {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            let response = with_message(response, &message);
+            return Box::pin(async move { Ok(response) });
+        }
+        self.limits.trusted.strip_unless_trusted(
+            self.peer.ip(),
+            request.headers_mut(),
+            &limits::TRUSTED_HEADERS,
+        );
         forward::strip_hop_by_hop(request.headers_mut(), false);
         forward::append_forwarded_for(request.headers_mut(), &self.forwarded_for);
         let stack = self.stack.clone();
+        let idle = self.limits.stream_idle;
         Box::pin(async move {
             Ok(match stack.oneshot(request).await {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
                     forward::strip_hop_by_hop(&mut parts.headers, false);
-                    Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+                    let response = limits::idle_limited(Response::from_parts(parts, body), idle);
+                    response.map(limits::boxed)
                 }
                 Err(error) => error_response(&error),
             })

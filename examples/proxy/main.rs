@@ -184,13 +184,25 @@ where
         timeouts: Timeouts {
             header: args.header_timeout,
             idle: args.idle_timeout,
+            body: None,
         },
         max_connections: args.max_connections,
+        max_header_bytes: None,
     };
     if let Some(admin) = admin {
         let lb = lb.clone();
         let status = move || status::status_json(&lb);
-        tokio::spawn(gateway::admin::serve(admin, limits, drain.clone(), status));
+        let settings = gateway::admin::Admin {
+            idle: args.idle_timeout,
+            ..gateway::admin::Admin::default()
+        };
+        tokio::spawn(gateway::admin::serve(
+            admin,
+            limits,
+            settings,
+            drain.clone(),
+            status,
+        ));
     }
     let settings = Settings {
         retries: args.retries,
