@@ -256,7 +256,10 @@ async fn a_flapping_server_gets_under_one_percent_after_its_first_ejection() {
     );
     // Each request it got is retried elsewhere, within the retry budget.
     let failures = failed.load(Ordering::Relaxed) - before.2;
-    assert!(failures <= got, "{failures} failures for {got} sick answers");
+    assert!(
+        failures <= got,
+        "{failures} failures for {got} sick answers"
+    );
 }
 
 // ===== 2. long non-streamed generations =====

@@ -16,15 +16,16 @@ impl EndpointState {
             // Probes end what probes started, never an ejection: a server
             // can answer its health path and still fail every real request,
             // and only real requests (on probation) can show otherwise.
-            if successes >= self.core.rise && self.flags() & DOWN != 0 {
-                if self.recover(DOWN).is_some() {
-                    let what = if is_healthy(self.flags()) {
-                        "endpoint healthy again: active checks passed"
-                    } else {
-                        "active checks passed; the endpoint stays ejected until its time is over"
-                    };
-                    tracing::info!(endpoint = %self.key, successes, "{}", what);
-                }
+            if successes >= self.core.rise
+                && self.flags() & DOWN != 0
+                && self.recover(DOWN).is_some()
+            {
+                let what = if is_healthy(self.flags()) {
+                    "endpoint healthy again: active checks passed"
+                } else {
+                    "active checks passed; the endpoint stays ejected until its time is over"
+                };
+                tracing::info!(endpoint = %self.key, successes, "{}", what);
             }
         } else {
             self.probe_successes.store(0, Ordering::Relaxed);
