@@ -287,12 +287,15 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         let prefix = Arc::clone(&prefix);
         let status = move || status(&records, &prefix, &registry);
         let token = match &cli.admin_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                    .trim()
-                    .into(),
-            ),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                // An empty token would let every request through.
+                if text.trim().is_empty() {
+                    return Err(format!("{} holds no token", path.display()).into());
+                }
+                Some(text.trim().into())
+            }
             None => None,
         };
         let admin = gateway::admin::Admin {
