@@ -23,6 +23,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{Response, StatusCode};
@@ -59,6 +60,73 @@ pub trait Classify<Res>: Clone + Send + Sync + 'static {
     fn pushback(&self, response: &Res) -> Option<Duration> {
         let _ = response;
         None
+    }
+
+    /// Hands `response` a way to report later that its endpoint failed
+    /// after all (made by `late` only if needed). Nothing by default;
+    /// [`LateFailures`] puts a [`LateFailure`] in an HTTP response's
+    /// extensions.
+    fn attach(&self, response: &mut Res, late: impl FnOnce() -> LateFailure) {
+        let _ = (response, late);
+    }
+}
+
+/// Reports that the endpoint of a response already judged a success
+/// failed after all: its streamed body stalled or broke. The health layer
+/// counts it as one failed response of that endpoint.
+///
+/// Found in a response's extensions when its endpoint's health layer uses
+/// [`LateFailures`]; whatever reads the body (an idle timeout, see
+/// [`IdleTimeoutBody`](crate::http::IdleTimeoutBody)) takes it out and
+/// calls [`failed`](Self::failed) at most once.
+#[derive(Clone)]
+pub struct LateFailure(Arc<dyn LateVerdict>);
+
+/// What a [`LateFailure`] tells.
+pub(crate) trait LateVerdict: Send + Sync + 'static {
+    fn failed_late(&self);
+}
+
+impl LateFailure {
+    pub(crate) fn new(to: Arc<dyn LateVerdict>) -> Self {
+        Self(to)
+    }
+
+    /// Counts one failure against the response's endpoint.
+    pub fn failed(self) {
+        self.0.failed_late();
+    }
+}
+
+impl fmt::Debug for LateFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LateFailure")
+    }
+}
+
+/// Judges responses as `C` does, and gives each HTTP response a
+/// [`LateFailure`] in its extensions, so a failure seen in its body (a
+/// stalled stream) counts against its endpoint too.
+///
+/// Cost: a reference count and an extension insert per response (which
+/// allocates the extension map when the response has none).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LateFailures<C = ServerErrors>(pub C);
+
+impl<C, B> Classify<Response<B>> for LateFailures<C>
+where
+    C: Classify<Response<B>>,
+{
+    fn is_failure(&self, response: &Response<B>) -> bool {
+        self.0.is_failure(response)
+    }
+
+    fn pushback(&self, response: &Response<B>) -> Option<Duration> {
+        self.0.pushback(response)
+    }
+
+    fn attach(&self, response: &mut Response<B>, late: impl FnOnce() -> LateFailure) {
+        response.extensions_mut().insert(late());
     }
 }
 

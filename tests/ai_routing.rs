@@ -152,13 +152,17 @@ async fn a_saturated_fleet_sheds_low_priority_and_serves_the_rest() {
         ModelServer::start("a", "llama", Names::Vllm).await,
         ModelServer::start("b", "llama", Names::Vllm).await,
     ];
+    // Busy servers: a queue forms behind running requests (a queue with
+    // nothing running would not be believed).
     servers[0].set(Load {
         queue: 9,
+        running: 8,
         kv: 0.5,
         ..idle()
     });
     servers[1].set(Load {
         queue: 1,
+        running: 8,
         kv: 0.95,
         ..idle()
     });

@@ -271,8 +271,12 @@ async fn low_priority_requests_get_429_when_every_server_is_saturated() {
     ];
     let server = Process::start(examples_dir(), "model_server", &args);
     // Without the router's queue (`--max-waiting 0`): with it, requests
-    // wait at the router instead (tests/llm_gateway.rs).
-    let router = router(&[server.url()], &["--max-waiting", "0"]);
+    // wait at the router instead (tests/llm_gateway.rs). x-priority is
+    // believed only from trusted sources.
+    let router = router(
+        &[server.url()],
+        &["--max-waiting", "0", "--trusted-source", "127.0.0.1"],
+    );
     let mut long = Vec::new();
     for _ in 0..7 {
         let addr = router.addr;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
@@ -258,8 +258,14 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     .contains(&name)
 }
 
+/// Headers that `Connection` cannot name away: they say what the message
+/// is and where it goes, and a client that strips them would change how
+/// the gateway and the backend each read it.
+const PROTECTED: [HeaderName; 3] = [HOST, CONTENT_TYPE, CONTENT_LENGTH];
+
 /// Removes the headers that concern one connection only (RFC 9110 §7.6.1):
-/// the fixed hop-by-hop set, and any header that `Connection` names.
+/// the fixed hop-by-hop set, and any header that `Connection` names
+/// (except Host, Content-Type and Content-Length).
 ///
 /// Two exceptions keep the message what it was:
 ///
@@ -290,6 +296,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+        .filter(|name| !PROTECTED.contains(name))
         .collect();
     for name in named {
         headers.remove(name);

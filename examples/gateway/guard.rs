@@ -14,8 +14,9 @@
 //!   the idle timeout.
 //!
 //! While a request's body is being read, a read may wait for the idle
-//! timeout: a client that stalls its upload is cut off (its request fails
-//! by its own fault, which no backend is blamed for). Once the body is in,
+//! timeout, and the whole body must arrive within the body timeout when
+//! one is set: a client that stalls or trickles its upload is cut off (its
+//! request fails by its own fault, which no backend is blamed for). Once the body is in,
 //! reads have no deadline: the proxy may be waiting for a backend, and the
 //! attempt timeout bounds that.
 
@@ -44,6 +45,9 @@ pub(crate) struct Timeouts {
     /// Without a byte between requests; and for a write the client does
     /// not take.
     pub(crate) idle: Duration,
+    /// From a request's start to the end of its body, when set: a byte
+    /// every few seconds keeps a connection from idling out, not from this.
+    pub(crate) body: Option<Duration>,
 }
 
 /// What the connection's service and its socket share.
@@ -54,6 +58,8 @@ pub(crate) struct ConnState {
     requests: AtomicUsize,
     /// A request body is still being read from the client.
     body_open: AtomicBool,
+    /// When the request whose body is open started, in ms since `epoch`.
+    body_since: AtomicU64,
     /// The connection became a tunnel (101 Switching Protocols).
     upgraded: AtomicBool,
     /// When the current request head began, in ms since `epoch`, plus one;
@@ -72,6 +78,7 @@ impl ConnState {
             epoch: Instant::now(),
             requests: AtomicUsize::new(0),
             body_open: AtomicBool::new(false),
+            body_since: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             // A new connection owes its first request head.
             head_since: AtomicU64::new(1),
@@ -122,7 +129,13 @@ impl ConnState {
             return Some(last);
         }
         if self.requests.load(Ordering::Relaxed) > 0 {
-            return self.body_open.load(Ordering::Relaxed).then_some(last);
+            if !self.body_open.load(Ordering::Relaxed) {
+                return None;
+            }
+            let whole = timeouts
+                .body
+                .map(|body| self.at(self.body_since.load(Ordering::Relaxed)) + body);
+            return Some(whole.map_or(last, |whole| whole.min(last)));
         }
         match self.head_since.load(Ordering::Relaxed) {
             0 => Some(last),
@@ -303,6 +316,9 @@ where
         self.state.request_started();
         let (parts, body) = request.into_parts();
         let open = (!body.is_end_stream()).then(|| {
+            self.state
+                .body_since
+                .store(self.state.now_ms(), Ordering::Relaxed);
             self.state.body_open.store(true, Ordering::Relaxed);
             BodyOpen(Arc::clone(&self.state))
         });

@@ -17,12 +17,18 @@ use tower_lb::BoxError;
 use super::drain::Drain;
 use super::guard::{ClientBody, ConnState, Guarded, Timeouts, Watched};
 
+/// The smallest read buffer hyper accepts.
+const MIN_HEADER_BUFFER: usize = 8 * 1024;
+
 /// The limits of one listener.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     pub(crate) timeouts: Timeouts,
     /// Connections held at once; further clients wait in the listen queue.
     pub(crate) max_connections: usize,
+    /// A request head larger than this is answered 431 (hyper's read
+    /// buffer, at least 8 KiB); `None`: hyper's default (about 400 KiB).
+    pub(crate) max_header_bytes: Option<usize>,
 }
 
 /// The connections of one listener: counted, and awaited on drain.
@@ -86,6 +92,10 @@ pub(crate) async fn serve<F, S, B>(
     // Time limits are `Guarded`'s: hyper's header timer would also close
     // keep-alive connections that are merely idle.
     http.timer(TokioTimer::new()).header_read_timeout(None);
+    if let Some(max) = limits.max_header_bytes {
+        // hyper answers a head that does not fit 431 and closes.
+        http.max_buf_size(max.max(MIN_HEADER_BUFFER));
+    }
     loop {
         let permit = tokio::select! {
             biased;

@@ -1,7 +1,8 @@
 //! What an HTTP gateway over tower-lb needs besides its command line, its
 //! picker and its status: the balancing stack over a list or a file of
 //! backends, the client-facing server, the admin listener, and forwarding
-//! to a backend with a reverse proxy's header rules; for every listener,
+//! to a backend with a reverse proxy's header rules (`forward`, `rules`);
+//! for every listener,
 //! connection limits and time limits (`listener`, `guard`), the graceful
 //! drain (`drain`), and giving memory back after bursts (`memory`).
 //!
@@ -20,6 +21,7 @@ pub(crate) mod forward;
 pub(crate) mod guard;
 pub(crate) mod listener;
 pub(crate) mod memory;
+pub(crate) mod rules;
 pub(crate) mod server;
 
 use tokio::runtime::{Builder, Runtime};

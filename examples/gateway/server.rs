@@ -12,8 +12,8 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HOST};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -43,6 +43,7 @@ use super::drain::Drain;
 use super::forward::{self, Forward, UpstreamBody};
 use super::guard::ClientBody;
 use super::listener::{self, Connections, Limits};
+use super::rules::{self, Refusal};
 
 /// One backend as the balancer holds it: health on the outside (so
 /// `Balance::health` reads it), requests in flight counted until the
@@ -311,36 +312,17 @@ where
     }
 }
 
-/// The proxy's own answer to a request it must not forward: CONNECT (this
-/// is no forward proxy), and an HTTP/1.1 request without exactly one Host
-/// (RFC 9112 §3.2), which backends could read in different ways.
+/// The proxy's own answer to a request it must not forward (see
+/// [`rules::refusal`]).
 fn refusal(request: &Request<ClientBody>) -> Option<Response<ProxyBody>> {
-    if request.method() == Method::CONNECT {
-        let mut response = text_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not supported: this is a reverse proxy\n",
-        );
-        let headers = response.headers_mut();
-        headers.insert(
-            ALLOW,
-            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"),
-        );
-        // Whatever the client sends next was meant for a tunnel.
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        return Some(response);
+    let refusal = rules::refusal(request)?;
+    let mut response = text_response(refusal.status(), refusal.line());
+    let headers = response.headers_mut();
+    if refusal == Refusal::Connect {
+        headers.insert(ALLOW, HeaderValue::from_static(rules::ALLOWED_METHODS));
     }
-    let hosts = request.headers().get_all(HOST).iter().count();
-    if hosts > 1 || (hosts == 0 && request.version() == Version::HTTP_11) {
-        let mut response = text_response(
-            StatusCode::BAD_REQUEST,
-            "a request needs exactly one Host header\n",
-        );
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        return Some(response);
-    }
-    None
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    Some(response)
 }
 
 pin_project! {

@@ -70,6 +70,52 @@ pub(crate) struct Cli {
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     pub(crate) workers: usize,
+
+    // ===== limits that nothing a client or a server does may break =====
+    /// How long an attempt may wait for a server's first byte (a streamed
+    /// answer's head), from the end of the request body.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) attempt_timeout: Duration,
+    /// A non-streamed answer arrives whole: its attempt may take its
+    /// `max_tokens` times this (no limit without `max_tokens`), and a
+    /// timeout beyond `--attempt-timeout` is not counted against the server.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub(crate) time_per_token: Duration,
+    /// A streamed answer without a new frame (an SSE event) for this long
+    /// ends with an error event, and counts as the server's failure.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) stream_idle_timeout: Duration,
+    /// A request body must arrive whole within this from the request's
+    /// start.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) body_timeout: Duration,
+    /// Request heads larger than this many bytes get 431 (at least 8 KiB).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub(crate) max_header_bytes: usize,
+    /// A path served besides the OpenAI routes (`/v1/chat/completions`,
+    /// `/v1/completions`, `/v1/embeddings`, `/v1/models`) and `/health`
+    /// (repeatable); any other path is 404.
+    #[arg(long = "allow-route")]
+    pub(crate) allow_routes: Vec<String>,
+    /// Clients, `IP` or `IP/BITS`, whose `x-priority` and `x-tenant`
+    /// headers are believed (repeatable); others' are removed, so they get
+    /// the defaults.
+    #[arg(long = "trusted-source", value_parser = crate::limits::network)]
+    pub(crate) trusted_sources: Vec<(std::net::IpAddr, u8)>,
+    /// How long a server's first ejection by outlier detection lasts
+    /// (later ones longer; it comes back on probation).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) ejection: Duration,
+    /// A file holding the token that admin requests must carry as
+    /// `Authorization: Bearer TOKEN`.
+    #[arg(long)]
+    pub(crate) admin_token_file: Option<std::path::PathBuf>,
+    /// Connections the admin listener holds at once.
+    #[arg(long, default_value_t = crate::gateway::admin::MAX_CONNECTIONS)]
+    pub(crate) admin_max_connections: usize,
+    /// An admin connection idle this long is closed.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub(crate) admin_idle_timeout: Duration,
 }
 
 /// One `--backend`.

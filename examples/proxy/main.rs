@@ -196,8 +196,10 @@ where
         timeouts: Timeouts {
             header: args.header_timeout,
             idle: args.idle_timeout,
+            body: None,
         },
         max_connections: args.max_connections,
+        max_header_bytes: None,
     };
     if let Some(admin) = admin {
         let page = metrics::page(lb.clone());
@@ -210,9 +212,14 @@ where
         );
         let lb = lb.clone();
         let status = move || status::status_json(&lb);
+        let settings = gateway::admin::Admin {
+            idle: args.idle_timeout,
+            ..gateway::admin::Admin::default()
+        };
         tokio::spawn(gateway::admin::serve(
             admin,
             limits,
+            settings,
             drain.clone(),
             status,
             extra,

@@ -2,6 +2,7 @@
 //! it holds, the prefill work sent there and not yet done, and how fast it
 //! prefills (learnt from each first token).
 
+use super::report::contradicts;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -247,7 +248,14 @@ impl PrefillState {
         if answer == 0.0 {
             return 0.0;
         }
-        match s.report.as_ref().and_then(|r| r.fresh_load(clock_ms(now))) {
+        let own = s.in_flight.load(Relaxed);
+        let reported = s
+            .report
+            .as_ref()
+            .and_then(|r| r.fresh_load(clock_ms(now)))
+            .filter(|&(queue, running, _)| !contradicts(queue, running, own as u64))
+            .map(|(queue, running, kv)| (queue, running.unwrap_or(0), kv));
+        match reported {
             Some((queue, running, _)) => {
                 if running > s.slots.load(Relaxed) {
                     s.slots.fetch_max(running, Relaxed);
@@ -258,10 +266,7 @@ impl PrefillState {
                     f64::from(queue.saturating_add(1)) * answer / f64::from(running.max(1))
                 }
             }
-            None => {
-                let own = s.in_flight.load(Relaxed);
-                s.waiting.load(Relaxed) as f64 * answer / own.max(1) as f64
-            }
+            None => s.waiting.load(Relaxed) as f64 * answer / own.max(1) as f64,
         }
     }
 

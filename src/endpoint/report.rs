@@ -1,7 +1,7 @@
 //! The load an endpoint reports of itself: facts with a time.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +92,9 @@ struct Shared {
     reporting_since: AtomicU64,
     /// [`clock_ms`] of the last bad report logged.
     garbage_logged: AtomicU64,
+    /// Whether reports carry a running count (without one, 0 running says
+    /// nothing).
+    running_known: AtomicBool,
     extra: ArcSwap<ReportDetails>,
 }
 
@@ -122,6 +125,7 @@ impl ReportCell {
                 rates: AtomicU64::new(0),
                 measured_at: AtomicU64::new(0),
                 reporting_since: AtomicU64::new(0),
+                running_known: AtomicBool::new(false),
                 extra: ArcSwap::from_pointee(ReportDetails::default()),
                 garbage_logged: AtomicU64::new(0),
             }),
@@ -144,6 +148,9 @@ impl ReportCell {
             let running = report.running.unwrap_or(old as u32);
             s.requests
                 .store(pack_u32(queue, running), Ordering::Relaxed);
+            if report.running.is_some() && !s.running_known.load(Ordering::Relaxed) {
+                s.running_known.store(true, Ordering::Relaxed);
+            }
         }
         if report.kv_cache_use.is_some() || report.utilization.is_some() {
             let (kv, util) = unpack_f32(s.usage.load(Ordering::Relaxed));
@@ -285,7 +292,7 @@ impl ReportCell {
     /// staleness bound at `now_ms` ([`clock_ms`]): the scoring picker's read,
     /// three atomic loads.
     #[inline]
-    pub(crate) fn fresh_load(&self, now_ms: u64) -> Option<(u32, u32, f32)> {
+    pub(crate) fn fresh_load(&self, now_ms: u64) -> Option<(u32, Option<u32>, f32)> {
         let s = &*self.shared;
         let at = s.measured_at.load(Ordering::Acquire);
         if at == 0 || now_ms.saturating_sub(at) > s.staleness_ms {
@@ -293,7 +300,11 @@ impl ReportCell {
         }
         let requests = s.requests.load(Ordering::Relaxed);
         let (kv, _) = unpack_f32(s.usage.load(Ordering::Relaxed));
-        Some(((requests >> 32) as u32, requests as u32, kv))
+        let running = s
+            .running_known
+            .load(Ordering::Relaxed)
+            .then_some(requests as u32);
+        Some(((requests >> 32) as u32, running, kv))
     }
 }
 
@@ -343,3 +354,14 @@ fn unpack_f32(word: u64) -> (f32, f32) {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a reported queue contradicts what the client sees: requests
+/// waiting at a server that reports running none, while this client has none in
+/// flight there. A queue forms only behind busy batch slots; a server with
+/// idle slots that claims one (a count leaked by cancelled requests, a
+/// stuck gauge) would otherwise be shunned, or shed, for nothing. The
+/// client's own count stands in for it.
+#[inline]
+pub(crate) fn contradicts(queue: u32, running: Option<u32>, in_flight: u64) -> bool {
+    queue > 0 && running == Some(0) && in_flight == 0
+}

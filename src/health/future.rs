@@ -10,8 +10,8 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::error::NoHealthyEndpoints;
-use super::state::EndpointState;
-use crate::classify::{is_request_fault, Classify};
+use super::state::{EndpointState, ProbationSlot};
+use crate::classify::{is_request_fault, Classify, LateFailure, LateVerdict};
 use crate::error::BoxError;
 
 pin_project! {
@@ -33,6 +33,9 @@ pin_project! {
             future: F,
             endpoint: Arc<EndpointState>,
             classify: C,
+            // Held until the outcome is known, while the endpoint is on
+            // probation.
+            probation: Option<ProbationSlot>,
             _response: PhantomData<fn() -> Res>,
         },
         Failed { error: Option<NoHealthyEndpoints> },
@@ -40,12 +43,18 @@ pin_project! {
 }
 
 impl<F, C, Res> ResponseFuture<F, C, Res> {
-    pub(crate) fn calling(future: F, endpoint: Arc<EndpointState>, classify: C) -> Self {
+    pub(crate) fn calling(
+        future: F,
+        endpoint: Arc<EndpointState>,
+        classify: C,
+        probation: Option<ProbationSlot>,
+    ) -> Self {
         Self {
             state: State::Calling {
                 future,
                 endpoint,
                 classify,
+                probation,
                 _response: PhantomData,
             },
         }
@@ -72,13 +81,17 @@ where
                 future,
                 endpoint,
                 classify,
+                probation,
                 ..
             } => Poll::Ready(match ready!(future.poll(cx)) {
-                Ok(response) => {
+                Ok(mut response) => {
                     if classify.is_failure(&response) {
                         endpoint.record_failure();
                     } else {
                         endpoint.record_success();
+                        classify.attach(&mut response, || {
+                            LateFailure::new(Arc::clone(endpoint) as Arc<dyn LateVerdict>)
+                        });
                     }
                     if let Some(pause) = classify.pushback(&response) {
                         endpoint.pause_for(pause);
@@ -94,6 +107,10 @@ where
                     }
                     Err(error)
                 }
+            })
+            .map(|outcome| {
+                probation.take();
+                outcome
             }),
             StateProj::Failed { error } => Poll::Ready(Err(match error.take() {
                 Some(error) => error.into(),

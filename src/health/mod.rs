@@ -23,9 +23,24 @@
 //!   from emptying the set.
 //!
 //! **Which wins.** An endpoint is in rotation when neither source holds it
-//! out. Active checks win both ways: `rise` successful probes counted from
-//! the ejection end it early, and the end of an ejection does not bring back
-//! an endpoint that active checks hold down.
+//! out, and each source ends only what it started:
+//!
+//! * Passing probes end a `fall` that probes caused, never an ejection. A
+//!   server can answer its health path and fail every real request; only
+//!   real requests can show that it stopped.
+//! * The end of an ejection does not bring back an endpoint that active
+//!   checks hold down.
+//!
+//! # Probation
+//!
+//! An endpoint whose ejection is over comes back **on probation**: it
+//! admits one request at a time, then, after k successes, 2^k at once; four
+//! successes end the probation (then [slow start](#slow-start), if set).
+//! One failure on probation ejects it again at once, and for longer (the
+//! ejection count has had no time to decay). So a server that fails every
+//! request costs one request per ejection, and its ejections grow to
+//! `max_ejection`. An endpoint that is the only healthy one admits every
+//! request. [`HealthState::SlowStart`] reports an endpoint on probation.
 //!
 //! # Slow start
 //!

@@ -2,20 +2,21 @@
 
 use tokio::time::Instant;
 
-use super::state::{EndpointState, DOWN, EJECTED, RAMP};
+use super::state::{EndpointState, DOWN, EJECTED, PROBATION, RAMP};
 
 /// Where an endpoint stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HealthState {
     /// In rotation with its full share.
     Healthy,
-    /// In rotation, its share still ramping up (see slow start).
+    /// In rotation, its share still ramping up: in slow start, or on
+    /// probation after an ejection (a few requests at a time).
     SlowStart,
     /// Out of rotation: active checks failed `fall` times in a row. Reported
     /// even if it is also ejected: it comes back only when the checks pass.
     Unhealthy,
-    /// Out of rotation: ejected by outlier detection until its time is over
-    /// (or active checks pass `rise` times first).
+    /// Out of rotation: ejected by outlier detection until its time is
+    /// over; passing active checks do not end it early.
     Ejected,
 }
 
@@ -25,7 +26,7 @@ impl HealthState {
             Self::Unhealthy
         } else if flags & EJECTED != 0 {
             Self::Ejected
-        } else if flags & RAMP != 0 {
+        } else if flags & (RAMP | PROBATION) != 0 {
             Self::SlowStart
         } else {
             Self::Healthy

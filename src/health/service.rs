@@ -141,7 +141,13 @@ where
             let (known, _) = self.state.core.counts();
             return ResponseFuture::failed(NoHealthyEndpoints { known });
         }
+        let probation = self.state.start_request();
         let future = self.inner.call(request);
-        ResponseFuture::calling(future, Arc::clone(&self.state), self.classify.clone())
+        ResponseFuture::calling(
+            future,
+            Arc::clone(&self.state),
+            self.classify.clone(),
+            probation,
+        )
     }
 }

@@ -115,7 +115,7 @@ async fn ejections_grow_then_decay() {
     assert_eq!(EndpointHealth::read((), e).ejections(), 1);
 
     e.end_ejection();
-    assert_eq!(state(e), HealthState::Healthy);
+    assert_eq!(state(e), HealthState::SlowStart, "on probation");
     (0..3).for_each(|_| e.record_failure());
     assert_eq!(
         ejection(e),
@@ -192,28 +192,63 @@ fn all_unhealthy_modes() {
 }
 
 #[test]
-fn active_checks_end_an_ejection_early() {
+fn active_checks_do_not_end_an_ejection() {
     let core = core(Some(passive(1)), None, AllUnhealthy::FailFast);
     let set = endpoints(&core, 2);
-    set[0].record_probe(true);
     set[0].record_failure();
     assert_eq!(state(&set[0]), HealthState::Ejected);
-    set[0].record_probe(true);
+    (0..10).for_each(|_| set[0].record_probe(true));
     assert_eq!(
         state(&set[0]),
         HealthState::Ejected,
-        "successes before the ejection do not count"
+        "passing probes do not undo what real requests showed"
     );
-    set[0].record_probe(true);
-    assert_eq!(state(&set[0]), HealthState::Healthy);
-    assert_eq!(core.ejected(), 0);
+    assert_eq!(core.ejected(), 1);
 
     // The end of an ejection does not bring back an endpoint held down.
-    set[0].record_failure();
     (0..3).for_each(|_| set[0].record_probe(false));
     set[0].end_ejection();
     assert_eq!(state(&set[0]), HealthState::Unhealthy);
     assert_eq!(core.ejected(), 0);
+    // Probes bring it back from what probes started, on probation.
+    (0..2).for_each(|_| set[0].record_probe(true));
+    assert_eq!(state(&set[0]), HealthState::SlowStart);
+}
+
+#[test]
+fn probation_after_an_ejection() {
+    let core = core(Some(passive(5)), None, AllUnhealthy::FailFast);
+    let set: Vec<Arc<EndpointState>> = endpoints(&core, 3).into_iter().map(Arc::new).collect();
+    (0..5).for_each(|_| set[0].record_failure());
+    assert_eq!(state(&set[0]), HealthState::Ejected);
+    let first = set[0].report().ejected_until.unwrap() - core.now();
+    set[0].end_ejection();
+    assert_eq!(state(&set[0]), HealthState::SlowStart, "back on probation");
+
+    // One request at a time at first.
+    assert!(set[0].admits());
+    let slot = set[0].start_request();
+    assert!(slot.is_some());
+    assert!(!set[0].admits(), "a second waits for the first's outcome");
+    set[0].record_success();
+    drop(slot);
+    // Then two, four, eight; then the probation is over.
+    let slots: Vec<_> = (0..2).map(|_| set[0].start_request()).collect();
+    assert!(!set[0].admits());
+    drop(slots);
+    for _ in 0..3 {
+        set[0].record_success();
+    }
+    assert_eq!(state(&set[0]), HealthState::Healthy);
+    assert!(set[0].start_request().is_none(), "nothing held once passed");
+
+    // One failure on probation ejects it again at once, for longer.
+    (0..5).for_each(|_| set[1].record_failure());
+    set[1].end_ejection();
+    set[1].record_failure();
+    assert_eq!(state(&set[1]), HealthState::Ejected);
+    let second = set[1].report().ejected_until.unwrap() - core.now();
+    assert!(second > first, "{second} after {first}");
 }
 
 #[test]

@@ -77,7 +77,8 @@ pub use self::request_info::{
     ResponseFuture as AddRequestInfoFuture, UsageFilter, DEFAULT_MAX_BODY,
 };
 pub use self::response_timeout::{
-    ResponseFuture as ResponseTimeoutFuture, ResponseTimeout, ResponseTimeoutLayer, SentBody,
+    BodyIdle, IdleTimeoutBody, OwnDeadline, ResponseFuture as ResponseTimeoutFuture,
+    ResponseTimeout, ResponseTimeoutLayer, SentBody,
 };
 pub use self::saturated::saturated_response;
 pub use self::set_authority::{ResponseFuture, SetAuthority};

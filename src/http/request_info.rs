@@ -7,6 +7,7 @@ mod parse;
 mod usage;
 
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -51,6 +52,8 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 ///   forwarded as it streams ([`PromptBody::Right`]), without prompt facts.
 ///   So is an empty body. Without a `content-type`, a body that parses as
 ///   JSON is read like one; one that does not is forwarded without facts.
+/// * A JSON body whose `model` is not a string fails with
+///   [`RequestInfoError::BadModel`] (400).
 /// * A JSON body of another shape (an embeddings request) gets the model
 ///   only.
 ///
@@ -86,6 +89,20 @@ pub struct AddRequestInfoLayer {
     max_body: usize,
     blocks: BlockConfig,
     ask_usage: bool,
+    strict: bool,
+    per_token: Option<Duration>,
+}
+
+/// What reading one body needs to know.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Settings {
+    pub(super) blocks: BlockConfig,
+    /// The body is declared JSON: a parse error is 400.
+    pub(super) json: bool,
+    pub(super) ask_usage: bool,
+    /// Only JSON passes: anything else is 415.
+    pub(super) strict: bool,
+    pub(super) per_token: Option<Duration>,
 }
 
 impl Default for AddRequestInfoLayer {
@@ -102,7 +119,33 @@ impl AddRequestInfoLayer {
             max_body: DEFAULT_MAX_BODY,
             blocks: BlockConfig::default(),
             ask_usage: false,
+            strict: false,
+            per_token: None,
         }
+    }
+
+    /// Every request with a body must send JSON: a body declared as
+    /// something else, or that does not parse, fails with
+    /// [`RequestInfoError::NotJson`] (415); so every body is read, and the
+    /// size limit applies to all of them. Off by default (other bodies are
+    /// forwarded unread).
+    #[must_use]
+    pub fn require_json(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Gives each non-streamed request its own attempt deadline
+    /// ([`OwnDeadline`](crate::http::OwnDeadline)): `max_tokens` (or
+    /// `max_completion_tokens`) × `per_token`, or none without either
+    /// limit. A whole answer arrives only once generated, so the attempt
+    /// timeout meant for a first byte would cut long generations and blame
+    /// healthy servers for them. Streamed requests keep the attempt's
+    /// timeout, to their first byte. Off by default.
+    #[must_use]
+    pub fn time_per_token(mut self, per_token: Duration) -> Self {
+        self.per_token = Some(per_token);
+        self
     }
 
     /// Asks the server for the usage of every streamed answer
@@ -203,16 +246,26 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let declared = declared(&request);
         let empty = http_body::Body::is_end_stream(request.body());
-        if declared == Declared::Other || empty {
-            let request = request.map(Either::Right);
-            return ResponseFuture::call(self.inner.call(request));
-        }
         let length = request
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if length.is_some_and(|n| n > self.layer.max_body as u64) {
+        let too_large = length.is_some_and(|n| n > self.layer.max_body as u64);
+        if self.layer.strict && declared == Declared::Other && !empty {
+            return ResponseFuture::fail(if too_large {
+                RequestInfoError::TooLarge {
+                    limit: self.layer.max_body,
+                }
+            } else {
+                RequestInfoError::NotJson
+            });
+        }
+        if declared == Declared::Other || empty {
+            let request = request.map(Either::Right);
+            return ResponseFuture::call(self.inner.call(request));
+        }
+        if too_large {
             return ResponseFuture::fail(RequestInfoError::TooLarge {
                 limit: self.layer.max_body,
             });
@@ -224,9 +277,13 @@ where
             request,
             inner,
             self.layer.max_body,
-            self.layer.blocks,
-            declared == Declared::Json,
-            self.layer.ask_usage,
+            Settings {
+                blocks: self.layer.blocks,
+                json: declared == Declared::Json,
+                ask_usage: self.layer.ask_usage,
+                strict: self.layer.strict,
+                per_token: self.layer.per_token,
+            },
         )
     }
 }

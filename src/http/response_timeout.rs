@@ -15,8 +15,13 @@ use tower::timeout::error::Elapsed;
 use tower::Service;
 use tower_layer::Layer;
 
+use crate::classify::RequestFault;
 use crate::error::BoxError;
 use crate::load::TrackedBody;
+
+mod idle;
+
+pub use self::idle::{BodyIdle, IdleTimeoutBody};
 
 /// Fails an HTTP attempt with tower's `Elapsed` when its response head has
 /// not arrived `timeout` after the **request body was sent**: a slow
@@ -28,6 +33,12 @@ use crate::load::TrackedBody;
 /// it. Put it under the health wrapper (the presets do): a timed-out
 /// attempt then counts as a failure of its endpoint, so a hanging endpoint
 /// is ejected by passive outlier detection alone.
+///
+/// A request may carry its own time in an [`OwnDeadline`] extension (a
+/// long generation it asked for): the attempt then waits the longer of the
+/// two, or without a limit, and a timeout past the layer's own is the
+/// request's fault ([`RequestFault`]): not the endpoint's failure, not
+/// retried.
 ///
 /// Cost: a one-shot channel per request (one allocation).
 ///
@@ -83,6 +94,15 @@ impl<S> Layer<S> for ResponseTimeoutLayer {
     }
 }
 
+/// A request's own time for one attempt, as a request extension read by
+/// [`ResponseTimeout`]: `Some(time)` when the request itself needs long (a
+/// non-streamed answer of many tokens arrives whole, at the end), `None`
+/// for no limit. Only ever lengthens the layer's timeout; the part beyond
+/// it is the request's doing, so a timeout there is not the endpoint's
+/// failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnDeadline(pub Option<Duration>);
+
 /// A request body that tells its [`ResponseTimeout`] when it has been
 /// sent: it holds the sending half of a channel until the body is finished
 /// (at its end, at an error, or when dropped), by the rule of
@@ -106,12 +126,19 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // A body already complete lets go of the sender at once, and the
         // clock starts on the first poll.
+        let (timeout, own) = match request.extensions().get::<OwnDeadline>() {
+            None => (Some(self.timeout), false),
+            Some(OwnDeadline(None)) => (None, true),
+            Some(OwnDeadline(Some(own))) if *own > self.timeout => (Some(*own), true),
+            Some(_) => (Some(self.timeout), false),
+        };
         let (sent, sending) = oneshot::channel();
         let request = request.map(|inner| TrackedBody::new(inner, sent));
         ResponseFuture {
             inner: self.inner.call(request),
             sending: Some(sending),
-            timeout: self.timeout,
+            timeout,
+            own,
             // Reset to the real deadline once the body is sent.
             sleep: tokio::time::sleep_until(far_future()),
         }
@@ -130,7 +157,10 @@ pin_project! {
         inner: F,
         // Until the body is sent; the clock runs from then.
         sending: Option<oneshot::Receiver<()>>,
-        timeout: Duration,
+        // `None`: no limit.
+        timeout: Option<Duration>,
+        // The request set the timeout: its end is the request's fault.
+        own: bool,
         #[pin]
         sleep: Sleep,
     }
@@ -161,9 +191,18 @@ where
             // Sent or dropped, the sender's end is the body's.
             let _ = ready!(Pin::new(sending).poll(cx));
             *this.sending = None;
-            this.sleep.as_mut().reset(Instant::now() + *this.timeout);
+            match *this.timeout {
+                Some(timeout) => this.sleep.as_mut().reset(Instant::now() + timeout),
+                None => return Poll::Pending,
+            }
+        }
+        if this.timeout.is_none() {
+            return Poll::Pending;
         }
         ready!(this.sleep.poll(cx));
+        if *this.own {
+            return Poll::Ready(Err(RequestFault::new(Elapsed::new()).into()));
+        }
         Poll::Ready(Err(Elapsed::new().into()))
     }
 }

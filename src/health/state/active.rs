@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{is_healthy, EndpointState, DOWN, EJECTED};
+use super::{is_healthy, EndpointState, DOWN};
 
 impl EndpointState {
     pub(crate) fn record_probe(&self, ok: bool) {
@@ -13,16 +13,19 @@ impl EndpointState {
                 .probe_successes
                 .fetch_add(1, Ordering::Relaxed)
                 .saturating_add(1);
-            if successes >= self.core.rise && !is_healthy(self.flags()) {
-                let old = self.flags();
-                if self.recover(DOWN | EJECTED).is_some() {
-                    let what = if old & DOWN != 0 {
-                        "endpoint healthy again: active checks passed"
-                    } else {
-                        "endpoint returned early from ejection: active checks passed"
-                    };
-                    tracing::info!(endpoint = %self.key, successes, "{}", what);
-                }
+            // Probes end what probes started, never an ejection: a server
+            // can answer its health path and still fail every real request,
+            // and only real requests (on probation) can show otherwise.
+            if successes >= self.core.rise
+                && self.flags() & DOWN != 0
+                && self.recover(DOWN).is_some()
+            {
+                let what = if is_healthy(self.flags()) {
+                    "endpoint healthy again: active checks passed"
+                } else {
+                    "active checks passed; the endpoint stays ejected until its time is over"
+                };
+                tracing::info!(endpoint = %self.key, successes, "{}", what);
             }
         } else {
             self.probe_successes.store(0, Ordering::Relaxed);

@@ -25,6 +25,13 @@ pub(crate) const RAMP: u32 = 4;
 pub(crate) const REMOVED: u32 = 8;
 /// Asked for a pause (`Retry-After`) until `paused_until`.
 pub(crate) const PAUSED: u32 = 16;
+/// Back from an ejection and on probation: admits a few requests at a
+/// time, and one failure ejects it again at once.
+pub(crate) const PROBATION: u32 = 32;
+
+/// Successes on probation that end it; the k-th success lets 2^k requests
+/// run at once.
+pub(crate) const PROBATION_PASSES: u32 = 4;
 
 /// Share of picks a slow-starting endpoint admits at first, per mille.
 pub(crate) const RAMP_FLOOR: u32 = 100;
@@ -63,6 +70,10 @@ pub(crate) struct EndpointState {
     probe_successes: AtomicU32,
     probe_failures: AtomicU32,
     probes: AtomicU64,
+    /// Successes since probation began.
+    probation_passes: AtomicU32,
+    /// Requests on probation not yet judged.
+    probation_in_flight: AtomicU32,
     /// Tells the endpoint's task that its timers changed.
     pub(crate) wake: Notify,
 }
@@ -102,6 +113,8 @@ impl EndpointState {
             probe_successes: AtomicU32::new(0),
             probe_failures: AtomicU32::new(0),
             probes: AtomicU64::new(0),
+            probation_passes: AtomicU32::new(0),
+            probation_in_flight: AtomicU32::new(0),
             wake: Notify::new(),
             core,
         }
@@ -139,10 +152,32 @@ impl EndpointState {
         if flags & PAUSED != 0 && !self.pause_over() {
             return self.core.all_paused();
         }
+        if flags & PROBATION != 0 && !self.probation_admits() {
+            return false;
+        }
         if flags & RAMP != 0 {
             return self.ramp_admits();
         }
         true
+    }
+
+    /// On probation, 2^k requests may run at once after k successes: one
+    /// at first. Unless no other endpoint is healthy to take the rest.
+    fn probation_admits(&self) -> bool {
+        let passes = self.probation_passes.load(Ordering::Relaxed);
+        let allowed = 1u32 << passes.min(PROBATION_PASSES);
+        let (_, healthy) = self.core.counts();
+        self.probation_in_flight.load(Ordering::Relaxed) < allowed || healthy <= 1
+    }
+
+    /// A request starts on this endpoint: on probation, it holds one of
+    /// the few places until it is judged (or dropped).
+    pub(crate) fn start_request(self: &Arc<Self>) -> Option<ProbationSlot> {
+        if self.flags.load(Ordering::Relaxed) & PROBATION == 0 {
+            return None;
+        }
+        self.probation_in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(ProbationSlot(Arc::clone(self)))
     }
 
     /// Takes the endpoint out of rotation for `pause` (at most the set's
@@ -199,12 +234,18 @@ impl EndpointState {
     /// Clears `clear`; if that makes the endpoint healthy, restarts its
     /// clocks and its slow start.
     fn recover(&self, clear: u32) -> Option<(u32, u32)> {
+        self.recover_onto(clear, 0)
+    }
+
+    /// Clears `clear` and sets `set` (with `clear`'s effects of
+    /// [`recover`](Self::recover)).
+    fn recover_onto(&self, clear: u32, set: u32) -> Option<(u32, u32)> {
         // Stored first, so that nothing sees the endpoint healthy with the
         // old start time or the old share; harmless if nothing changes.
         let now = self.core.now();
         let ramp = self.core.slow_start.is_some();
         let changed = self.update(|flags| {
-            let cleared = flags & !clear;
+            let cleared = (flags & !clear) | set;
             if !is_healthy(flags) && is_healthy(cleared) {
                 self.healthy_since.store(now, Ordering::Release);
                 self.ramp_permille.store(RAMP_FLOOR, Ordering::Release);
@@ -223,14 +264,15 @@ impl EndpointState {
         changed
     }
 
-    /// Sets `reason` (`DOWN` or `EJECTED`), which ends any slow start: it
-    /// starts again on recovery. `None` when `reason` was already set.
+    /// Sets `reason` (`DOWN` or `EJECTED`), which ends any slow start and
+    /// probation: they start again on recovery. `None` when `reason` was
+    /// already set.
     fn take_out(&self, reason: u32) -> Option<(u32, u32)> {
         self.update(|flags| {
             if flags & reason != 0 {
                 flags
             } else {
-                (flags | reason) & !RAMP
+                (flags | reason) & !(RAMP | PROBATION)
             }
         })
     }
@@ -310,6 +352,16 @@ impl EndpointState {
         }
         self.core.changed.notify_waiters();
         Some((old, new))
+    }
+}
+
+/// A request on probation, until it is judged or dropped.
+#[derive(Debug)]
+pub(crate) struct ProbationSlot(Arc<EndpointState>);
+
+impl Drop for ProbationSlot {
+    fn drop(&mut self) {
+        self.0.probation_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

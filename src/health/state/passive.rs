@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{is_healthy, nanos, EndpointState, EJECTED, REMOVED};
+use super::{is_healthy, nanos, EndpointState, EJECTED, PROBATION, PROBATION_PASSES, REMOVED};
 use crate::health::checks::OutlierDetection;
 
 impl EndpointState {
@@ -14,6 +14,18 @@ impl EndpointState {
         // do not bounce a cache line between cores.
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.flags() & PROBATION != 0 {
+            self.probation_passed();
+        }
+    }
+
+    /// One more success on probation: twice as many requests may run at
+    /// once, and after `PROBATION_PASSES` the probation is over.
+    fn probation_passed(&self) {
+        let passes = self.probation_passes.fetch_add(1, Ordering::AcqRel) + 1;
+        if passes >= PROBATION_PASSES && self.update(|flags| flags & !PROBATION).is_some() {
+            tracing::info!(endpoint = %self.key, passes, "endpoint passed its probation");
         }
     }
 
@@ -25,7 +37,9 @@ impl EndpointState {
             .failures
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
-        if failures >= detection.consecutive_failures {
+        // On probation one failure is enough: the endpoint was ejected for
+        // failing and has not yet shown that it stopped.
+        if failures >= detection.consecutive_failures || self.flags() & PROBATION != 0 {
             self.try_eject(&detection, failures);
         }
     }
@@ -35,7 +49,7 @@ impl EndpointState {
             return;
         }
         if !self.core.reserve_ejection(detection.max_ejected_percent) {
-            if failures == detection.consecutive_failures {
+            if failures == detection.consecutive_failures || self.flags() & PROBATION != 0 {
                 tracing::warn!(
                     endpoint = %self.key,
                     failures,
@@ -67,8 +81,7 @@ impl EndpointState {
         self.penalty.store(penalty, Ordering::Relaxed);
         let ejections = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
         self.failures.store(0, Ordering::Relaxed);
-        // Active checks end an ejection early only with `rise` successes
-        // counted from now.
+        // Probes that passed before the ejection say nothing of what follows.
         self.probe_successes.store(0, Ordering::Relaxed);
         tracing::info!(
             endpoint = %self.key,
@@ -85,13 +98,24 @@ impl EndpointState {
         (self.flags() & EJECTED != 0).then(|| self.ejected_until.load(Ordering::Acquire))
     }
 
+    /// The ejection's time is over: the endpoint comes back on probation
+    /// (one request at a time, more as they succeed; one failure ejects it
+    /// again, for longer).
     pub(crate) fn end_ejection(&self) {
-        if self.recover(EJECTED).is_some() {
+        self.probation_passes.store(0, Ordering::Release);
+        if self.recover_onto(EJECTED, PROBATION).is_some() {
             tracing::info!(
                 endpoint = %self.key,
                 healthy = is_healthy(self.flags()),
-                "endpoint returned from ejection: its time is over"
+                "endpoint returned from ejection on probation: its time is over"
             );
         }
+    }
+}
+
+impl crate::classify::LateVerdict for EndpointState {
+    fn failed_late(&self) {
+        tracing::debug!(endpoint = %self.key, "a response failed after its head");
+        self.record_failure();
     }
 }

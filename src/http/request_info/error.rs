@@ -22,15 +22,22 @@ pub enum RequestInfoError {
     },
     /// Reading the body failed.
     Body(BoxError),
+    /// The body's `model` is there but not a string.
+    BadModel,
+    /// With [`require_json`](super::AddRequestInfoLayer::require_json): the
+    /// body is not JSON, whatever its `content-type` says.
+    NotJson,
 }
 
 impl RequestInfoError {
-    /// The status to answer with: 413, 400, or 400 for a body that could
-    /// not be read.
+    /// The status to answer with: 413, 415 for a body that is not JSON
+    /// where JSON is required, 400 for malformed JSON, a `model` that is
+    /// not a string, or a body that could not be read.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Malformed { .. } | Self::Body(_) => StatusCode::BAD_REQUEST,
+            Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Malformed { .. } | Self::Body(_) | Self::BadModel => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -45,6 +52,8 @@ impl fmt::Display for RequestInfoError {
                 write!(f, "the request body is not valid JSON: {message}")
             }
             Self::Body(_) => f.write_str("the request body could not be read"),
+            Self::BadModel => f.write_str("the request's `model` is not a string"),
+            Self::NotJson => f.write_str("the request body must be JSON"),
         }
     }
 }

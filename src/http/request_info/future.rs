@@ -11,9 +11,9 @@ use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::{parse, usage, PromptBody, RequestInfoError, UsageFilter};
+use super::{parse, usage, PromptBody, RequestInfoError, Settings, UsageFilter};
 use crate::error::BoxError;
-use crate::pick::llm::{BlockConfig, RequestInfo, ScoredRequest};
+use crate::pick::llm::{RequestInfo, ScoredRequest};
 
 pin_project! {
     /// The response future of [`AddRequestInfo`](super::AddRequestInfo).
@@ -39,9 +39,7 @@ pin_project! {
             inner: Option<S>,
             read: BytesMut,
             limit: usize,
-            blocks: BlockConfig,
-            json: bool,
-            ask_usage: bool,
+            settings: Settings,
         },
         Call {
             #[pin]
@@ -84,14 +82,7 @@ where
         }
     }
 
-    pub(super) fn collect(
-        request: Request<B>,
-        inner: S,
-        limit: usize,
-        blocks: BlockConfig,
-        json: bool,
-        ask_usage: bool,
-    ) -> Self {
+    pub(super) fn collect(request: Request<B>, inner: S, limit: usize, settings: Settings) -> Self {
         let (parts, body) = request.into_parts();
         Self {
             state: State::Collect {
@@ -100,9 +91,7 @@ where
                 inner: Some(inner),
                 read: BytesMut::new(),
                 limit,
-                blocks,
-                json,
-                ask_usage,
+                settings,
             },
         }
     }
@@ -114,13 +103,28 @@ where
 pub(super) fn request<B>(
     mut parts: http::request::Parts,
     mut bytes: Bytes,
-    blocks: BlockConfig,
-    json: bool,
-    ask_usage: bool,
+    settings: Settings,
 ) -> Result<(Request<PromptBody<B>>, bool), RequestInfoError> {
+    let Settings {
+        blocks,
+        json,
+        ask_usage,
+        strict,
+        per_token,
+    } = settings;
     let mut asked = false;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(mut value) => {
+            if value
+                .get("model")
+                .is_some_and(|model| !model.is_string() && !model.is_null())
+            {
+                return Err(RequestInfoError::BadModel);
+            }
+            if let Some(per_token) = per_token {
+                let deadline = parse::own_deadline(&value, per_token);
+                parts.extensions.insert(deadline);
+            }
             if ask_usage && usage::ask_for_usage(&mut value) {
                 if let Ok(changed) = serde_json::to_vec(&value) {
                     bytes = Bytes::from(changed);
@@ -153,6 +157,7 @@ pub(super) fn request<B>(
                 message: e.to_string(),
             })
         }
+        Err(_) if strict => return Err(RequestInfoError::NotJson),
         // Undeclared and not JSON: routed without facts.
         Err(_) => {}
     }
@@ -181,9 +186,7 @@ where
                     inner,
                     read,
                     limit,
-                    blocks,
-                    json,
-                    ask_usage,
+                    settings,
                 } => match ready!(body.poll_frame(cx)) {
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
@@ -204,7 +207,7 @@ where
                             return Poll::Ready(Err("polled after completion".into()));
                         };
                         let bytes = read.split().freeze();
-                        match request(parts, bytes, *blocks, *json, *ask_usage) {
+                        match request(parts, bytes, *settings) {
                             Ok((request, strip)) => {
                                 let future = inner.call(request);
                                 state.set(State::Call { future, strip });

@@ -1,7 +1,10 @@
 //! What routing reads of an OpenAI-compatible JSON body.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
+use crate::http::OwnDeadline;
 use crate::pick::llm::{BlockConfig, PromptBlocks};
 
 /// Separates a message's role from its content, and messages from each
@@ -50,4 +53,20 @@ pub(super) fn facts(value: &Value, config: BlockConfig) -> (Option<String>, Opti
         }
     };
     (model, blocks.filter(|b| !b.is_empty()))
+}
+
+/// How long one attempt of this request may take by its own doing: a
+/// streamed answer's head comes with its first token, so the attempt's
+/// usual deadline fits (no own deadline: zero); a whole answer comes at its
+/// end, after up to `max_tokens` (or `max_completion_tokens`) tokens at
+/// `per_token` each, and without either limit it may take as long as the
+/// server generates.
+pub(super) fn own_deadline(value: &Value, per_token: Duration) -> OwnDeadline {
+    if value.get("stream").and_then(Value::as_bool) == Some(true) {
+        return OwnDeadline(Some(Duration::ZERO));
+    }
+    let tokens = ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .find_map(|name| value.get(*name).and_then(Value::as_u64));
+    OwnDeadline(tokens.map(|n| per_token.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX))))
 }

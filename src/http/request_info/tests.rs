@@ -129,17 +129,28 @@ mod no_panics {
     use proptest::prelude::*;
 
     use super::super::future::request;
+    use super::super::Settings;
     use crate::pick::llm::BlockConfig;
 
     fn parts() -> http::request::Parts {
         http::Request::new(()).into_parts().0
     }
 
+    fn settings(blocks: BlockConfig, json: bool, strict: bool) -> Settings {
+        Settings {
+            blocks,
+            json,
+            ask_usage: json,
+            strict,
+            per_token: Some(std::time::Duration::from_millis(1)),
+        }
+    }
+
     proptest! {
         /// Whatever the body, reading it ends in a request or an error.
         #[test]
         fn any_bytes(body in proptest::collection::vec(any::<u8>(), 0..512), json: bool) {
-            let _ = request::<()>(parts(), body.into(), BlockConfig::default(), json, json);
+            let _ = request::<()>(parts(), body.into(), settings(BlockConfig::default(), json, json));
         }
 
         /// JSON of any shape under the known keys, and any block settings.
@@ -152,8 +163,8 @@ mod no_panics {
             let config = BlockConfig { block_size, max_blocks };
             for key in ["prompt", "messages", "model"] {
                 let body = format!("{{\"{key}\": {text}}}");
-                let _ = request::<()>(parts(), body.clone().into(), config, true, false);
-                let _ = request::<()>(parts(), body.into(), config, true, true);
+                let _ = request::<()>(parts(), body.clone().into(), settings(config, true, false));
+                let _ = request::<()>(parts(), body.into(), settings(config, true, true));
             }
         }
     }

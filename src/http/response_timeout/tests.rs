@@ -95,3 +95,40 @@ async fn an_empty_body_starts_the_clock_at_once() {
     assert!(error.is::<Elapsed>(), "{error}");
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_may_lengthen_its_own_deadline_and_owns_its_end() {
+    let timeout = Duration::from_secs(1);
+    let mut timed = ResponseTimeout::new(reader(Duration::from_secs(5)), timeout);
+    let with = |own: Option<Duration>| {
+        let mut request = Request::new(Empty::<Bytes>::new());
+        request.extensions_mut().insert(OwnDeadline(own));
+        request
+    };
+    // Five seconds of work within its own ten.
+    let call = timed
+        .ready()
+        .await
+        .unwrap()
+        .call(with(Some(Duration::from_secs(10))));
+    assert_eq!(call.await.unwrap().into_body(), "0 bytes");
+    // Past its own three: the request's fault, not the endpoint's.
+    let call = timed
+        .ready()
+        .await
+        .unwrap()
+        .call(with(Some(Duration::from_secs(3))));
+    let error = call.await.unwrap_err();
+    assert!(crate::classify::is_request_fault(&*error), "{error}");
+    // Shorter than the layer's: the layer's timeout, the endpoint's fault.
+    let call = timed
+        .ready()
+        .await
+        .unwrap()
+        .call(with(Some(Duration::from_millis(10))));
+    let error = call.await.unwrap_err();
+    assert!(error.is::<Elapsed>(), "{error}");
+    // No limit at all.
+    let call = timed.ready().await.unwrap().call(with(None));
+    assert_eq!(call.await.unwrap().into_body(), "0 bytes");
+}

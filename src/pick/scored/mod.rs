@@ -120,8 +120,12 @@ type Filter<Req, S> = dyn Fn(&Req, &S) -> bool + Send + Sync;
 /// With no eligible endpoint, `pick` returns `None` (the balancer waits for
 /// the set to change). An endpoint without a metrics record, or whose last
 /// report is older than its staleness bound, is scored on the client's
-/// requests in flight (queue and KV scorers alike). A request without facts
-/// (no model, no adapter) filters on nothing and has priority 0.
+/// requests in flight (queue and KV scorers alike). So is a report that
+/// contradicts what the client sees: a queue at a server that reports
+/// nothing running while this client has nothing in flight there (a queue
+/// forms only behind busy batch slots; a leaked or stuck count would
+/// otherwise shun or shed that server while it is idle). A request without
+/// facts (no model, no adapter) filters on nothing and has priority 0.
 ///
 /// # Example
 ///

@@ -90,6 +90,35 @@ async fn stale_reports_fall_back_to_in_flight() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_queue_with_nothing_running_is_not_believed() {
+    let leaked = |queue| {
+        Some(Report {
+            queue: Some(queue),
+            running: Some(0),
+            ..Report::default()
+        })
+    };
+    let services = [endpoint(leaked(13)), endpoint(leaked(7))];
+    let metas = metas(2);
+    let endpoints = Candidates::new(&metas, &services);
+    let scored = Scored::with_seed(1);
+    let low = RequestInfo::new().priority(-1);
+    assert!(
+        scored.pick_or_shed(&(), &endpoints, &low).is_ok(),
+        "idle servers with leaked queues are not saturated"
+    );
+    let any = RequestInfo::new();
+    let mut seen = [0; 2];
+    for _ in 0..200 {
+        seen[scored.pick(&(), &endpoints, &any).unwrap()] += 1;
+    }
+    assert!(seen.iter().all(|&n| n > 40), "{seen:?}");
+    // With a request of this client there, the report stands.
+    let _held = services[0].get_ref().counter().start();
+    assert_eq!(scored.pick(&(), &endpoints, &any), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
 async fn saturation_sheds_low_priority_only() {
     let services = [endpoint(load(6, 0.1)), endpoint(load(0, 0.9))];
     let metas = metas(2);
