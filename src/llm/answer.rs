@@ -67,10 +67,10 @@ pub(crate) fn failure(error: &BoxError) -> Response<ResponseBody> {
     let mut next: Option<&(dyn Error + 'static)> = Some(&**error);
     while let Some(e) = next {
         if let Some(e) = e.downcast_ref::<RequestInfoError>() {
-            let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                "request_too_large"
-            } else {
-                "invalid_json"
+            let code = match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                _ => "invalid_json",
             };
             return self::error(
                 e.status(),
