@@ -65,14 +65,15 @@ pub(crate) async fn serve<F>(
     F: Fn() -> String + Send + Sync + 'static,
 {
     let status = Arc::new(status);
-    let mut app = Router::new()
-        .route(
-            "/status",
-            get(move || async move {
-                ([(CONTENT_TYPE, "application/json")], status()).into_response()
-            }),
-        )
-        .merge(extra);
+    let mut app =
+        Router::new()
+            .route(
+                "/status",
+                get(move || async move {
+                    ([(CONTENT_TYPE, "application/json")], status()).into_response()
+                }),
+            )
+            .merge(extra);
     if let Some(token) = admin.token.clone() {
         app = app.layer(middleware::from_fn(move |request, next| {
             let token = Arc::clone(&token);

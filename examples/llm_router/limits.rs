@@ -1,22 +1,19 @@
-//! What the router refuses before routing, and the limit on a streamed
-//! answer's silences: the parts of issue 24's hardening that are the
-//! router's own (the listener's limits, the HTTP rules and the admin port
-//! are shared in `examples/gateway`; health, attempt deadlines and the
-//! report check are the library's).
+//! What the router's front refuses before `llm::Router`: the parts of
+//! issue 24's hardening that belong to this command line (the listener's
+//! limits, the HTTP rules and the admin port are shared in
+//! `examples/gateway`; health, attempt deadlines, JSON bodies and the limit
+//! on an answer's silences are `llm::Builder` settings).
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::header::{CONNECTION, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use serde_json::json;
-use tower_lb::classify::LateFailure;
-use tower_lb::http::IdleTimeoutBody;
+use tower_lb::llm::{ResponseBody, TENANT_HEADER};
 use tower_lb::pick::llm::PRIORITY_HEADER;
-use tower_lb::BoxError;
 
 use crate::gateway::rules::{self, Refusal};
 
@@ -28,9 +25,6 @@ const OPENAI_ROUTES: [&str; 5] = [
     "/v1/models",
     "/health",
 ];
-
-/// The tenant header, trusted like `x-priority`.
-pub(crate) const TENANT_HEADER: HeaderName = HeaderName::from_static("x-tenant");
 
 /// The headers only trusted sources may set.
 pub(crate) const TRUSTED_HEADERS: [HeaderName; 2] = [PRIORITY_HEADER, TENANT_HEADER];
@@ -100,41 +94,56 @@ pub(crate) fn closes(status: StatusCode) -> bool {
         || status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
 }
 
-/// The answer's body, ended after `idle` without a frame: a server-sent
-/// event stream with an error event (so the client reads why), any other
-/// body with an error. Either way the server's health counts the stall as
-/// its failure (`late`, from the response's extensions).
-pub(crate) fn idle_limited<B>(response: Response<B>, idle: Duration) -> Response<IdleTimeoutBody<B>>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let (mut parts, body) = response.into_parts();
-    let late = parts.extensions.remove::<LateFailure>();
-    let sse = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-    let mut body = IdleTimeoutBody::new(body, idle).report_to(late);
-    if sse {
-        let event = json!({"error": {
-            "message": format!("the server sent nothing for {idle:?}; the answer is cut short"),
-            "type": "server_error",
-            "code": 504,
-        }});
-        body = body.error_event(format!("data: {event}\n\n"));
+/// The router's own answer to a refused request, in OpenAI's error shape;
+/// it closes the connection when [`closes`] says so.
+pub(crate) fn refused(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let body = json!({"error": {
+        "message": message,
+        "type": "invalid_request_error",
+        "code": status.as_u16(),
+    }})
+    .to_string();
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if closes(status) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    Response::from_parts(parts, body)
+    response
 }
 
-/// Boxes an answer's body as the router's.
-pub(crate) fn boxed<B>(body: B) -> crate::RouterBody
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    body.map_err(Into::into).boxed_unsync()
+/// What the front checks before the router: routes, header size, and who
+/// may set the trusted headers.
+#[derive(Clone, Debug)]
+pub(crate) struct FrontLimits {
+    pub(crate) routes: Routes,
+    pub(crate) trusted: Trusted,
+    pub(crate) max_header_bytes: usize,
+}
+
+impl FrontLimits {
+    /// The refusal of `request` from `peer`, or `None` after removing the
+    /// trusted headers it may not set.
+    pub(crate) fn check<B>(
+        &self,
+        peer: IpAddr,
+        request: &mut Request<B>,
+    ) -> Option<Response<ResponseBody>> {
+        if let Some((status, message)) = refusal(request, &self.routes, self.max_header_bytes) {
+            return Some(refused(status, &message));
+        }
+        self.trusted
+            .strip_unless_trusted(peer, request.headers_mut(), &TRUSTED_HEADERS);
+        None
+    }
 }
 
 /// Addresses, or networks (`10.0.0.0/8`), whose requests may set

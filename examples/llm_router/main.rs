@@ -27,6 +27,7 @@ mod cli;
 // not the proxy's forwarding.
 #[allow(dead_code)]
 mod gateway;
+mod limits;
 mod metrics;
 mod status;
 
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use tower_lb::health::OutlierDetection;
 use tower_lb::llm::{Builder, FlowControl};
 use tower_lb::pick::llm::{PrefixAffinity, PrefixConfig, Scored, SessionAffinity, SessionKey};
 use tower_lb::BoxError;
@@ -48,6 +50,13 @@ use crate::metrics::{Front, Metrics};
 
 /// Client connections held at once.
 const MAX_CONNECTIONS: usize = 10_000;
+
+/// A client's request head must arrive within this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection without a byte either way (between requests) is closed
+/// after this; a streamed answer keeps it busy.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -84,6 +93,14 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         .retries(cli.retries)
         .max_body(cli.max_body)
         .metrics_interval(cli.metrics_interval)
+        .attempt_timeout(cli.attempt_timeout)
+        .time_per_token(Some(cli.time_per_token))
+        .stream_idle_timeout(Some(cli.stream_idle_timeout))
+        .outlier_detection(
+            OutlierDetection::new()
+                .base_ejection(cli.ejection)
+                .max_ejection(cli.ejection.max(Duration::from_secs(300))),
+        )
         .flow_control(if cli.max_waiting == 0 {
             FlowControl::disabled()
         } else {
@@ -125,10 +142,12 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     let (drain_signal, drain) = drain::channel();
     let limits = Limits {
         timeouts: Timeouts {
-            header: Duration::from_secs(10),
-            idle: Duration::from_secs(60),
+            header: HEADER_TIMEOUT,
+            idle: IDLE_TIMEOUT,
+            body: Some(cli.body_timeout),
         },
         max_connections: MAX_CONNECTIONS,
+        max_header_bytes: Some(cli.max_header_bytes),
     };
     if let Some(addr) = cli.admin {
         let admin = gateway::server::bind(addr, Some("--admin")).await?;
@@ -137,9 +156,15 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         let metrics = metrics.clone();
         let page = axum::routing::get(move || async move { metrics.render() });
         let extra = axum::Router::new().route("/metrics", page);
+        let settings = gateway::admin::Admin {
+            token: admin_token(cli.admin_token_file.as_deref())?,
+            max_connections: cli.admin_max_connections,
+            idle: cli.admin_idle_timeout,
+        };
         tokio::spawn(gateway::admin::serve(
             admin,
             limits,
+            settings,
             drain.clone(),
             status,
             extra,
@@ -148,6 +173,12 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     let listener = gateway::server::bind(cli.listen, None).await?;
     println!("llm_router listening on http://{}", listener.local_addr()?);
     let connections = Connections::new(MAX_CONNECTIONS);
+    tokio::spawn(gateway::memory::give_back_after_bursts(connections.clone()));
+    let front = limits::FrontLimits {
+        routes: limits::Routes::new(&cli.allow_routes),
+        trusted: limits::Trusted::new(cli.trusted_sources.clone()),
+        max_header_bytes: cli.max_header_bytes,
+    };
     let accepting = tokio::spawn(listener::serve(
         listener,
         limits,
@@ -157,6 +188,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             router: router.clone(),
             metrics: metrics.clone(),
             forwarded_for: forward::forwarded_for(peer),
+            peer,
+            limits: front.clone(),
         },
     ));
     let signal = signals.next().await;
@@ -178,4 +211,18 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// The admin token from `--admin-token-file`, trimmed; an empty file is
+/// refused (it would let every request through).
+fn admin_token(path: Option<&std::path::Path>) -> Result<Option<Arc<str>>, BoxError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.trim().is_empty() {
+        return Err(format!("{} holds no token", path.display()).into());
+    }
+    Ok(Some(text.trim().into()))
 }

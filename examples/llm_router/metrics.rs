@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,6 +26,7 @@ use tower_lb::BoxError;
 
 use crate::gateway::forward;
 use crate::gateway::guard::ClientBody;
+use crate::limits::FrontLimits;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
@@ -374,6 +376,8 @@ pub(crate) struct Front {
     pub(crate) router: Router,
     pub(crate) metrics: Metrics,
     pub(crate) forwarded_for: HeaderValue,
+    pub(crate) peer: SocketAddr,
+    pub(crate) limits: FrontLimits,
 }
 
 type FrontFuture =
@@ -385,10 +389,16 @@ impl hyper::service::Service<Request<ClientBody>> for Front {
     type Future = FrontFuture;
 
     fn call(&self, mut request: Request<ClientBody>) -> FrontFuture {
-        forward::append_forwarded_for(request.headers_mut(), &self.forwarded_for);
         let arrived = Instant::now();
         let route = route(request.uri().path());
-        let (router, metrics) = (self.router.clone(), self.metrics.clone());
+        let metrics = self.metrics.clone();
+        if let Some(refusal) = self.limits.check(self.peer.ip(), &mut request) {
+            let status = refusal.status().as_u16();
+            let response = refusal.map(|body| metrics.observe(route, None, status, arrived, body));
+            return Box::pin(async move { Ok(response) });
+        }
+        forward::append_forwarded_for(request.headers_mut(), &self.forwarded_for);
+        let router = self.router.clone();
         Box::pin(async move {
             let response = router.oneshot(request).await?;
             let status = response.status().as_u16();

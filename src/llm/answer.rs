@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, CONTENT_TYPE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, RETRY_AFTER, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
+    RETRY_AFTER, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -67,10 +67,10 @@ pub(crate) fn failure(error: &BoxError) -> Response<ResponseBody> {
     let mut next: Option<&(dyn Error + 'static)> = Some(&**error);
     while let Some(e) = next {
         if let Some(e) = e.downcast_ref::<RequestInfoError>() {
-            let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                "request_too_large"
-            } else {
-                "invalid_json"
+            let code = match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                _ => "invalid_json",
             };
             return self::error(
                 e.status(),
@@ -147,8 +147,12 @@ const LOAD_METRICS: HeaderName = HeaderName::from_static("endpoint-load-metrics"
 const LOAD_METRICS_BIN: HeaderName = HeaderName::from_static("endpoint-load-metrics-bin");
 const LOAD_METRICS_FORMAT: HeaderName = HeaderName::from_static("endpoint-load-metrics-format");
 
+/// What `Connection` cannot name away: a request without them would reach
+/// the server unroutable or unreadable.
+const PROTECTED: [HeaderName; 3] = [HOST, CONTENT_TYPE, CONTENT_LENGTH];
+
 /// Removes the headers of one connection (RFC 9110, 7.6.1), those it names
-/// included.
+/// included (except Host, Content-Type and Content-Length).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -156,6 +160,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+        .filter(|name| !PROTECTED.contains(name))
         .collect();
     for name in named {
         headers.remove(name);

@@ -19,7 +19,7 @@ use super::router::{Admission, Router, Server, Shared, Tasks};
 use super::served_by::MarkServer;
 use super::{Endpoint, HttpClient, Picker};
 use crate::balance::BalanceLayer;
-use crate::classify::ServerErrors;
+use crate::classify::{LateFailures, ServerErrors};
 use crate::endpoint::{Endpoint as _, PrefillState, Report, ReportCell, Weighted};
 use crate::health::{
     ActiveChecks, HealthConfig, HealthDiscover, HttpProbe, InvalidHealthConfig, OutlierDetection,
@@ -31,6 +31,12 @@ use crate::pick::llm::{Saturation, Scored};
 use crate::pick::{BoxPick, Pick};
 use crate::report::{OrcaLayer, PrometheusPoller};
 use crate::retry::{RetryLayer, RetryPolicy};
+
+/// Idle connections kept to each server: after a burst of N requests at
+/// once, the other N - 32 connections and their buffers close at once
+/// instead of lingering for the pool's idle timeout (a flood of 2,000
+/// client connections otherwise left the router's memory up for 90 s).
+const MAX_IDLE_PER_SERVER: usize = 32;
 
 /// Why a [`Router`] could not be built.
 #[derive(Debug)]
@@ -78,9 +84,10 @@ impl From<InvalidHealthConfig> for BuildError {
 ///
 /// Defaults: [`Scored::ttft`], passive outlier detection and no active
 /// probe, one retry within the retry budget, ORCA load reports asked for
-/// in every request, no Prometheus polling, 4 MiB bodies, usage asked for
-/// in every streamed answer, [`FlowControl::new`], other paths passed
-/// through, 30 s per attempt for the answer's head.
+/// in every request, no Prometheus polling, 4 MiB JSON bodies, usage asked
+/// for in every streamed answer, [`FlowControl::new`], other paths passed
+/// through, 30 s per attempt for the answer's head (a non-streamed answer
+/// may take 100 ms per `max_tokens`), 30 s of silence in an answer's body.
 #[must_use]
 pub struct Builder {
     source: Source,
@@ -98,7 +105,10 @@ pub struct Builder {
     metrics_interval: Duration,
     max_body: usize,
     ask_for_usage: bool,
+    require_json: bool,
     attempt_timeout: Duration,
+    time_per_token: Option<Duration>,
+    stream_idle: Option<Duration>,
     connect_timeout: Duration,
     wait: Duration,
     flow: FlowControl,
@@ -139,7 +149,10 @@ impl Default for Builder {
             metrics_interval: Duration::from_millis(100),
             max_body: DEFAULT_MAX_BODY,
             ask_for_usage: true,
+            require_json: true,
             attempt_timeout: Duration::from_secs(30),
+            time_per_token: Some(Duration::from_millis(100)),
+            stream_idle: Some(Duration::from_secs(30)),
             connect_timeout: Duration::from_secs(2),
             wait: Duration::from_secs(1),
             flow: FlowControl::new(),
@@ -249,7 +262,11 @@ impl Builder {
         self
     }
 
-    /// Passive outlier detection's settings.
+    /// Passive outlier detection's settings (by default the first
+    /// ejection lasts 30 s, later ones longer up to 300 s). A server whose
+    /// ejection is over comes back on probation; a failure seen in an
+    /// answer's body (a stalled stream, see
+    /// [`stream_idle_timeout`](Self::stream_idle_timeout)) counts too.
     pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
         self.outlier = detection;
         self
@@ -303,10 +320,36 @@ impl Builder {
         self
     }
 
+    /// Bodies of the OpenAI routes must be JSON: one declared as something
+    /// else, or that does not parse, gets 415 (on by default).
+    pub fn require_json(mut self, require: bool) -> Self {
+        self.require_json = require;
+        self
+    }
+
     /// How long one attempt waits for the answer's head once the request
-    /// is sent (30 s by default).
+    /// is sent (30 s by default). A timeout is a failure of the server.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
+        self
+    }
+
+    /// A non-streamed answer arrives whole, once generated: its attempt may
+    /// take its `max_tokens` times this (no limit without `max_tokens`)
+    /// when that is longer than the [attempt timeout](Self::attempt_timeout),
+    /// and running out of it is not held against the server (100 ms by
+    /// default; `None`: the attempt timeout for every answer).
+    pub fn time_per_token(mut self, per_token: Option<Duration>) -> Self {
+        self.time_per_token = per_token;
+        self
+    }
+
+    /// An answer's body without a new frame for this long ends: a stream of
+    /// server-sent events with an error event, any other body with an
+    /// error; the stall counts as the server's failure (30 s by default;
+    /// `None`: no limit).
+    pub fn stream_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.stream_idle = idle;
         self
     }
 
@@ -353,9 +396,12 @@ impl Builder {
         if let Some(bad) = self.bad_server {
             return Err(BuildError::BadServer(bad));
         }
-        if self.attempt_timeout.is_zero() || self.metrics_interval.is_zero() {
+        if self.attempt_timeout.is_zero()
+            || self.metrics_interval.is_zero()
+            || self.stream_idle.is_some_and(|d| d.is_zero())
+        {
             return Err(BuildError::Invalid(
-                "the attempt timeout and the metrics interval must not be zero",
+                "the attempt timeout, the metrics interval and the stream idle timeout must not be zero",
             ));
         }
         let changes = self.source.into_stream().ok_or(BuildError::NoServers)?;
@@ -365,6 +411,7 @@ impl Builder {
         let client: HttpClient = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(MAX_IDLE_PER_SERVER)
             .build(connector);
 
         let servers: Arc<Mutex<Vec<Server>>> = Arc::default();
@@ -430,7 +477,7 @@ impl Builder {
         });
         let mut health = HealthConfig::new()
             .passive(self.outlier)
-            .classify(ServerErrors);
+            .classify(LateFailures(ServerErrors));
         if let Some(path) = self.health_path {
             health = health.active(
                 ActiveChecks::new(HttpProbe::get(path))
@@ -439,6 +486,7 @@ impl Builder {
             );
         }
         let healthy = HealthDiscover::new(endpoints, health)?;
+        let registry = healthy.registry();
         let picker = self
             .picker
             .unwrap_or_else(|| BoxPick::new(Scored::<_, Endpoint>::ttft()));
@@ -469,22 +517,28 @@ impl Builder {
             queue
         });
         let models: Arc<[String]> = self.models.into();
-        let routed = AddRequestInfoLayer::new()
+        let mut info = AddRequestInfoLayer::new()
             .max_body(self.max_body)
-            .ask_for_usage(self.ask_for_usage)
-            .layer(Admission {
-                inner: core.clone(),
-                queue: queue.clone(),
-                models: Arc::clone(&models),
-            });
+            .require_json(self.require_json)
+            .ask_for_usage(self.ask_for_usage);
+        if let Some(per_token) = self.time_per_token {
+            info = info.time_per_token(per_token);
+        }
+        let routed = info.layer(Admission {
+            inner: core.clone(),
+            queue: queue.clone(),
+            models: Arc::clone(&models),
+        });
         Ok(Router {
             shared: Arc::new(Shared {
                 routed,
                 core,
                 models,
                 pass_through: self.pass_through,
+                stream_idle: self.stream_idle,
                 queue,
                 servers,
+                health: registry,
                 _tasks: tasks,
             }),
         })

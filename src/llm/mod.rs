@@ -66,6 +66,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
+use crate::classify::LateFailures;
 use crate::endpoint::Weighted;
 use crate::error::BoxError;
 use crate::health::Healthy;
@@ -118,6 +119,7 @@ pub type HttpClient = Client<HttpConnector, SentBody<UpstreamBody>>;
 /// One model server as the router's balancer holds it.
 pub type Endpoint = Healthy<
     Weighted<InFlight<Prefill<Orca<MarkServer<ResponseTimeout<SetAuthority<HttpClient>>>>>>>,
+    LateFailures,
 >;
 
 /// The router's picker: any picker over [`Endpoint`]s, boxed.

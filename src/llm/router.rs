@@ -24,9 +24,11 @@ use super::queue::{Permit, Queue};
 use super::queue::{QueueError, QueueStats, DEADLINE_HEADER, TENANT_HEADER};
 use super::{BodyError, Endpoint, Picker, RequestBody, ResponseBody};
 use crate::balance::Balance;
+use crate::classify::LateFailure;
 use crate::endpoint::{Endpoint as _, PrefillStats, ReportSnapshot};
 use crate::error::BoxError;
-use crate::http::{AddRequestInfo, PromptBody};
+use crate::health::{EndpointHealth, HealthRegistry};
+use crate::http::{AddRequestInfo, IdleTimeoutBody, PromptBody};
 use crate::pick::llm::ScoredRequest;
 use crate::report::PollerHandle;
 use crate::retry::Retry;
@@ -53,8 +55,10 @@ pub(crate) struct Shared {
     pub(crate) core: Core,
     pub(crate) models: Arc<[String]>,
     pub(crate) pass_through: bool,
+    pub(crate) stream_idle: Option<Duration>,
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) servers: Arc<Mutex<Vec<Server>>>,
+    pub(crate) health: HealthRegistry<SocketAddr>,
     /// Ends the queue's timer and the pollers with the last clone.
     pub(crate) _tasks: Tasks,
 }
@@ -98,6 +102,8 @@ pub struct ServerStatus {
     pub model: Option<String>,
     /// Whether health lets requests go there.
     pub available: bool,
+    /// Its health: state, consecutive failures, ejections so far.
+    pub health: Option<EndpointHealth<SocketAddr>>,
     /// Its last load report, fresh or not (`age` says how old).
     pub report: Option<ReportSnapshot>,
     /// What the router knows of its prefill: requests in flight and waiting
@@ -114,6 +120,7 @@ impl Router {
             .servers
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let health = self.shared.health.snapshot();
         self.shared.core.get_ref().read_endpoints(|keys, services| {
             keys.iter()
                 .zip(services)
@@ -124,6 +131,7 @@ impl Router {
                         .find(|s| s.addr == *addr)
                         .and_then(|s| s.model.clone()),
                     available: service.is_available(),
+                    health: health.iter().find(|h| h.key() == addr).cloned(),
                     report: service
                         .report()
                         .and_then(|cell| cell.last_at(Instant::now())),
@@ -218,12 +226,39 @@ where
                 Ok(mut response) => {
                     answer::strip_hop_by_hop(response.headers_mut());
                     answer::strip_internal(response.headers_mut());
-                    response
+                    match shared.stream_idle {
+                        Some(idle) => idle_limited(response, idle),
+                        None => response,
+                    }
                 }
                 Err(error) => answer::failure(&error),
             })
         })
     }
+}
+
+/// The answer's body, ended after `idle` without a frame: a stream of
+/// server-sent events with an error event (so the client reads why), any
+/// other body with an error. Either way the server's health counts the
+/// stall as its failure.
+fn idle_limited(response: Response<ResponseBody>, idle: Duration) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    let late = parts.extensions.remove::<LateFailure>();
+    let sse = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let mut body = IdleTimeoutBody::new(body, idle).report_to(late);
+    if sse {
+        let event = json!({"error": {
+            "message": format!("the server sent nothing for {idle:?}; the answer is cut short"),
+            "type": "server_error",
+            "code": 504,
+        }});
+        body = body.error_event(format!("data: {event}\n\n"));
+    }
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 // ===== the queue in front of the balancer =====
