@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tower::load::Load;
 
 use super::{Candidates, EndpointInfo, Pick, Prepare};
-use crate::util::{reduce, LocalRng, PerThread, Rng};
+use crate::util::Rng;
+use crate::util::{reduce, LocalRng};
 
 /// Weighted samples tried before a pick with exclusions falls back to a scan,
 /// and before the second candidate is drawn uniformly from the others.
@@ -28,19 +29,16 @@ const RESAMPLES: usize = 4;
 /// beat the best endpoint seen lately, so slow endpoints take a request only
 /// when they are less loaded than that one, close to what least connections
 /// does at O(n). (This is the "power of d choices with memory" of Shah and
-/// Prabhakar.) Each thread keeps its own memory, on a cache line no other
-/// thread writes, so picking on many threads at once costs no more a pick
-/// than on one; each thread's picks get the tail fix from its own winners.
-/// The memory is a hint: after the endpoint set changes it may name another
-/// endpoint for a while, and it is only ever a third candidate, checked
-/// like the others.
+/// Prabhakar.) The memory is a hint, one relaxed atomic word: picks racing
+/// on other threads may overwrite each other's, and after the endpoint set
+/// changes it may name another endpoint for a while; either way it is only
+/// a third candidate, checked like the others.
 ///
 /// # Cost
 ///
 /// * **pick**: O(1): two weighted samples (a few random draws, from one
-///   step of the calling thread's generator), up to four `load()` calls,
-///   and a store to the thread's memory when the winner changes; nothing
-///   that other threads write. With exclusions, a few more
+///   atomic step of the picker's generator), three `load()` calls, and a
+///   relaxed store when the winner changes. With exclusions, a few more
 ///   samples and, if those all hit excluded endpoints, an O(n) scan.
 /// * **prepare**: O(n): a Vose alias table over the weights, or a plain list
 ///   when all weights are equal.
@@ -90,9 +88,9 @@ const RESAMPLES: usize = 4;
 #[derive(Debug)]
 pub struct P2c {
     rng: Rng,
-    /// Per thread: the endpoint indices of the thread's last two distinct
-    /// winners, the latest first; `NONE` before there were any.
-    memory: PerThread<[AtomicUsize; 2]>,
+    /// The endpoint indices of the last two distinct winners, the latest
+    /// first; `NONE` before there were any.
+    memory: [AtomicUsize; 2],
 }
 
 /// No remembered winner.
@@ -114,7 +112,7 @@ impl P2c {
     fn with_rng(rng: Rng) -> Self {
         Self {
             rng,
-            memory: PerThread::new(|_| [AtomicUsize::new(NONE), AtomicUsize::new(NONE)]),
+            memory: [AtomicUsize::new(NONE), AtomicUsize::new(NONE)],
         }
     }
 }
@@ -262,10 +260,9 @@ where
         };
         // The last two distinct winners, checked like the samples; a tie
         // goes to the sample, so that picks on an even fleet follow weight.
-        let memory = self.memory.get();
         let remembered = [
-            memory[0].load(Ordering::Relaxed),
-            memory[1].load(Ordering::Relaxed),
+            self.memory[0].load(Ordering::Relaxed),
+            self.memory[1].load(Ordering::Relaxed),
         ];
         let (mut winner, mut load) = (winner, load);
         for m in remembered {
@@ -279,8 +276,8 @@ where
             }
         }
         if winner != remembered[0] {
-            memory[1].store(remembered[0], Ordering::Relaxed);
-            memory[0].store(winner, Ordering::Relaxed);
+            self.memory[1].store(remembered[0], Ordering::Relaxed);
+            self.memory[0].store(winner, Ordering::Relaxed);
         }
         Some(winner)
     }

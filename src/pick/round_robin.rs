@@ -4,24 +4,19 @@ use std::sync::atomic::AtomicUsize;
 
 use super::weighted_round_robin::Schedule;
 use super::{Candidates, EndpointInfo, Pick, Prepare};
-use crate::util::PerThread;
 
 /// Round robin: each endpoint in turn, ignoring weights.
 ///
 /// # Cost
 ///
-/// * **pick**: O(1): one step of the calling thread's cursor (a relaxed
-///   load and store on a cache line no other thread writes) and one read
-///   of the table.
+/// * **pick**: O(1): one relaxed atomic add on a cursor in the picker and one
+///   read of the table.
 /// * **prepare**: O(n): the table lists the endpoints that may be picked.
 ///
 /// # Weights
 ///
 /// Every endpoint of non-zero weight gets the same share: over `k × m` picks
-/// from `m` such endpoints on one thread, each gets exactly `k`. Each thread
-/// walks the cycle with its own cursor, all starting at the first endpoint,
-/// so picks spread over threads are even to within one a thread per
-/// endpoint. Weight 0 is never picked.
+/// from `m` such endpoints, each gets exactly `k`. Weight 0 is never picked.
 /// Use [`WeightedRoundRobin`](super::WeightedRoundRobin) for shares that
 /// follow weights.
 ///
@@ -49,25 +44,18 @@ use crate::util::PerThread;
 ///     .collect();
 /// assert_eq!(picks, [0, 2, 0, 2]);
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RoundRobin {
-    /// One cursor a thread.
-    next: PerThread<AtomicUsize>,
+    next: AtomicUsize,
 }
 
 impl RoundRobin {
-    /// A picker whose cursors start at the first endpoint.
+    /// A picker that starts at the first endpoint.
     #[must_use]
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self {
-            next: PerThread::new(|_| AtomicUsize::new(0)),
+            next: AtomicUsize::new(0),
         }
-    }
-}
-
-impl Default for RoundRobin {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -91,7 +79,7 @@ impl<Req, S> Pick<Req, S> for RoundRobin {
     fn pick(&self, table: &Schedule, endpoints: &Candidates<'_, S>, _req: &Req) -> Option<usize> {
         // The table is in index order, so walking it and then scanning the
         // endpoints both step forward to the next allowed endpoint.
-        table.round_robin(self.next.get(), endpoints)
+        table.round_robin(&self.next, endpoints)
     }
 }
 

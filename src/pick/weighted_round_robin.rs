@@ -4,8 +4,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::util::PerThread;
-
 use super::fallback::walk_allowed;
 use super::{Candidates, EndpointInfo, Pick, Prepare};
 
@@ -86,25 +84,18 @@ const EXCLUSION_WALK: usize = 64;
 ///     .collect();
 /// assert_eq!(cycle, [0, 0, 1, 0, 2, 0, 0]);
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct WeightedRoundRobin {
-    /// One cursor a thread (see [`Schedule::round_robin`]).
-    next: PerThread<AtomicUsize>,
+    next: AtomicUsize,
 }
 
 impl WeightedRoundRobin {
-    /// A picker whose cursors start at the beginning of the cycle.
+    /// A picker whose cursor starts at the beginning of the cycle.
     #[must_use]
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self {
-            next: PerThread::new(|_| AtomicUsize::new(0)),
+            next: AtomicUsize::new(0),
         }
-    }
-}
-
-impl Default for WeightedRoundRobin {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -161,10 +152,7 @@ impl Schedule {
             .find(|&i| endpoints.is_allowed(i))
     }
 
-    /// The entry under `cursor`, which moves on one entry a call. The
-    /// pickers give each thread its own cursor (a [`PerThread`] copy), so
-    /// threads picking at once never write the same word, and the shares of
-    /// a full cycle hold per thread (and so in sum). An entry
+    /// The entry under `cursor`, which moves on one entry a call. An entry
     /// that is not allowed gives its turn to the cursor's next entry (up to
     /// [`REDRAWS`] times, then the walk of [`allowed_from`](Self::allowed_from)),
     /// so the endpoints still allowed share the turns of the others evenly
@@ -178,23 +166,14 @@ impl Schedule {
         if len == 0 {
             return None;
         }
-        // A plain load and store, no atomic read-modify-write: the cursor
-        // is the thread's own. Threads sharing one (beyond the per-thread
-        // copies, or `IpHash`'s fallback) may take the same turn at once,
-        // which only evens out a little later.
-        let step = || {
-            let c = cursor.load(Ordering::Relaxed);
-            cursor.store(c.wrapping_add(1), Ordering::Relaxed);
-            c % len
-        };
-        let mut pos = step();
+        let mut pos = cursor.fetch_add(1, Ordering::Relaxed) % len;
         if endpoints.has_exclusions() {
             for _ in 0..REDRAWS.min(len) {
                 let i = self.entries[pos] as usize;
                 if endpoints.is_allowed(i) {
                     return Some(i);
                 }
-                pos = step();
+                pos = cursor.fetch_add(1, Ordering::Relaxed) % len;
             }
         }
         self.allowed_from(pos, endpoints)
@@ -202,7 +181,7 @@ impl Schedule {
 }
 
 /// Turns of the cycle a round-robin pick takes before it walks the schedule
-/// for an allowed endpoint: each costs one more step of the cursor.
+/// for an allowed endpoint: each costs one more atomic add on the cursor.
 const REDRAWS: usize = 8;
 
 impl Prepare for WeightedRoundRobin {
@@ -215,7 +194,7 @@ impl Prepare for WeightedRoundRobin {
 
 impl<Req, S> Pick<Req, S> for WeightedRoundRobin {
     fn pick(&self, table: &Schedule, endpoints: &Candidates<'_, S>, _req: &Req) -> Option<usize> {
-        table.round_robin(self.next.get(), endpoints)
+        table.round_robin(&self.next, endpoints)
     }
 }
 

@@ -1,13 +1,10 @@
 //! Small helpers every layer of the crate uses: a seedable random generator,
-//! per-thread state for the pick path, stable hashing, and the mapping of a
-//! `Discover` stream's services.
+//! stable hashing, and the mapping of a `Discover` stream's services.
 
 mod discover;
 mod hash;
-mod per_thread;
 mod rng;
 
 pub(crate) use self::discover::poll_wrapped;
 pub use self::hash::{hash_bytes, hash_value};
-pub(crate) use self::per_thread::PerThread;
 pub(crate) use self::rng::{mix64, reduce, LocalRng, Rng};

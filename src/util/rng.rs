@@ -1,34 +1,22 @@
-//! A lock-free, seedable generator for the randomised pickers, with one
-//! state a thread.
+//! A lock-free, seedable generator shared by the randomised pickers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::PerThread;
-
 const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// SplitMix64 with one state a thread: each call steps the calling thread's
-/// counter (a relaxed load and store on a cache line no other thread
-/// writes) and mixes it, so threads drawing at once never touch each
-/// other's state, and a seeded generator gives the same sequence for the
-/// same calls on the same thread.
-///
-/// The threads' streams start at independent random points of the
-/// SplitMix64 cycle, so they do not overlap in practice. Threads beyond
-/// the per-thread copies share one; two of them drawing at the same
-/// instant may then draw the same value, which costs a picker nothing but
-/// a little randomness.
+/// SplitMix64 over an atomic counter: each call takes the next counter value
+/// with one `fetch_add` and mixes it, so concurrent callers never wait on each
+/// other and a seeded picker gives the same sequence for the same order of
+/// calls.
 #[derive(Debug)]
 pub(crate) struct Rng {
-    state: PerThread<AtomicU64>,
+    state: AtomicU64,
 }
 
 impl Rng {
     pub(crate) fn from_seed(seed: u64) -> Self {
         Self {
-            state: PerThread::new(|slot| {
-                AtomicU64::new(mix64(seed.wrapping_add((slot as u64).wrapping_mul(GAMMA))))
-            }),
+            state: AtomicU64::new(seed),
         }
     }
 
@@ -39,11 +27,11 @@ impl Rng {
         Self::from_seed(seed)
     }
 
-    #[inline]
     pub(crate) fn next_u64(&self) -> u64 {
-        let state = self.state.get();
-        let z = state.load(Ordering::Relaxed).wrapping_add(GAMMA);
-        state.store(z, Ordering::Relaxed);
+        let z = self
+            .state
+            .fetch_add(GAMMA, Ordering::Relaxed)
+            .wrapping_add(GAMMA);
         mix64(z)
     }
 
@@ -55,7 +43,8 @@ impl Rng {
     /// A private generator for one pick, seeded by one step of this one.
     ///
     /// A pick that needs several draws (p2c's two samples and their
-    /// retries) then touches the shared state once.
+    /// retries) then makes a single atomic operation on the shared state,
+    /// which is the costly part when threads pick at once.
     pub(crate) fn local(&self) -> LocalRng {
         LocalRng {
             state: self.next_u64(),

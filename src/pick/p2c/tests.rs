@@ -80,7 +80,7 @@ fn a_remembered_winner_that_may_not_be_used_is_passed_over() {
     let small = super::super::testing::metas(&[1]);
     let small_table = p2c.prepare(&small);
     let one = [Counted::new(9)];
-    p2c.memory.get()[0].store(3, Ordering::Relaxed);
+    p2c.memory[0].store(3, Ordering::Relaxed);
     assert_eq!(
         p2c.pick(&small_table, &Candidates::new(&small, &one), &()),
         Some(0)

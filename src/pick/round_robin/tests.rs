@@ -77,7 +77,7 @@ fn thousands_of_endpoints() {
 #[test]
 fn cursor_wraps_without_panicking() {
     let rr = RoundRobin {
-        next: PerThread::new(|_| AtomicUsize::new(usize::MAX - 1)),
+        next: AtomicUsize::new(usize::MAX - 1),
     };
     let metas = metas(&[1, 1, 1]);
     let table = rr.prepare(&metas);
