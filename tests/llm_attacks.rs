@@ -9,10 +9,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -25,6 +23,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use support::examples::Process;
 use support::within;
 use support::Backend;
 
@@ -36,69 +35,16 @@ fn examples_dir() -> &'static Path {
     })
 }
 
-/// A child process, killed when dropped.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Starts example `name` with `args`; waits for its `listening on` line.
-    fn start(name: &str, args: &[String]) -> Self {
-        let mut child = Command::new(examples_dir().join(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            // LLM_ATTACKS_LOG=1 shows the examples' warnings.
-            .stderr(if std::env::var_os("LLM_ATTACKS_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("the example starts");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(support::STEP).unwrap_or_default();
-        let addr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("{name} printed {line:?}, not its address")
-            });
-        Self { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Resident memory, in bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc is readable");
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line");
-        kb * 1024
-    }
+/// Resident memory of `process`, in bytes.
+fn rss(process: &Process) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", process.id()))
+        .expect("/proc is readable");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line");
+    kb * 1024
 }
 
 fn model_server(model: &str, extra: &[&str]) -> Process {
@@ -106,7 +52,7 @@ fn model_server(model: &str, extra: &[&str]) -> Process {
         .map(String::from)
         .to_vec();
     args.extend(extra.iter().map(|s| s.to_string()));
-    Process::start("model_server", &args)
+    Process::start(examples_dir(), "model_server", &args)
 }
 
 /// A router over `backends`; its admin port, when `admin` is set.
@@ -116,7 +62,7 @@ fn router(backends: &[String], extra: &[&str]) -> Process {
         args.extend(["--backend".into(), backend.clone()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    Process::start("llm_router", &args)
+    Process::start(examples_dir(), "llm_router", &args)
 }
 
 /// A free port on 127.0.0.1 for a listener the example binds itself.
@@ -547,7 +493,7 @@ async fn memory_returns_after_a_connection_flood() {
     let server = model_server("m", &["--decode-per-token", "1ms"]);
     let router = router(&[server.url()], &[]);
     let _ = get(router.addr, "/health", None).await;
-    let start = router.rss();
+    let start = rss(&router);
     let mut connections = Vec::with_capacity(2_000);
     for _ in 0..2_000 {
         let mut tcp = TcpStream::connect(router.addr).await.unwrap();
@@ -561,12 +507,12 @@ async fn memory_returns_after_a_connection_flood() {
         let n = within("an answer", tcp.read(&mut buf)).await.unwrap();
         assert!(n > 0);
     }
-    let peak = router.rss();
+    let peak = rss(&router);
     drop(connections);
     eprintln!("router RSS: {start} bytes at start, {peak} during the flood");
     let back = within("RSS back within 20 % of its start", async {
         loop {
-            let now = router.rss();
+            let now = rss(&router);
             if now * 10 <= start * 12 {
                 return now;
             }

@@ -70,7 +70,12 @@ impl Process {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // TOWER_LB_EXAMPLE_LOG=1 shows the examples' own logs.
+            .stderr(if std::env::var_os("TOWER_LB_EXAMPLE_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("the example starts");
         let stdout = child.stdout.take().expect("piped");
