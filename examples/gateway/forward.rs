@@ -10,10 +10,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{CONNECTION, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
@@ -54,8 +51,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// after the first; with 32, 3 %.
 const MAX_IDLE_PER_BACKEND: usize = 32;
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 pub(crate) fn client<B>() -> HttpClient<B>
@@ -242,110 +237,6 @@ fn record(cell: &ReportCell, value: &[u8]) {
 
 #[cfg(not(feature = "reports"))]
 fn record(_cell: &ReportCell, _value: &[u8]) {}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &PROXY_AUTHENTICATE,
-        &PROXY_AUTHORIZATION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ]
-    .contains(&name)
-}
-
-/// Headers that `Connection` cannot name away: they say what the message
-/// is and where it goes, and a client that strips them would change how
-/// the gateway and the backend each read it.
-const PROTECTED: [HeaderName; 3] = [HOST, CONTENT_TYPE, CONTENT_LENGTH];
-
-/// Removes the headers that concern one connection only (RFC 9110 §7.6.1):
-/// the fixed hop-by-hop set, and any header that `Connection` names
-/// (except Host, Content-Type and Content-Length).
-///
-/// Two exceptions keep the message what it was:
-///
-/// * transfer codings other than `chunked` (`gzip` of `gzip, chunked`)
-///   stay in `Transfer-Encoding`; hyper adds `chunked` back as it frames the
-///   message. A message with a `Transfer-Encoding` loses any
-///   `Content-Length`, which the coding overrides (RFC 9112 §6.3): passed on
-///   beside a re-chunked body it would be a second, wrong length.
-/// * with `upgrade`, `Upgrade` and `Connection: upgrade` stay, for a
-///   protocol switch that the proxy carries through.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none: one pass over the names, no lookups.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let codings = other_codings(headers);
-    if headers.contains_key(TRANSFER_ENCODING) {
-        headers.remove(CONTENT_LENGTH);
-    }
-    let upgrades: Vec<HeaderValue> = if upgrade {
-        headers.get_all(UPGRADE).iter().cloned().collect()
-    } else {
-        Vec::new()
-    };
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
-        .filter(|name| !PROTECTED.contains(name))
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    if let Some(codings) = codings {
-        headers.insert(TRANSFER_ENCODING, codings);
-    }
-    if !upgrades.is_empty() {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        for value in upgrades {
-            headers.append(UPGRADE, value);
-        }
-    }
-}
-
-/// The transfer codings of `headers` other than `chunked`, in order, if
-/// there are any.
-fn other_codings(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut kept = String::new();
-    for value in headers.get_all(TRANSFER_ENCODING) {
-        let Ok(value) = value.to_str() else { continue };
-        for coding in value.split(',').map(str::trim) {
-            if coding.is_empty() || coding.eq_ignore_ascii_case("chunked") {
-                continue;
-            }
-            if !kept.is_empty() {
-                kept.push_str(", ");
-            }
-            kept.push_str(coding);
-        }
-    }
-    if kept.is_empty() {
-        return None;
-    }
-    HeaderValue::try_from(kept).ok()
-}
 
 /// Whether `headers` ask to switch protocols (`Connection: upgrade` with an
 /// `Upgrade` header).

@@ -300,7 +300,7 @@ where
         }
         let upgrade =
             forward::wants_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-        forward::strip_hop_by_hop(request.headers_mut(), upgrade.is_some());
+        tower_lb::http::strip_hop_by_hop(request.headers_mut(), upgrade.is_some());
         forward::append_forwarded_for(request.headers_mut(), &self.forwarded_for);
         // The stack is always ready (the balancer waits inside its future),
         // so `oneshot` costs one poll; a clone is a few reference counts.
@@ -377,7 +377,7 @@ where
                         let backend = hyper::upgrade::on(&mut response);
                         tokio::spawn(tunnel(client, backend));
                         let (mut parts, body) = response.into_parts();
-                        forward::strip_hop_by_hop(&mut parts.headers, true);
+                        tower_lb::http::strip_hop_by_hop(&mut parts.headers, true);
                         Response::from_parts(parts, Either::Left(body))
                     }
                     None => {
@@ -391,7 +391,7 @@ where
             }
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
-                forward::strip_hop_by_hop(&mut parts.headers, false);
+                tower_lb::http::strip_hop_by_hop(&mut parts.headers, false);
                 Response::from_parts(parts, Either::Left(body))
             }
             Err(error) => error_response(&*error),

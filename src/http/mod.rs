@@ -61,6 +61,7 @@
 //! ```
 
 mod balancer;
+mod hop_by_hop;
 pub(crate) mod preset;
 #[cfg(feature = "llm")]
 mod request_info;
@@ -70,6 +71,7 @@ mod set_authority;
 pub(crate) mod source;
 
 pub use self::balancer::{Balancer, Builder, EndpointService, HttpClient, Picker};
+pub use self::hop_by_hop::strip_hop_by_hop;
 pub use self::preset::{BuildError, Preset, Stack};
 #[cfg(feature = "llm")]
 pub use self::request_info::{

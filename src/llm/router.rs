@@ -187,7 +187,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let mut request: Request<RequestBody> =
             request.map(|body| body.map_err(|e| BodyError(e.into())).boxed_unsync());
-        answer::strip_hop_by_hop(request.headers_mut());
+        crate::http::strip_hop_by_hop(request.headers_mut(), false);
         let path = request.uri().path();
         let routed = matches!(path, "/v1/chat/completions" | "/v1/completions");
         if path == "/v1/models" && request.method() == Method::GET && !self.shared.models.is_empty()
@@ -224,7 +224,7 @@ where
             };
             Ok(match result {
                 Ok(mut response) => {
-                    answer::strip_hop_by_hop(response.headers_mut());
+                    crate::http::strip_hop_by_hop(response.headers_mut(), false);
                     answer::strip_internal(response.headers_mut());
                     match shared.stream_idle {
                         Some(idle) => idle_limited(response, idle),
