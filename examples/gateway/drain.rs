@@ -7,7 +7,12 @@
 //!
 //! [`Connections::closed`]: super::listener::Connections::closed
 
+use std::time::Duration;
+
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::listener::Connections;
 
 /// Starts the drain of everything that holds a [`Drain`].
 #[derive(Debug)]
@@ -61,6 +66,41 @@ impl StopSignals {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Waits for a stop signal, then drains: `accepting` (the accept loop)
+/// stops, and this returns once every connection has closed or `timeout`
+/// has passed. A second signal exits the process at once.
+pub(crate) async fn on_signal<T>(
+    signals: &mut StopSignals,
+    drain: DrainSignal,
+    accepting: JoinHandle<T>,
+    connections: &Connections,
+    timeout: Duration,
+) {
+    let signal = signals.next().await;
+    tracing::info!(
+        signal,
+        connections = connections.open(),
+        timeout = ?timeout,
+        "draining: no new connections, requests in flight finish"
+    );
+    drain.start();
+    let drained = async {
+        let _ = accepting.await;
+        connections.closed().await;
+    };
+    tokio::select! {
+        () = drained => tracing::info!("drained; exiting"),
+        () = tokio::time::sleep(timeout) => tracing::warn!(
+            connections = connections.open(),
+            "drain timeout; exiting with connections open"
+        ),
+        signal = signals.next() => {
+            tracing::warn!(signal, "second signal; exiting at once");
+            std::process::exit(1);
         }
     }
 }

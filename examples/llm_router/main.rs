@@ -192,24 +192,14 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             limits: front.clone(),
         },
     ));
-    let signal = signals.next().await;
-    tracing::info!(signal, connections = connections.open(), "draining");
-    drain_signal.start();
-    let drained = async {
-        let _ = accepting.await;
-        connections.closed().await;
-    };
-    tokio::select! {
-        () = drained => tracing::info!("drained; exiting"),
-        () = tokio::time::sleep(cli.drain_timeout) => tracing::warn!(
-            connections = connections.open(),
-            "drain timeout; exiting with connections open"
-        ),
-        signal = signals.next() => {
-            tracing::warn!(signal, "second signal; exiting at once");
-            std::process::exit(1);
-        }
-    }
+    drain::on_signal(
+        &mut signals,
+        drain_signal,
+        accepting,
+        &connections,
+        cli.drain_timeout,
+    )
+    .await;
     Ok(())
 }
 

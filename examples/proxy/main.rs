@@ -240,28 +240,13 @@ where
         drain,
     ));
 
-    let signal = signals.next().await;
-    tracing::info!(
-        signal,
-        connections = connections.open(),
-        timeout = ?args.drain_timeout,
-        "draining: no new connections, requests in flight finish"
-    );
-    drain_signal.start();
-    let drained = async {
-        let _ = accepting.await;
-        connections.closed().await;
-    };
-    tokio::select! {
-        () = drained => tracing::info!("drained; exiting"),
-        () = tokio::time::sleep(args.drain_timeout) => tracing::warn!(
-            connections = connections.open(),
-            "drain timeout; exiting with connections open"
-        ),
-        signal = signals.next() => {
-            tracing::warn!(signal, "second signal; exiting at once");
-            std::process::exit(1);
-        }
-    }
+    drain::on_signal(
+        &mut signals,
+        drain_signal,
+        accepting,
+        &connections,
+        args.drain_timeout,
+    )
+    .await;
     Ok(())
 }
