@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use support::examples::send_to as send;
 use support::examples::Process;
 use support::within;
 use support::Backend;
@@ -71,17 +72,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// Sends `request` on a new connection.
-async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> http::Response<Incoming> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    sender.send_request(request).await.unwrap()
 }
 
 /// The status of the answer to a POST of `body` to the chat route, read

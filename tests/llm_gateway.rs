@@ -17,9 +17,9 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tower_lb::llm::{Builder, FlowControl, Router};
 
+use support::examples::send_to as send;
 use support::examples::Process;
 use support::within;
 
@@ -48,16 +48,6 @@ async fn serve_axum(llm: Router) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
-}
-
-async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> http::Response<Incoming> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    sender.send_request(request).await.unwrap()
 }
 
 fn post(path: &str, body: &Value, headers: &[(&str, String)]) -> Request<Full<Bytes>> {

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
+use support::examples::send_to as send;
 use support::examples::Process;
 use support::within;
 
@@ -59,17 +60,6 @@ async fn post(addr: SocketAddr, path: &str, body: String) -> http::Response<Inco
         .body(Full::new(Bytes::from(body)))
         .unwrap();
     send(addr, request).await
-}
-
-/// Sends `request` on a new connection to `addr`.
-async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> http::Response<Incoming> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    sender.send_request(request).await.unwrap()
 }
 
 fn chat(model: &str, tokens: u32) -> String {

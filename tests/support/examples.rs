@@ -119,3 +119,18 @@ impl Process {
         self.child.wait()
     }
 }
+
+/// Sends `request` on a new HTTP/1 connection to `addr` (a process under
+/// test) and returns the answer with its body still streaming.
+pub async fn send_to(
+    addr: std::net::SocketAddr,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> http::Response<hyper::body::Incoming> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender.send_request(request).await.unwrap()
+}
