@@ -25,18 +25,18 @@ use super::drain::Drain;
 use super::listener::{self, Connections, Limits};
 
 /// Connections the admin listener holds at once, by default.
-pub(crate) const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// How long an admin connection may sit idle, by default.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The admin listener's own settings.
 #[derive(Clone, Debug)]
-pub(crate) struct Admin {
+pub struct Admin {
     /// Requests must carry `Authorization: Bearer` this.
-    pub(crate) token: Option<Arc<str>>,
-    pub(crate) max_connections: usize,
-    pub(crate) idle: Duration,
+    pub token: Option<Arc<str>>,
+    pub max_connections: usize,
+    pub idle: Duration,
 }
 
 impl Default for Admin {
@@ -54,7 +54,7 @@ impl Default for Admin {
 /// `status` for the JSON text of the answer. `limits` are the main
 /// listener's; `admin` replaces its cap and idle timeout, and its token
 /// guards every route.
-pub(crate) async fn serve<F>(
+pub async fn serve<F>(
     listener: TcpListener,
     limits: Limits,
     admin: Admin,

@@ -19,11 +19,11 @@ use tower_lb::BoxError;
 /// into the extensions of every response, three allocations a request that
 /// nothing here reads.
 #[derive(Clone, Debug)]
-pub(crate) struct Connector(pub(crate) HttpConnector);
+pub struct Connector(pub HttpConnector);
 
 /// A connection to a backend.
 #[derive(Debug)]
-pub(crate) struct Plain(TokioIo<TcpStream>);
+pub struct Plain(TokioIo<TcpStream>);
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Plain, BoxError>> + Send>>;
 

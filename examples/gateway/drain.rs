@@ -16,21 +16,21 @@ use super::listener::Connections;
 
 /// Starts the drain of everything that holds a [`Drain`].
 #[derive(Debug)]
-pub(crate) struct DrainSignal(watch::Sender<bool>);
+pub struct DrainSignal(watch::Sender<bool>);
 
 /// Watches for the start of the drain.
 #[derive(Clone, Debug)]
-pub(crate) struct Drain(watch::Receiver<bool>);
+pub struct Drain(watch::Receiver<bool>);
 
 /// A signal and the first watcher of it.
-pub(crate) fn channel() -> (DrainSignal, Drain) {
+pub fn channel() -> (DrainSignal, Drain) {
     let (signal, watch) = watch::channel(false);
     (DrainSignal(signal), Drain(watch))
 }
 
 impl DrainSignal {
     /// Starts the drain; watchers see it at once.
-    pub(crate) fn start(&self) {
+    pub fn start(&self) {
         self.0.send_replace(true);
     }
 }
@@ -38,14 +38,14 @@ impl DrainSignal {
 impl Drain {
     /// Resolves once the drain has started (at once if it already has, or
     /// if the signal is gone: nothing can be served without it).
-    pub(crate) async fn started(&mut self) {
+    pub async fn started(&mut self) {
         let _ = self.0.wait_for(|draining| *draining).await;
     }
 }
 
 /// SIGTERM and SIGINT, as the reasons to drain and then to stop at once.
 #[derive(Debug)]
-pub(crate) struct StopSignals {
+pub struct StopSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
 }
@@ -53,7 +53,7 @@ pub(crate) struct StopSignals {
 impl StopSignals {
     /// Listens for both signals from now on (they no longer kill the
     /// process).
-    pub(crate) fn new() -> std::io::Result<Self> {
+    pub fn new() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Self {
             terminate: signal(SignalKind::terminate())?,
@@ -62,7 +62,7 @@ impl StopSignals {
     }
 
     /// The next signal's name.
-    pub(crate) async fn next(&mut self) -> &'static str {
+    pub async fn next(&mut self) -> &'static str {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
@@ -73,7 +73,7 @@ impl StopSignals {
 /// Waits for a stop signal, then drains: `accepting` (the accept loop)
 /// stops, and this returns once every connection has closed or `timeout`
 /// has passed. A second signal exits the process at once.
-pub(crate) async fn on_signal<T>(
+pub async fn on_signal<T>(
     signals: &mut StopSignals,
     drain: DrainSignal,
     accepting: JoinHandle<T>,

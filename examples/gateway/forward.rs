@@ -30,12 +30,12 @@ use super::connect::Connector;
 use super::guard::ClientBody;
 
 /// The request body as the retry layer hands it to a backend.
-pub(crate) type UpstreamBody = ReplayBody<ClientBody>;
+pub type UpstreamBody = ReplayBody<ClientBody>;
 
 /// The one client every backend shares: its pool keeps connections to each
 /// backend alive. `B` is the request body as the retry layer hands it on (a
 /// gateway that reads bodies before the retry layer has another type).
-pub(crate) type HttpClient<B = UpstreamBody> = Client<Connector, SentBody<B>>;
+pub type HttpClient<B = UpstreamBody> = Client<Connector, SentBody<B>>;
 
 /// How long connecting to a backend may take before the attempt fails (and
 /// is retried elsewhere).
@@ -53,7 +53,7 @@ const MAX_IDLE_PER_BACKEND: usize = 32;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-pub(crate) fn client<B>() -> HttpClient<B>
+pub fn client<B>() -> HttpClient<B>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -77,7 +77,7 @@ where
 /// It is the innermost service, under the health wrapper: a timed-out
 /// attempt is an error that outlier detection counts against this backend.
 #[derive(Debug)]
-pub(crate) struct Forward<B = UpstreamBody> {
+pub struct Forward<B = UpstreamBody> {
     client: ResponseTimeout<HttpClient<B>>,
     authority: Authority,
     failures: Arc<AtomicU64>,
@@ -88,11 +88,10 @@ pub(crate) struct Forward<B = UpstreamBody> {
 /// of its answers (asked for with `--load-reports`) and its Prometheus page
 /// (`--metrics-path`, polled while the endpoint lives).
 #[derive(Clone, Debug)]
-pub(crate) struct Reports {
-    pub(crate) cell: ReportCell,
-    pub(crate) ask: bool,
-    #[cfg(feature = "reports")]
-    pub(crate) _poller: Option<Arc<tower_lb::report::PollerHandle>>,
+pub struct Reports {
+    pub cell: ReportCell,
+    pub ask: bool,
+    pub _poller: Option<Arc<tower_lb::report::PollerHandle>>,
 }
 
 const LOAD_METRICS: HeaderName = HeaderName::from_static("endpoint-load-metrics");
@@ -111,7 +110,7 @@ impl<B> Clone for Forward<B> {
 }
 
 impl<B> Forward<B> {
-    pub(crate) fn new(client: HttpClient<B>, addr: SocketAddr, attempt_timeout: Duration) -> Self {
+    pub fn new(client: HttpClient<B>, addr: SocketAddr, attempt_timeout: Duration) -> Self {
         let authority =
             Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         Self {
@@ -123,19 +122,19 @@ impl<B> Forward<B> {
     }
 
     /// The same backend, recording its load reports into `reports.cell`.
-    pub(crate) fn with_reports(mut self, reports: Reports) -> Self {
+    pub fn with_reports(mut self, reports: Reports) -> Self {
         self.reports = Some(reports);
         self
     }
 
     /// Where its load reports go, if anywhere.
-    pub(crate) fn report_cell(&self) -> Option<&ReportCell> {
+    pub fn report_cell(&self) -> Option<&ReportCell> {
         self.reports.as_ref().map(|r| &r.cell)
     }
 
     /// Attempts that failed for the backend's sake: no response, or a 5xx
     /// one (a request that failed by its own fault is not counted).
-    pub(crate) fn failures(&self) -> u64 {
+    pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
 }
@@ -186,7 +185,7 @@ where
 pin_project! {
     /// The client's response future (timed from the end of the request
     /// body), counting what fails.
-    pub(crate) struct ForwardFuture {
+    pub struct ForwardFuture {
         #[pin]
         inner: Option<ResponseTimeoutFuture<legacy::ResponseFuture>>,
         // Why there is no request to send, when there is none.
@@ -226,21 +225,17 @@ impl Future for ForwardFuture {
     }
 }
 
-/// Records an ORCA report header (feature `reports`; without it the
-/// header is only kept from clients).
-#[cfg(feature = "reports")]
+/// Records an ORCA report header; one that does not parse is ignored (the
+/// header is kept from clients either way).
 fn record(cell: &ReportCell, value: &[u8]) {
     if let Ok(report) = tower_lb::report::parse_header(value) {
         cell.record(&report);
     }
 }
 
-#[cfg(not(feature = "reports"))]
-fn record(_cell: &ReportCell, _value: &[u8]) {}
-
 /// Whether `headers` ask to switch protocols (`Connection: upgrade` with an
 /// `Upgrade` header).
-pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE)
         && headers
             .get_all(CONNECTION)
@@ -252,7 +247,7 @@ pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// The client's address as it goes into `X-Forwarded-For`: made once per
 /// connection, then cloned (a reference count) for each request.
-pub(crate) fn forwarded_for(peer: SocketAddr) -> HeaderValue {
+pub fn forwarded_for(peer: SocketAddr) -> HeaderValue {
     // An IPv4 client of a dual-stack listener shows as IPv4.
     let ip: IpAddr = peer.ip().to_canonical();
     HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
@@ -260,7 +255,7 @@ pub(crate) fn forwarded_for(peer: SocketAddr) -> HeaderValue {
 
 /// Appends the client to `X-Forwarded-For`, joining earlier lines into one
 /// as RFC 9110 allows.
-pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
     let mut earlier = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
     if earlier.peek().is_none() {
         headers.insert(X_FORWARDED_FOR, client.clone());

@@ -39,20 +39,20 @@ use tower_lb::load::TrackedBody;
 
 /// The time limits of a connection.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Timeouts {
+pub struct Timeouts {
     /// From the first byte of a request head (or the accept) to its end.
-    pub(crate) header: Duration,
+    pub header: Duration,
     /// Without a byte between requests; and for a write the client does
     /// not take.
-    pub(crate) idle: Duration,
+    pub idle: Duration,
     /// From a request's start to the end of its body, when set: a byte
     /// every few seconds keeps a connection from idling out, not from this.
-    pub(crate) body: Option<Duration>,
+    pub body: Option<Duration>,
 }
 
 /// What the connection's service and its socket share.
 #[derive(Debug)]
-pub(crate) struct ConnState {
+pub struct ConnState {
     epoch: Instant,
     /// Requests whose response has not ended.
     requests: AtomicUsize,
@@ -73,7 +73,7 @@ pub(crate) struct ConnState {
 }
 
 impl ConnState {
-    pub(crate) fn new() -> Arc<Self> {
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
             epoch: Instant::now(),
             requests: AtomicUsize::new(0),
@@ -146,7 +146,7 @@ impl ConnState {
 
 pin_project! {
     /// A client socket with the connection's time limits.
-    pub(crate) struct Guarded {
+    pub struct Guarded {
         #[pin]
         stream: TcpStream,
         state: Arc<ConnState>,
@@ -157,7 +157,7 @@ pin_project! {
 }
 
 impl Guarded {
-    pub(crate) fn new(stream: TcpStream, state: Arc<ConnState>, timeouts: Timeouts) -> Self {
+    pub fn new(stream: TcpStream, state: Arc<ConnState>, timeouts: Timeouts) -> Self {
         Self {
             stream,
             state,
@@ -291,13 +291,13 @@ impl AsyncWrite for Guarded {
 /// A connection's service, telling [`ConnState`] when each request starts
 /// and when its response ends.
 #[derive(Debug)]
-pub(crate) struct Watched<S> {
+pub struct Watched<S> {
     inner: S,
     state: Arc<ConnState>,
 }
 
 impl<S> Watched<S> {
-    pub(crate) fn new(inner: S, state: Arc<ConnState>) -> Self {
+    pub fn new(inner: S, state: Arc<ConnState>) -> Self {
         Self { inner, state }
     }
 }
@@ -332,7 +332,7 @@ where
 
 /// Ends the request in [`ConnState`] when dropped.
 #[derive(Debug)]
-pub(crate) struct RequestEnd(Arc<ConnState>);
+pub struct RequestEnd(Arc<ConnState>);
 
 impl Drop for RequestEnd {
     fn drop(&mut self) {
@@ -342,7 +342,7 @@ impl Drop for RequestEnd {
 
 pin_project! {
     /// The response future of [`Watched`].
-    pub(crate) struct WatchedFuture<F> {
+    pub struct WatchedFuture<F> {
         #[pin]
         inner: F,
         end: Option<RequestEnd>,
@@ -372,11 +372,11 @@ where
 
 /// A response body whose end (or drop) ends its request: the library's
 /// rule for when a body is finished.
-pub(crate) type WatchedBody<B> = TrackedBody<B, Option<RequestEnd>>;
+pub type WatchedBody<B> = TrackedBody<B, Option<RequestEnd>>;
 
 /// Marks the request body read (or given up) when dropped.
 #[derive(Debug)]
-pub(crate) struct BodyOpen(Arc<ConnState>);
+pub struct BodyOpen(Arc<ConnState>);
 
 impl Drop for BodyOpen {
     fn drop(&mut self) {
@@ -385,8 +385,8 @@ impl Drop for BodyOpen {
 }
 
 /// A client's request body as a gateway reads it.
-pub(crate) type ClientBody = RequestBody<hyper::body::Incoming>;
+pub type ClientBody = RequestBody<hyper::body::Incoming>;
 
 /// A request body whose end (or drop) lifts the read deadline of an
 /// upload: the library's rule for when a body is finished.
-pub(crate) type RequestBody<B> = TrackedBody<B, Option<BodyOpen>>;
+pub type RequestBody<B> = TrackedBody<B, Option<BodyOpen>>;

@@ -22,18 +22,18 @@ const MIN_HEADER_BUFFER: usize = 8 * 1024;
 
 /// The limits of one listener.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
-    pub(crate) timeouts: Timeouts,
+pub struct Limits {
+    pub timeouts: Timeouts,
     /// Connections held at once; further clients wait in the listen queue.
-    pub(crate) max_connections: usize,
+    pub max_connections: usize,
     /// A request head larger than this is answered 431 (hyper's read
     /// buffer, at least 8 KiB); `None`: hyper's default (about 400 KiB).
-    pub(crate) max_header_bytes: Option<usize>,
+    pub max_header_bytes: Option<usize>,
 }
 
 /// The connections of one listener: counted, and awaited on drain.
 #[derive(Clone, Debug)]
-pub(crate) struct Connections {
+pub struct Connections {
     open: Arc<Semaphore>,
     max: u32,
     /// The most open at once since [`Connections::reset_peak`].
@@ -41,7 +41,7 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    pub(crate) fn new(max: usize) -> Self {
+    pub fn new(max: usize) -> Self {
         let max = u32::try_from(max.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Self {
             open: Arc::new(Semaphore::new(max as usize)),
@@ -51,22 +51,22 @@ impl Connections {
     }
 
     /// The most connections open at once since the last reset.
-    pub(crate) fn peak(&self) -> usize {
+    pub fn peak(&self) -> usize {
         self.peak.load(Ordering::Relaxed)
     }
 
     /// Starts a new peak from the connections open now.
-    pub(crate) fn reset_peak(&self) {
+    pub fn reset_peak(&self) {
         self.peak.store(self.open(), Ordering::Relaxed);
     }
 
     /// Connections open now.
-    pub(crate) fn open(&self) -> usize {
+    pub fn open(&self) -> usize {
         (self.max as usize).saturating_sub(self.open.available_permits())
     }
 
     /// Resolves when no connection is open.
-    pub(crate) async fn closed(&self) {
+    pub async fn closed(&self) {
         let _ = self.open.acquire_many(self.max).await;
     }
 }
@@ -74,7 +74,7 @@ impl Connections {
 /// Accepts connections on `listener` and serves each with `make(peer)`
 /// until the drain starts; connections then finish their requests in
 /// their own tasks (see [`Connections::closed`]).
-pub(crate) async fn serve<F, S, B>(
+pub async fn serve<F, S, B>(
     listener: TcpListener,
     limits: Limits,
     connections: Connections,

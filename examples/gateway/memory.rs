@@ -22,7 +22,7 @@ const EVERY: Duration = Duration::from_secs(1);
 /// Runs for as long as the process: after each burst of connections on
 /// `connections`, once nineteen in twenty of them have closed, returns free
 /// memory to the system (glibc only; elsewhere nothing is done).
-pub(crate) async fn give_back_after_bursts(connections: Connections) {
+pub async fn give_back_after_bursts(connections: Connections) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

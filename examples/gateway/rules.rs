@@ -6,7 +6,7 @@ use http::{Method, Request, StatusCode, Version};
 
 /// Why a request is answered by the gateway itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// CONNECT: this is no forward proxy (405, with `Allow`).
     Connect,
     /// An HTTP/1.1 request without exactly one Host (RFC 9112 §3.2),
@@ -15,10 +15,10 @@ pub(crate) enum Refusal {
 }
 
 /// The methods a gateway forwards, for `Allow` on a 405.
-pub(crate) const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
+pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
 
 impl Refusal {
-    pub(crate) fn status(self) -> StatusCode {
+    pub fn status(self) -> StatusCode {
         match self {
             Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::Host => StatusCode::BAD_REQUEST,
@@ -26,7 +26,7 @@ impl Refusal {
     }
 
     /// The message as a line of text.
-    pub(crate) fn line(self) -> &'static str {
+    pub fn line(self) -> &'static str {
         match self {
             Refusal::Connect => "CONNECT is not supported: this is a reverse proxy\n",
             Refusal::Host => "a request needs exactly one Host header\n",
@@ -37,7 +37,7 @@ impl Refusal {
 /// Whether a request must be refused, and why. Either way the connection
 /// is closed after the answer: whatever follows a CONNECT was meant for a
 /// tunnel, and a request with two Hosts is read differently by others.
-pub(crate) fn refusal<B>(request: &Request<B>) -> Option<Refusal> {
+pub fn refusal<B>(request: &Request<B>) -> Option<Refusal> {
     if request.method() == Method::CONNECT {
         return Some(Refusal::Connect);
     }

@@ -48,10 +48,10 @@ use super::rules::{self, Refusal};
 /// One backend as the balancer holds it: health on the outside (so
 /// `Balance::health` reads it), requests in flight counted until the
 /// response body ends, the weight from the command line or the file.
-pub(crate) type Endpoint = Healthy<Weighted<InFlight<Forward>>>;
+pub type Endpoint = Healthy<Weighted<InFlight<Forward>>>;
 
 /// The balancer for a picker `P`.
-pub(crate) type Lb<P> = Balance<SocketAddr, Endpoint, P>;
+pub type Lb<P> = Balance<SocketAddr, Endpoint, P>;
 
 /// What a client connection calls: retries around the balancer (each
 /// backend's `Forward` times its own attempts, under the health wrapper).
@@ -69,7 +69,7 @@ const STARTUP_WAIT: Duration = Duration::from_secs(2);
 
 /// Where the backends come from.
 #[derive(Debug)]
-pub(crate) enum Backends {
+pub enum Backends {
     /// A fixed list of addresses and weights, in this order.
     Static(Vec<(SocketAddr, u32)>),
     /// A file of `ADDR[@WEIGHT]` lines, watched for edits, with the entries
@@ -84,7 +84,7 @@ pub(crate) enum Backends {
 
 impl Backends {
     /// How many backends there are at start.
-    pub(crate) fn initial_len(&self) -> usize {
+    pub fn initial_len(&self) -> usize {
         match self {
             Backends::Static(backends) => backends.len(),
             Backends::File { initial, .. } => initial.len(),
@@ -94,18 +94,18 @@ impl Backends {
 
 /// How the server handles each client request.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Settings {
+pub struct Settings {
     /// Retries on another backend after a failed attempt, within the retry
     /// budget.
-    pub(crate) retries: u32,
+    pub retries: u32,
     /// How to find the client's address when the picker hashes it (it reads
     /// the `ClientAddr` extension); `None` for other pickers, which skip it.
-    pub(crate) client_ip: Option<ClientIp>,
+    pub client_ip: Option<ClientIp>,
 }
 
 /// Binds a listener; the error names the address, and `flag` when given
 /// (`cannot listen on 127.0.0.1:80 (--admin): ...`).
-pub(crate) async fn bind(addr: SocketAddr, flag: Option<&str>) -> Result<TcpListener, BoxError> {
+pub async fn bind(addr: SocketAddr, flag: Option<&str>) -> Result<TcpListener, BoxError> {
     TcpListener::bind(addr).await.map_err(|e| {
         match flag {
             Some(flag) => format!("cannot listen on {addr} ({flag}): {e}"),
@@ -118,7 +118,7 @@ pub(crate) async fn bind(addr: SocketAddr, flag: Option<&str>) -> Result<TcpList
 /// Builds the balancer over `backends`, with `health` (see [`health`]);
 /// each attempt may wait `attempt_timeout` for a response head once the
 /// request body has been sent.
-pub(crate) fn balance<P>(
+pub fn balance<P>(
     backends: &Backends,
     health: HealthConfig<SocketAddr>,
     picker: P,
@@ -128,9 +128,6 @@ pub(crate) fn balance<P>(
 where
     P: Pick<Request<UpstreamBody>, Endpoint>,
 {
-    if !cfg!(feature = "reports") && (reports.load_reports || reports.metrics_path.is_some()) {
-        return Err("--load-reports and --metrics-path need the `reports` feature".into());
-    }
     let client = forward::client();
     let settings = reports.clone();
     let make = move |addr| {
@@ -139,7 +136,6 @@ where
             return forward;
         }
         let cell = ReportCell::new();
-        #[cfg(feature = "reports")]
         let poller = settings.metrics_path.as_ref().and_then(|path| {
             let base = format!("http://{addr}").parse().ok()?;
             let poller = tower_lb::report::PrometheusPoller::new().path(path.clone());
@@ -148,7 +144,6 @@ where
         forward.with_reports(forward::Reports {
             cell,
             ask: settings.load_reports,
-            #[cfg(feature = "reports")]
             _poller: poller,
         })
     };
@@ -174,13 +169,13 @@ where
 
 /// `--algorithm scored`: where each backend's load reports come from.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct ReportSettings {
+pub struct ReportSettings {
     /// Keep a report per backend (the scored picker reads it).
-    pub(crate) enabled: bool,
+    pub enabled: bool,
     /// `--load-reports`: ask for ORCA reports in every answer.
-    pub(crate) load_reports: bool,
+    pub load_reports: bool,
     /// `--metrics-path`: poll each backend's Prometheus page.
-    pub(crate) metrics_path: Option<String>,
+    pub metrics_path: Option<String>,
 }
 
 /// Hands each backend's report cell (kept by its `Forward`) to the
@@ -219,7 +214,7 @@ where
 /// Passive outlier detection always; active HTTP probes of `GET path`
 /// every `interval` when a path is given, each allowed the interval or 2 s,
 /// whichever is shorter.
-pub(crate) fn health(path: Option<&str>, interval: Duration) -> HealthConfig<SocketAddr> {
+pub fn health(path: Option<&str>, interval: Duration) -> HealthConfig<SocketAddr> {
     let config = HealthConfig::new().passive(OutlierDetection::new());
     match path {
         Some(path) => config.active(
@@ -233,7 +228,7 @@ pub(crate) fn health(path: Option<&str>, interval: Duration) -> HealthConfig<Soc
 
 /// Waits until the balancer holds the backends known at start, so the
 /// first requests find them.
-pub(crate) async fn wait_for_backends<P: Prepare>(backends: &Backends, lb: &Lb<P>) {
+pub async fn wait_for_backends<P: Prepare>(backends: &Backends, lb: &Lb<P>) {
     let expected = backends.initial_len();
     let ready = lb.wait_for(|keys| keys.len() >= expected);
     if tokio::time::timeout(STARTUP_WAIT, ready).await.is_err() {
@@ -243,7 +238,7 @@ pub(crate) async fn wait_for_backends<P: Prepare>(backends: &Backends, lb: &Lb<P
 
 /// Accepts client connections within `limits` until the drain starts;
 /// `connections` then tells when the last one has finished.
-pub(crate) async fn serve<P>(
+pub async fn serve<P>(
     listener: TcpListener,
     lb: Lb<P>,
     settings: Settings,

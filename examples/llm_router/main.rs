@@ -17,19 +17,17 @@
 //! the queue's bands.
 //!
 //! The listener (connection cap, header and idle timeouts) and the admin
-//! listener come from `examples/gateway`, shared with `examples/proxy`.
+//! listener come from `examples/gateway` (the `tower-lb-gateway` library of
+//! the workspace), shared with `examples/proxy`.
 //! SIGTERM or SIGINT drains: no new connections, answers in flight finish
 //! (up to `--drain-timeout`).
 
 mod cli;
-#[path = "../gateway/mod.rs"]
-// The router uses the listener, binding, draining and the admin listener,
-// not the proxy's forwarding.
-#[allow(dead_code)]
-mod gateway;
 mod limits;
 mod metrics;
 mod status;
+
+use tower_lb_gateway as gateway;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -37,17 +37,18 @@
 //! `Router`: the proxy routes nothing, and a router would box both bodies of
 //! every request. The admin listener (`--admin`, `GET /status`) is axum.
 //!
-//! The server, the admin listener and forwarding live in `examples/gateway`,
+//! The server, the admin listener and forwarding live in `examples/gateway`
+//! (the `tower-lb-gateway` library of the workspace),
 //! shared with other gateways on the crate; this file, `cli.rs` and
 //! `status.rs` are the proxy's own: its command line, its choice of picker
 //! and its `/status` document.
 
 mod cli;
-#[path = "../gateway/mod.rs"]
-mod gateway;
 mod metrics;
 mod registry;
 mod status;
+
+use tower_lb_gateway as gateway;
 
 use std::io::Write;
 use std::process::ExitCode;

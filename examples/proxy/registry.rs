@@ -148,7 +148,7 @@ where
 }
 
 /// In-flight counting and health checks over `source`, subset or not.
-#[allow(dead_code)]
+#[cfg(any(feature = "kube", feature = "etcd"))]
 fn stack<D, P>(
     source: D,
     subset: Option<usize>,

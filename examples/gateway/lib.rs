@@ -6,23 +6,19 @@
 //! connection limits and time limits (`listener`, `guard`), the graceful
 //! drain (`drain`), and giving memory back after bursts (`memory`).
 //!
-//! This folder is no example of its own (cargo builds `examples/*.rs` and
-//! `examples/*/main.rs` only); an example includes it as a module:
-//!
-//! ```ignore
-//! #[path = "../gateway/mod.rs"]
-//! mod gateway;
-//! ```
+//! A library of the workspace, not published: `examples/proxy` and
+//! `examples/llm_router` depend on it (a dev-dependency of tower-lb), so
+//! each uses the parts it needs and nothing is compiled twice.
 
-pub(crate) mod admin;
-pub(crate) mod connect;
-pub(crate) mod drain;
-pub(crate) mod forward;
-pub(crate) mod guard;
-pub(crate) mod listener;
-pub(crate) mod memory;
-pub(crate) mod rules;
-pub(crate) mod server;
+pub mod admin;
+pub mod connect;
+pub mod drain;
+pub mod forward;
+pub mod guard;
+pub mod listener;
+pub mod memory;
+pub mod rules;
+pub mod server;
 
 use tokio::runtime::{Builder, Runtime};
 
@@ -30,7 +26,7 @@ use tokio::runtime::{Builder, Runtime};
 ///
 /// One worker gets a current-thread runtime, which skips the work-stealing
 /// scheduler's cross-thread bookkeeping on every wake-up.
-pub(crate) fn runtime(workers: usize) -> std::io::Result<Runtime> {
+pub fn runtime(workers: usize) -> std::io::Result<Runtime> {
     if workers <= 1 {
         Builder::new_current_thread().enable_all().build()
     } else {
