@@ -184,7 +184,9 @@ impl Entry {
             Build::Reports(build) => {
                 let mut policy = build(seed);
                 policy.prepare(metas);
-                fleet::run(fleet, jobs, policy.as_ref(), metas, Reporting::new).await
+                let (rtt, decay) = scenario.peak_ewma();
+                let endpoint = |station: &_| Reporting::new(station, rtt, decay);
+                fleet::run(fleet, jobs, policy.as_ref(), metas, endpoint).await
             }
         }
     }
@@ -242,9 +244,10 @@ pub(crate) fn entries() -> Vec<Entry> {
         Entry::peak_ewma(P2C_EWMA_HEDGED, |seed| policy(P2c::with_seed(seed)))
             .hedged_at_p95_of(P2C_EWMA)
             .only_where(|s| s.slowdown.is_some()),
-        // Without prompts or prefill states it predicts from the prior:
-        // 20 ms for each request in the queue the endpoint reports (or
-        // that the client counts in flight there).
+        // Without prompts or prefill states it predicts from the client's
+        // latency estimate: the estimate × (requests ahead + 1), requests
+        // ahead being the reported queue or the client's requests in
+        // flight there, whichever is more.
         Entry::with(
             TTFT,
             Build::Reports(|seed| policy(Scored::with_seed(seed).least_ttft())),

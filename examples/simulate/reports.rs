@@ -9,6 +9,11 @@
 //! station's state only changes at this endpoint's own events (a request
 //! sent, a request done), so every poll due since the last event read the
 //! state as it still is.
+//!
+//! Each endpoint's client-side load is the crate's `Latency` on virtual
+//! time, as in `ewma.rs`: requests in flight, which the scorers read, and a
+//! latency estimate, which the TTFT picker reads for endpoints without a
+//! prefill state.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -16,9 +21,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tower::load::Load;
-use tower_lb::endpoint::{ClientLoad, Endpoint, Report, ReportCell};
+use tower_lb::endpoint::{Endpoint, Report, ReportCell};
+use tower_lb::load::{LatencyCost, LatencyHandle};
 use tower_lb::pick::llm::{RequestInfoRef, ScoredRequest};
 
+use crate::ewma::{self, Ewma, Held};
 use crate::fleet::Meter;
 use crate::scenario::Job;
 use crate::station::Station;
@@ -27,15 +34,6 @@ use crate::station::Station;
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// Requests in flight, as the client counts them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
-pub(crate) struct Flight(u32);
-
-impl ClientLoad for Flight {
-    fn in_flight(&self) -> usize {
-        self.0 as usize
-    }
-}
-
 impl ScoredRequest for Job {
     fn info(&self) -> RequestInfoRef<'_> {
         RequestInfoRef::default()
@@ -48,7 +46,8 @@ impl ScoredRequest for Job {
 pub(crate) struct Reporting {
     station: Rc<Station>,
     metrics: ReportCell,
-    in_flight: Cell<u32>,
+    /// Requests in flight and the latency estimate, on virtual time.
+    load: Ewma,
     zero: Instant,
     /// The next poll's number (poll k happens at `zero + k × POLL`).
     next_poll: Cell<u64>,
@@ -57,12 +56,14 @@ pub(crate) struct Reporting {
 }
 
 impl Reporting {
-    pub(crate) fn new(station: &Rc<Station>) -> Self {
+    /// Make it on the paused runtime, at virtual time 0; `rtt` and `decay`
+    /// start and drive its latency estimate.
+    pub(crate) fn new(station: &Rc<Station>, rtt: Duration, decay: Duration) -> Self {
         Self {
             station: Rc::clone(station),
             // Never stale: the lateness is the poll's, modelled here.
             metrics: ReportCell::with_staleness(Duration::from_secs(3600)),
-            in_flight: Cell::new(0),
+            load: ewma::endpoint(rtt, decay),
             zero: Instant::now(),
             next_poll: Cell::new(0),
             read: Cell::new(None),
@@ -121,25 +122,25 @@ impl Endpoint for Reporting {
 }
 
 impl Load for Reporting {
-    type Metric = Flight;
+    type Metric = LatencyCost;
 
-    fn load(&self) -> Flight {
-        Flight(self.in_flight.get())
+    fn load(&self) -> LatencyCost {
+        self.load.load()
     }
 }
 
 impl Meter for Reporting {
-    type Ticket = ();
+    type Ticket = Held<(), LatencyHandle>;
 
     const TIMED: bool = true;
 
-    async fn send(&mut self, _job: &Job) {
+    async fn send(&mut self, job: &Job) -> Self::Ticket {
         self.catch_up();
-        self.in_flight.set(self.in_flight.get() + 1);
+        self.load.send(job).await
     }
 
-    fn done(&self, (): ()) {
+    fn done(&self, ticket: Self::Ticket) {
         self.catch_up();
-        self.in_flight.set(self.in_flight.get() - 1);
+        self.load.done(ticket);
     }
 }

@@ -1,5 +1,5 @@
 //! The learnt model of one server's time to first token: a linear model in
-//! four inputs, fitted online by recursive least squares from a prior.
+//! two inputs, fitted online by recursive least squares from a prior.
 
 use std::time::Duration;
 

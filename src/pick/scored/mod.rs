@@ -60,7 +60,7 @@ type Filter<Req, S> = dyn Fn(&Req, &S) -> bool + Send + Sync;
 /// `Scored`) puts cache affinity and load in one unit: for each eligible
 /// server it predicts this request's time to first token there,
 ///
-/// `ttft = base + per_uncached_token × u + per_queued_token × P + per_request_ahead × w`
+/// `ttft = base + per_token × (P + u) + W`
 ///
 /// * `u`: the prompt's tokens that server lacks: its length less the
 ///   leading blocks the index of its cache holds
@@ -68,11 +68,15 @@ type Filter<Req, S> = dyn Fn(&Req, &S) -> bool + Send + Sync;
 /// * `P`: the uncached tokens of the requests already sent there and not
 ///   yet at their first token (held by each request's guard, see
 ///   [`Prefill`](crate::load::Prefill));
-/// * `w`: the requests ahead there: its reported queue when fresh, else
-///   this client's requests there without a first token;
-/// * the four coefficients ([`TtftModel`](crate::endpoint::TtftModel)):
+/// * `W`: the wait for a batch slot
+///   ([`PrefillState::slot_wait`](crate::endpoint::PrefillState::slot_wait)):
+///   from a fresh reported queue `q > 0` and `r` running requests, `(q + 1) × D ÷ r`
+///   where `D` is the server's mean answer time (0 when nothing waits); when the report is stale,
+///   this client's requests waiting there × `D` ÷ its requests in flight;
+/// * the two coefficients ([`TtftModel`](crate::endpoint::TtftModel)):
 ///   that server's own, learnt from every streamed answer's first token,
-///   from a prior of 10 ms, 100 µs, 20 µs and 20 ms.
+///   from a prior of 10 ms and 100 µs a token, and drawn back to the prior
+///   when the server has not been heard from for a while.
 ///
 /// The least wins. Servers within 5 % plus 1 ms of the least are near-ties
 /// (see [`ttft_margin`](Scored::ttft_margin)); among them the request goes
@@ -88,8 +92,12 @@ type Filter<Req, S> = dyn Fn(&Req, &S) -> bool + Send + Sync;
 /// two reports. Rendezvous homes make replicas send an unseen prompt to
 /// the same server, and reported queues let load override that.
 ///
-/// Endpoints without a prefill state are predicted with the prior, every
-/// prompt token uncached and the queue read for the scorers. Weights,
+/// Endpoints without a prefill state are predicted from the client's
+/// latency estimate when the load keeps one ([`Latency`](crate::load::Latency)):
+/// the estimate × (requests ahead + 1), Peak-EWMA's cost; otherwise from
+/// the prior, every prompt token uncached, plus 20 ms for each request
+/// ahead (the reported queue or this client's requests in flight there,
+/// whichever is more). Weights,
 /// [`Choice`] and user scorers do not apply; filters, saturation and hooks
 /// do.
 ///
@@ -611,6 +619,43 @@ mod tests {
             let mut guard = state.reserve(&[u64::MAX - 1], 64);
             tokio::time::advance(took).await;
             guard.answer_end();
+        }
+
+        /// Without prefill states, a `Latency` load's estimate decides:
+        /// estimate × (requests ahead + 1), as Peak-EWMA costs it.
+        #[tokio::test(start_paused = true)]
+        async fn without_prefill_states_the_latency_estimate_decides() {
+            use tower::{Service, ServiceExt};
+
+            use crate::load::Latency;
+
+            let never = || {
+                tower::service_fn(|()| {
+                    std::future::pending::<Result<(), std::convert::Infallible>>()
+                })
+            };
+            let decay = Duration::from_secs(10);
+            let latency = |rtt| {
+                let done = tower::load::CompleteOnResponse::default();
+                Weighted::new(Latency::with_completion(never(), rtt, decay, done), 1)
+            };
+            let mut fast = latency(Duration::from_millis(10));
+            let slow = latency(Duration::from_millis(45));
+            let scored: Scored<(), _> = Scored::ttft();
+            let metas = metas(2);
+            let pick = |fast: &Weighted<_>| {
+                let services = [fast.clone(), slow.clone()];
+                scored.pick(&(), &Candidates::new(&metas, &services), &())
+            };
+            assert_eq!(pick(&fast), Some(0), "10 ms against 45 ms");
+            // Four answers waiting on the fast one: 10 ms × 5 > 45 ms.
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                held.push(fast.ready().await.unwrap().call(()));
+            }
+            assert_eq!(pick(&fast), Some(1));
+            drop(held);
+            assert_eq!(pick(&fast), Some(0));
         }
 
         #[tokio::test(start_paused = true)]

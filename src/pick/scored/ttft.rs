@@ -33,11 +33,13 @@ where
             Some(prompt) => (prompt.hashes(), prompt.prompt_bytes()),
             None => (&[][..], 0),
         };
-        // Servers without a prefill state: the prior, every prompt token
-        // uncached, and 20 ms for each request in the queue the first pass
-        // read or in flight from this client, whichever is more (a report
-        // a poll old would otherwise send everything to one server until
-        // the next).
+        // Servers without a prefill state: with a latency estimate (the
+        // load is `Latency`), that estimate for each request ahead and this
+        // one, as Peak-EWMA costs it; without, the prior, every prompt
+        // token uncached, and 20 ms for each request ahead. Requests ahead
+        // are the queue the first pass read or this client's requests in
+        // flight there, whichever is more (a report a poll old would
+        // otherwise send everything to one server until the next).
         let prior = TtftModel::default().to_ns();
         const PER_QUEUED_NS: f64 = 20e6;
         let mut least = f64::INFINITY;
@@ -54,10 +56,14 @@ where
                     )
                 }
                 None => {
-                    let tokens = bytes.max(hashes.len() as u64 * 64) as f64 / 4.0;
-                    prior[0]
-                        + prior[1] * tokens
-                        + PER_QUEUED_NS * f64::from(raw.queue.max(raw.in_flight))
+                    let ahead = f64::from(raw.queue.max(raw.in_flight));
+                    match service.load().latency() {
+                        Some(latency) => latency.as_nanos() as f64 * (ahead + 1.0),
+                        None => {
+                            let tokens = bytes.max(hashes.len() as u64 * 64) as f64 / 4.0;
+                            prior[0] + prior[1] * tokens + PER_QUEUED_NS * ahead
+                        }
+                    }
                 }
             };
             least = least.min(raw.cost);
