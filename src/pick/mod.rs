@@ -129,6 +129,8 @@ pub mod table {
 /// what it reads of a request ([`RequestInfo`](llm::RequestInfo)), and
 /// prefix and session affinity for prompts.
 pub mod llm {
+    #[cfg(feature = "llm")]
+    pub(crate) use super::prefix::PromptHasher;
     pub use super::prefix::{
         BlockConfig, PrefixAffinity, PrefixConfig, PrefixStats, PromptBlocks, PromptRequest,
         SessionAffinity, SessionKey,

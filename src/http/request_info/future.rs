@@ -11,7 +11,7 @@ use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::{parse, usage, PromptBody, RequestInfoError, Settings, UsageFilter};
+use super::{parse, PromptBody, RequestInfoError, Settings, UsageFilter};
 use crate::error::BoxError;
 use crate::pick::llm::{RequestInfo, ScoredRequest};
 
@@ -113,20 +113,16 @@ pub(super) fn request<B>(
         per_token,
     } = settings;
     let mut asked = false;
-    match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(mut value) => {
-            if value
-                .get("model")
-                .is_some_and(|model| !model.is_string() && !model.is_null())
-            {
-                return Err(RequestInfoError::BadModel);
-            }
+    match parse::Head::read(&bytes) {
+        Ok(head) => {
+            let model = head.model().map_err(|()| RequestInfoError::BadModel)?;
             if let Some(per_token) = per_token {
-                let deadline = parse::own_deadline(&value, per_token);
-                parts.extensions.insert(deadline);
+                parts.extensions.insert(head.own_deadline(per_token));
             }
-            if ask_usage && usage::ask_for_usage(&mut value) {
-                if let Ok(changed) = serde_json::to_vec(&value) {
+            let prompt = head.prompt(&bytes, blocks);
+            let model = model.map(str::to_owned);
+            if ask_usage {
+                if let Some(changed) = head.ask_for_usage(&bytes) {
                     bytes = Bytes::from(changed);
                     if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
                         parts
@@ -136,7 +132,6 @@ pub(super) fn request<B>(
                     asked = true;
                 }
             }
-            let (model, prompt) = parse::facts(&value, blocks);
             // Headers name the adapter and priority, and the model when the
             // body does not.
             let probe = Request::from_parts(parts, ());

@@ -346,7 +346,11 @@ mod tests {
         let text = "t".repeat(200);
         let as_role = |role: &str| {
             let body = serde_json::json!({"messages": [{"role": role, "content": text}]});
-            parse::facts(&body, config).1.unwrap()
+            let body = serde_json::to_vec(&body).unwrap();
+            parse::Head::read(&body)
+                .unwrap()
+                .prompt(&body, config)
+                .unwrap()
         };
         assert_ne!(as_role("system").hashes()[0], as_role("user").hashes()[0]);
     }

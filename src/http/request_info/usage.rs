@@ -7,30 +7,6 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use serde_json::Value;
-
-/// Sets `stream_options.include_usage` on a streamed request that does not
-/// ask for it; true when it did so.
-pub(super) fn ask_for_usage(value: &mut Value) -> bool {
-    let Value::Object(fields) = value else {
-        return false;
-    };
-    if fields.get("stream") != Some(&Value::Bool(true)) {
-        return false;
-    }
-    let options = fields
-        .entry("stream_options")
-        .or_insert_with(|| Value::Object(Default::default()));
-    let Value::Object(options) = options else {
-        // A malformed `stream_options` is the server's to refuse.
-        return false;
-    };
-    if options.get("include_usage") == Some(&Value::Bool(true)) {
-        return false;
-    }
-    options.insert("include_usage".into(), Value::Bool(true));
-    true
-}
 
 pin_project! {
     /// An answer's body on its way to the client: unchanged, or, when the
@@ -174,24 +150,6 @@ mod tests {
     use http_body_util::{BodyExt, StreamBody};
 
     use super::*;
-
-    #[test]
-    fn only_streamed_requests_without_usage_are_changed() {
-        let mut plain = serde_json::json!({"stream": false});
-        assert!(!ask_for_usage(&mut plain));
-        let mut asked =
-            serde_json::json!({"stream": true, "stream_options": {"include_usage": true}});
-        assert!(!ask_for_usage(&mut asked));
-        let mut bad = serde_json::json!({"stream": true, "stream_options": 3});
-        assert!(!ask_for_usage(&mut bad));
-        let mut silent =
-            serde_json::json!({"stream": true, "stream_options": {"include_usage": false}});
-        assert!(ask_for_usage(&mut silent));
-        assert_eq!(silent["stream_options"]["include_usage"], true);
-        let mut bare = serde_json::json!({"stream": true});
-        assert!(ask_for_usage(&mut bare));
-        assert_eq!(bare["stream_options"]["include_usage"], true);
-    }
 
     #[tokio::test]
     async fn the_usage_event_is_kept_from_the_client_wherever_frames_cut() {

@@ -58,27 +58,11 @@ impl PromptBlocks {
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
     {
-        let size = config.block_size.max(1);
-        let mut hasher = Chain {
-            previous: xxh3_64_with_seed(model.as_bytes(), 0x7072_6566_6978),
-            buffer: Vec::with_capacity(size),
-            hashes: Vec::new(),
-            size,
-            max: config.max_blocks,
-        };
-        let mut prompt_bytes = 0u64;
-        let mut hashing = true;
+        let mut hasher = PromptHasher::new(config, model);
         for part in parts {
-            let part = part.as_ref();
-            prompt_bytes += part.len() as u64;
-            if hashing {
-                hashing = hasher.feed(part);
-            }
+            hasher.feed(part.as_ref());
         }
-        Self {
-            hashes: hasher.hashes.into_boxed_slice(),
-            prompt_bytes,
-        }
+        hasher.finish()
     }
 
     /// Blocks from hashes computed elsewhere (a simulation, a tokenizer's
@@ -126,6 +110,46 @@ impl fmt::Debug for PromptBlocks {
             .field("blocks", &self.hashes.len())
             .field("prompt_bytes", &self.prompt_bytes)
             .finish()
+    }
+}
+
+/// [`PromptBlocks::hash`] one part at a time, for readers that find the
+/// parts as they go and keep none of them.
+pub(crate) struct PromptHasher {
+    chain: Chain,
+    prompt_bytes: u64,
+    hashing: bool,
+}
+
+impl PromptHasher {
+    pub(crate) fn new(config: BlockConfig, model: &str) -> Self {
+        let size = config.block_size.max(1);
+        Self {
+            chain: Chain {
+                previous: xxh3_64_with_seed(model.as_bytes(), 0x7072_6566_6978),
+                buffer: Vec::with_capacity(size),
+                hashes: Vec::new(),
+                size,
+                max: config.max_blocks,
+            },
+            prompt_bytes: 0,
+            hashing: true,
+        }
+    }
+
+    /// The next part of the text.
+    pub(crate) fn feed(&mut self, part: &[u8]) {
+        self.prompt_bytes += part.len() as u64;
+        if self.hashing {
+            self.hashing = self.chain.feed(part);
+        }
+    }
+
+    pub(crate) fn finish(self) -> PromptBlocks {
+        PromptBlocks {
+            hashes: self.chain.hashes.into_boxed_slice(),
+            prompt_bytes: self.prompt_bytes,
+        }
     }
 }
 

@@ -95,6 +95,8 @@ use super::llm::{Candidate, ScoreHook, Scored, Scorer};
 use super::EndpointInfo;
 use crate::endpoint::prefill::BlockIndex;
 
+#[cfg(feature = "llm")]
+pub(crate) use self::blocks::PromptHasher;
 pub use self::blocks::{BlockConfig, PromptBlocks};
 pub use self::session::{SessionAffinity, SessionKey};
 
