@@ -20,7 +20,7 @@ use super::served_by::MarkServer;
 use super::{Endpoint, HttpClient, Picker};
 use crate::balance::BalanceLayer;
 use crate::classify::{LateFailures, ServerErrors};
-use crate::endpoint::{Endpoint as _, PrefillState, Report, ReportCell, Weighted};
+use crate::endpoint::{Endpoint as _, PrefillConfig, PrefillState, Report, ReportCell, Weighted};
 use crate::health::{
     ActiveChecks, HealthConfig, HealthDiscover, HttpProbe, InvalidHealthConfig, OutlierDetection,
 };
@@ -418,6 +418,11 @@ impl Builder {
         let record = Arc::clone(&servers);
         let server_models = self.server_models;
         let (timeout, load_reports) = (self.attempt_timeout, self.load_reports);
+        // A configured limit per server is its slots for the TTFT model.
+        let prefill_config = PrefillConfig {
+            slots: self.flow.server_limit.filter(|_| self.flow.enabled),
+            ..PrefillConfig::default()
+        };
         let poller = self.metrics_path.map(|path| {
             PrometheusPoller::new()
                 .path(path)
@@ -452,7 +457,7 @@ impl Builder {
                                 ),
                                 addr,
                             ));
-                    let prefill = PrefillState::default().with_report(cell.clone());
+                    let prefill = PrefillState::new(prefill_config).with_report(cell.clone());
                     let service = InFlight::new(Prefill::new(service, prefill.clone()));
                     let mut list = record.lock().unwrap_or_else(|e| e.into_inner());
                     list.retain(|s| s.addr != addr);

@@ -102,7 +102,11 @@ impl FlowControl {
 
     /// The most requests this router sends one server at once. `None` (the
     /// default) learns it: the most running requests the server has
-    /// reported, plus one to find out whether it can run more.
+    /// reported, plus one to find out whether it can run more. A limit
+    /// given here is also each server's batch slots for the time-to-first-
+    /// token model ([`PrefillConfig::slots`](crate::endpoint::PrefillConfig::slots)):
+    /// a request released from the queue goes to a server with a free slot
+    /// rather than wait behind this router's own requests at a full one.
     pub fn server_limit(mut self, limit: Option<u32>) -> Self {
         self.server_limit = limit;
         self

@@ -135,14 +135,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let guard = request
-            .prompt_blocks()
-            .filter(|b| !b.is_empty())
-            .map(|blocks| {
-                let floor = (blocks.len() * self.state.config().block_bytes) as u64;
-                self.state
-                    .reserve(blocks.hashes(), blocks.prompt_bytes().max(floor))
-            });
+        // Every request with a prompt, however short: it holds a batch slot
+        // there and teaches the answer time.
+        let guard = request.prompt_blocks().map(|blocks| {
+            let floor = (blocks.len() * self.state.config().block_bytes) as u64;
+            self.state
+                .reserve(blocks.hashes(), blocks.prompt_bytes().max(floor))
+        });
         PrefillFuture {
             inner: self.inner.call(request),
             guard,

@@ -19,6 +19,10 @@ pub(crate) use self::index::BlockIndex;
 pub use self::model::TtftModel;
 use self::model::{Fit, INPUTS};
 
+/// The answer time a server's slots are counted with before an answer
+/// has ended there (1 s), when its slots are known.
+const UNKNOWN_ANSWER_NS: f64 = 1e9;
+
 /// Settings of a [`PrefillState`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PrefillConfig {
@@ -34,6 +38,13 @@ pub struct PrefillConfig {
     pub bytes_per_token: f64,
     /// Where learning starts.
     pub prior: TtftModel,
+    /// The server's batch slots, when the operator knows them (default
+    /// `None`). With them, this client's own requests beyond the slots
+    /// count as a wait for a slot even when the server's last report shows
+    /// no queue; without them, only a reported queue counts (slots learnt
+    /// from reports trap rarely used servers: see
+    /// [`PrefillState::slot_wait`]).
+    pub slots: Option<u32>,
 }
 
 impl Default for PrefillConfig {
@@ -43,6 +54,7 @@ impl Default for PrefillConfig {
             block_bytes: 64,
             bytes_per_token: 4.0,
             prior: TtftModel::default(),
+            slots: None,
         }
     }
 }
@@ -236,7 +248,12 @@ impl PrefillState {
     /// requests there without a first token each count `D ÷` its requests
     /// in flight there. 0 until an answer has ended there.
     ///
-    /// Only a reported queue counts, not a full batch with an empty queue:
+    /// With [`PrefillConfig::slots`] set, this client's own requests past
+    /// the slots also count: with `n` in flight and `L` slots, a new request
+    /// waits `(n + 1 − L) × D ÷ L` at least, `D` being 1 s until an answer
+    /// has ended there.
+    ///
+    /// Otherwise only a reported queue counts, not a full batch with an empty queue:
     /// counting slots as full from the most running requests a server has
     /// reported (measured at 48 requests in flight over eight servers of
     /// eight slots) sent requests to servers without their prefix, and
@@ -245,17 +262,25 @@ impl PrefillState {
     pub fn slot_wait(&self, now: Instant) -> f64 {
         let s = &*self.shared;
         let answer = s.answer_ns.load(Relaxed) as f64;
-        if answer == 0.0 {
-            return 0.0;
-        }
         let own = s.in_flight.load(Relaxed);
+        if answer == 0.0 {
+            // Known slots full of this client's requests before any answer
+            // ended there: each further request waits one unknown answer,
+            // counted as `UNKNOWN_ANSWER`.
+            return match s.config.slots {
+                Some(slots) if slots > 0 && own >= slots as usize => {
+                    (own + 1 - slots as usize) as f64 * UNKNOWN_ANSWER_NS / f64::from(slots)
+                }
+                _ => 0.0,
+            };
+        }
         let reported = s
             .report
             .as_ref()
             .and_then(|r| r.fresh_load(clock_ms(now)))
             .filter(|&(queue, running, _)| !contradicts(queue, running, own as u64))
             .map(|(queue, running, kv)| (queue, running.unwrap_or(0), kv));
-        match reported {
+        let wait = match reported {
             Some((queue, running, _)) => {
                 if running > s.slots.load(Relaxed) {
                     s.slots.fetch_max(running, Relaxed);
@@ -267,6 +292,16 @@ impl PrefillState {
                 }
             }
             None => s.waiting.load(Relaxed) as f64 * answer / own.max(1) as f64,
+        };
+        // Known slots: this client's own requests fill them whatever the
+        // last report said, and each further one waits for a slot to free,
+        // one every `D ÷ slots`.
+        match s.config.slots {
+            Some(slots) if slots > 0 && own >= slots as usize => {
+                let beyond = (own + 1 - slots as usize) as f64;
+                wait.max(beyond * answer / f64::from(slots))
+            }
+            _ => wait,
         }
     }
 
@@ -711,6 +746,47 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(state.slot_wait(Instant::now()), 100e6 / 2.0);
         assert_eq!(state.stats().in_flight, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn known_slots_count_the_clients_own_requests_past_them() {
+        let report = ReportCell::new();
+        let config = PrefillConfig {
+            slots: Some(2),
+            ..PrefillConfig::default()
+        };
+        let state = PrefillState::new(config).with_report(report.clone());
+        // Before any answer: full slots count 1 s an answer.
+        let full: Vec<_> = (10..12).map(|k| state.reserve(&prompt(k, 1), 64)).collect();
+        assert_eq!(state.slot_wait(Instant::now()), 1e9 / 2.0);
+        drop(full);
+        assert_eq!(state.slot_wait(Instant::now()), 0.0);
+        let mut done = state.reserve(&prompt(1, 1), 64);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        done.answer_end();
+        drop(done);
+        // Two of ours running there and a report of an empty queue: a third
+        // waits for one of the two slots, one frees every 50 ms.
+        let mut a = state.reserve(&prompt(2, 1), 64);
+        a.first_token(false);
+        assert_eq!(state.slot_wait(Instant::now()), 0.0, "a free slot");
+        let mut b = state.reserve(&prompt(3, 1), 64);
+        b.first_token(false);
+        report.record(&Report {
+            queue: Some(0),
+            running: Some(2),
+            ..Report::default()
+        });
+        assert_eq!(state.slot_wait(Instant::now()), 100e6 / 2.0);
+        let _c = state.reserve(&prompt(4, 1), 64);
+        assert_eq!(state.slot_wait(Instant::now()), 2.0 * 100e6 / 2.0);
+        // A reported queue that says more wins.
+        report.record(&Report {
+            queue: Some(5),
+            running: Some(2),
+            ..Report::default()
+        });
+        assert_eq!(state.slot_wait(Instant::now()), 6.0 * 100e6 / 2.0);
     }
 
     #[test]

@@ -61,7 +61,8 @@ impl<'a> Head<'a> {
         }
     }
 
-    /// The prompt's blocks: the second pass over the same `bytes`.
+    /// The prompt's blocks: the second pass over the same `bytes`. A prompt
+    /// shorter than a block has none, and still its length.
     pub(super) fn prompt(&self, bytes: &[u8], config: BlockConfig) -> Option<PromptBlocks> {
         if !self.object {
             return None;
@@ -81,8 +82,7 @@ impl<'a> Head<'a> {
             },
         };
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let blocks = pass.deserialize(&mut deserializer).ok().flatten()?;
-        Some(blocks).filter(|b| !b.is_empty())
+        pass.deserialize(&mut deserializer).ok().flatten()
     }
 
     /// How long one attempt of this request may take by its own doing: a
@@ -723,7 +723,7 @@ mod tests {
                 _ => return None,
             }
         };
-        Some(blocks).filter(|b| !b.is_empty())
+        Some(blocks)
     }
 
     fn small() -> BlockConfig {
