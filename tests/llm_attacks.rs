@@ -618,17 +618,24 @@ async fn idle_admin_connections_do_not_block_status() {
             &admin.to_string(),
             "--admin-token-file",
             token_file.to_str().unwrap(),
+            // Long: only closing idle connections at the cap can make room.
             "--admin-idle-timeout",
-            "1s",
+            "300s",
         ],
     );
     let _ = std::fs::remove_file(&token_file);
-    // 65 keep-alive connections, each after one request, then idle.
+    // 65 keep-alive connections, each after one answered request, then
+    // idle: the 65th only gets its answer once an idle one made room.
     let mut idle = Vec::new();
     for _ in 0..65 {
         let mut tcp = TcpStream::connect(admin).await.unwrap();
         let head = format!("GET /nothing HTTP/1.1\r\nhost: {admin}\r\n\r\n");
         tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = [0u8; 12];
+        within("an idle connection's answer", tcp.read_exact(&mut answer))
+            .await
+            .unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 401");
         idle.push(tcp);
     }
     let response = within(

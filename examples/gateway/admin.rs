@@ -5,8 +5,9 @@
 //! It runs apart from the main listener, under its own [`Admin`] settings:
 //! its own small connection cap, so slow clients of the admin port cannot
 //! take the file descriptors the main port needs; its own idle timeout,
-//! short by default, so idle keep-alive connections cannot hold every
-//! place for long; and, when a token is set, every request must carry it
+//! short by default; and at the cap the longest-idle connection is closed
+//! for a new client, so idle keep-alive connections cannot lock anyone
+//! out; and, when a token is set, every request must carry it
 //! as `Authorization: Bearer TOKEN` (401 otherwise).
 
 use std::sync::Arc;
@@ -82,6 +83,7 @@ pub async fn serve<F>(
     }
     let limits = Limits {
         max_connections: admin.max_connections,
+        evict_idle: true,
         timeouts: super::guard::Timeouts {
             idle: admin.idle,
             ..limits.timeouts

@@ -122,6 +122,19 @@ impl ConnState {
         self.reader.wake();
     }
 
+    /// Between requests (none open, no tunnel): the connection may be
+    /// closed without cutting anything; and since when, in ms since its
+    /// epoch, it has been silent.
+    pub fn idle_since(&self) -> Option<u64> {
+        (self.requests.load(Ordering::Relaxed) == 0 && !self.upgraded.load(Ordering::Relaxed))
+            .then(|| self.last.load(Ordering::Relaxed))
+    }
+
+    /// When the connection opened.
+    pub fn opened(&self) -> Instant {
+        self.epoch
+    }
+
     /// When a read that waits now must give up, if ever.
     fn read_deadline(&self, timeouts: Timeouts) -> Option<Instant> {
         let last = self.at(self.last.load(Ordering::Relaxed)) + timeouts.idle;

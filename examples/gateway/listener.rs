@@ -1,9 +1,16 @@
 //! Accepting client connections within limits: a cap on connections held
 //! at once, the time limits of [`guard`](super::guard), and the drain.
+//!
+//! At the cap, a listener that evicts ([`Limits::evict_idle`]) accepts the
+//! next client anyway and closes the connection that has been idle the
+//! longest (between requests, nothing cut) to make room; with none idle,
+//! the client waits for a place as it would without eviction. Idle
+//! keep-alive connections then cannot lock others out, however long the
+//! idle timeout.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +18,7 @@ use http::{Request, Response};
 use http_body::Body;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower_lb::BoxError;
 
 use super::drain::Drain;
@@ -29,6 +36,9 @@ pub struct Limits {
     /// A request head larger than this is answered 431 (hyper's read
     /// buffer, at least 8 KiB); `None`: hyper's default (about 400 KiB).
     pub max_header_bytes: Option<usize>,
+    /// At the cap, close the longest-idle connection for a new client
+    /// rather than leave the client waiting.
+    pub evict_idle: bool,
 }
 
 /// The connections of one listener: counted, and awaited on drain.
@@ -38,6 +48,31 @@ pub struct Connections {
     max: u32,
     /// The most open at once since [`Connections::reset_peak`].
     peak: Arc<AtomicUsize>,
+    /// Every open connection's state and its eviction signal.
+    open_states: Arc<Mutex<Vec<Open>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// One open connection, as eviction sees it.
+#[derive(Debug)]
+struct Open {
+    id: u64,
+    state: Arc<ConnState>,
+    evict: Arc<Notify>,
+}
+
+/// An open connection's place in [`Connections`]: leaves the list when
+/// dropped.
+struct Registered {
+    id: u64,
+    list: Arc<Mutex<Vec<Open>>>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|open| open.id != self.id);
+    }
 }
 
 impl Connections {
@@ -47,6 +82,66 @@ impl Connections {
             open: Arc::new(Semaphore::new(max as usize)),
             max,
             peak: Arc::default(),
+            open_states: Arc::default(),
+            next_id: Arc::default(),
+        }
+    }
+
+    fn register(&self, state: &Arc<ConnState>) -> (Registered, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let evict = Arc::new(Notify::new());
+        let mut list = self.open_states.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(Open {
+            id,
+            state: Arc::clone(state),
+            evict: Arc::clone(&evict),
+        });
+        let place = Registered {
+            id,
+            list: Arc::clone(&self.open_states),
+        };
+        (place, evict)
+    }
+
+    /// Asks the connection idle the longest to close; false when none is
+    /// idle.
+    fn evict_one(&self) -> bool {
+        let list = self.open_states.lock().unwrap_or_else(|e| e.into_inner());
+        let longest = list
+            .iter()
+            .filter_map(|open| {
+                let since = open.state.idle_since()?;
+                Some((open.state.opened() + Duration::from_millis(since), open))
+            })
+            .min_by_key(|(since, _)| *since);
+        match longest {
+            Some((_, open)) => {
+                open.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A place for one more connection: at once when there is one; when
+    /// full and `evict`, by closing idle connections (checked again every
+    /// 50 ms while none is idle); otherwise when a connection closes.
+    async fn place(&self, evict: bool) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.open).try_acquire_owned() {
+            return Some(permit);
+        }
+        if !evict {
+            return Arc::clone(&self.open).acquire_owned().await.ok();
+        }
+        let mut asked = false;
+        loop {
+            if !asked {
+                asked = self.evict_one();
+            }
+            tokio::select! {
+                permit = Arc::clone(&self.open).acquire_owned() => return permit.ok(),
+                () = tokio::time::sleep(Duration::from_millis(50)), if !asked => {}
+            }
         }
     }
 
@@ -97,14 +192,20 @@ pub async fn serve<F, S, B>(
         http.max_buf_size(max.max(MIN_HEADER_BUFFER));
     }
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = drain.started() => return,
-            permit = Arc::clone(&connections.open).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
+        // With eviction, the client is accepted first and room made for it;
+        // without, a place is waited for first, and clients wait in the
+        // listen queue.
+        let mut permit = None;
+        if !limits.evict_idle {
+            permit = tokio::select! {
+                biased;
+                () = drain.started() => return,
+                permit = connections.place(false) => match permit {
+                    Some(permit) => Some(permit),
+                    None => return,
+                },
+            };
+        }
         let (stream, peer) = tokio::select! {
             biased;
             () = drain.started() => return,
@@ -118,11 +219,23 @@ pub async fn serve<F, S, B>(
                 }
             },
         };
+        let permit = match permit {
+            Some(permit) => permit,
+            None => tokio::select! {
+                biased;
+                () = drain.started() => return,
+                permit = connections.place(true) => match permit {
+                    Some(permit) => permit,
+                    None => return,
+                },
+            },
+        };
         let _ = stream.set_nodelay(true);
         connections
             .peak
             .fetch_max(connections.open(), Ordering::Relaxed);
         let state = ConnState::new();
+        let (place, evicted) = connections.register(&state);
         let io = Guarded::new(stream, Arc::clone(&state), limits.timeouts);
         let service = Watched::new(make(peer), state);
         let connection = http
@@ -131,6 +244,7 @@ pub async fn serve<F, S, B>(
         let mut drain = drain.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _place = place;
             let mut connection = std::pin::pin!(connection);
             let mut draining = false;
             let result = loop {
@@ -139,6 +253,11 @@ pub async fn serve<F, S, B>(
                     () = drain.started(), if !draining => {
                         // Keep-alive off: an idle connection closes now, a
                         // busy one after its answer.
+                        connection.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    () = evicted.notified(), if !draining => {
+                        tracing::debug!(%peer, "idle connection closed to make room");
                         connection.as_mut().graceful_shutdown();
                         draining = true;
                     }

@@ -146,6 +146,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         },
         max_connections: MAX_CONNECTIONS,
         max_header_bytes: Some(cli.max_header_bytes),
+        evict_idle: false,
     };
     if let Some(addr) = cli.admin {
         let admin = gateway::server::bind(addr, Some("--admin")).await?;

@@ -201,6 +201,7 @@ where
         },
         max_connections: args.max_connections,
         max_header_bytes: None,
+        evict_idle: false,
     };
     if let Some(admin) = admin {
         let page = metrics::page(lb.clone());
