@@ -511,6 +511,49 @@ async fn a_trickled_upload_is_cut() {
     assert!(elapsed < Duration::from_secs(5), "cut after {elapsed:?}");
 }
 
+/// The issue's flood: 2,000 connections each holding an upload open with a
+/// byte now and then. Every one is cut at the body deadline, and a client
+/// that sends its request whole is served meanwhile.
+#[tokio::test]
+async fn two_thousand_trickled_uploads_are_all_cut() {
+    let server = model_server("m", &["--decode-per-token", "1ms"]);
+    let router = router(&[server.url()], &["--body-timeout", "2s"]);
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         content-length: 100\r\n\r\n{{",
+        router.addr
+    );
+    let mut trickling = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        let mut tcp = TcpStream::connect(router.addr).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        trickling.push(tcp);
+    }
+    let served = post(
+        router.addr,
+        "/v1/chat/completions",
+        r#"{"model":"m","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}"#.into(),
+    )
+    .await;
+    assert_eq!(served.status(), StatusCode::OK);
+    // Each ends: an answer then the close, or the close.
+    let mut answered = 0;
+    for tcp in &mut trickling {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match within("a trickled upload's end", tcp.read(&mut buf)).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        if seen.starts_with(b"HTTP/1.1 408") {
+            answered += 1;
+        }
+    }
+    eprintln!("2,000 trickled uploads cut, {answered} with a 408 first");
+}
+
 // ===== 8. memory after a connection flood =====
 
 #[tokio::test]
