@@ -497,6 +497,22 @@ async fn metrics_parse_as_prometheus_text_and_count_the_requests_sent() {
             ) > 0.0,
             "{text}"
         );
+        // 5 chats of 3 tokens and a completion of 2, as their usage said.
+        assert_eq!(
+            value(
+                "llm_router_server_completion_tokens_total",
+                &[("server", &server)]
+            ),
+            17.0,
+            "{text}"
+        );
+        assert!(
+            value(
+                "llm_router_server_answered_prompt_tokens_total",
+                &[("server", &server)]
+            ) > 0.0,
+            "{text}"
+        );
         assert!(
             text.contains("llm_router_time_to_first_token_seconds_bucket"),
             "{text}"

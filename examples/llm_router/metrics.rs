@@ -357,15 +357,30 @@ impl Collector for Scrape {
             &prefill(&|p| Some(p.expected_reuse)),
         )?;
         gauges(&mut encoder, "llm_router_server_measured_prefix_reuse", "Share of prompt tokens each server said it reused (usage.prompt_tokens_details.cached_tokens)", &prefill(&|p| p.measured_reuse))?;
-        let tokens: Vec<_> = servers
-            .iter()
-            .filter_map(|s| Some((label(s), s.prefill.as_ref()?.sent_tokens)))
-            .collect();
+        let tokens =
+            |f: &dyn Fn(&tower_lb::endpoint::PrefillStats) -> u64| -> Vec<(ServerLabels, u64)> {
+                servers
+                    .iter()
+                    .filter_map(|s| Some((label(s), f(s.prefill.as_ref()?))))
+                    .collect()
+            };
         counters(
             &mut encoder,
             "llm_router_server_prompt_tokens",
             "Prompt tokens sent to each server (estimated from bytes)",
-            &tokens,
+            &tokens(&|p| p.sent_tokens),
+        )?;
+        counters(
+            &mut encoder,
+            "llm_router_server_answered_prompt_tokens",
+            "Prompt tokens each server's answers said they had (usage.prompt_tokens)",
+            &tokens(&|p| p.measured_prompt_tokens),
+        )?;
+        counters(
+            &mut encoder,
+            "llm_router_server_completion_tokens",
+            "Tokens each server's answers said they generated (usage.completion_tokens)",
+            &tokens(&|p| p.completion_tokens),
         )?;
         Ok(())
     }

@@ -242,8 +242,9 @@ impl<B: Body> Body for PrefillBody<B> {
                         guard.first_token(*this.streamed);
                     }
                     let found = this.usage.as_mut().and_then(|u| u.feed(data.chunk()));
-                    if let Some((prompt, cached)) = found {
-                        guard.reused(cached, prompt);
+                    if let Some(usage) = found {
+                        guard.reused(usage.cached, usage.prompt);
+                        guard.generated(usage.completion);
                         // One usage an answer: the rest is not scanned.
                         *this.usage = None;
                     }
@@ -282,7 +283,8 @@ impl<B> fmt::Debug for PrefillBody<B> {
     }
 }
 
-/// Finds `"prompt_tokens": N` and `"cached_tokens": M` in an answer's
+/// Finds `"prompt_tokens": N` and `"cached_tokens": M` (and
+/// `"completion_tokens"`, when it comes first or with them) in an answer's
 /// bytes as they stream, across frame boundaries, without parsing the JSON
 /// around them.
 #[derive(Default)]
@@ -291,17 +293,29 @@ struct UsageScan {
     carry: Vec<u8>,
     prompt: Option<u64>,
     cached: Option<u64>,
+    completion: Option<u64>,
+}
+
+/// An answer's usage, as far as routing reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Usage {
+    prompt: u64,
+    cached: u64,
+    /// 0 when not seen.
+    completion: u64,
 }
 
 const PROMPT_KEY: &[u8] = b"\"prompt_tokens\"";
 const CACHED_KEY: &[u8] = b"\"cached_tokens\"";
+const COMPLETION_KEY: &[u8] = b"\"completion_tokens\"";
 /// Bytes kept from one frame for the next: a key, its colon, white space
 /// and a number.
 const CARRY: usize = 48;
 
 impl UsageScan {
-    /// Reads one frame; `(prompt_tokens, cached_tokens)` once both are seen.
-    fn feed(&mut self, data: &[u8]) -> Option<(u64, u64)> {
+    /// Reads one frame; the usage once the prompt and cached tokens are
+    /// seen.
+    fn feed(&mut self, data: &[u8]) -> Option<Usage> {
         if self.carry.is_empty() {
             self.scan(data);
         } else {
@@ -325,7 +339,11 @@ impl UsageScan {
             self.carry.drain(..excess);
         }
         match (self.prompt, self.cached) {
-            (Some(prompt), Some(cached)) => Some((prompt, cached)),
+            (Some(prompt), Some(cached)) => Some(Usage {
+                prompt,
+                cached,
+                completion: self.completion.unwrap_or(0),
+            }),
             _ => None,
         }
     }
@@ -336,6 +354,9 @@ impl UsageScan {
         }
         if self.cached.is_none() {
             self.cached = number_after(bytes, CACHED_KEY);
+        }
+        if self.completion.is_none() {
+            self.completion = number_after(bytes, COMPLETION_KEY);
         }
     }
 }
@@ -446,6 +467,10 @@ mod tests {
         }
         let stats = state.stats();
         assert_eq!(stats.measured_reuse, Some(64.0 / 120.0), "{stats:?}");
+        assert_eq!(
+            (stats.measured_prompt_tokens, stats.completion_tokens),
+            (120, 3)
+        );
     }
 
     #[tokio::test]
@@ -512,7 +537,11 @@ mod tests {
             scan.feed(
                 b"{\"prompt_tokens_details\":{\"cached_tokens\":32},\"prompt_tokens\":100,\"x\":1}"
             ),
-            Some((100, 32))
+            Some(Usage {
+                prompt: 100,
+                cached: 32,
+                completion: 0
+            })
         );
         let mut scan = UsageScan::default();
         assert_eq!(

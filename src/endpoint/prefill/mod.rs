@@ -108,6 +108,7 @@ struct Shared {
     measured_prompt_tokens: AtomicU64,
     measured_cached_tokens: AtomicU64,
     measured_expected_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
 }
 
 /// What a [`PrefillState`] knows, for a status page.
@@ -141,6 +142,10 @@ pub struct PrefillStats {
     /// What the index expected of those same answers, to compare with
     /// [`measured_reuse`](Self::measured_reuse).
     pub expected_reuse_of_measured: Option<f64>,
+    /// Prompt tokens the answers said they had (`usage.prompt_tokens`).
+    pub measured_prompt_tokens: u64,
+    /// Tokens the answers said they generated (`usage.completion_tokens`).
+    pub completion_tokens: u64,
 }
 
 impl Default for PrefillState {
@@ -179,6 +184,7 @@ impl PrefillState {
                 measured_prompt_tokens: AtomicU64::new(0),
                 measured_cached_tokens: AtomicU64::new(0),
                 measured_expected_tokens: AtomicU64::new(0),
+                completion_tokens: AtomicU64::new(0),
                 config,
             }),
         }
@@ -208,6 +214,7 @@ impl PrefillState {
             measured_prompt_tokens: AtomicU64::new(0),
             measured_cached_tokens: AtomicU64::new(0),
             measured_expected_tokens: AtomicU64::new(0),
+            completion_tokens: AtomicU64::new(0),
         });
         Self {
             shared: Arc::new(Shared {
@@ -418,6 +425,8 @@ impl PrefillState {
                 .then(|| ratio(s.measured_cached_tokens.load(Relaxed), measured_prompt)),
             expected_reuse_of_measured: (measured_prompt > 0)
                 .then(|| ratio(s.measured_expected_tokens.load(Relaxed), measured_prompt)),
+            measured_prompt_tokens: measured_prompt,
+            completion_tokens: s.completion_tokens.load(Relaxed),
         }
     }
 
@@ -519,6 +528,15 @@ impl PrefillGuard {
                 "the server reused less than its index expected: older blocks forgotten"
             );
         }
+    }
+
+    /// The server said it generated `tokens` for this answer
+    /// (`usage.completion_tokens`).
+    pub fn generated(&self, tokens: u64) {
+        self.state
+            .shared
+            .completion_tokens
+            .fetch_add(tokens, Relaxed);
     }
 
     /// The answer ended whole: its duration since the reservation teaches
