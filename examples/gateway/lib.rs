@@ -4,7 +4,8 @@
 //! to a backend with a reverse proxy's header rules (`forward`, `rules`);
 //! for every listener,
 //! connection limits and time limits (`listener`, `guard`), the graceful
-//! drain (`drain`), and giving memory back after bursts (`memory`).
+//! drain (`drain`), giving memory back after bursts (`memory`), and the
+//! count of answers by status and time (`traffic`).
 //!
 //! A library of the workspace, not published: `examples/proxy` and
 //! `examples/llm_router` depend on it (a dev-dependency of tower-lb), so
@@ -19,6 +20,7 @@ pub mod listener;
 pub mod memory;
 pub mod rules;
 pub mod server;
+pub mod traffic;
 
 use tokio::runtime::{Builder, Runtime};
 

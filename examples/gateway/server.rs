@@ -44,6 +44,7 @@ use super::forward::{self, Forward, UpstreamBody};
 use super::guard::ClientBody;
 use super::listener::{self, Connections, Limits};
 use super::rules::{self, Refusal};
+use super::traffic::{Timed, Traffic};
 
 /// One backend as the balancer holds it: health on the outside (so
 /// `Balance::health` reads it), requests in flight counted until the
@@ -93,7 +94,7 @@ impl Backends {
 }
 
 /// How the server handles each client request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Retries on another backend after a failed attempt, within the retry
     /// budget.
@@ -101,6 +102,9 @@ pub struct Settings {
     /// How to find the client's address when the picker hashes it (it reads
     /// the `ClientAddr` extension); `None` for other pickers, which skip it.
     pub client_ip: Option<ClientIp>,
+    /// Where answers are counted by status and timed, if anywhere (one
+    /// clock read a request more when set).
+    pub traffic: Option<Traffic>,
 }
 
 /// Binds a listener; the error names the address, and `flag` when given
@@ -258,6 +262,7 @@ pub async fn serve<P>(
         peer,
         forwarded_for: forward::forwarded_for(peer),
         client_ip: settings.client_ip,
+        traffic: settings.traffic.clone(),
     };
     listener::serve(listener, limits, connections, drain, make).await;
 }
@@ -270,17 +275,34 @@ struct Front<P: Prepare> {
     /// How to find the client's address, when the picker hashes it
     /// (`ip-hash`, `consistent-hash` by IP); other pickers skip it.
     client_ip: Option<ClientIp>,
+    traffic: Option<Traffic>,
 }
 
 impl<P> hyper::service::Service<Request<ClientBody>> for Front<P>
 where
     P: Pick<Request<UpstreamBody>, Endpoint>,
 {
-    type Response = Response<ProxyBody>;
+    type Response = Response<Timed<ProxyBody>>;
     type Error = Infallible;
-    type Future = ProxyFuture<P>;
+    type Future = Counted<ProxyFuture<P>>;
 
-    fn call(&self, mut request: Request<ClientBody>) -> ProxyFuture<P> {
+    fn call(&self, request: Request<ClientBody>) -> Self::Future {
+        let traffic = self
+            .traffic
+            .as_ref()
+            .map(|traffic| (traffic.clone(), tokio::time::Instant::now()));
+        Counted {
+            inner: self.proxy(request),
+            traffic,
+        }
+    }
+}
+
+impl<P> Front<P>
+where
+    P: Pick<Request<UpstreamBody>, Endpoint>,
+{
+    fn proxy(&self, mut request: Request<ClientBody>) -> ProxyFuture<P> {
         if let Some(rule) = &self.client_ip {
             // Read before this gateway appends its peer to X-Forwarded-For:
             // the rule's trusted hops count the proxies in front of this one. The
@@ -304,6 +326,34 @@ where
             answer: None,
             upgrade,
         }
+    }
+}
+
+pin_project! {
+    /// An answer counted in the server's [`Traffic`] when it has one.
+    struct Counted<F> {
+        #[pin]
+        inner: F,
+        traffic: Option<(Traffic, tokio::time::Instant)>,
+    }
+}
+
+impl<F, B> Future for Counted<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<Timed<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = ready!(this.inner.poll(cx));
+        let status = response.status().as_u16();
+        Poll::Ready(Ok(match this.traffic.take() {
+            Some((traffic, arrived)) => {
+                response.map(|body| traffic.answered(status, arrived, body))
+            }
+            None => response.map(Timed::untimed),
+        }))
     }
 }
 

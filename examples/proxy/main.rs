@@ -203,8 +203,10 @@ where
         max_header_bytes: None,
         evict_idle: false,
     };
+    // Answers are counted and timed only for a /metrics page to show them.
+    let traffic = admin.is_some().then(gateway::traffic::Traffic::new);
     if let Some(admin) = admin {
-        let page = metrics::page(lb.clone());
+        let page = metrics::page(lb.clone(), traffic.clone());
         let extra = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
@@ -230,6 +232,7 @@ where
     let settings = Settings {
         retries: args.retries,
         client_ip,
+        traffic,
     };
     let connections = Connections::new(args.max_connections);
     tokio::spawn(gateway::memory::give_back_after_bursts(connections.clone()));

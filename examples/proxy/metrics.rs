@@ -2,7 +2,9 @@
 //! through prometheus-client, read from the balancer at each scrape.
 //! Per backend: requests sent, requests in flight, failed attempts,
 //! ejections, health and, with `--algorithm scored`, its reported load and
-//! the report's age.
+//! the report's age. For the proxy as a whole: answers to clients by status
+//! (its own refusals and errors included) and histograms of the time to
+//! each answer's head and to its end.
 
 use std::fmt;
 
@@ -16,6 +18,7 @@ use tower_lb::endpoint::Endpoint;
 use tower_lb::pick::Prepare;
 
 use crate::gateway::server::Lb;
+use crate::gateway::traffic::Traffic;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Backend {
@@ -174,10 +177,17 @@ impl<P: Prepare> Collector for Scrape<P> {
     }
 }
 
-/// The `/metrics` page of `lb`, rendered at each call.
-pub(crate) fn page<P: Prepare>(lb: Lb<P>) -> impl Fn() -> String + Clone + Send + Sync + 'static {
+/// The `/metrics` page of `lb` (and of the answers `traffic` counts),
+/// rendered at each call.
+pub(crate) fn page<P: Prepare>(
+    lb: Lb<P>,
+    traffic: Option<Traffic>,
+) -> impl Fn() -> String + Clone + Send + Sync + 'static {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(lb)));
+    if let Some(traffic) = traffic {
+        traffic.register(&mut registry, "proxy");
+    }
     let registry = std::sync::Arc::new(registry);
     move || {
         let mut text = String::new();

@@ -139,4 +139,20 @@ async fn metrics_parse_as_prometheus_text_and_count_each_backends_requests() {
         assert_eq!(requests, Some(5.0), "{text}");
     }
     assert!(text.contains("proxy_backend_in_flight"), "{text}");
+    // The proxy's answers to clients, by status, and their timing.
+    let answers = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "proxy_answers_total" && s.labels.get("status") == Some("200"))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => -1.0,
+        });
+    assert_eq!(answers, Some(10.0), "{text}");
+    for histogram in ["proxy_answer_head_seconds", "proxy_answer_duration_seconds"] {
+        assert!(
+            text.lines().any(|l| l == format!("{histogram}_count 10")),
+            "{histogram}: {text}"
+        );
+    }
 }
