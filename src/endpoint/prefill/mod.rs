@@ -2,7 +2,6 @@
 //! it holds, the prefill work sent there and not yet done, and how fast it
 //! prefills (learnt from each first token).
 
-use super::report::contradicts;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -285,7 +284,11 @@ impl PrefillState {
             .report
             .as_ref()
             .and_then(|r| r.fresh_load(clock_ms(now)))
-            .filter(|&(queue, running, _)| !contradicts(queue, running, own as u64))
+            .filter(|&(queue, running, _)| {
+                !s.report
+                    .as_ref()
+                    .is_some_and(|r| r.contradicted(queue, running, own as u64))
+            })
             .map(|(queue, running, kv)| (queue, running.unwrap_or(0), kv));
         let wait = match reported {
             Some((queue, running, _)) => {
@@ -381,6 +384,7 @@ impl PrefillState {
         let uncached = self.tokens(prompt_bytes - cached_bytes);
         let inputs = [1.0, self.tokens_ahead(uncached)];
         let slot_wait = self.slot_wait(now);
+        let claimed_wait = self.claimed_wait(now);
         s.index.insert(hashes);
         let reserved = uncached.ceil() as u64;
         s.queued_tokens.fetch_add(reserved, Relaxed);
@@ -399,8 +403,27 @@ impl PrefillState {
             started: now,
             inputs,
             slot_wait,
+            claimed_wait,
             oldest_stamp,
             expected_cached_tokens: expected_cached,
+        }
+    }
+
+    /// The wait a fresh report's queue implies for a request sent now,
+    /// `(q + 1) × D ÷ r`, when the server reports waiting requests while
+    /// this client has none there (so only what answers show can check
+    /// it), believed or not; 0 otherwise.
+    fn claimed_wait(&self, now: Instant) -> f64 {
+        let s = &*self.shared;
+        let answer = s.answer_ns.load(Relaxed) as f64;
+        if answer == 0.0 || s.in_flight.load(Relaxed) > 0 {
+            return 0.0;
+        }
+        match s.report.as_ref().and_then(|r| r.fresh_load(clock_ms(now))) {
+            Some((queue, running, _)) if queue > 0 && running != Some(0) => {
+                f64::from(queue.saturating_add(1)) * answer / f64::from(running.unwrap_or(1).max(1))
+            }
+            _ => 0.0,
         }
     }
 
@@ -474,6 +497,9 @@ pub struct PrefillGuard {
     /// The slot wait estimated at dispatch, taken out of the observed time
     /// before learning.
     slot_wait: f64,
+    /// The wait a reported queue implied at dispatch when this client had
+    /// nothing there (0 otherwise), checked against the first token.
+    claimed_wait: f64,
     /// The index's stamp of the least recently sent block it expected the
     /// server to hold; 0 when it expected none.
     oldest_stamp: u64,
@@ -488,6 +514,18 @@ impl PrefillGuard {
         if self.release() && learn {
             let ttft = Instant::now().saturating_duration_since(self.started);
             self.learn(ttft.as_nanos() as f64);
+            self.check_claimed_queue(ttft.as_nanos() as f64);
+        }
+    }
+
+    /// Sent while the server reported a queue this client had no part in:
+    /// a first token within half the wait that queue implied disproves it
+    /// ([`ReportCell::disprove_queue`]); a later one proves it.
+    fn check_claimed_queue(&self, ttft_ns: f64) {
+        if self.claimed_wait > 0.0 {
+            if let Some(report) = &self.state.shared.report {
+                report.disprove_queue(ttft_ns < self.claimed_wait / 2.0);
+            }
         }
     }
 
@@ -805,6 +843,44 @@ mod tests {
             ..Report::default()
         });
         assert_eq!(state.slot_wait(Instant::now()), 6.0 * 100e6 / 2.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reported_queue_that_answers_disprove_is_not_believed() {
+        let report = ReportCell::new();
+        let state = PrefillState::default().with_report(report.clone());
+        let mut done = state.reserve(&prompt(1, 1), 64);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        done.answer_end();
+        drop(done);
+        // Nine waiting behind eight running, and nothing of ours there: a
+        // slot in 125 ms, by the report.
+        let lying = Report {
+            queue: Some(9),
+            running: Some(8),
+            ..Report::default()
+        };
+        report.record(&lying);
+        let claimed = 10.0 * 100e6 / 8.0;
+        assert_eq!(state.slot_wait(Instant::now()), claimed);
+        assert!(!report.contradicted(9, Some(8), 0));
+        // A request sent now gets its first token after 5 ms.
+        let mut quick = state.reserve(&prompt(2, 1), 64);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        quick.first_token(true);
+        drop(quick);
+        report.record(&lying);
+        assert!(report.contradicted(9, Some(8), 0), "answers disproved it");
+        assert_eq!(state.slot_wait(Instant::now()), 0.0);
+        // Believed while this client has requests there (they may be the
+        // queue), and again once a request does wait.
+        assert!(!report.contradicted(9, Some(8), 1));
+        let mut slow = state.reserve(&prompt(3, 1), 64);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        slow.first_token(true);
+        drop(slow);
+        report.record(&lying);
+        assert!(!report.contradicted(9, Some(8), 0), "a request waited");
     }
 
     #[test]

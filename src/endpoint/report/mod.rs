@@ -95,6 +95,11 @@ struct Shared {
     /// Whether reports carry a running count (without one, 0 running says
     /// nothing).
     running_known: AtomicBool,
+    /// A request sent while the server reported waiting requests (and this
+    /// client had none there) got its first token well within the wait
+    /// that queue implied: its reported queue is not believed while this
+    /// client has nothing there, until a request does wait.
+    queue_disproved: AtomicBool,
     extra: ArcSwap<ReportDetails>,
 }
 
@@ -126,6 +131,7 @@ impl ReportCell {
                 measured_at: AtomicU64::new(0),
                 reporting_since: AtomicU64::new(0),
                 running_known: AtomicBool::new(false),
+                queue_disproved: AtomicBool::new(false),
                 extra: ArcSwap::from_pointee(ReportDetails::default()),
                 garbage_logged: AtomicU64::new(0),
             }),
@@ -288,6 +294,34 @@ impl ReportCell {
         clock_ms(now)
     }
 
+    /// Whether a reported `queue` with `running` requests is not believed
+    /// while this client has `in_flight` there: [`contradicts`] says so, or
+    /// the server's answers disproved its queue (see
+    /// [`disprove_queue`](Self::disprove_queue)).
+    #[inline]
+    pub(crate) fn contradicted(&self, queue: u32, running: Option<u32>, in_flight: u64) -> bool {
+        contradicts(queue, running, in_flight)
+            || (queue > 0 && in_flight == 0 && self.shared.queue_disproved.load(Ordering::Relaxed))
+    }
+
+    /// What an answer showed of the reported queue: `true` when a request
+    /// sent while it was reported came through well within the wait it
+    /// implied (the queue is then not believed while this client has
+    /// nothing there), `false` when one waited (it is believed again).
+    pub(crate) fn disprove_queue(&self, disproved: bool) {
+        if self
+            .shared
+            .queue_disproved
+            .swap(disproved, Ordering::Relaxed)
+            != disproved
+        {
+            tracing::debug!(
+                disproved,
+                "a server's reported queue checked against its answers"
+            );
+        }
+    }
+
     /// Queue, running requests and KV use of a report no older than the
     /// staleness bound at `now_ms` ([`clock_ms`]): the scoring picker's read,
     /// three atomic loads.
@@ -354,7 +388,8 @@ fn unpack_f32(word: u64) -> (f32, f32) {
 
 /// Whether a reported queue contradicts what the client sees: requests
 /// waiting at a server that reports running none, while this client has none in
-/// flight there. A queue forms only behind busy batch slots; a server with
+/// flight there (see also [`ReportCell::contradicted`], which adds what
+/// answers showed). A queue forms only behind busy batch slots; a server with
 /// idle slots that claims one (a count leaked by cancelled requests, a
 /// stuck gauge) would otherwise be shunned, or shed, for nothing. The
 /// client's own count stands in for it.

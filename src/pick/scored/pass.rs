@@ -2,7 +2,6 @@
 //! scorer over the eligible set, weigh, choose; and the saturation check
 //! before it.
 
-use crate::endpoint::report::contradicts;
 use tokio::time::Instant;
 use tower::load::Load;
 
@@ -126,11 +125,13 @@ where
         } else {
             -1.0
         };
-        let (queue, kv) = match metrics.and_then(|m| m.fresh_load(now_ms)) {
-            Some((queue, running, kv)) if !contradicts(queue, running, in_flight as u64) => {
+        let (queue, kv) = match metrics.and_then(|m| Some((m, m.fresh_load(now_ms)?))) {
+            Some((m, (queue, running, kv)))
+                if !m.contradicted(queue, running, in_flight as u64) =>
+            {
                 (queue as f32, kv)
             }
-            Some((_, _, kv)) => (in_flight, kv),
+            Some((_, (_, _, kv))) => (in_flight, kv),
             None => (in_flight, -1.0),
         };
         Some(Raw {
@@ -145,7 +146,7 @@ where
     }
 
     /// Saturated: a fresh report over a limit (unless it contradicts what
-    /// the client sees: `endpoint::report::contradicts`), or, when stale, more
+    /// the client sees: `ReportCell::contradicted`), or, when stale, more
     /// requests in flight than the queue limit.
     #[inline]
     fn saturated(&self, raw: &Raw) -> bool {
