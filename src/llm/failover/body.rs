@@ -2,6 +2,7 @@
 //! continuation's, spliced; or an error event where a cut is not continued.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -12,7 +13,7 @@ use serde_json::json;
 use super::transcript::{Api, Remaining, Transcript};
 use super::{leg_body, Outcome, Resend};
 use crate::error::BoxError;
-use crate::llm::router::BoxFuture;
+use crate::llm::router::{BoxFuture, Shared};
 use crate::llm::ResponseBody;
 
 /// The end of the first complete event in `bytes` (past its blank line).
@@ -46,6 +47,7 @@ pub(crate) struct Splice {
     pending: BytesMut,
     transcript: Transcript,
     resend: Option<Resend>,
+    shared: Arc<Shared>,
     /// Failovers the request had, and has left.
     budget: u32,
     left: u32,
@@ -59,6 +61,7 @@ impl Splice {
     pub(crate) fn new(
         api: Api,
         leg: ResponseBody,
+        shared: Arc<Shared>,
         resend: Option<Resend>,
         (budget, left): (u32, u32),
     ) -> Self {
@@ -73,6 +76,7 @@ impl Splice {
             pending: BytesMut::new(),
             transcript: Transcript::new(api),
             resend,
+            shared,
             budget,
             left,
             tail: None,
@@ -81,9 +85,7 @@ impl Splice {
     }
 
     fn count(&self, outcome: Outcome) {
-        if let Some(resend) = &self.resend {
-            resend.shared.failover.count(outcome);
-        }
+        self.shared.failover.count(outcome);
     }
 
     /// The complete events in `pending`, as the client gets them.
@@ -123,26 +125,13 @@ impl Splice {
             return;
         }
         self.ended = true;
-        let Some(resend) = &self.resend else {
-            self.push_tail(error_event(&format!("the answer was cut short: {why}")));
-            return;
+        let resend = match &self.resend {
+            Some(resend) if self.transcript.continuable() && self.left > 0 => resend,
+            _ => {
+                self.not_continued(why);
+                return;
+            }
         };
-        if !self.transcript.continuable() || self.left == 0 {
-            let outcome = if self.budget == 0 || !self.transcript.continuable() {
-                Outcome::NotContinued
-            } else {
-                Outcome::Exhausted
-            };
-            self.count(outcome);
-            tracing::warn!(
-                tokens = self.transcript.tokens(),
-                failovers = self.budget - self.left,
-                reason = why,
-                "an answer was cut short and not continued"
-            );
-            self.push_tail(error_event(&format!("the answer was cut short: {why}")));
-            return;
-        }
         let continuation = match self.transcript.remaining(&resend.request) {
             Remaining::None => {
                 self.count(Outcome::Finished);
@@ -154,10 +143,11 @@ impl Splice {
             }
         };
         let Some(body) = continuation.and_then(|c| serde_json::to_vec(&c).ok()) else {
-            self.count(Outcome::NotContinued);
-            self.push_tail(error_event(&format!("the answer was cut short: {why}")));
+            self.budget = 0;
+            self.not_continued(why);
             return;
         };
+        let next = resend.send(Bytes::from(body));
         self.left -= 1;
         self.count(Outcome::Continued);
         tracing::warn!(
@@ -166,8 +156,25 @@ impl Splice {
             reason = why,
             "an answer was cut short; continuing it on another server"
         );
-        self.next = Some(resend.send(Bytes::from(body)));
+        self.next = Some(next);
         self.ended = false;
+    }
+
+    /// Ends the answer with an error event, counted.
+    fn not_continued(&mut self, why: &str) {
+        let outcome = if self.budget == 0 || !self.transcript.continuable() {
+            Outcome::NotContinued
+        } else {
+            Outcome::Exhausted
+        };
+        self.count(outcome);
+        tracing::warn!(
+            tokens = self.transcript.tokens(),
+            failovers = self.budget - self.left,
+            reason = why,
+            "an answer was cut short and not continued"
+        );
+        self.push_tail(error_event(&format!("the answer was cut short: {why}")));
     }
 
     fn push_tail(&mut self, bytes: Bytes) {
@@ -183,11 +190,7 @@ impl Splice {
 
     /// The continuation's answer came: stream it, or end with why not.
     fn continued(&mut self, answer: Result<Response<ResponseBody>, BoxError>) {
-        let shared = self
-            .resend
-            .as_ref()
-            .map(|r| std::sync::Arc::clone(&r.shared));
-        let Some(shared) = shared else { return };
+        let shared = Arc::clone(&self.shared);
         match answer {
             Ok(response)
                 if response.status().is_success()

@@ -385,7 +385,7 @@ pub(crate) async fn send(
 /// A successful stream of server-sent events with its body spliced (cuts
 /// continued or ended with an error event); any other answer as it is.
 fn splice(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     response: Response<ResponseBody>,
     api: Api,
     resend: Option<Resend>,
@@ -401,7 +401,7 @@ fn splice(
     }
     let (mut parts, body) = response.into_parts();
     let body = leg_body(shared, &mut parts.extensions, body);
-    let splice = Splice::new(api, body, resend, budget);
+    let splice = Splice::new(api, body, Arc::clone(shared), resend, budget);
     parts.extensions.insert(Managed);
     parts.headers.remove(CONTENT_LENGTH);
     Response::from_parts(parts, splice.boxed_unsync())
