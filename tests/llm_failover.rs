@@ -576,3 +576,57 @@ async fn the_router_counts_failovers_in_metrics_and_the_flag_turns_them_off() {
     assert_eq!(failovers_in_metrics(off_admin, "not_continued").await, 1.0);
     assert_eq!(failovers_in_metrics(off_admin, "continued").await, 0.0);
 }
+
+#[tokio::test]
+async fn a_stream_silent_past_the_idle_limit_is_continued_elsewhere() {
+    // A server that sends one token and then nothing: past the router's
+    // idle limit its stream counts as cut and is continued on the other.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_addr = stalled.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async {
+        use futures_util::StreamExt;
+        let first = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(
+            b"data: {\"id\": \"s\", \"created\": 1, \"model\": \"m\", \"choices\": [{\"index\": 0, \"delta\": {\"role\": \"assistant\", \"content\": \" xyz\"}, \"finish_reason\": null}]}\n\n",
+        ))]);
+        let parts = first.chain(futures_util::stream::pending());
+        http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from_stream(parts))
+            .unwrap()
+    });
+    tokio::spawn(async move { axum::serve(stalled, app).await.unwrap() });
+    let healthy = model_server(&[]);
+    let router = Builder::new()
+        .picker(RoundRobin::new())
+        .stream_idle_timeout(Some(std::time::Duration::from_millis(300)))
+        .server(&format!("http://{stalled_addr}"))
+        .server(&healthy.url())
+        .build()
+        .unwrap();
+    router.balance().wait_for(|keys| keys.len() == 2).await;
+    let api = Api::Chat;
+    let body = api.request("wait for it", 5, true);
+    // What the healthy server says after " xyz".
+    let mut rest = body.clone();
+    rest["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "assistant", "content": " xyz"}));
+    rest["continue_final_message"] = true.into();
+    rest["add_generation_prompt"] = false.into();
+    rest["max_tokens"] = 4.into();
+    let mut expected = vec![" xyz".to_owned()];
+    expected.extend(uninterrupted(&healthy, api, &rest).await.texts(api));
+    let mut continued = 0u64;
+    for _ in 0..2 {
+        let stream = stream_through(&router, api, &body, &[]).await;
+        stream.assert_whole(api);
+        if stream.chunks().next().unwrap()["id"] == "s" {
+            continued += 1;
+            assert_eq!(stream.texts(api), expected);
+        }
+    }
+    // Round robin: of two requests, one at least meets the stalled server.
+    assert!(continued >= 1);
+    assert_eq!(router.failover_stats().continued, continued);
+}

@@ -26,7 +26,9 @@
 //!   nothing the client saw);
 //! * an answer that had delivered every token it asked for when cut gets
 //!   its final event (`finish_reason: "length"`) and `[DONE]` from the
-//!   router.
+//!   router; one cut after its final event gets `[DONE]` (without the
+//!   usage event, when the client asked for one: the server never sent
+//!   it).
 //!
 //! At most [`Builder::failovers`](super::Builder::failovers) continuations
 //! a request (1 by default; 0 turns failover off). A request can lower
