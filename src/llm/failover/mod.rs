@@ -294,8 +294,13 @@ fn continuable(api: Api, request: &Value) -> bool {
 /// failover: see [the module docs](self).
 pub(crate) async fn send(
     shared: Arc<Shared>,
-    request: Request<RequestBody>,
+    mut request: Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, BoxError> {
+    // The header is the router's: it stays inside.
+    let budget = budget(request.headers(), shared.failover.max);
+    request
+        .headers_mut()
+        .remove(HeaderName::from_static(FAILOVER_HEADER));
     let api = match request.uri().path() {
         "/v1/completions" => Api::Completions,
         _ => Api::Chat,
@@ -339,10 +344,6 @@ pub(crate) async fn send(
     let value = serde_json::from_slice::<Value>(&bytes)
         .ok()
         .filter(|v| v.is_object());
-    let budget = budget(&parts.headers, shared.failover.max);
-    parts
-        .headers
-        .remove(HeaderName::from_static(FAILOVER_HEADER));
     let Some(value) = value else {
         // Not JSON: the routed path refuses it as it always does.
         let request = Request::from_parts(parts, request_body(bytes));
@@ -407,4 +408,64 @@ fn splice(
     parts.extensions.insert(Managed);
     parts.headers.remove(CONTENT_LENGTH);
     Response::from_parts(parts, splice.boxed_unsync())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_lowers_its_failovers_and_never_raises_them() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(FAILOVER_HEADER, value.parse().unwrap());
+            budget(&headers, 2)
+        };
+        assert_eq!(budget(&HeaderMap::new(), 2), 2);
+        assert_eq!(with("off"), 0);
+        assert_eq!(with("OFF"), 0);
+        assert_eq!(with("0"), 0);
+        assert_eq!(with("1"), 1);
+        assert_eq!(with("100"), 2);
+        // Anything else: the router's setting.
+        assert_eq!(with("on"), 2);
+        assert_eq!(with("-1"), 2);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            FAILOVER_HEADER,
+            http::HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        assert_eq!(budget(&headers, 2), 2);
+    }
+
+    #[test]
+    fn only_requests_of_one_text_answer_are_continued() {
+        let chat = |extra: Value| {
+            let mut body = serde_json::json!({"messages": []});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            continuable(Api::Chat, &body)
+        };
+        assert!(chat(serde_json::json!({})));
+        assert!(chat(serde_json::json!({"n": 1})));
+        assert!(chat(serde_json::json!({"n": null})));
+        assert!(!chat(serde_json::json!({"n": 2})));
+        assert!(!chat(serde_json::json!({"best_of": 3})));
+        assert!(!continuable(
+            Api::Chat,
+            &serde_json::json!({"messages": "hi"})
+        ));
+        let completion = |body: Value| continuable(Api::Completions, &body);
+        assert!(completion(serde_json::json!({"prompt": "Once"})));
+        assert!(completion(serde_json::json!({"prompt": ["Once"]})));
+        assert!(!completion(
+            serde_json::json!({"prompt": ["Once", "Twice"]})
+        ));
+        assert!(!completion(serde_json::json!({"prompt": [1, 2, 3]})));
+        assert!(!completion(
+            serde_json::json!({"prompt": "Once", "echo": true})
+        ));
+        assert!(!completion(serde_json::json!({})));
+    }
 }
