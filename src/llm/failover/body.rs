@@ -128,7 +128,12 @@ impl Splice {
         let resend = match &self.resend {
             Some(resend) if self.transcript.continuable() && self.left > 0 => resend,
             _ => {
-                self.not_continued(why);
+                let outcome = if self.budget == 0 || !self.transcript.continuable() {
+                    Outcome::NotContinued
+                } else {
+                    Outcome::Exhausted
+                };
+                self.not_continued(outcome, why);
                 return;
             }
         };
@@ -143,8 +148,7 @@ impl Splice {
             }
         };
         let Some(body) = continuation.and_then(|c| serde_json::to_vec(&c).ok()) else {
-            self.budget = 0;
-            self.not_continued(why);
+            self.not_continued(Outcome::NotContinued, why);
             return;
         };
         let next = resend.send(Bytes::from(body));
@@ -152,7 +156,7 @@ impl Splice {
         self.count(Outcome::Continued);
         tracing::warn!(
             tokens = self.transcript.tokens(),
-            failover = self.budget - self.left,
+            failover = self.budget.saturating_sub(self.left),
             reason = why,
             "an answer was cut short; continuing it on another server"
         );
@@ -160,17 +164,12 @@ impl Splice {
         self.ended = false;
     }
 
-    /// Ends the answer with an error event, counted.
-    fn not_continued(&mut self, why: &str) {
-        let outcome = if self.budget == 0 || !self.transcript.continuable() {
-            Outcome::NotContinued
-        } else {
-            Outcome::Exhausted
-        };
+    /// Ends the answer with an error event, counted as `outcome`.
+    fn not_continued(&mut self, outcome: Outcome, why: &str) {
         self.count(outcome);
         tracing::warn!(
             tokens = self.transcript.tokens(),
-            failovers = self.budget - self.left,
+            failovers = self.budget.saturating_sub(self.left),
             reason = why,
             "an answer was cut short and not continued"
         );

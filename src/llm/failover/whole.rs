@@ -71,7 +71,7 @@ pub(super) async fn read(
         failover.count(Outcome::RetriedWhole);
         tracing::warn!(
             %error,
-            failover = budget - left,
+            failover = budget.saturating_sub(left),
             "a whole answer broke off; asking another server"
         );
         response = resend.send(request.clone()).await?;
