@@ -550,7 +550,7 @@ impl Builder {
                 models,
                 pass_through: self.pass_through,
                 stream_idle: self.stream_idle,
-                failover: Failover::new(self.failovers, self.max_body),
+                failover: Arc::new(Failover::new(self.failovers, self.max_body)),
                 queue,
                 servers,
                 health: registry,

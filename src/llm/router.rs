@@ -57,7 +57,7 @@ pub(crate) struct Shared {
     pub(crate) models: Arc<[String]>,
     pub(crate) pass_through: bool,
     pub(crate) stream_idle: Option<Duration>,
-    pub(crate) failover: Failover,
+    pub(crate) failover: Arc<Failover>,
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) servers: Arc<Mutex<Vec<Server>>>,
     pub(crate) health: HealthRegistry<SocketAddr>,

@@ -11,9 +11,9 @@ use http_body::{Body, Frame, SizeHint};
 use serde_json::json;
 
 use super::transcript::{Api, Remaining, Transcript};
-use super::{leg_body, Outcome, Resend};
+use super::{leg_body, Failover, Outcome, Resend};
 use crate::error::BoxError;
-use crate::llm::router::{BoxFuture, Shared};
+use crate::llm::router::BoxFuture;
 use crate::llm::ResponseBody;
 
 /// The end of the first complete event in `bytes` (past its blank line).
@@ -47,7 +47,7 @@ pub(crate) struct Splice {
     pending: BytesMut,
     transcript: Transcript,
     resend: Option<Resend>,
-    shared: Arc<Shared>,
+    counters: Arc<Failover>,
     /// Failovers the request had, and has left.
     budget: u32,
     left: u32,
@@ -61,7 +61,7 @@ impl Splice {
     pub(crate) fn new(
         api: Api,
         leg: ResponseBody,
-        shared: Arc<Shared>,
+        counters: Arc<Failover>,
         resend: Option<Resend>,
         (budget, left): (u32, u32),
     ) -> Self {
@@ -76,7 +76,7 @@ impl Splice {
             pending: BytesMut::new(),
             transcript: Transcript::new(api),
             resend,
-            shared,
+            counters,
             budget,
             left,
             tail: None,
@@ -85,7 +85,7 @@ impl Splice {
     }
 
     fn count(&self, outcome: Outcome) {
-        self.shared.failover.count(outcome);
+        self.counters.count(outcome);
     }
 
     /// The complete events in `pending`, as the client gets them.
@@ -189,7 +189,9 @@ impl Splice {
 
     /// The continuation's answer came: stream it, or end with why not.
     fn continued(&mut self, answer: Result<Response<ResponseBody>, BoxError>) {
-        let shared = Arc::clone(&self.shared);
+        let Some(shared) = self.resend.as_ref().map(|r| Arc::clone(&r.shared)) else {
+            return;
+        };
         match answer {
             Ok(response)
                 if response.status().is_success()
@@ -270,5 +272,119 @@ impl Body for Splice {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, StreamBody};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::llm::FailoverStats;
+
+    fn leg(frames: Vec<Result<&[u8], &'static str>>) -> ResponseBody {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = frames
+            .into_iter()
+            .map(|f| {
+                f.map(|b| Frame::data(Bytes::copy_from_slice(b)))
+                    .map_err(Into::into)
+            })
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    }
+
+    /// What the client reads of `frames` with failover off.
+    async fn read(frames: Vec<Result<&[u8], &'static str>>) -> (String, Arc<Failover>) {
+        let counters = Arc::new(Failover::new(0, 1024));
+        let splice = Splice::new(api(), leg(frames), Arc::clone(&counters), None, (0, 0));
+        let bytes = splice.collect().await.unwrap().to_bytes();
+        (String::from_utf8(bytes.to_vec()).unwrap(), counters)
+    }
+
+    fn api() -> Api {
+        Api::Chat
+    }
+
+    const ANSWER: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" a\"},\"finish_reason\":null}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" b\"},\"finish_reason\":\"length\"}]}\n\n\
+        data: [DONE]\n\n";
+
+    #[tokio::test]
+    async fn events_pass_unchanged_wherever_frames_cut() {
+        let bytes = ANSWER.as_bytes();
+        for cut in 0..=bytes.len() {
+            let (seen, counters) = read(vec![Ok(&bytes[..cut]), Ok(&bytes[cut..])]).await;
+            assert_eq!(seen, ANSWER, "cut at {cut}");
+            assert_eq!(counters.stats(), FailoverStats::default());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_not_continued_ends_with_an_error_event_and_no_half_event() {
+        let first_event = ANSWER.find("\n\n").unwrap() + 2;
+        // Cut inside the second event: its half is never sent.
+        let (seen, counters) = read(vec![
+            Ok(&ANSWER.as_bytes()[..first_event + 10]),
+            Err("reset"),
+        ])
+        .await;
+        let (sent, error) = seen.split_at(first_event);
+        assert_eq!(sent, &ANSWER[..first_event]);
+        let error: serde_json::Value =
+            serde_json::from_str(error.strip_prefix("data: ").unwrap().trim()).unwrap();
+        assert_eq!(error["error"]["code"], "stream_cut");
+        assert_eq!(error["error"]["type"], "server_error");
+        assert!(error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reset"));
+        assert_eq!(counters.stats().not_continued, 1);
+        // A clean end before the final event is a cut too.
+        let (seen, _) = read(vec![Ok(&ANSWER.as_bytes()[..first_event])]).await;
+        let last = seen.trim_end().rsplit("\n\n").next().unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(last["error"]["code"], "stream_cut", "{seen}");
+        assert!(last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("closed the stream"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_after_its_final_event_gets_its_done() {
+        let done = ANSWER.find("data: [DONE]").unwrap();
+        for end in [Err("reset"), Ok(&b""[..])] {
+            let (seen, counters) = read(vec![Ok(&ANSWER.as_bytes()[..done]), end]).await;
+            assert_eq!(seen, ANSWER);
+            assert_eq!(counters.stats(), FailoverStats::default());
+        }
+        // A last event without its blank line, at a clean end.
+        let (seen, _) = read(vec![Ok(ANSWER.trim_end().as_bytes())]).await;
+        assert_eq!(seen, ANSWER);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever a server sends, the client's body ends, without a panic.
+        #[test]
+        fn any_bytes_end(
+            parts in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..6),
+            events in proptest::collection::vec("(data: (\\{\"choices\":\\[\\{\"index\":[01],\"delta\":\\{\"content\":\"x\"\\},\"finish_reason\":(null|\"stop\")\\}\\]\\}|\\[DONE\\]|[a-z{}]{0,8})\n\n)|: c\n\n", 0..6),
+            cut: bool,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let mut frames: Vec<Result<&[u8], &'static str>> = events.iter().map(|e| Ok(e.as_bytes())).collect();
+            frames.extend(parts.iter().map(|p| Ok(p.as_slice())));
+            if cut {
+                frames.push(Err("reset"));
+            }
+            let counters = Arc::new(Failover::new(0, 1024));
+            let splice = Splice::new(Api::Completions, leg(frames), counters, None, (0, 0));
+            let out = runtime.block_on(splice.collect());
+            prop_assert!(out.is_ok());
+        }
     }
 }

@@ -404,7 +404,7 @@ fn splice(
     }
     let (mut parts, body) = response.into_parts();
     let body = leg_body(shared, &mut parts.extensions, body);
-    let splice = Splice::new(api, body, Arc::clone(shared), resend, budget);
+    let splice = Splice::new(api, body, Arc::clone(&shared.failover), resend, budget);
     parts.extensions.insert(Managed);
     parts.headers.remove(CONTENT_LENGTH);
     Response::from_parts(parts, splice.boxed_unsync())
