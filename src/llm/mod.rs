@@ -67,7 +67,9 @@
 //! # Behind each request
 //!
 //! ```text
-//! Router ─► AddRequestInfo (model, prompt blocks, priority; usage asked)
+//! Router ─► failover (the body read once; each leg sent on as below,
+//!           its events spliced into the client's stream)
+//!        ─► AddRequestInfo (model, prompt blocks, priority; usage asked)
 //!        ─► Admission (model check; the queue: bands, tenants, deadline)
 //!        ─► Retry (budgeted) ─► Balance(picker, Scored::ttft by default)
 //!        ─► per server: Healthy ─► Weighted (report, prefill state)
@@ -78,6 +80,9 @@
 //!
 //! A request holds its place in the fleet until its answer's body ends,
 //! whatever ends it: the last event, an error, or a client that goes away.
+//! A continuation is a request of its own through the same path (the
+//! queue, the retry, the balancer, which avoids the servers the answer
+//! already tried).
 
 mod answer;
 mod builder;
