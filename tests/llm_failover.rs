@@ -630,3 +630,52 @@ async fn a_stream_silent_past_the_idle_limit_is_continued_elsewhere() {
     assert!(continued >= 1);
     assert_eq!(router.failover_stats().continued, continued);
 }
+
+#[tokio::test]
+async fn a_request_whose_server_hangs_up_before_answering_is_sent_elsewhere() {
+    // A server that reads the request and closes the connection without a
+    // word: the retry layer does not resend a POST that reached a server;
+    // failover does, once.
+    let dropper = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dropper_addr = dropper.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let Ok((mut tcp, _)) = dropper.accept().await else {
+                return;
+            };
+            let mut buffer = [0u8; 4096];
+            let _ = tcp.read(&mut buffer).await;
+        }
+    });
+    let healthy = model_server(&[]);
+    let router = Builder::new()
+        .picker(RoundRobin::new())
+        .server(&format!("http://{dropper_addr}"))
+        .server(&healthy.url())
+        .build()
+        .unwrap();
+    router.balance().wait_for(|keys| keys.len() == 2).await;
+    for (api, stream) in [(Api::Chat, true), (Api::Completions, false)] {
+        let body = api.request("answer me", 4, stream);
+        for _ in 0..2 {
+            let response = router
+                .clone()
+                .oneshot(request(api, &body, &[]))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{api:?}");
+            let bytes = within("the answer", response.into_body().collect())
+                .await
+                .unwrap()
+                .to_bytes();
+            if stream {
+                read_stream(Full::new(bytes)).await.assert_whole(api);
+            } else {
+                let whole: Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(whole["usage"]["completion_tokens"], 4);
+            }
+        }
+    }
+    assert!(router.failover_stats().resent >= 2);
+}
