@@ -351,6 +351,12 @@ async fn failover_off_by_request_or_by_config_ends_with_an_error_event() {
             assert_eq!(cut.events.last().unwrap().get("error"), Some(error));
             assert_eq!((cut.finals(), cut.dones(), cut.broken), (0, 0, false));
         }
+        // Not continuable: two choices asked for.
+        let mut two = body.clone();
+        two["n"] = 2.into();
+        let cut = stream_through(&on, api, &two, &[]).await;
+        assert_eq!(cut.texts(api), expected[..3], "{api:?}");
+        assert_eq!(cut.error().unwrap()["code"], "stream_cut");
         // Exhausted: one failover, cut again; a request cannot ask for more
         // than the router allows.
         let cut = stream_through(&on, api, &body, &[("x-failover", "100")]).await;
@@ -358,15 +364,16 @@ async fn failover_off_by_request_or_by_config_ends_with_an_error_event() {
         assert_eq!(cut.error().unwrap()["code"], "stream_cut");
         assert_eq!((cut.finals(), cut.dones(), cut.broken), (0, 0, false));
     }
-    assert_eq!(on.failover_stats().not_continued, 2);
+    assert_eq!(on.failover_stats().not_continued, 4);
     assert_eq!(on.failover_stats().exhausted, 2);
     assert_eq!(on.failover_stats().continued, 2);
     assert_eq!(off.failover_stats().not_continued, 2);
     // Legs that reached a server, per route: one with failover off by
-    // request, two when exhausted, one with failover off by config.
+    // request, one not continuable, two when exhausted, one with failover
+    // off by config.
     let requests = |s: &Value| s["requests"].as_u64().unwrap();
     let sent = requests(&stats(&a).await) + requests(&stats(&b).await);
-    assert_eq!(sent, 2 * (1 + 1 + 2));
+    assert_eq!(sent, 2 * (1 + 1 + 2 + 1));
 }
 
 #[tokio::test]

@@ -381,8 +381,9 @@ pub(crate) async fn send(
     if !stream && left > 0 && response.status().is_success() {
         return whole::read(response, resend, bytes, budget, left).await;
     }
-    let left = if can { left } else { 0 };
-    Ok(splice(&shared, response, api, Some(resend), (budget, left)))
+    // An answer that cannot be continued counts as one with failover off.
+    let budget = if can { (budget, left) } else { (0, 0) };
+    Ok(splice(&shared, response, api, Some(resend), budget))
 }
 
 /// A successful stream of server-sent events with its body spliced (cuts
