@@ -10,14 +10,15 @@
 # same seed, never killed); starts the router over the SERVERS; runs
 # llm_failover_check (CHATS streamed chats of MAX_TOKENS tokens, IN_FLIGHT at
 # a time, each checked word for word against the reference's uninterrupted
-# answer) while, every KILL_EVERY seconds, one server in turn is killed with
+# answer, asked of the reference first, which answers at once) while, every
+# KILL_EVERY seconds, one server in turn is killed with
 # SIGKILL mid-answer and started again on its port. Stops by itself when the
 # chats are done (or after LIMIT seconds). Prints the checker's line
 # (chats, ok, failed, cut, mismatched, bad_usage, wall_s), the kills, and the
 # router's failover counters from /metrics; exits non-zero when a chat is not
 # ok.
 #
-# Settings (environment): SERVERS (8), CHATS (640), IN_FLIGHT (32),
+# Settings (environment): SERVERS (8), CHATS (1280), IN_FLIGHT (32),
 # MAX_TOKENS (100), DECODE (5ms per token), KILL_EVERY (2 s), FAILOVERS (1,
 # the router's --failovers), EJECTION (1s, the router's --ejection),
 # PROFILE (release), LIMIT (600 s). Everything listens on 127.0.0.1 and stops
@@ -25,7 +26,7 @@
 set -euo pipefail
 
 SERVERS=${SERVERS:-8}
-CHATS=${CHATS:-640}
+CHATS=${CHATS:-1280}
 IN_FLIGHT=${IN_FLIGHT:-32}
 MAX_TOKENS=${MAX_TOKENS:-100}
 DECODE=${DECODE:-5ms}
@@ -66,10 +67,12 @@ address() {
   return 1
 }
 
-# start_server NAME LISTEN: starts a model server, records its pid and address.
+# start_server NAME LISTEN DECODE [ARGS]: starts a model server, records its
+# pid and address.
 start_server() {
-  local name=$1 listen=$2
-  "$bin/model_server" --listen "$listen" --decode-per-token "$DECODE" \
+  local name=$1 listen=$2 decode=$3
+  shift 3
+  "$bin/model_server" --listen "$listen" --decode-per-token "$decode" "$@" \
     >"$work/$name.out" 2>/dev/null &
   echo $! >"$work/$name.pid"
   disown $!
@@ -77,9 +80,11 @@ start_server() {
 }
 
 for i in $(seq 1 "$SERVERS"); do
-  start_server "s$i" 127.0.0.1:0
+  start_server "s$i" 127.0.0.1:0 "$DECODE"
 done
-start_server reference 127.0.0.1:0
+# The reference answers at once (its words do not depend on time or batch),
+# so checking an answer does not keep a chat from the router.
+start_server reference 127.0.0.1:0 0s --batch 256
 
 backends=()
 for i in $(seq 1 "$SERVERS"); do
