@@ -339,3 +339,133 @@ async fn abandoned_requests_leave_the_queue_and_the_batch() {
     assert_eq!(server.gauge("vllm:num_requests_waiting").await, 0.0);
     assert_eq!(server.gauge("vllm:kv_cache_usage_perc").await, 0.0);
 }
+
+/// The text of a whole answer.
+fn answer_text(answer: &Value) -> String {
+    let choice = &answer["choices"][0];
+    choice["message"]["content"]
+        .as_str()
+        .or(choice["text"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_continuation_gives_the_rest_of_the_same_answer() {
+    let server = Server::start(&["--decode-per-token", "1ms"]);
+    let whole = |body: Value, path: &'static str| {
+        let addr = server.addr;
+        async move { json_body(post(addr, path, &body).await).await }
+    };
+    // Chat: the first 4 words as the assistant's message, continued.
+    let full = whole(
+        json!({"messages": messages(), "max_tokens": 10}),
+        "/v1/chat/completions",
+    )
+    .await;
+    let text = answer_text(&full);
+    let cut = text.match_indices(' ').nth(4).unwrap().0;
+    let (head, rest) = text.split_at(cut);
+    let mut continued = messages();
+    continued
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "assistant", "content": head}));
+    let next = whole(
+        json!({"messages": continued, "max_tokens": 6,
+            "continue_final_message": true, "add_generation_prompt": false}),
+        "/v1/chat/completions",
+    )
+    .await;
+    assert_eq!(answer_text(&next), rest, "{text}");
+    let usage = |v: &Value, key: &str| v["usage"][key].as_u64().unwrap();
+    assert_eq!(
+        usage(&next, "prompt_tokens"),
+        usage(&full, "prompt_tokens") + 4
+    );
+    // Both flags at once, or a user message last, are refused.
+    for body in [
+        json!({"messages": continued, "continue_final_message": true}),
+        json!({"messages": messages(), "continue_final_message": true,
+            "add_generation_prompt": false}),
+        json!({"messages": messages(), "continue_final_message": "yes"}),
+    ] {
+        let response = post(server.addr, "/v1/chat/completions", &body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(json_body(response).await["error"]["message"].is_string());
+    }
+    // Completions: the prompt followed by the first words.
+    let prompt = "Once upon a time";
+    let full = whole(
+        json!({"prompt": prompt, "max_tokens": 7}),
+        "/v1/completions",
+    )
+    .await;
+    let text = answer_text(&full);
+    let cut = text.match_indices(' ').nth(3).unwrap().0;
+    let (head, rest) = text.split_at(cut);
+    let next = whole(
+        json!({"prompt": format!("{prompt}{head}"), "max_tokens": 4}),
+        "/v1/completions",
+    )
+    .await;
+    assert_eq!(answer_text(&next), rest);
+}
+
+#[tokio::test]
+async fn answers_are_cut_on_purpose_after_n_tokens_or_on_demand() {
+    let dying = Server::start(&["--decode-per-token", "1ms", "--die-after-tokens", "3"]);
+    let stream = json!({"messages": messages(), "max_tokens": 8, "stream": true});
+    let response = post(dying.addr, "/v1/chat/completions", &stream).await;
+    let mut body = response.into_body();
+    let mut read = Vec::new();
+    let broken = within("the cut", async {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => read.extend_from_slice(&frame.into_data().unwrap_or_default()),
+                Err(_) => return true,
+            }
+        }
+        false
+    })
+    .await;
+    let text = String::from_utf8(read).unwrap();
+    assert!(broken, "{text}");
+    assert_eq!(text.matches("data: ").count(), 3, "{text}");
+    assert!(!text.contains("[DONE]") && !text.contains("finish_reason\":\"length"));
+    // An answer of at most N tokens is not cut.
+    let short = json!({"messages": messages(), "max_tokens": 3, "stream": true});
+    let all = events(post(dying.addr, "/v1/chat/completions", &short).await).await;
+    assert_eq!(all.last().unwrap(), "[DONE]");
+    // A whole answer's body stops half way.
+    let whole = json!({"messages": messages(), "max_tokens": 8});
+    let response = post(dying.addr, "/v1/chat/completions", &whole).await;
+    assert!(within("a cut body", response.into_body().collect())
+        .await
+        .is_err());
+
+    // On demand: every stream open now, none later.
+    let server = Server::start(&["--decode-per-token", "20ms"]);
+    let long = json!({"messages": messages(), "max_tokens": 500, "stream": true});
+    let response = post(server.addr, "/v1/chat/completions", &long).await;
+    let mut body = response.into_body();
+    within("a first token", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    let cut = json_body(post(server.addr, "/admin/cut_streams", &json!({})).await).await;
+    assert_eq!(cut["cut"], 1);
+    let ended = within("the cut", async {
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return "cut",
+                None => return "ended",
+            }
+        }
+    })
+    .await;
+    assert_eq!(ended, "cut");
+    let after = events(post(server.addr, "/v1/chat/completions", &short).await).await;
+    assert_eq!(after.last().unwrap(), "[DONE]");
+}

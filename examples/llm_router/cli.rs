@@ -47,6 +47,12 @@ pub(crate) struct Cli {
     /// Retries on another server after a failed attempt (within a budget).
     #[arg(long, default_value_t = 1)]
     pub(crate) retries: u32,
+    /// Times one answer may be continued on another server when its
+    /// server's stream is cut before its end (0: off; a cut stream then
+    /// ends with an error event). A request lowers it with `x-failover:
+    /// off` or `x-failover: N`.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) failovers: u32,
     /// Active health checks: `GET PATH` on every server.
     #[arg(long, default_value = "/health")]
     pub(crate) health_path: String,

@@ -16,6 +16,11 @@
 //! router knows of its prefill (expected and measured prefix reuse), and
 //! the queue's bands.
 //!
+//! A streamed answer whose server dies mid-stream is continued on another
+//! server and spliced into the client's stream (`--failovers N` times a
+//! request, 1 by default; `x-failover: off` on a request turns it off);
+//! `/metrics` counts it in `llm_router_failovers_total`.
+//!
 //! The listener (connection cap, header and idle timeouts) and the admin
 //! listener come from `examples/gateway` (the `tower-lb-gateway` library of
 //! the workspace), shared with `examples/proxy`.
@@ -89,6 +94,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     let mut builder = Builder::new()
         .health_path(cli.health_path.clone())
         .retries(cli.retries)
+        .failovers(cli.failovers)
         .max_body(cli.max_body)
         .metrics_interval(cli.metrics_interval)
         .attempt_timeout(cli.attempt_timeout)

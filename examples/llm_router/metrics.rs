@@ -194,6 +194,11 @@ struct ShedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
     server: String,
 }
@@ -306,6 +311,26 @@ impl Collector for Scrape {
                 in_service.metric_type(),
             )?)?;
         }
+        let failover = self.0.failover_stats();
+        let outcomes = [
+            ("continued", failover.continued),
+            ("finished", failover.finished),
+            ("retried_whole", failover.retried_whole),
+            ("resent", failover.resent),
+            ("not_continued", failover.not_continued),
+            ("exhausted", failover.exhausted),
+            ("failed", failover.failed),
+        ];
+        let outcomes: Vec<_> = outcomes
+            .into_iter()
+            .map(|(outcome, n)| (OutcomeLabels { outcome }, n))
+            .collect();
+        counters(
+            &mut encoder,
+            "llm_router_failovers",
+            "Answers cut before their end, by what the router did: continued on another server, finished by the router (every token delivered), a whole answer asked again, resent (the server failed before the answer's head), not continued (off or not continuable), exhausted (no failover left), failed (the continuation could not start)",
+            &outcomes,
+        )?;
         let servers = self.0.servers();
         let label = |s: &tower_lb::llm::ServerStatus| ServerLabels {
             server: s.addr.to_string(),

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use xxhash_rust::xxh3::xxh3_64_with_seed;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::cache::{block_hashes, tokens, PrefixCache, BLOCK_TOKENS};
+use crate::faults::Faults;
 
 /// How the engine behaves.
 #[derive(Clone, Debug)]
@@ -19,6 +20,8 @@ pub(crate) struct Config {
     pub(crate) prefill_per_token: Duration,
     pub(crate) decode_per_token: Duration,
     pub(crate) seed: u64,
+    /// Every answer is cut after this many tokens (a fault for tests).
+    pub(crate) die_after_tokens: Option<usize>,
 }
 
 /// Counters since start (or since the last flush).
@@ -42,6 +45,7 @@ pub(crate) struct Engine {
     /// Tokens that running requests hold in the KV cache.
     pub(crate) running_tokens: AtomicUsize,
     pub(crate) counters: Counters,
+    pub(crate) faults: Faults,
 }
 
 /// One of the engine's gauges.
@@ -100,6 +104,7 @@ pub(crate) struct Admitted {
 impl Engine {
     pub(crate) fn new(config: Config) -> Arc<Self> {
         Arc::new(Self {
+            faults: Faults::new(config.die_after_tokens),
             cache: Mutex::new(PrefixCache::new(config.cache_tokens)),
             slots: Arc::new(Semaphore::new(config.batch.max(1))),
             config,
@@ -198,23 +203,29 @@ impl Engine {
         }
     }
 
-    /// The answer's tokens: `count` four-letter words, the same for the
-    /// same prompt, seed and count.
+    /// The answer's tokens: `count` four-letter words, each a function of
+    /// the context before it (the prompt and the words so far) and the
+    /// seed. So the same prompt gives the same words whichever server
+    /// answers, and a prompt that ends with the first `k` words of an
+    /// answer is continued with the rest of that same answer (see
+    /// [`crate::openai`]'s continuations).
     pub(crate) fn answer(&self, prompt: &[u8], count: usize) -> Vec<String> {
         const CONSONANTS: &[u8] = b"bcdfghklmnprstvz";
         const VOWELS: &[u8] = b"aeiou";
-        let mut state = xxh3_64_with_seed(prompt, self.config.seed);
+        let mut context = Xxh3::with_seed(self.config.seed);
+        context.update(prompt);
         (0..count)
             .map(|_| {
-                // splitmix64
-                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = state;
+                // splitmix64's finaliser over the context's hash
+                let mut z = context.digest().wrapping_add(0x9e37_79b9_7f4a_7c15);
                 z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
                 z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
                 z ^= z >> 31;
                 let c = |shift: u32| CONSONANTS[((z >> shift) & 15) as usize] as char;
                 let v = |shift: u32| VOWELS[((z >> shift) % 5) as usize] as char;
-                format!(" {}{}{}", c(0), v(8), c(16))
+                let word = format!(" {}{}{}", c(0), v(8), c(16));
+                context.update(word.as_bytes());
+                word
             })
             .collect()
     }

@@ -42,15 +42,25 @@
 //!   `/v1/models`, `/get_model_info` and `/model_info`,
 //!   `/get_server_info` and `/server_info`.
 //!
-//! Answers are deterministic: the same prompt (or messages), `--seed` and
-//! `max_tokens` give the same words, whichever server answers. The first line on stdout is
-//! `model_server listening on http://ADDR`, for scripts that pass port 0.
+//! Answers are deterministic: each word is a function of `--seed` and the
+//! context before it (the prompt, or the chat rendered with its roles, and
+//! the words so far), so the same request gives the same words whichever
+//! server answers, and a continuation gives the rest of the same answer:
+//! a completion whose prompt ends with the first `k` words of an answer, or
+//! a chat whose last message is the assistant's first `k` words with
+//! `"continue_final_message": true, "add_generation_prompt": false` (vLLM's
+//! fields; the message is continued in place, not answered), goes on with
+//! word `k + 1`, and its prompt counts `k` tokens more. For tests of
+//! servers that die mid-answer, `--die-after-tokens N` and
+//! `POST /admin/cut_streams` cut answers on purpose (see `faults.rs`).
+//! The first line on stdout is `model_server listening on http://ADDR`,
+//! for scripts that pass port 0.
 
 mod cache;
 mod engine;
+mod faults;
 mod openai;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
@@ -64,12 +74,13 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use clap::Parser;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::engine::{Admitted, Config, Engine};
+use crate::faults::Cut;
 use crate::openai::{Api, ApiError, Head, Usage};
 
 /// Request bodies beyond this are refused with 413.
@@ -101,6 +112,11 @@ struct Cli {
     /// Seed of the answers' words.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Cuts every answer after this many tokens, as a server that dies
+    /// mid-answer would (a fault for tests; see `POST /admin/cut_streams`
+    /// for one at a chosen moment).
+    #[arg(long)]
+    die_after_tokens: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -132,6 +148,7 @@ async fn serve(cli: Cli) -> std::io::Result<()> {
         prefill_per_token: cli.prefill_per_token,
         decode_per_token: cli.decode_per_token,
         seed: cli.seed,
+        die_after_tokens: cli.die_after_tokens,
     });
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     println!(
@@ -159,6 +176,7 @@ fn router(engine: Arc<Engine>) -> Router {
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
         .route("/flush_cache", post(flush).get(flush))
+        .route("/admin/cut_streams", post(cut_streams))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(engine)
@@ -237,15 +255,33 @@ struct Streaming {
     next: usize,
     include_usage: bool,
     first_token: Instant,
+    /// Cut after this many tokens (`--die-after-tokens`).
+    cut_after: Option<usize>,
+    /// Changes when `POST /admin/cut_streams` cuts every open stream.
+    cut: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Streaming {
     /// The next event and the state after it (`None` after `[DONE]`).
-    async fn next_event(mut self) -> Option<(Result<Bytes, Infallible>, Option<Self>)> {
+    async fn next_event(mut self) -> Option<(Result<Bytes, Cut>, Option<Self>)> {
         let done = || Some((Ok(Bytes::from_static(openai::DONE.as_bytes())), None));
         let count = self.words.len();
         let event = if self.next < count {
-            self.token().await
+            let event = if self.cut_after == Some(self.next) {
+                None
+            } else {
+                self.token().await
+            };
+            match event {
+                Some(event) => event,
+                None => {
+                    // Once more pending first, so the events sent before
+                    // the cut are flushed to the client: a cut after `N`
+                    // tokens delivers `N`.
+                    tokio::task::yield_now().await;
+                    return Some((Err(Cut), None));
+                }
+            }
         } else if self.next == count {
             self.finish();
             if !self.include_usage {
@@ -259,21 +295,24 @@ impl Streaming {
         Some((Ok(Bytes::from(event)), Some(self)))
     }
 
-    /// Token `next`, at its time.
-    async fn token(&mut self) -> String {
+    /// Token `next`, at its time; `None` when the stream is cut first.
+    async fn token(&mut self) -> Option<String> {
         let decode = self.engine.config.decode_per_token;
-        tokio::time::sleep_until(self.first_token + decode * self.next as u32).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(self.first_token + decode * self.next as u32) => {}
+            _ = self.cut.changed() => return None,
+        }
         if self.next == 0 {
             // The prompt's blocks are in the cache once prefill ends.
             self.engine.remember(&self.prompt);
         }
         self.engine.counters.generated_tokens.fetch_add(1, Relaxed);
         let last = self.next + 1 == self.words.len();
-        self.head.chunk(
+        Some(self.head.chunk(
             &self.words[self.next],
             self.next == 0,
             last.then_some("length"),
-        )
+        ))
     }
 
     /// The answer is complete: the chat so far goes into the cache.
@@ -334,15 +373,18 @@ async fn generate(
     let first_token = started + admitted.prefill;
 
     let mut response = if request.stream {
+        let cut_after = engine.faults.cut_after(words.len());
         let streaming = Streaming {
             admitted,
-            engine,
             head,
             prompt,
             words,
             next: 0,
             include_usage: request.include_usage,
             first_token,
+            cut_after,
+            cut: engine.faults.watch(),
+            engine,
         };
         let events = stream::unfold(Some(streaming), |streaming| async move {
             streaming?.next_event().await
@@ -356,6 +398,10 @@ async fn generate(
     } else {
         let count = words.len() as u32;
         let decode = engine.config.decode_per_token;
+        if let Some(cut) = engine.faults.cut_after(words.len()) {
+            tokio::time::sleep_until(first_token + decode * cut as u32).await;
+            return cut_whole(&head, &words.concat(), &usage(&admitted, words.len()));
+        }
         tokio::time::sleep_until(first_token + decode * count.saturating_sub(1)).await;
         let text = words.concat();
         let mut remembered = prompt;
@@ -377,6 +423,30 @@ async fn generate(
             .insert("endpoint-load-metrics", report);
     }
     response
+}
+
+/// A whole answer whose body stops half way (`--die-after-tokens`).
+fn cut_whole(head: &Head, text: &str, usage: &Usage) -> Response {
+    let whole = head.whole(text, usage).to_string().into_bytes();
+    let half = Bytes::copy_from_slice(&whole[..whole.len() / 2]);
+    // Pending once after the first half, so that half reaches the client.
+    let cut = stream::once(async {
+        tokio::task::yield_now().await;
+        Err(Cut)
+    });
+    let parts = stream::iter([Ok(half)]).chain(cut);
+    let mut response = Response::new(Body::from_stream(parts));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `POST /admin/cut_streams`: drops every stream open now.
+async fn cut_streams(State(engine): State<Arc<Engine>>) -> Response {
+    let cut = engine.faults.cut_streams();
+    json_response(StatusCode::OK, &json!({"cut": cut}))
 }
 
 async fn models(State(engine): State<Arc<Engine>>) -> Response {

@@ -83,19 +83,42 @@ pub(crate) fn parse(api: Api, body: &[u8]) -> Result<Generate, ApiError> {
             let Some(Value::Array(messages)) = fields.get("messages") else {
                 return Err(ApiError::invalid("`messages` must be a list"));
             };
+            let flag = |name: &str, default: bool| match fields.get(name) {
+                None | Some(Value::Null) => Ok(default),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(_) => Err(ApiError::invalid(format!("`{name}` must be true or false"))),
+            };
+            let continued = flag("continue_final_message", false)?;
+            let generation_prompt = flag("add_generation_prompt", true)?;
+            if continued && generation_prompt {
+                return Err(ApiError::invalid(
+                    "`continue_final_message` needs `add_generation_prompt: false`",
+                ));
+            }
             let mut prompt = String::new();
-            for message in messages {
+            for (i, message) in messages.iter().enumerate() {
                 let role = message
                     .get("role")
                     .and_then(Value::as_str)
                     .ok_or_else(|| ApiError::invalid("every message needs a `role`"))?;
+                let last = i + 1 == messages.len();
+                if continued && last && role != "assistant" {
+                    return Err(ApiError::invalid(
+                        "`continue_final_message` needs an assistant message last",
+                    ));
+                }
                 prompt.push_str("<|");
                 prompt.push_str(role);
                 prompt.push_str("|>\n");
                 prompt.push_str(&content(message.get("content"))?);
-                prompt.push('\n');
+                // The message continued stays open: its answer follows on.
+                if !(continued && last) {
+                    prompt.push('\n');
+                }
             }
-            prompt.push_str("<|assistant|>\n");
+            if generation_prompt {
+                prompt.push_str("<|assistant|>\n");
+            }
             prompt
         }
     };

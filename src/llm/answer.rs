@@ -54,9 +54,11 @@ pub(crate) fn error(
 }
 
 pub(crate) fn full(text: String) -> ResponseBody {
-    Full::new(Bytes::from(text))
-        .map_err(|e| match e {})
-        .boxed_unsync()
+    full_bytes(Bytes::from(text))
+}
+
+pub(crate) fn full_bytes(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes).map_err(|e| match e {}).boxed_unsync()
 }
 
 /// The answer for a request the router could not serve.

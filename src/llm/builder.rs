@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::discover::Change;
 use tower_layer::Layer;
 
+use super::failover::Failover;
 use super::queue::{FlowControl, Queue};
 use super::router::{Admission, Router, Server, Shared, Tasks};
 use super::served_by::MarkServer;
@@ -114,6 +115,7 @@ pub struct Builder {
     flow: FlowControl,
     saturation: Saturation,
     pass_through: bool,
+    failovers: u32,
 }
 
 impl fmt::Debug for Builder {
@@ -158,6 +160,7 @@ impl Default for Builder {
             flow: FlowControl::new(),
             saturation: Saturation::default(),
             pass_through: true,
+            failovers: 1,
         }
     }
 }
@@ -386,6 +389,17 @@ impl Builder {
         self
     }
 
+    /// How many times one answer may be continued on another server when
+    /// its server's stream is cut before its end, or asked again when a
+    /// whole answer's body breaks off (1 by default; 0: off, and a cut
+    /// stream ends with an error event). A request may lower it with the
+    /// [`FAILOVER_HEADER`](super::FAILOVER_HEADER) header. See
+    /// [the module docs](super#failover).
+    pub fn failovers(mut self, failovers: u32) -> Self {
+        self.failovers = failovers;
+        self
+    }
+
     /// Builds the router and starts its discovery worker, health tasks,
     /// pollers and queue timer on the current tokio runtime.
     ///
@@ -541,6 +555,7 @@ impl Builder {
                 models,
                 pass_through: self.pass_through,
                 stream_idle: self.stream_idle,
+                failover: Arc::new(Failover::new(self.failovers, self.max_body)),
                 queue,
                 servers,
                 health: registry,

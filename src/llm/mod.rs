@@ -35,6 +35,30 @@
 //!   of a server.
 //! * Any other path: passed on to a server ([`Builder::pass_through`]).
 //!
+//! # Failover
+//!
+//! A streamed completion or chat completion whose server's stream ends
+//! before its final event (reset, closed, or silent past the
+//! [stream idle timeout](Builder::stream_idle_timeout)) is continued on
+//! another server: the prompt and the text already delivered go out again
+//! (appended to a completion's prompt; a chat's as the assistant's message
+//! with vLLM's `"continue_final_message": true,
+//! "add_generation_prompt": false`), with `max_tokens` and
+//! `max_completion_tokens` reduced by the tokens delivered, and the new
+//! stream is spliced into the client's: the first answer's `id`, `created`
+//! and `model` on every event, no text repeated or missing, one final
+//! event and one `[DONE]`, the usage summed (the first leg's prompt, every
+//! leg's completion tokens). A whole answer whose body breaks off is asked
+//! again of another server (the router reads whole answers before it
+//! answers, up to 16 MiB). At most [`Builder::failovers`] times a request
+//! (1 by default); a request lowers it with the [`FAILOVER_HEADER`] header
+//! (`x-failover: off`, or a number). Answers with several choices, tool
+//! calls or events that are not JSON are not continued. A stream cut and
+//! not continued ends with an error event,
+//! `data: {"error": {..., "code": "stream_cut"}}`, then closes.
+//! [`Router::failover_stats`] counts what failover did; each failover is a
+//! `tracing` warning.
+//!
 //! Every error is an answer in OpenAI's shape,
 //! `{"error": {"message", "type", "param", "code"}}`, with `Retry-After`
 //! when waiting helps; the servers' load report headers
@@ -43,7 +67,9 @@
 //! # Behind each request
 //!
 //! ```text
-//! Router ─► AddRequestInfo (model, prompt blocks, priority; usage asked)
+//! Router ─► failover (the body read once; each leg sent on as below,
+//!           its events spliced into the client's stream)
+//!        ─► AddRequestInfo (model, prompt blocks, priority; usage asked)
 //!        ─► Admission (model check; the queue: bands, tenants, deadline)
 //!        ─► Retry (budgeted) ─► Balance(picker, Scored::ttft by default)
 //!        ─► per server: Healthy ─► Weighted (report, prefill state)
@@ -54,9 +80,13 @@
 //!
 //! A request holds its place in the fleet until its answer's body ends,
 //! whatever ends it: the last event, an error, or a client that goes away.
+//! A continuation is a request of its own through the same path (the
+//! queue, the retry, the balancer, which avoids the servers the answer
+//! already tried).
 
 mod answer;
 mod builder;
+mod failover;
 mod queue;
 mod router;
 mod served_by;
@@ -77,6 +107,7 @@ use crate::report::Orca;
 use crate::retry::ReplayBody;
 
 pub use self::builder::{BuildError, Builder};
+pub use self::failover::{FailoverStats, FAILOVER_HEADER};
 pub use self::queue::{
     BandStats, FlowControl, QueueStats, Refused, DEADLINE_HEADER, TENANT_HEADER,
 };

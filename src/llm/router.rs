@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use super::answer::{self, UnknownModel};
+use super::failover::{self, Failover, FailoverStats, Managed};
 use super::queue::{Permit, Queue};
 use super::queue::{QueueError, QueueStats, DEADLINE_HEADER, TENANT_HEADER};
 use super::{BodyError, Endpoint, Picker, RequestBody, ResponseBody};
@@ -36,7 +37,7 @@ use crate::retry::Retry;
 pub(crate) type Lb = Balance<SocketAddr, Endpoint, Picker>;
 pub(crate) type Core = Retry<Lb>;
 type Routed = AddRequestInfo<Admission>;
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// An OpenAI-compatible LLM gateway as one `tower::Service`, built by
 /// [`Builder`](super::Builder); see [the module docs](super).
@@ -56,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) models: Arc<[String]>,
     pub(crate) pass_through: bool,
     pub(crate) stream_idle: Option<Duration>,
+    pub(crate) failover: Arc<Failover>,
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) servers: Arc<Mutex<Vec<Server>>>,
     pub(crate) health: HealthRegistry<SocketAddr>,
@@ -141,6 +143,11 @@ impl Router {
         })
     }
 
+    /// What mid-stream failover has done (see [`Builder::failovers`](super::Builder::failovers)).
+    pub fn failover_stats(&self) -> FailoverStats {
+        self.shared.failover.stats()
+    }
+
     /// The queue's figures; `None` when flow control is off.
     pub fn queue_stats(&self) -> Option<QueueStats> {
         self.shared.queue.as_ref().map(|q| q.stats())
@@ -208,12 +215,7 @@ where
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             let result = if routed {
-                shared
-                    .routed
-                    .clone()
-                    .oneshot(request)
-                    .await
-                    .map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+                failover::send(Arc::clone(&shared), request).await
             } else {
                 shared
                     .core
@@ -226,9 +228,11 @@ where
                 Ok(mut response) => {
                     crate::http::strip_hop_by_hop(response.headers_mut(), false);
                     answer::strip_internal(response.headers_mut());
+                    // Failover limits each leg of the answers it manages.
+                    let managed = response.extensions_mut().remove::<Managed>().is_some();
                     match shared.stream_idle {
-                        Some(idle) => idle_limited(response, idle),
-                        None => response,
+                        Some(idle) if !managed => idle_limited(response, idle),
+                        _ => response,
                     }
                 }
                 Err(error) => answer::failure(&error),
