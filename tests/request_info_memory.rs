@@ -98,3 +98,59 @@ async fn a_large_chat_prompt_is_still_read() {
     assert!(blocks);
     assert!(held < 5 * 600_000 + (1 << 20), "{held}");
 }
+
+/// The whole LLM gateway (`llm::Router`, failover on) reading one such body
+/// on its way to a server: the server's answer is tiny, so what is held is
+/// the body's copies, not a tree of it.
+#[tokio::test(flavor = "current_thread")]
+async fn the_llm_router_reads_a_large_body_without_a_tree() {
+    use tower_lb::llm::Builder;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async {
+        (
+            [("content-type", "application/json")],
+            r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"x","finish_reason":"stop"}]}"#,
+        )
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("http://{server}");
+    let llm = Builder::new()
+        .servers([url.as_str()])
+        .max_body(2 << 20)
+        .build()
+        .unwrap();
+    llm.balance().wait_for(|keys| keys.len() == 1).await;
+    let send = |body: Vec<u8>| {
+        let request = Request::post("/v1/completions")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        llm.clone().oneshot(request)
+    };
+    // A first request, so that connections and buffers are in place.
+    let warm = send(br#"{"model":"m","prompt":"hi"}"#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), http::StatusCode::OK);
+    let _ = warm.into_body().collect().await.unwrap();
+
+    let mut body = br#"{"model":"m","prompt":["#.to_vec();
+    while body.len() < 1 << 20 {
+        body.extend_from_slice(b"1,");
+    }
+    body.pop();
+    body.extend_from_slice(b"]}");
+    let len = body.len();
+    let before = support::alloc::allocated();
+    reset_peak();
+    let answer = send(body).await.unwrap();
+    assert_eq!(answer.status(), http::StatusCode::OK);
+    let _ = answer.into_body().collect().await.unwrap();
+    let held = peak().saturating_sub(before);
+    eprintln!("llm::Router: a {len}-byte body read with {held} bytes at most");
+    // Copies of the body (the client's, the router's, the server's read)
+    // and nothing per value (a tree: about 16 times the body).
+    assert!(held < 6 * len, "{held} bytes held for a {len}-byte body");
+}

@@ -64,7 +64,7 @@ mod balancer;
 mod hop_by_hop;
 pub(crate) mod preset;
 #[cfg(feature = "llm")]
-mod request_info;
+pub(crate) mod request_info;
 mod response_timeout;
 mod saturated;
 mod set_authority;

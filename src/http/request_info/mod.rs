@@ -3,7 +3,7 @@
 
 mod error;
 mod future;
-mod parse;
+pub(crate) mod parse;
 mod usage;
 
 use std::task::{Context, Poll};

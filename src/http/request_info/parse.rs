@@ -157,6 +157,91 @@ fn offset(whole: &[u8], part: &[u8]) -> Option<usize> {
     (start + part.len() <= whole.len()).then_some(start)
 }
 
+/// The shape of one top-level value, as [`fields`] reads it: scalars, and
+/// for an array its length and how many of its items are strings; nothing
+/// is kept of arrays and objects.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Shape<'a> {
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Count(u64),
+    Null,
+    Array { len: usize, strings: usize },
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Shape<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shape<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape<'de>, A::Error> {
+                let (mut len, mut strings) = (0, 0);
+                while let Some(item) = seq.next_element::<Scalar<'de>>()? {
+                    len += 1;
+                    strings += usize::from(matches!(item, Scalar::Str(_)));
+                }
+                Ok(Shape::Array { len, strings })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Shape::Other)
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Shape<'de>, E> {
+                Ok(Shape::Str(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Shape<'de>, E> {
+                Ok(Shape::Str(Cow::Owned(text.to_owned())))
+            }
+            fn visit_bool<E>(self, flag: bool) -> Result<Shape<'de>, E> {
+                Ok(Shape::Bool(flag))
+            }
+            fn visit_u64<E>(self, count: u64) -> Result<Shape<'de>, E> {
+                Ok(Shape::Count(count))
+            }
+            fn visit_i64<E>(self, number: i64) -> Result<Shape<'de>, E> {
+                Ok(u64::try_from(number).map_or(Shape::Other, Shape::Count))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Shape<'de>, E> {
+                Ok(Shape::Null)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Calls `each` with every top-level key of the JSON object in `bytes` and
+/// the [`Shape`] of its value, in order (a key given twice comes twice),
+/// building no tree: memory stays in proportion to the longest string with
+/// escapes. `None` when `bytes` are not a JSON object.
+pub(crate) fn fields<'a>(bytes: &'a [u8], each: impl FnMut(&str, Shape<'a>)) -> Option<()> {
+    struct Fields<F>(F);
+    impl<'de, F: FnMut(&str, Shape<'de>)> Visitor<'de> for Fields<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<Scalar<'de>>()? {
+                let value = map.next_value::<Shape<'de>>()?;
+                if let Some(key) = key.into_str() {
+                    (self.0)(&key, value);
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    deserializer.deserialize_map(Fields(each)).ok()?;
+    deserializer.end().ok()
+}
+
 /// A JSON value where routing wants a string, a flag or a count; anything
 /// else is skipped without being kept.
 #[derive(Debug)]
@@ -766,6 +851,25 @@ mod tests {
         ] {
             same_as_tree(body);
         }
+    }
+
+    #[test]
+    fn fields_are_read_in_order_without_a_tree() {
+        let mut seen = Vec::new();
+        let body = br#"{"stream":true,"n":1,"prompt":["a",2,"b"],"x":{"y":[1]},"n":null}"#;
+        assert!(fields(body, |key, shape| seen.push((key.to_owned(), shape))).is_some());
+        assert_eq!(
+            seen,
+            vec![
+                ("stream".into(), Shape::Bool(true)),
+                ("n".into(), Shape::Count(1)),
+                ("prompt".into(), Shape::Array { len: 3, strings: 2 }),
+                ("x".into(), Shape::Other),
+                ("n".into(), Shape::Null),
+            ]
+        );
+        assert!(fields(b"[1]", |_, _| {}).is_none());
+        assert!(fields(b"{} trailing", |_, _| {}).is_none());
     }
 
     #[test]

@@ -137,15 +137,18 @@ impl Splice {
                 return;
             }
         };
-        let continuation = match self.transcript.remaining(&resend.request) {
+        // The tree of the request, built now that a continuation needs it.
+        let Ok(request) = serde_json::from_slice::<serde_json::Value>(&resend.request) else {
+            self.not_continued(Outcome::NotContinued, why);
+            return;
+        };
+        let continuation = match self.transcript.remaining(&request) {
             Remaining::None => {
                 self.count(Outcome::Finished);
                 self.push_tail(self.transcript.final_events());
                 return;
             }
-            Remaining::Tokens(_) | Remaining::Unlimited => {
-                self.transcript.continuation(&resend.request)
-            }
+            Remaining::Tokens(_) | Remaining::Unlimited => self.transcript.continuation(&request),
         };
         let Some(body) = continuation.and_then(|c| serde_json::to_vec(&c).ok()) else {
             self.not_continued(Outcome::NotContinued, why);

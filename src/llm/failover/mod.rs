@@ -66,7 +66,6 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use serde_json::Value;
 use tower::ServiceExt;
 
 use self::body::Splice;
@@ -76,6 +75,7 @@ use super::{RequestBody, ResponseBody};
 use crate::balance::TriedEndpoints;
 use crate::classify::LateFailure;
 use crate::error::BoxError;
+use crate::http::request_info::parse::{self, Shape};
 use crate::http::{IdleTimeoutBody, RequestInfoError};
 
 /// The request header that lowers the failovers of one request: `off` or
@@ -181,8 +181,8 @@ pub(crate) struct Resend {
     version: Version,
     headers: HeaderMap,
     tried: TriedEndpoints,
-    /// The client's request.
-    request: Value,
+    /// The client's request body (JSON).
+    request: Bytes,
     shared: Arc<Shared>,
 }
 
@@ -270,24 +270,41 @@ fn budget(headers: &HeaderMap, max: u32) -> u32 {
     value.parse::<u32>().map_or(max, |n| n.min(max))
 }
 
-/// Whether the request is one failover can continue: one choice, a text
-/// prompt or a list of messages.
-fn continuable(api: Api, request: &Value) -> bool {
-    let one = |key: &str| request.get(key).is_none_or(|n| n.is_null() || n == 1);
-    if !one("n") || !one("best_of") {
-        return false;
-    }
-    match api {
-        Api::Completions => {
-            request.get("echo").is_none_or(|e| e != true)
-                && match request.get("prompt") {
-                    Some(Value::String(_)) => true,
-                    Some(Value::Array(parts)) => parts.len() == 1 && parts[0].is_string(),
-                    _ => false,
-                }
+/// What failover needs to know of a request before sending it.
+#[derive(Debug, PartialEq)]
+struct Facts {
+    /// It asks for a stream.
+    stream: bool,
+    /// Failover can continue it: one choice (`n` and `best_of` absent, null
+    /// or 1), and a text prompt without `echo` (one string, or a list of
+    /// one) or a list of messages.
+    can: bool,
+}
+
+/// The [`Facts`] of a JSON body, read in place; `None` when it is not a
+/// JSON object. A key given twice counts as the last one.
+fn facts(api: Api, body: &[u8]) -> Option<Facts> {
+    let (mut stream, mut one_choice, mut echo) = (false, [true, true], false);
+    let (mut prompt, mut messages) = (false, false);
+    parse::fields(body, |key, shape| match key {
+        "stream" => stream = shape == Shape::Bool(true),
+        "n" | "best_of" => {
+            one_choice[usize::from(key == "best_of")] =
+                matches!(shape, Shape::Null | Shape::Count(1));
         }
-        Api::Chat => request.get("messages").is_some_and(Value::is_array),
-    }
+        "echo" => echo = shape == Shape::Bool(true),
+        "prompt" => {
+            prompt = matches!(shape, Shape::Str(_) | Shape::Array { len: 1, strings: 1 });
+        }
+        "messages" => messages = matches!(shape, Shape::Array { .. }),
+        _ => {}
+    })?;
+    let can = one_choice == [true, true]
+        && match api {
+            Api::Completions => !echo && prompt,
+            Api::Chat => messages,
+        };
+    Some(Facts { stream, can })
 }
 
 /// Sends a routed request (`/v1/completions`, `/v1/chat/completions`) with
@@ -341,17 +358,15 @@ pub(crate) async fn send(
         }
         Err(error) => return Err(RequestInfoError::Body(error).into()),
     };
-    let value = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .filter(|v| v.is_object());
-    let Some(value) = value else {
-        // Not JSON: the routed path refuses it as it always does.
+    // Read without a tree of values (a tree of a large body costs many
+    // times its size, for the whole answer); the tree is built only when a
+    // continuation is.
+    let Some(Facts { stream, can }) = facts(api, &bytes) else {
+        // Not a JSON object: the routed path refuses it as it always does.
         let request = Request::from_parts(parts, request_body(bytes));
         let response = routed(&shared, request).await?;
         return Ok(splice(&shared, response, api, None, (0, 0)));
     };
-    let stream = value.get("stream") == Some(&Value::Bool(true));
-    let can = continuable(api, &value);
     let tried = TriedEndpoints::new();
     parts.extensions.insert(tried.clone());
     let mut headers = parts.headers.clone();
@@ -362,7 +377,7 @@ pub(crate) async fn send(
         version: parts.version,
         headers,
         tried,
-        request: value,
+        request: bytes.clone(),
         shared: Arc::clone(&shared),
     };
     let first = Request::from_parts(parts, request_body(bytes.clone()));
@@ -413,6 +428,8 @@ fn splice(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
@@ -439,6 +456,10 @@ mod tests {
         assert_eq!(budget(&headers, 2), 2);
     }
 
+    fn continuable(api: Api, body: &Value) -> bool {
+        facts(api, &serde_json::to_vec(body).unwrap()).is_some_and(|f| f.can)
+    }
+
     #[test]
     fn only_requests_of_one_text_answer_are_continued() {
         let chat = |extra: Value| {
@@ -448,6 +469,14 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             continuable(Api::Chat, &body)
         };
+        assert_eq!(
+            facts(Api::Chat, br#"{"stream":true,"messages":[]}"#),
+            Some(Facts {
+                stream: true,
+                can: true
+            })
+        );
+        assert_eq!(facts(Api::Chat, b"[1]"), None);
         assert!(chat(serde_json::json!({})));
         assert!(chat(serde_json::json!({"n": 1})));
         assert!(chat(serde_json::json!({"n": null})));
