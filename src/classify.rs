@@ -12,7 +12,9 @@
 //! [`is_request_fault`] says which. A request fault (the caller's body
 //! stream failed or ended early, the request could not be encoded) is never
 //! counted against the endpoint by the health layer, and never retried. Wrap
-//! an error of your own in [`RequestFault`] to mark it so.
+//! an error of your own in [`RequestFault`] to mark it so. A [`Busy`]
+//! endpoint's error (out of time while it answered other requests) is not
+//! counted against it either, and is retried elsewhere ([`is_busy`]).
 //!
 //! # Backpressure
 //!
@@ -223,6 +225,51 @@ impl Error for RequestFault {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         Some(&*self.source)
     }
+}
+
+/// An endpoint that was busy, not broken: the attempt ran out of time
+/// while the endpoint kept answering other requests (a queue there longer
+/// than the attempt's time). The health layer does not count it against
+/// the endpoint, so load alone cannot eject a working server; the retry
+/// layer retries it elsewhere like any error.
+/// [`Prefill`](crate::load::Prefill) marks its timeouts so.
+#[derive(Debug)]
+pub struct Busy {
+    source: BoxError,
+}
+
+impl Busy {
+    /// Marks `error` as the endpoint being busy.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self {
+            source: error.into(),
+        }
+    }
+}
+
+impl fmt::Display for Busy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the endpoint was busy: {}", self.source)
+    }
+}
+
+impl Error for Busy {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Whether `error` is a [`Busy`] endpoint's, anywhere in its `source()`
+/// chain.
+pub fn is_busy(error: &(dyn Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<Busy>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// Whether `error` was caused by the request rather than the endpoint: a

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 
 use super::error::NoHealthyEndpoints;
 use super::state::{EndpointState, ProbationSlot};
-use crate::classify::{is_request_fault, Classify, LateFailure, LateVerdict};
+use crate::classify::{is_busy, is_request_fault, Classify, LateFailure, LateVerdict};
 use crate::error::BoxError;
 
 pin_project! {
@@ -101,8 +101,9 @@ where
                 Err(error) => {
                     let error = error.into();
                     // The request's own fault (its body failed, it could not
-                    // be sent) says nothing about the endpoint.
-                    if !is_request_fault(&*error) {
+                    // be sent) says nothing about the endpoint, nor does a
+                    // busy endpoint's timeout (it answered others meanwhile).
+                    if !is_request_fault(&*error) && !is_busy(&*error) {
                         endpoint.record_failure();
                     }
                     Err(error)

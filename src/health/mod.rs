@@ -589,7 +589,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn request_faults_do_not_count_and_timeouts_do() {
+    async fn request_faults_and_busy_endpoints_do_not_count_and_timeouts_do() {
         use tower::{service_fn, BoxError, Service, ServiceExt};
 
         use crate::classify::RequestFault;
@@ -599,6 +599,9 @@ mod tests {
         let faulty: Call = tower::util::BoxCloneSyncService::new(service_fn(|()| async {
             Err::<(), BoxError>(RequestFault::new("the body stream ended early").into())
         }));
+        let busy: Call = tower::util::BoxCloneSyncService::new(service_fn(|()| async {
+            Err::<(), BoxError>(crate::classify::Busy::new("answered others meanwhile").into())
+        }));
         let hanging: Call = tower::util::BoxCloneSyncService::new(tower::timeout::Timeout::new(
             service_fn(|()| std::future::pending::<Result<(), BoxError>>()),
             Duration::from_millis(100),
@@ -606,7 +609,7 @@ mod tests {
         let config = HealthConfig::new()
             .passive(passive(2))
             .classify(crate::classify::ErrorsOnly);
-        let (_set, mut services) = healthy(vec![faulty, hanging], config).await;
+        let (_set, mut services) = healthy(vec![faulty, hanging, busy], config).await;
         async fn fail(service: &mut (impl Service<(), Error = BoxError> + Send)) -> BoxError {
             service
                 .ready()
@@ -626,6 +629,12 @@ mod tests {
             "five request faults eject nothing"
         );
         assert_eq!(services[0].health(0).consecutive_failures(), 0);
+
+        for _ in 0..5 {
+            let error = fail(&mut services[2]).await;
+            assert!(crate::classify::is_busy(&*error));
+        }
+        assert!(services[2].is_healthy(), "a busy endpoint is not ejected");
 
         for _ in 0..2 {
             let error = fail(&mut services[1]).await;

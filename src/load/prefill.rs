@@ -13,7 +13,9 @@ use pin_project_lite::pin_project;
 use tower::load::Load;
 use tower::Service;
 
+use crate::classify::Busy;
 use crate::endpoint::{Endpoint, PrefillGuard, PrefillState};
+use crate::error::BoxError;
 use crate::pick::llm::PromptRequest;
 
 /// An endpoint wrapper for model servers: records each request it sends
@@ -124,14 +126,15 @@ impl<S: Load> Load for Prefill<S> {
 impl<S, B, RB> Service<http::Request<B>> for Prefill<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Error: Into<BoxError>,
     RB: Body,
 {
     type Response = http::Response<PrefillBody<RB>>;
-    type Error = S::Error;
+    type Error = BoxError;
     type Future = PrefillFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
@@ -162,13 +165,31 @@ pin_project! {
 impl<F, RB, E> Future for PrefillFuture<F>
 where
     F: Future<Output = Result<http::Response<RB>, E>>,
+    E: Into<BoxError>,
     RB: Body,
 {
-    type Output = Result<http::Response<PrefillBody<RB>>, E>;
+    type Output = Result<http::Response<PrefillBody<RB>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
+        let response = match ready!(this.inner.poll(cx)) {
+            Ok(response) => response,
+            Err(error) => {
+                let error: BoxError = error.into();
+                // Out of time while the server answered others: busy, not
+                // broken.
+                let busy = is_timeout(&*error)
+                    && this
+                        .guard
+                        .as_ref()
+                        .is_some_and(PrefillGuard::server_progressed);
+                return Poll::Ready(Err(if busy {
+                    Box::new(Busy::new(error))
+                } else {
+                    error
+                }));
+            }
+        };
         let streamed = response
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -179,6 +200,19 @@ where
             response.map(|body| PrefillBody::new(body, guard, streamed))
         ))
     }
+}
+
+/// Whether `error` is an attempt's timeout (tower's `Elapsed`, as
+/// [`ResponseTimeout`](crate::http::ResponseTimeout) fails).
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<tower::timeout::error::Elapsed>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 impl<F> fmt::Debug for PrefillFuture<F> {
@@ -528,6 +562,45 @@ mod tests {
         assert_eq!(state.stats().waiting, 0);
         future.await.unwrap();
         assert_eq!(state.stats().sent_tokens, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_at_a_server_that_answers_others_is_busy_not_broken() {
+        use tower::timeout::error::Elapsed;
+
+        let state = PrefillState::default();
+        let (go, gone) = tokio::sync::oneshot::channel::<()>();
+        let gone = std::sync::Mutex::new(Some(gone));
+        let timing_out = tower::service_fn(move |_: http::Request<()>| {
+            let gone = gone.lock().unwrap().take();
+            async move {
+                if let Some(gone) = gone {
+                    let _ = gone.await;
+                }
+                Err::<http::Response<String>, _>(Elapsed::new())
+            }
+        });
+        let mut svc = Prefill::new(timing_out, state.clone());
+        let waiting = tokio::spawn(svc.ready().await.unwrap().call(request()));
+        tokio::task::yield_now().await;
+        // Meanwhile another answer there ends.
+        tokio::time::advance(std::time::Duration::from_millis(5)).await;
+        let mut other = state.reserve(&[], 64);
+        other.answer_end();
+        drop(other);
+        go.send(()).unwrap();
+        let error = waiting.await.unwrap().unwrap_err();
+        assert!(crate::classify::is_busy(&*error), "{error}");
+        // Nothing moved there since: a timeout is the server's failure.
+        let error = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap_err();
+        assert!(!crate::classify::is_busy(&*error), "{error}");
+        assert!(error.is::<Elapsed>());
     }
 
     #[test]

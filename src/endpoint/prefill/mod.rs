@@ -108,6 +108,8 @@ struct Shared {
     measured_cached_tokens: AtomicU64,
     measured_expected_tokens: AtomicU64,
     completion_tokens: AtomicU64,
+    /// [`clock_ms`] of the last first token or answer end there; 0: none.
+    progress_ms: AtomicU64,
 }
 
 /// What a [`PrefillState`] knows, for a status page.
@@ -184,6 +186,7 @@ impl PrefillState {
                 measured_cached_tokens: AtomicU64::new(0),
                 measured_expected_tokens: AtomicU64::new(0),
                 completion_tokens: AtomicU64::new(0),
+                progress_ms: AtomicU64::new(0),
                 config,
             }),
         }
@@ -214,6 +217,7 @@ impl PrefillState {
             measured_cached_tokens: AtomicU64::new(0),
             measured_expected_tokens: AtomicU64::new(0),
             completion_tokens: AtomicU64::new(0),
+            progress_ms: AtomicU64::new(0),
         });
         Self {
             shared: Arc::new(Shared {
@@ -511,11 +515,28 @@ impl PrefillGuard {
     /// `learn` is set (a streamed answer, whose first frame is its first
     /// token) the time since [`PrefillState::reserve`] teaches the model.
     pub fn first_token(&mut self, learn: bool) {
+        if self.reserved.is_some() {
+            self.progressed();
+        }
         if self.release() && learn {
             let ttft = Instant::now().saturating_duration_since(self.started);
             self.learn(ttft.as_nanos() as f64);
             self.check_claimed_queue(ttft.as_nanos() as f64);
         }
+    }
+
+    /// The server moved: a first token or an answer's end, now.
+    fn progressed(&self) {
+        self.state
+            .shared
+            .progress_ms
+            .fetch_max(clock_ms(Instant::now()), Relaxed);
+    }
+
+    /// Whether the server gave another request a first token or ended an
+    /// answer after this one was sent (it is working, if busy).
+    pub fn server_progressed(&self) -> bool {
+        self.state.shared.progress_ms.load(Relaxed) > clock_ms(self.started)
     }
 
     /// Sent while the server reported a queue this client had no part in:
@@ -581,6 +602,9 @@ impl PrefillGuard {
     /// the mean answer time, and the request no longer counts in flight.
     pub fn answer_end(&mut self) {
         self.first_token(false);
+        if self.in_flight {
+            self.progressed();
+        }
         self.ended(Instant::now().saturating_duration_since(self.started));
     }
 
