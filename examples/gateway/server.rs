@@ -105,6 +105,9 @@ pub struct Settings {
     /// Where answers are counted by status and timed, if anywhere (one
     /// clock read a request more when set).
     pub traffic: Option<Traffic>,
+    /// Requests whose headers are larger are answered 431 (see
+    /// [`rules::refusal`]).
+    pub max_header_bytes: Option<usize>,
 }
 
 /// Binds a listener; the error names the address, and `flag` when given
@@ -263,6 +266,7 @@ pub async fn serve<P>(
         forwarded_for: forward::forwarded_for(peer),
         client_ip: settings.client_ip,
         traffic: settings.traffic.clone(),
+        max_header_bytes: settings.max_header_bytes,
     };
     listener::serve(listener, limits, connections, drain, make).await;
 }
@@ -276,6 +280,7 @@ struct Front<P: Prepare> {
     /// (`ip-hash`, `consistent-hash` by IP); other pickers skip it.
     client_ip: Option<ClientIp>,
     traffic: Option<Traffic>,
+    max_header_bytes: Option<usize>,
 }
 
 impl<P> hyper::service::Service<Request<ClientBody>> for Front<P>
@@ -312,7 +317,7 @@ where
             let client = SocketAddr::new(ip, self.peer.port());
             request.extensions_mut().insert(ClientAddr(client));
         }
-        if let Some(refusal) = refusal(&request) {
+        if let Some(refusal) = refusal(&request, self.max_header_bytes) {
             return ProxyFuture::answered(refusal);
         }
         let upgrade =
@@ -359,8 +364,11 @@ where
 
 /// The proxy's own answer to a request it must not forward (see
 /// [`rules::refusal`]).
-fn refusal(request: &Request<ClientBody>) -> Option<Response<ProxyBody>> {
-    let refusal = rules::refusal(request)?;
+fn refusal(
+    request: &Request<ClientBody>,
+    max_header_bytes: Option<usize>,
+) -> Option<Response<ProxyBody>> {
+    let refusal = rules::refusal(request, max_header_bytes)?;
     let mut response = text_response(refusal.status(), refusal.line());
     let headers = response.headers_mut();
     if refusal == Refusal::Connect {

@@ -62,19 +62,13 @@ pub(crate) fn refusal<B>(
     routes: &Routes,
     max_header_bytes: usize,
 ) -> Option<(StatusCode, String)> {
-    let header_bytes: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    if header_bytes > max_header_bytes {
-        return Some((
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!("the request headers are larger than {max_header_bytes} bytes"),
-        ));
-    }
-    if let Some(refusal) = rules::refusal(request) {
-        let message = refusal.line().trim_end().to_owned();
+    if let Some(refusal) = rules::refusal(request, Some(max_header_bytes)) {
+        let message = match refusal {
+            Refusal::HeadersTooLarge => {
+                format!("the request headers are larger than {max_header_bytes} bytes")
+            }
+            _ => refusal.line().trim_end().to_owned(),
+        };
         return Some((refusal.status(), message));
     }
     if !routes.allows(request.uri().path()) {

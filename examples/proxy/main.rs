@@ -18,7 +18,8 @@
 //! as 502, 503 or 504. Behind each request:
 //!
 //! ```text
-//! client ─► limits (--header-timeout, --idle-timeout, --max-connections)
+//! client ─► limits (--header-timeout, --idle-timeout, --max-connections,
+//!            --max-header-bytes)
 //!        ─► Front (CONNECT and Host checks, hop-by-hop headers,
 //!                  X-Forwarded-For, client address, upgrades)
 //!        ─► Retry (budgeted, --retries)
@@ -200,7 +201,7 @@ where
             body: None,
         },
         max_connections: args.max_connections,
-        max_header_bytes: None,
+        max_header_bytes: Some(args.max_header_bytes),
         evict_idle: false,
     };
     // Answers are counted and timed only for a /metrics page to show them.
@@ -233,6 +234,7 @@ where
         retries: args.retries,
         client_ip,
         traffic,
+        max_header_bytes: Some(args.max_header_bytes),
     };
     let connections = Connections::new(args.max_connections);
     tokio::spawn(gateway::memory::give_back_after_bursts(connections.clone()));

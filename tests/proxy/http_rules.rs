@@ -73,6 +73,29 @@ async fn connect_is_refused_and_never_reaches_a_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_over_the_limit_are_answered_431_and_never_reach_a_backend() {
+    let backend = RawBackend::start(Behaviour::Answer(
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    ))
+    .await;
+    let proxy = block_in_place(|| {
+        Proxy::start(&["--backend", &backend.arg(), "--max-header-bytes", "16384"])
+    });
+    // 20 KiB of headers, in one piece (hyper's buffer alone would take it).
+    let big = "x".repeat(20 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nhost: example\r\nx-big: {big}\r\n\r\n");
+    let answer = exchange(proxy.addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let ok = get(&client(), &proxy.url("/")).await.expect("an answer");
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(
+        backend.connections(),
+        1,
+        "the large request reached the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_upgrade_echoes_through_the_proxy() {
     let backend = RawBackend::start(Behaviour::UpgradeEcho).await;
     let proxy = block_in_place(|| Proxy::start(&["--backend", &backend.arg()]));

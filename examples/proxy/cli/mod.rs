@@ -22,8 +22,8 @@ use tower_lb::pick::llm::Weights;
 use crate::registry::Discovery;
 
 use self::values::{
-    address, algorithm, backend, connections, discovery, duration, header_name, number, path,
-    read_backends_file, scorer, unexpected, workers, zone, Checked,
+    address, algorithm, backend, connections, discovery, duration, header_bytes, header_name,
+    number, path, read_backends_file, scorer, unexpected, workers, zone, Checked,
 };
 
 /// The default time between active health probes.
@@ -47,6 +47,7 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The default number of client connections held at once.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The most connections `--max-connections` accepts.
 const MAX_CONNECTIONS: usize = 1_000_000;
@@ -93,6 +94,8 @@ pub(crate) struct Args {
     pub(crate) idle_timeout: Duration,
     /// `--max-connections`, 10,000 by default.
     pub(crate) max_connections: usize,
+    /// `--max-header-bytes`, 64 KiB by default.
+    pub(crate) max_header_bytes: usize,
     /// `--discovery`: backends from a registry instead of `--backend` or
     /// `--backends-file` (then `backends` is an empty static list).
     pub(crate) discovery: Option<Discovery>,
@@ -396,6 +399,17 @@ struct Flags {
     )]
     max_connections: Option<usize>,
 
+    /// requests whose headers are larger get 431 from the proxy
+    /// instead of reaching a backend (default 65536, at least 8192)
+    #[arg(
+        long,
+        value_name = "BYTES",
+        value_parser = Checked(header_bytes),
+        verbatim_doc_comment,
+        help_heading = OPTIONS,
+    )]
+    max_header_bytes: Option<usize>,
+
     /// let an edit of --backends-file that lists no backend empty
     /// the set (by default it keeps the last good set)
     #[arg(long, verbatim_doc_comment, help_heading = OPTIONS)]
@@ -601,6 +615,7 @@ impl Flags {
             header_timeout: self.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT),
             idle_timeout: self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_header_bytes: self.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
             discovery: self.discovery,
             subset: self.subset,
             zone: self.zone,

@@ -171,6 +171,16 @@ pub(super) fn connections(flag: &str, value: &str) -> Result<usize, String> {
     Ok(connections)
 }
 
+/// A limit on request header bytes: at least 8 KiB (hyper's smallest read
+/// buffer), at most 16 MiB.
+pub(super) fn header_bytes(flag: &str, value: &str) -> Result<usize, String> {
+    let bytes: usize = number(flag, value)?;
+    if !(8 * 1024..=16 << 20).contains(&bytes) {
+        return Err(format!("{flag} must be from 8192 to 16777216"));
+    }
+    Ok(bytes)
+}
+
 /// A duration as `humantime` reads it (`1s`, `500ms`, `2m`, `1m 30s`);
 /// zero is refused.
 pub(super) fn duration(flag: &str, value: &str) -> Result<Duration, String> {
