@@ -212,7 +212,7 @@ fn gauges<L: EncodeLabelSet>(
     Ok(())
 }
 
-fn counters<L: EncodeLabelSet>(
+pub(crate) fn counters<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -367,6 +367,7 @@ impl Collector for Scrape {
             "Prompt tokens sent to each server (estimated from bytes)",
             &tokens,
         )?;
+        crate::pd::encode(&self.0, &mut encoder)?;
         Ok(())
     }
 }

@@ -31,6 +31,8 @@
 //!   ([`Scored::ttft`](crate::pick::llm::Scored::ttft)), retried once on
 //!   another server within the budget. Answers stream through frame by
 //!   frame.
+//!   With a prefill pool ([`Builder::prefill_server`]), each request goes
+//!   to a prefill server and a decode server instead: see [`disagg`].
 //! * `GET /v1/models`: the models given to the builder; without any, asked
 //!   of a server.
 //! * Any other path: passed on to a server ([`Builder::pass_through`]).
@@ -57,6 +59,7 @@
 
 mod answer;
 mod builder;
+pub mod disagg;
 mod queue;
 mod router;
 mod served_by;
@@ -77,6 +80,7 @@ use crate::report::Orca;
 use crate::retry::ReplayBody;
 
 pub use self::builder::{BuildError, Builder};
+pub use self::disagg::{Disaggregation, PairCount, PdError, PdProtocol, PdStats, Role};
 pub use self::queue::{
     BandStats, FlowControl, QueueStats, Refused, DEADLINE_HEADER, TENANT_HEADER,
 };

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use super::answer::{self, UnknownModel};
+use super::disagg::{Pd, PdStats, Role};
 use super::queue::{Permit, Queue};
 use super::queue::{QueueError, QueueStats, DEADLINE_HEADER, TENANT_HEADER};
 use super::{BodyError, Endpoint, Picker, RequestBody, ResponseBody};
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) servers: Arc<Mutex<Vec<Server>>>,
     pub(crate) health: HealthRegistry<SocketAddr>,
+    /// Disaggregated serving's prefill pool, when it is on.
+    pub(crate) pd: Option<Arc<Pd>>,
     /// Ends the queue's timer and the pollers with the last clone.
     pub(crate) _tasks: Tasks,
 }
@@ -100,6 +103,8 @@ pub struct ServerStatus {
     pub addr: SocketAddr,
     /// The model it was configured with, if any.
     pub model: Option<String>,
+    /// Its part in disaggregated serving ([`Role::Both`] without it).
+    pub role: Role,
     /// Whether health lets requests go there.
     pub available: bool,
     /// Its health: state, consecutive failures, ejections so far.
@@ -115,30 +120,29 @@ impl Router {
     /// Every server in the balancer now, with its report and what the
     /// router knows of it.
     pub fn servers(&self) -> Vec<ServerStatus> {
-        let servers = self
-            .shared
-            .servers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let health = self.shared.health.snapshot();
-        self.shared.core.get_ref().read_endpoints(|keys, services| {
-            keys.iter()
-                .zip(services)
-                .map(|(addr, service)| ServerStatus {
-                    addr: *addr,
-                    model: servers
-                        .iter()
-                        .find(|s| s.addr == *addr)
-                        .and_then(|s| s.model.clone()),
-                    available: service.is_available(),
-                    health: health.iter().find(|h| h.key() == addr).cloned(),
-                    report: service
-                        .report()
-                        .and_then(|cell| cell.last_at(Instant::now())),
-                    prefill: service.prefill().map(|p| p.stats()),
-                })
-                .collect()
-        })
+        let mut all = status(
+            self.shared.core.get_ref(),
+            &self.shared.servers,
+            &self.shared.health,
+            |addr| match &self.shared.pd {
+                Some(pd) => pd.role_of(addr),
+                None => Role::Both,
+            },
+        );
+        if let Some(pd) = &self.shared.pd {
+            let prefill = status(&pd.prefill, &pd.servers, &pd.health, |addr| {
+                pd.role_of(addr)
+            });
+            // Servers of role both are in both pools: listed once.
+            all.extend(prefill.into_iter().filter(|s| s.role == Role::Prefill));
+        }
+        all
+    }
+
+    /// Disaggregated serving's figures (requests each way, failed legs,
+    /// the pairs chosen); `None` when it is off.
+    pub fn disaggregation(&self) -> Option<PdStats> {
+        self.shared.pd.as_ref().map(|pd| pd.stats())
     }
 
     /// The queue's figures; `None` when flow control is off.
@@ -168,6 +172,36 @@ impl Router {
         );
         response
     }
+}
+
+/// Every server of one pool, with its report and what the router knows.
+fn status(
+    pool: &Lb,
+    servers: &Mutex<Vec<Server>>,
+    health: &HealthRegistry<SocketAddr>,
+    role: impl Fn(&SocketAddr) -> Role,
+) -> Vec<ServerStatus> {
+    let servers = servers.lock().unwrap_or_else(|e| e.into_inner());
+    let health = health.snapshot();
+    pool.read_endpoints(|keys, services| {
+        keys.iter()
+            .zip(services)
+            .map(|(addr, service)| ServerStatus {
+                addr: *addr,
+                model: servers
+                    .iter()
+                    .find(|s| s.addr == *addr)
+                    .and_then(|s| s.model.clone()),
+                role: role(addr),
+                available: service.is_available(),
+                health: health.iter().find(|h| h.key() == addr).cloned(),
+                report: service
+                    .report()
+                    .and_then(|cell| cell.last_at(Instant::now())),
+                prefill: service.prefill().map(|p| p.stats()),
+            })
+            .collect()
+    })
 }
 
 impl<B> Service<Request<B>> for Router
@@ -267,6 +301,8 @@ fn idle_limited(response: Response<ResponseBody>, idle: Duration) -> Response<Re
 #[derive(Clone)]
 pub(crate) struct Admission {
     pub(crate) inner: Core,
+    /// Disaggregated serving, which then sends the request on instead.
+    pub(crate) pd: Option<Arc<Pd>>,
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) models: Arc<[String]>,
 }
@@ -295,10 +331,19 @@ impl Service<Request<PromptBody<RequestBody>>> for Admission {
             }
         }
         let priority = info.priority;
-        let inner = self.inner.clone();
+        let (inner, pd) = (self.inner.clone(), self.pd.clone());
+        let send = move |request| -> BoxFuture<Result<Response<ResponseBody>, BoxError>> {
+            match pd {
+                Some(pd) => Box::pin(pd.serve(request)),
+                None => Box::pin(async move {
+                    let response = inner.oneshot(request).await?;
+                    Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
+                }),
+            }
+        };
         let Some(queue) = self.queue.clone() else {
             return Box::pin(async move {
-                let response = inner.oneshot(request).await?;
+                let response = send(request).await?;
                 Ok(response.map(|b| Held::new(b, None).boxed_unsync()))
             });
         };
@@ -318,7 +363,7 @@ impl Service<Request<PromptBody<RequestBody>>> for Admission {
                     refused,
                     retry_after: queue.config.retry_after,
                 })?;
-            let response = inner.oneshot(request).await?;
+            let response = send(request).await?;
             Ok(response.map(|b| Held::new(b, Some(permit)).boxed_unsync()))
         })
     }
