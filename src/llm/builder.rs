@@ -500,35 +500,6 @@ impl Builder {
             .layer(balance.clone());
         let decode_pool = balance.clone();
 
-        let mut tasks = Tasks::default();
-        let queue = self.flow.enabled.then(|| {
-            let (limit, saturation) = (self.flow.server_limit, self.saturation);
-            let capacity = move || {
-                balance.read_endpoints(|_, services| capacity(services, limit, &saturation))
-            };
-            let queue = Queue::new(self.flow.clone(), Box::new(capacity));
-            let weak = Arc::downgrade(&queue);
-            tasks.0.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(50));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    match weak.upgrade() {
-                        Some(queue) => queue.poke(),
-                        None => return,
-                    }
-                }
-            }));
-            queue
-        });
-        let models: Arc<[String]> = self.models.into();
-        let mut info = AddRequestInfoLayer::new()
-            .max_body(self.max_body)
-            .require_json(self.require_json)
-            .ask_for_usage(self.ask_for_usage);
-        if let Some(per_token) = self.time_per_token {
-            info = info.time_per_token(per_token);
-        }
         let pd = match (self.disaggregation, self.prefill.into_stream()) {
             (None, None) => None,
             (Some(_), None) => {
@@ -555,6 +526,44 @@ impl Builder {
                 )))
             }
         };
+        let mut tasks = Tasks::default();
+        let queue = self.flow.enabled.then(|| {
+            let (limit, saturation) = (self.flow.server_limit, self.saturation);
+            // Under disaggregated serving a request holds a prefill server,
+            // then a decode server: the fleet takes both pools' worth, so
+            // prefills go on while decode slots are full.
+            let prefill_pool = pd.as_ref().map(|pd| pd.prefill.clone());
+            let capacity = move || {
+                let decode =
+                    balance.read_endpoints(|_, services| capacity(services, limit, &saturation));
+                let prefill = prefill_pool.as_ref().map_or(0, |pool| {
+                    pool.read_endpoints(|_, services| capacity(services, limit, &saturation))
+                });
+                decode.saturating_add(prefill)
+            };
+            let queue = Queue::new(self.flow.clone(), Box::new(capacity));
+            let weak = Arc::downgrade(&queue);
+            tasks.0.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(queue) => queue.poke(),
+                        None => return,
+                    }
+                }
+            }));
+            queue
+        });
+        let models: Arc<[String]> = self.models.into();
+        let mut info = AddRequestInfoLayer::new()
+            .max_body(self.max_body)
+            .require_json(self.require_json)
+            .ask_for_usage(self.ask_for_usage);
+        if let Some(per_token) = self.time_per_token {
+            info = info.time_per_token(per_token);
+        }
         let routed = info.layer(Admission {
             pd: pd.clone(),
             inner: core.clone(),

@@ -657,8 +657,9 @@ impl Pd {
 
     /// The decode server with the least decode load, among the available
     /// ones not tried yet (or all available ones, once each was tried):
-    /// requests in flight or running as it reports them, plus its queue,
-    /// plus its KV cache use (0 to 1) times 4. Ties go round in turn.
+    /// the router's requests there, or the requests it reports running and
+    /// queued if more, plus its KV cache use (0 to 1) times 4. Ties go
+    /// round in turn.
     fn pick_decode(&self, tried: &[SocketAddr]) -> Option<(SocketAddr, Endpoint)> {
         let turn = self.turn.fetch_add(1, Relaxed);
         self.decode.read_endpoints(|keys, services| {
@@ -811,8 +812,8 @@ enum Outcome {
     Decode(Failed),
 }
 
-/// A decode server's load: requests in flight or running, its queue, its
-/// KV cache use.
+/// A decode server's load: its requests (the router's in flight, or its
+/// own running and queued if more), and its KV cache use.
 fn decode_load(service: &Endpoint) -> f64 {
     let in_flight = service.load().get() as f64;
     let (running, queue, kv) =
@@ -826,7 +827,9 @@ fn decode_load(service: &Endpoint) -> f64 {
                     f64::from(r.kv_cache_use),
                 )
             });
-    in_flight.max(running) + queue + 4.0 * kv
+    // The router's own requests there include those it queued: counted
+    // once, against what the server says it runs and queues.
+    in_flight.max(running + queue) + 4.0 * kv
 }
 
 /// One leg's request: the client's method, path, headers and extensions

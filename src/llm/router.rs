@@ -117,8 +117,9 @@ pub struct ServerStatus {
 }
 
 impl Router {
-    /// Every server in the balancer now, with its report and what the
-    /// router knows of it.
+    /// Every server in the router's pools now (the prefill pool's too,
+    /// under disaggregated serving; a server of role both once), with its
+    /// role, its report and what the router knows of it.
     pub fn servers(&self) -> Vec<ServerStatus> {
         let mut all = status(
             self.shared.core.get_ref(),
