@@ -404,3 +404,70 @@ fn bad_flags_are_refused_with_a_reason() {
         assert!(stderr.contains("error"), "{args:?}: {stderr}");
     }
 }
+
+// ===== the library, in process =====
+
+#[tokio::test]
+async fn bodies_that_are_not_json_objects_go_whole_to_a_decode_server() {
+    use tower::ServiceExt;
+    use tower_lb::llm::{Builder, Disaggregation, PdProtocol};
+
+    let prefill = Backend::builder("p").record_bodies().start().await;
+    let decode = Backend::builder("d").record_bodies().start().await;
+    let router = Builder::new()
+        .prefill_server(&format!("http://{}", prefill.addr()), Some(9))
+        .decode_server(&format!("http://{}", decode.addr()))
+        .disaggregation(Disaggregation::new(PdProtocol::Vllm))
+        .require_json(false)
+        .build()
+        .unwrap();
+    within(
+        "the decode server in the set",
+        router.balance().wait_for(|keys| keys.len() == 1),
+    )
+    .await;
+    let bodies: [(&str, &[u8]); 2] = [("text/plain", b"not json at all"), ("", b"[1, 2]")];
+    for (kind, body) in bodies {
+        let mut request = Request::post("/v1/completions");
+        if !kind.is_empty() {
+            request = request.header("content-type", kind);
+        }
+        let request = request.body(Full::new(Bytes::from_static(body))).unwrap();
+        let response = within("an answer", router.clone().oneshot(request))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let seen: Vec<Bytes> = decode.bodies();
+    assert_eq!(
+        seen,
+        [
+            Bytes::from_static(b"not json at all"),
+            Bytes::from_static(b"[1, 2]")
+        ]
+    );
+    assert_eq!(prefill.requests(), 0);
+    let stats = router.disaggregation().unwrap();
+    assert_eq!((stats.direct, stats.disaggregated), (2, 0));
+}
+
+#[tokio::test]
+async fn disaggregation_without_a_prefill_server_does_not_build() {
+    use tower_lb::llm::{BuildError, Builder, Disaggregation, PdProtocol};
+
+    let built = Builder::new()
+        .decode_server("http://127.0.0.1:1")
+        .disaggregation(Disaggregation::new(PdProtocol::Sglang))
+        .build();
+    assert!(matches!(built, Err(BuildError::Invalid(_))), "{built:?}");
+    let built = Builder::new()
+        .prefill_server("not a url", None)
+        .decode_server("http://127.0.0.1:1")
+        .build();
+    assert!(matches!(built, Err(BuildError::BadServer(_))), "{built:?}");
+    // Prefill servers alone: nothing to decode on.
+    let built = Builder::new()
+        .prefill_server("http://127.0.0.1:1", Some(2))
+        .build();
+    assert!(matches!(built, Err(BuildError::NoServers)), "{built:?}");
+}

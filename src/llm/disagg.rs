@@ -210,7 +210,7 @@ pub enum PdError {
         /// The last failure was a timeout.
         timed_out: bool,
     },
-    /// No decode server is available.
+    /// No decode server became available within the router's wait.
     NoDecodeServer,
 }
 
@@ -496,9 +496,11 @@ impl Pd {
             .as_ref()
             .and_then(|b| serde_json::from_slice::<Value>(b).ok())
             .filter(Value::is_object);
-        let (Some(bytes), Some(json)) = (bytes, parsed) else {
+        let (Some(bytes), Some(json)) = (bytes.clone(), parsed) else {
+            // Not a JSON object: passed on whole, as it came.
             self.counts.direct.fetch_add(1, Relaxed);
-            let request = Request::from_parts(parts, Either::Left(Full::new(Bytes::new())));
+            let body = Full::new(bytes.unwrap_or_default());
+            let request = Request::from_parts(parts, Either::Left(body));
             return self.send_direct(request).await;
         };
         if self.goes_direct(&parts) {
@@ -556,9 +558,7 @@ impl Pd {
         let attempts = self.settings.attempts;
         for attempt in 1..=attempts {
             let (prefill, prefill_service) = self.pick_prefill(parts, &tried_prefill).await?;
-            let Some((decode, decode_service)) = self.pick_decode(&tried_decode) else {
-                return Err(PdError::NoDecodeServer.into());
-            };
+            let (decode, decode_service) = self.wait_decode(&tried_decode).await?;
             self.count_pair(prefill, decode);
             tracing::debug!(%prefill, %decode, attempt, "pair chosen");
             if prefill == decode {
@@ -651,6 +651,24 @@ impl Pd {
                     known: self.prefill.len(),
                 }
                 .into());
+            }
+        }
+    }
+
+    /// [`pick_decode`](Self::pick_decode), waiting up to the router's wait
+    /// for an available decode server.
+    async fn wait_decode(&self, tried: &[SocketAddr]) -> Result<(SocketAddr, Endpoint), PdError> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            let change = self.decode.next_change();
+            if let Some(picked) = self.pick_decode(tried) {
+                return Ok(picked);
+            }
+            // Health changes are not set changes: look again every 50 ms.
+            let step = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
+            let _ = tokio::time::timeout_at(step, change).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PdError::NoDecodeServer);
             }
         }
     }
