@@ -405,6 +405,29 @@ fn bad_flags_are_refused_with_a_reason() {
     }
 }
 
+#[tokio::test]
+async fn a_server_of_role_both_picked_for_both_legs_serves_the_request_whole() {
+    let both = model_server("both", "sglang");
+    let (router, admin) = router(&[both.url()], &[both.url()], &[]);
+    let body = chat("Be brief.", "Name a colour.", true);
+    let (status, answer) = request(
+        router.addr,
+        Method::POST,
+        "/v1/chat/completions",
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let legs = legs(&both).await;
+    assert_eq!(legs["whole"], 1, "{legs}");
+    assert_eq!(legs["prefill_legs"], 0, "{legs}");
+    let status = get_json(admin, "/status").await;
+    assert_eq!(status["disaggregation"]["same_server"], 1, "{status}");
+    let backends = status["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 1, "listed once: {status}");
+    assert_eq!(backends[0]["role"], "both");
+}
+
 // ===== the library, in process =====
 
 #[tokio::test]

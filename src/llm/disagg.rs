@@ -59,6 +59,15 @@
 //!
 //! [`Router::disaggregation`](super::Router::disaggregation) gives the
 //! figures: requests sent each way, failed legs, and the pairs chosen.
+//!
+//! # Limits
+//!
+//! * A batch request (a list of prompts, or `n` above 1) gets one room,
+//!   as one prompt does; SGLang's own router sends one room a prompt.
+//! * Attempts are bounded by [`Disaggregation::attempts`], not by the
+//!   router's retry budget.
+//! * Roles come from the builder (and the command line); servers found by
+//!   [`Builder::discover`](super::Builder::discover) are decode servers.
 
 use std::collections::HashMap;
 use std::fmt;
