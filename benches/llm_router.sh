@@ -297,8 +297,19 @@ fleet() { # prints "hit_rate busiest_over_mean requests" from the servers' /stat
         cached=$((cached + c)); prompt=$((prompt + p)); total=$((total + r))
         ((r > max)) && max=$r
     done
-    awk -v c=$cached -v p=$prompt -v m=$max -v t=$total -v n=${#stat_urls[@]} \
-        'BEGIN { printf "%.3f %.2f %d\n", (p ? c / p : 0), (t ? m * n / t : 0), t }'
+    # Under PD every request reaches one decode server (whole or as a
+    # decode leg): they count the requests for the CPU per request.
+    local requests=$total
+    if ((PD)); then
+        requests=0
+        for url in "${decode_urls[@]}"; do
+            stats=$(curl -sf "$url/stats")
+            r=$(sed -E 's/.*"requests":([0-9]+).*/\1/' <<<"$stats")
+            requests=$((requests + r))
+        done
+    fi
+    awk -v c=$cached -v p=$prompt -v m=$max -v t=$total -v n=${#stat_urls[@]} -v q=$requests \
+        'BEGIN { printf "%.3f %.2f %d\n", (p ? c / p : 0), (t ? m * n / t : 0), q }'
 }
 
 json() { # FIELD JSON
