@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::discover::Change;
 use tower_layer::Layer;
 
-use super::disagg::{Disaggregation, Pd, PdProtocol, Role};
+use super::disagg::{Disaggregation, Pd, PdParts, PdProtocol, Role};
 use super::queue::{FlowControl, Queue};
 use super::router::{Admission, Lb, Router, Server, Shared, Tasks};
 use super::served_by::MarkServer;
@@ -85,7 +85,8 @@ impl From<InvalidHealthConfig> for BuildError {
 
 /// Builds a [`Router`]; see [the module docs](super) for an example.
 ///
-/// Defaults: [`Scored::ttft`], passive outlier detection and no active
+/// Defaults: no disaggregation (see [`prefill_server`](Self::prefill_server)),
+/// [`Scored::ttft`], passive outlier detection and no active
 /// probe, one retry within the retry budget, ORCA load reports asked for
 /// in every request, no Prometheus polling, 4 MiB JSON bodies, usage asked
 /// for in every streamed answer, [`FlowControl::new`], other paths passed
@@ -413,6 +414,11 @@ impl Builder {
         if matches!(role, Role::Decode | Role::Both) {
             self.source.push(addr, 1);
         }
+        // A server given once as prefill and once as decode takes both.
+        let role = match self.roles.get(&addr) {
+            Some(&given) if given != role => Role::Both,
+            _ => role,
+        };
         self.roles.insert(addr, role);
         self
     }
@@ -512,18 +518,18 @@ impl Builder {
                 let prefill_servers: Arc<Mutex<Vec<Server>>> = Arc::default();
                 let picker = BoxPick::new(Scored::<_, Endpoint>::ttft());
                 let (pool, health) = stack.pool(prefill, picker, Arc::clone(&prefill_servers))?;
-                Some(Arc::new(Pd::new(
-                    pool,
-                    decode_pool,
-                    core.clone(),
+                Some(Arc::new(Pd::new(PdParts {
+                    prefill: pool,
+                    decode: decode_pool,
+                    direct: core.clone(),
                     settings,
-                    self.bootstrap,
-                    self.roles,
-                    self.attempt_timeout,
-                    self.wait,
-                    prefill_servers,
+                    bootstrap: self.bootstrap,
+                    roles: self.roles,
+                    attempt_timeout: self.attempt_timeout,
+                    wait: self.wait,
+                    servers: prefill_servers,
                     health,
-                )))
+                })))
             }
         };
         let mut tasks = Tasks::default();

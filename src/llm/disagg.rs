@@ -332,6 +332,20 @@ pub(crate) struct Pd {
     counts: Counts,
 }
 
+/// What the builder hands [`Pd::new`].
+pub(crate) struct PdParts {
+    pub(crate) prefill: Lb,
+    pub(crate) decode: Lb,
+    pub(crate) direct: Core,
+    pub(crate) settings: Disaggregation,
+    pub(crate) bootstrap: HashMap<SocketAddr, u16>,
+    pub(crate) roles: HashMap<SocketAddr, Role>,
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) wait: Duration,
+    pub(crate) servers: Arc<Mutex<Vec<Server>>>,
+    pub(crate) health: HealthRegistry<SocketAddr>,
+}
+
 #[derive(Default)]
 struct Counts {
     disaggregated: AtomicU64,
@@ -408,30 +422,18 @@ where
 }
 
 impl Pd {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        prefill: Lb,
-        decode: Lb,
-        direct: Core,
-        settings: Disaggregation,
-        bootstrap: HashMap<SocketAddr, u16>,
-        roles: HashMap<SocketAddr, Role>,
-        attempt_timeout: Duration,
-        wait: Duration,
-        servers: Arc<Mutex<Vec<Server>>>,
-        health: HealthRegistry<SocketAddr>,
-    ) -> Self {
+    pub(crate) fn new(parts: PdParts) -> Self {
         Self {
-            prefill,
-            decode,
-            direct,
-            settings,
-            bootstrap,
-            roles,
-            attempt_timeout,
-            wait,
-            servers,
-            health,
+            prefill: parts.prefill,
+            decode: parts.decode,
+            direct: parts.direct,
+            settings: parts.settings,
+            bootstrap: parts.bootstrap,
+            roles: parts.roles,
+            attempt_timeout: parts.attempt_timeout,
+            wait: parts.wait,
+            servers: parts.servers,
+            health: parts.health,
             rooms: Rng::from_entropy(),
             turn: AtomicUsize::new(0),
             counts: Counts::default(),

@@ -333,18 +333,13 @@ impl Service<Request<PromptBody<RequestBody>>> for Admission {
         }
         let priority = info.priority;
         let (inner, pd) = (self.inner.clone(), self.pd.clone());
-        let send = move |request| -> BoxFuture<Result<Response<ResponseBody>, BoxError>> {
-            match pd {
-                Some(pd) => Box::pin(pd.serve(request)),
-                None => Box::pin(async move {
-                    let response = inner.oneshot(request).await?;
-                    Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
-                }),
-            }
-        };
         let Some(queue) = self.queue.clone() else {
             return Box::pin(async move {
-                let response = send(request).await?;
+                if let Some(pd) = pd {
+                    let response = pd.serve(request).await?;
+                    return Ok(response.map(|b| Held::new(b, None).boxed_unsync()));
+                }
+                let response = inner.oneshot(request).await?;
                 Ok(response.map(|b| Held::new(b, None).boxed_unsync()))
             });
         };
@@ -364,7 +359,11 @@ impl Service<Request<PromptBody<RequestBody>>> for Admission {
                     refused,
                     retry_after: queue.config.retry_after,
                 })?;
-            let response = send(request).await?;
+            if let Some(pd) = pd {
+                let response = pd.serve(request).await?;
+                return Ok(response.map(|b| Held::new(b, Some(permit)).boxed_unsync()));
+            }
+            let response = inner.oneshot(request).await?;
             Ok(response.map(|b| Held::new(b, Some(permit)).boxed_unsync()))
         })
     }
