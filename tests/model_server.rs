@@ -407,10 +407,19 @@ async fn sglang_prefill_hands_the_room_to_decode_and_a_lost_room_fails() {
         json_body(response).await["error"]["code"],
         "kv_transfer_failed"
     );
-    // A decode leg that names no prefill server is refused.
-    let nameless = json!({"messages": messages(), "bootstrap_room": 9});
-    let response = post(decode.addr, "/v1/chat/completions", &nameless).await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // A decode leg that names no prefill server is refused, and so are
+    // fields of the wrong kind.
+    for bad in [
+        json!({"messages": messages(), "bootstrap_room": 9}),
+        json!({"messages": messages(), "bootstrap_room": "seven"}),
+        json!({"messages": messages(), "bootstrap_room": 9, "bootstrap_port": 70000,
+            "bootstrap_host": "127.0.0.1"}),
+        json!({"messages": messages(), "bootstrap_room": 9, "bootstrap_port": port,
+            "bootstrap_host": 5}),
+    ] {
+        let response = post(decode.addr, "/v1/chat/completions", &bad).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
 
     let p = info(&prefill, "/stats").await;
     let d = info(&decode, "/stats").await;
@@ -466,6 +475,19 @@ async fn vllm_prefill_answers_transfer_params_that_decode_pulls() {
         json_body(response).await["error"]["code"],
         "invalid_kv_transfer_params"
     );
+    // Parameters of the wrong kind are an error.
+    for params in [
+        json!("remote"),
+        json!({"do_remote_prefill": true, "remote_engine_id": "e", "remote_host": "127.0.0.1",
+            "remote_block_ids": [1]}),
+        json!({"do_remote_prefill": true, "remote_engine_id": "e", "remote_host": "127.0.0.1",
+            "remote_port": 1, "remote_block_ids": "all"}),
+    ] {
+        let mut bad = original.clone();
+        bad["kv_transfer_params"] = params;
+        let response = post(decode.addr, "/v1/completions", &bad).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
     // Unknown parameters are an error.
     let mut odd = original.clone();
     odd["kv_transfer_params"] = params;
