@@ -47,6 +47,19 @@
 # the same servers (each with its own view of them), and llm_load sends the
 # requests to them in turn, so the turns of a chat meet different replicas.
 #
+# Disaggregated (PD=1): the eight servers are four prefill servers and four
+# decode servers of examples/model_server speaking SGLang's protocol
+# (--role prefill|decode --pd-protocol sglang, a KV hand-over of KV_PER_TOKEN
+# per prompt token), and the targets are
+#
+#   tower-lb-pd  examples/llm_router --prefill URL#BOOTSTRAP_PORT --decode URL
+#                (the prefill server by Scored::ttft, the decode server by
+#                decode load)
+#   sglang-pd    sglang-router --pd-disaggregation --prefill URL BOOTSTRAP_PORT
+#                --decode URL, its default policy (cache_aware) or SGLANG_PD_ARGS
+#
+# The hit rate and busiest ÷ mean are the prefill servers'.
+#
 # Small caches: CACHE_TOKENS=3333 (a sixth of the default) puts the servers'
 # prefix caches under pressure: the popular system prompts and the chats'
 # histories no longer all fit, and routing that keeps a chat on one server
@@ -56,7 +69,8 @@
 # (16; use 48 for three times the load), MAX_TOKENS (32), SEED (1),
 # CACHE_TOKENS (20000 per server), BATCH (8), PREFILL (100us per uncached
 # token), DECODE (5ms per token), RATES (empty: closed loop), DURATION (20s),
-# THINK (200ms), SLO (200ms), REPLICAS (1, at most 10), VENV
+# THINK (200ms), SLO (200ms), REPLICAS (1, at most 10), PD (0), KV_PER_TOKEN
+# (2us), SGLANG_PD_ARGS (--policy cache_aware), VENV
 # (/var/tmp/sglang-venv), TARGETS (default "direct tower-lb sglang-ca
 # sglang-rr lc rr"), ROUTER_ARGS (extra flags for examples/llm_router, say
 # `--scorer prefix=6,queue=2,kv=2`), PROXY (a proxy binary to use for lc and
@@ -83,7 +97,14 @@ THINK=${THINK:-200ms}
 SLO=${SLO:-200ms}
 REPLICAS=${REPLICAS:-1}
 VENV=${VENV:-/var/tmp/sglang-venv}
-TARGETS=${TARGETS:-direct tower-lb sglang-ca sglang-rr lc rr}
+PD=${PD:-0}
+KV_PER_TOKEN=${KV_PER_TOKEN:-2us}
+SGLANG_PD_ARGS=${SGLANG_PD_ARGS:---policy cache_aware}
+if ((PD)); then
+    TARGETS=${TARGETS:-tower-lb-pd sglang-pd}
+else
+    TARGETS=${TARGETS:-direct tower-lb sglang-ca sglang-rr lc rr}
+fi
 ROUTER_ARGS=${ROUTER_ARGS:-}
 LOAD_LIMIT=${LOAD_LIMIT:-600}
 SERVERS=8
@@ -148,12 +169,29 @@ if [[ " $TARGETS " == *" sglang-"* && ! -x $VENV/bin/sglang-router ]]; then
 fi
 
 # ----- servers -----
-urls=() addrs=()
+# In PD mode the first half prefill (bootstrap port BASE_PORT + 100 + i), the
+# rest decode; stat_urls are the servers whose hit rate and spread count.
+urls=() addrs=() stat_urls=() prefill_urls=() bootstrap_ports=() decode_urls=()
 for i in $(seq $SERVERS); do
     port=$((BASE_PORT + i))
+    role=()
+    if ((PD)); then
+        if ((i <= SERVERS / 2)); then
+            role=(--role prefill --bootstrap-port $((BASE_PORT + 100 + i)))
+            prefill_urls+=("http://127.0.0.1:$port")
+            bootstrap_ports+=($((BASE_PORT + 100 + i)))
+            stat_urls+=("http://127.0.0.1:$port")
+        else
+            role=(--role decode)
+            decode_urls+=("http://127.0.0.1:$port")
+        fi
+        role+=(--pd-protocol sglang --kv-per-token "$KV_PER_TOKEN")
+    else
+        stat_urls+=("http://127.0.0.1:$port")
+    fi
     "$bin/model_server" --listen "127.0.0.1:$port" --cache-tokens "$CACHE_TOKENS" \
         --batch "$BATCH" --prefill-per-token "$PREFILL" --decode-per-token "$DECODE" \
-        --seed "$SEED" >"$work/server$i.log" 2>&1 &
+        --seed "$SEED" "${role[@]}" >"$work/server$i.log" 2>&1 &
     pids+=($!)
     urls+=("http://127.0.0.1:$port")
     addrs+=("127.0.0.1:$port")
@@ -177,7 +215,33 @@ for t in $TARGETS; do
     for r in $(seq 0 $((REPLICAS - 1))); do
         port=$((BASE_PORT + 20 + 10 * k + r))
         case $t in
-        direct) break ;;
+        direct)
+            ((PD)) && { say "direct needs whole servers; not with PD=1"; exit 2; }
+            break
+            ;;
+        tower-lb-pd)
+            ((have_router && PD)) || { say "tower-lb-pd needs PD=1"; exit 2; }
+            legs=()
+            for j in "${!prefill_urls[@]}"; do
+                legs+=(--prefill "${prefill_urls[$j]}#${bootstrap_ports[$j]}")
+            done
+            for url in "${decode_urls[@]}"; do legs+=(--decode "$url"); done
+            start_router "$t" "$port" "$bin/llm_router" \
+                --listen "127.0.0.1:$port" "${legs[@]}" --pd-protocol sglang $ROUTER_ARGS
+            ;;
+        sglang-pd)
+            ((PD)) || { say "sglang-pd needs PD=1"; exit 2; }
+            legs=()
+            for j in "${!prefill_urls[@]}"; do
+                legs+=(--prefill "${prefill_urls[$j]}" "${bootstrap_ports[$j]}")
+            done
+            for url in "${decode_urls[@]}"; do legs+=(--decode "$url"); done
+            # shellcheck disable=SC2086 # SGLANG_PD_ARGS is a list of flags
+            start_router "$t" "$port" env HF_ENDPOINT=http://127.0.0.1:9 \
+                "$VENV/bin/sglang-router" launch --host 127.0.0.1 --port "$port" \
+                --pd-disaggregation "${legs[@]}" $SGLANG_PD_ARGS \
+                --prometheus-host 127.0.0.1 --prometheus-port $((port + 500)) --log-level warn
+            ;;
         tower-lb | tower-lb-poll | tower-lb-scores)
             ((have_router)) || break
             backends=()
@@ -225,7 +289,7 @@ cpu_ticks() { # PID...: user + system clock ticks of the processes
 
 fleet() { # prints "hit_rate busiest_over_mean requests" from the servers' /stats
     local cached=0 prompt=0 max=0 total=0 stats c p r
-    for url in "${urls[@]}"; do
+    for url in "${stat_urls[@]}"; do
         stats=$(curl -sf "$url/stats")
         c=$(sed -E 's/.*"cached_tokens":([0-9]+).*/\1/' <<<"$stats")
         p=$(sed -E 's/.*"prompt_tokens":([0-9]+).*/\1/' <<<"$stats")
@@ -233,8 +297,19 @@ fleet() { # prints "hit_rate busiest_over_mean requests" from the servers' /stat
         cached=$((cached + c)); prompt=$((prompt + p)); total=$((total + r))
         ((r > max)) && max=$r
     done
-    awk -v c=$cached -v p=$prompt -v m=$max -v t=$total -v n=$SERVERS \
-        'BEGIN { printf "%.3f %.2f %d\n", (p ? c / p : 0), (t ? m * n / t : 0), t }'
+    # Under PD every request reaches one decode server (whole or as a
+    # decode leg): they count the requests for the CPU per request.
+    local requests=$total
+    if ((PD)); then
+        requests=0
+        for url in "${decode_urls[@]}"; do
+            stats=$(curl -sf "$url/stats")
+            r=$(sed -E 's/.*"requests":([0-9]+).*/\1/' <<<"$stats")
+            requests=$((requests + r))
+        done
+    fi
+    awk -v c=$cached -v p=$prompt -v m=$max -v t=$total -v n=${#stat_urls[@]} -v q=$requests \
+        'BEGIN { printf "%.3f %.2f %d\n", (p ? c / p : 0), (t ? m * n / t : 0), q }'
 }
 
 json() { # FIELD JSON

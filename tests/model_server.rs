@@ -469,3 +469,167 @@ async fn answers_are_cut_on_purpose_after_n_tokens_or_on_demand() {
     let after = events(post(server.addr, "/v1/chat/completions", &short).await).await;
     assert_eq!(after.last().unwrap(), "[DONE]");
 }
+
+// ===== disaggregated roles =====
+
+/// A server's `/get_server_info` or `/stats`.
+async fn info(server: &Server, path: &str) -> Value {
+    json_body(send(server.addr, Method::GET, path, String::new()).await).await
+}
+
+#[tokio::test]
+async fn sglang_prefill_hands_the_room_to_decode_and_a_lost_room_fails() {
+    let prefill = Server::start(&["--role", "prefill", "--pd-protocol", "sglang"]);
+    let decode = Server::start(&[
+        "--role",
+        "decode",
+        "--pd-protocol",
+        "sglang",
+        "--kv-timeout",
+        "300ms",
+        "--decode-per-token",
+        "1ms",
+    ]);
+    let whole = Server::start(&["--decode-per-token", "1ms"]);
+    let announced = info(&prefill, "/get_server_info").await;
+    assert_eq!(announced["disaggregation_mode"], "prefill");
+    let port = announced["disaggregation_bootstrap_port"].as_u64().unwrap();
+    assert_ne!(port, u64::from(prefill.addr.port()));
+    assert_eq!(
+        info(&decode, "/get_server_info").await["disaggregation_mode"],
+        "decode"
+    );
+
+    // The router sends both legs at once; the decode leg may come first.
+    let mut chat = json!({"max_tokens": 5, "messages": messages(), "stream": true,
+        "bootstrap_host": "127.0.0.1", "bootstrap_port": port, "bootstrap_room": 7});
+    let decoded = tokio::spawn({
+        let (addr, chat) = (decode.addr, chat.clone());
+        async move { events(post(addr, "/v1/chat/completions", &chat).await).await }
+    });
+    let prefilled = events(post(prefill.addr, "/v1/chat/completions", &chat).await).await;
+    assert_eq!(prefilled.len(), 2, "one token and [DONE]: {prefilled:?}");
+    let decoded = within("the decode leg", decoded).await.unwrap();
+    chat.as_object_mut()
+        .unwrap()
+        .retain(|k, _| !k.starts_with("bootstrap"));
+    let expected = events(post(whole.addr, "/v1/chat/completions", &chat).await).await;
+    let text = |events: &[String]| -> String {
+        events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    assert_eq!(text(&decoded), text(&expected));
+    assert_eq!(decoded.len(), 5 + 1);
+
+    // A room no prefill server fills: the decode leg fails, it does not hang.
+    let lost = json!({"max_tokens": 5, "messages": messages(), "bootstrap_host": "127.0.0.1",
+        "bootstrap_port": port, "bootstrap_room": 8});
+    let response = post(decode.addr, "/v1/chat/completions", &lost).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        json_body(response).await["error"]["code"],
+        "kv_transfer_failed"
+    );
+    // A decode leg that names no prefill server is refused, and so are
+    // fields of the wrong kind.
+    for bad in [
+        json!({"messages": messages(), "bootstrap_room": 9}),
+        json!({"messages": messages(), "bootstrap_room": "seven"}),
+        json!({"messages": messages(), "bootstrap_room": 9, "bootstrap_port": 70000,
+            "bootstrap_host": "127.0.0.1"}),
+        json!({"messages": messages(), "bootstrap_room": 9, "bootstrap_port": port,
+            "bootstrap_host": 5}),
+    ] {
+        let response = post(decode.addr, "/v1/chat/completions", &bad).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+
+    let p = info(&prefill, "/stats").await;
+    let d = info(&decode, "/stats").await;
+    assert_eq!(p["pd"]["prefill_legs"], 1, "{p}");
+    assert_eq!(p["pd"]["kv_sent"], 1, "{p}");
+    assert_eq!(d["pd"]["decode_legs"], 2, "{d}");
+    assert_eq!(d["pd"]["handover_failures"], 1, "{d}");
+    // A request without hand-over fields is served whole by either role.
+    let plain = json!({"max_tokens": 2, "prompt": "Once upon a time"});
+    let response = post(decode.addr, "/v1/completions", &plain).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn vllm_prefill_answers_transfer_params_that_decode_pulls() {
+    let prefill = Server::start(&["--role", "prefill", "--pd-protocol", "vllm"]);
+    let decode = Server::start(&[
+        "--role",
+        "decode",
+        "--pd-protocol",
+        "vllm",
+        "--decode-per-token",
+        "1ms",
+    ]);
+    let whole = Server::start(&["--decode-per-token", "1ms"]);
+    let request = json!({"prompt": "Once upon a time ".repeat(10), "max_tokens": 1,
+        "kv_transfer_params": {"do_remote_decode": true, "do_remote_prefill": false,
+            "remote_engine_id": null, "remote_block_ids": null, "remote_host": null,
+            "remote_port": null}});
+    let answer = json_body(post(prefill.addr, "/v1/completions", &request).await).await;
+    let params = answer["kv_transfer_params"].clone();
+    assert_eq!(params["do_remote_prefill"], true, "{answer}");
+    assert_eq!(params["remote_host"], "127.0.0.1");
+    assert!(params["remote_port"].is_u64());
+    assert!(!params["remote_block_ids"].as_array().unwrap().is_empty());
+
+    let original = json!({"prompt": "Once upon a time ".repeat(10), "max_tokens": 4});
+    let mut decode_leg = original.clone();
+    decode_leg["kv_transfer_params"] = params.clone();
+    let decoded = json_body(post(decode.addr, "/v1/completions", &decode_leg).await).await;
+    let expected = json_body(post(whole.addr, "/v1/completions", &original).await).await;
+    assert_eq!(
+        decoded["choices"][0]["text"],
+        expected["choices"][0]["text"]
+    );
+    // The decode server found the prompt in its cache after the hand-over.
+    assert!(decoded["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64() > Some(0));
+
+    // The blocks were handed over once; asking again names nothing.
+    let response = post(decode.addr, "/v1/completions", &decode_leg).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json_body(response).await["error"]["code"],
+        "invalid_kv_transfer_params"
+    );
+    // Parameters of the wrong kind are an error.
+    for params in [
+        json!("remote"),
+        json!({"do_remote_prefill": true, "remote_engine_id": "e", "remote_host": "127.0.0.1",
+            "remote_block_ids": [1]}),
+        json!({"do_remote_prefill": true, "remote_engine_id": "e", "remote_host": "127.0.0.1",
+            "remote_port": 1, "remote_block_ids": "all"}),
+    ] {
+        let mut bad = original.clone();
+        bad["kv_transfer_params"] = params;
+        let response = post(decode.addr, "/v1/completions", &bad).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // Unknown parameters are an error.
+    let mut odd = original.clone();
+    odd["kv_transfer_params"] = params;
+    odd["kv_transfer_params"]["secret_sauce"] = json!(1);
+    let response = post(decode.addr, "/v1/completions", &odd).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error = json_body(response).await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("secret_sauce"),
+        "{error}"
+    );
+}

@@ -16,8 +16,26 @@ pub(crate) struct Cli {
     pub(crate) listen: SocketAddr,
     /// A model server, `http://IP:PORT`, optionally `#MODEL` for the one
     /// model it serves (repeatable).
-    #[arg(long = "backend", required = true, value_parser = backend)]
+    #[arg(long = "backend", required_unless_present_any = ["prefill", "decode"], value_parser = backend)]
     pub(crate) backends: Vec<Backend>,
+    /// A prefill server for disaggregated serving, `http://IP:PORT`,
+    /// optionally `#BOOTSTRAP_PORT` (SGLang's; without it, the one the
+    /// server announces in `/get_server_info`) (repeatable).
+    #[arg(long, value_parser = crate::pd::prefill)]
+    pub(crate) prefill: Vec<crate::pd::Prefill>,
+    /// A decode server for disaggregated serving, `http://IP:PORT`
+    /// (repeatable). A server given as both `--prefill` and `--decode`
+    /// takes either leg.
+    #[arg(long, value_parser = crate::pd::address)]
+    pub(crate) decode: Vec<SocketAddr>,
+    /// The hand-over protocol of disaggregated serving: `sglang` (bootstrap
+    /// host, port and room in both legs) or `vllm` (`kv_transfer_params`).
+    #[arg(long, default_value = "sglang", value_parser = crate::pd::protocol)]
+    pub(crate) pd_protocol: tower_lb::llm::PdProtocol,
+    /// Disaggregated serving's decider: a prompt with fewer uncached
+    /// tokens than this on some decode server goes whole to it (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) pd_direct_below: u32,
     /// Choose by weighted scorers instead of the least predicted time to
     /// first token (the default): `prefix`, `queue`, `kv`, `inflight`,
     /// `session` (unnamed ones are 0), say `prefix=3,queue=2,kv=2`.

@@ -21,6 +21,13 @@
 //! request, 1 by default; `x-failover: off` on a request turns it off);
 //! `/metrics` counts it in `llm_router_failovers_total`.
 //!
+//! Disaggregated serving: `--prefill URL[#BOOTSTRAP_PORT]` (repeatable),
+//! `--decode URL` (repeatable) and `--pd-protocol sglang|vllm`; each
+//! request then goes to a prefill server (least predicted time to first
+//! token) and a decode server (least decode load), and
+//! `--pd-direct-below TOKENS` sends prompts that are mostly cached on a
+//! decode server straight to it. `/status` shows the pairs chosen.
+//!
 //! The listener (connection cap, header and idle timeouts) and the admin
 //! listener come from `examples/gateway` (the `tower-lb-gateway` library of
 //! the workspace), shared with `examples/proxy`.
@@ -30,6 +37,7 @@
 mod cli;
 mod limits;
 mod metrics;
+mod pd;
 mod status;
 
 use tower_lb_gateway as gateway;
@@ -40,7 +48,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tower_lb::health::OutlierDetection;
-use tower_lb::llm::{Builder, FlowControl};
+use tower_lb::llm::{Builder, Disaggregation, FlowControl};
 use tower_lb::pick::llm::{PrefixAffinity, PrefixConfig, Scored, SessionAffinity, SessionKey};
 use tower_lb::BoxError;
 
@@ -123,6 +131,16 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     if let Some(path) = &cli.metrics_path {
         builder = builder.metrics_path(path.clone());
     }
+    builder = pd::configure(
+        builder,
+        &cli.prefill,
+        &cli.decode,
+        Disaggregation::new(cli.pd_protocol)
+            .direct_below(cli.pd_direct_below)
+            .attempts(cli.retries.saturating_add(1)),
+        cli.pd_protocol,
+    )
+    .await;
     if let Some(scorer) = cli.scorer {
         let mut picker = Scored::new().weights(scorer.weights);
         if scorer.prefix > 0.0 {
@@ -135,7 +153,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         builder = builder.picker(picker);
     }
     let router = builder.build()?;
-    let expected = cli.backends.len();
+    let expected = cli.backends.len() + cli.decode.len();
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
         router.balance().wait_for(|keys| keys.len() >= expected),

@@ -217,7 +217,7 @@ fn gauges<L: EncodeLabelSet>(
     Ok(())
 }
 
-fn counters<L: EncodeLabelSet>(
+pub(crate) fn counters<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -407,6 +407,7 @@ impl Collector for Scrape {
             "Tokens each server's answers said they generated (usage.completion_tokens)",
             &tokens(&|p| p.completion_tokens),
         )?;
+        crate::pd::encode(&self.0, &mut encoder)?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ pub(crate) fn json(router: &Router, prefix: &PrefixAffinity) -> String {
             json!({
                 "backend": format!("http://{}", s.addr),
                 "model": s.model,
+                "role": s.role.as_str(),
                 "available": s.available,
                 "health": s.health.as_ref().map(|h| format!("{:?}", h.state())),
                 "consecutive_failures": s.health.as_ref().map(|h| h.consecutive_failures()),
@@ -51,6 +52,7 @@ pub(crate) fn json(router: &Router, prefix: &PrefixAffinity) -> String {
         })).collect();
         json!({"in_service": q.in_service, "bands": bands})
     });
-    json!({"imbalance_gate_open": prefix.gate_tripped(), "backends": servers, "queue": queue})
-        .to_string()
+    json!({"imbalance_gate_open": prefix.gate_tripped(), "backends": servers, "queue": queue,
+        "disaggregation": crate::pd::status(router)})
+    .to_string()
 }

@@ -38,6 +38,11 @@
 //! * **Its own hit rate.** `GET /stats` (JSON: requests, prompt and cached
 //!   tokens, hit rate, cache blocks); `POST /flush_cache` empties the cache
 //!   and zeroes the counters.
+//! * **Disaggregated roles.** `--role prefill|decode|both` and
+//!   `--pd-protocol sglang|vllm`: a prefill server hands a request's KV
+//!   over to a decode server through its bootstrap port, taking
+//!   `--kv-per-token` per prompt token; a hand-over whose other side
+//!   never comes fails within `--kv-timeout` (see `disagg.rs`).
 //! * **Worker endpoints** that routers call at registration: `/health`,
 //!   `/v1/models`, `/get_model_info` and `/model_info`,
 //!   `/get_server_info` and `/server_info`.
@@ -57,6 +62,7 @@
 //! for scripts that pass port 0.
 
 mod cache;
+mod disagg;
 mod engine;
 mod faults;
 mod openai;
@@ -117,6 +123,9 @@ struct Cli {
     /// for one at a chosen moment).
     #[arg(long)]
     die_after_tokens: Option<usize>,
+    /// Disaggregated serving: the role and the KV hand-over.
+    #[command(flatten)]
+    pd: disagg::PdArgs,
 }
 
 fn main() -> ExitCode {
@@ -151,6 +160,7 @@ async fn serve(cli: Cli) -> std::io::Result<()> {
         die_after_tokens: cli.die_after_tokens,
     });
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    disagg::start(cli.pd, cli.listen).await?;
     println!(
         "model_server listening on http://{}",
         listener.local_addr()?
@@ -364,6 +374,16 @@ async fn generate(
             ));
         }
     }
+    match disagg::leg(&body) {
+        Ok(disagg::Leg::Whole) => {}
+        Ok(disagg::Leg::Prefill(key)) => return disagg::prefill(engine, request, api, key).await,
+        Ok(disagg::Leg::Decode(source)) => {
+            if let Err(error) = disagg::receive(&request.prompt, source, &engine).await {
+                return error_response(&error);
+            }
+        }
+        Err(error) => return error_response(&error),
+    }
     let prompt = request.prompt.into_bytes();
     let admitted = engine.admit(&prompt, request.max_tokens).await;
     let started = Instant::now();
@@ -467,9 +487,7 @@ async fn model_info(State(engine): State<Arc<Engine>>) -> Response {
 
 async fn server_info(State(engine): State<Arc<Engine>>) -> Response {
     let config = &engine.config;
-    json_response(
-        StatusCode::OK,
-        &json!({
+    let mut info = json!({
             "model_path": config.model,
             "tokenizer_path": config.model,
             "served_model_name": config.model,
@@ -479,8 +497,9 @@ async fn server_info(State(engine): State<Arc<Engine>>) -> Response {
             "max_total_num_tokens": config.cache_tokens,
             "page_size": cache::BLOCK_TOKENS,
             "version": "model_server",
-        }),
-    )
+    });
+    disagg::server_info(&mut info);
+    json_response(StatusCode::OK, &info)
 }
 
 async fn stats(State(engine): State<Arc<Engine>>) -> Response {
@@ -499,6 +518,7 @@ async fn stats(State(engine): State<Arc<Engine>>) -> Response {
             "running": engine.running.load(Relaxed),
             "cache_blocks": blocks,
             "cache_capacity_blocks": capacity,
+            "pd": disagg::stats(),
         }),
     )
 }

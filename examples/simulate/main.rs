@@ -13,7 +13,10 @@
 //! queue and KV use one poll period late, for the scoring picker; (f)
 //! endpoints whose speeds span a thousandfold (1 ms … 1 s); (g) chats
 //! sharing system prompts on endpoints with prefix caches (`prefixes.rs`,
-//! its own model, at most 200,000 requests). `--only ID` runs one scenario
+//! its own model, at most 200,000 requests); (h) the same number of
+//! servers colocated or split into prefill and decode pools with a KV
+//! hand-over, with and without the decider (`disagg.rs`, its own model, at
+//! most 20,000 requests). `--only ID` runs one scenario
 //! (its tables alone then go to `DIR`). The
 //! crate's real pickers choose every endpoint through `Prepare` and `Pick`,
 //! reading load from `tower::load::Load` services: in-flight counts the
@@ -32,6 +35,7 @@
 //! seed gives the same tables and chart, byte for byte, with the same build.
 
 mod chart;
+mod disagg;
 mod ewma;
 mod fleet;
 mod notes;
@@ -204,6 +208,13 @@ fn simulate(args: &Args) -> Result<(), String> {
         let metas = metas(&[1.0; prefixes::ENDPOINTS], Weights::Equal);
         let (describe, table) = prefixes::compare(args.requests, args.seed, &metas);
         let heading = format!("({}) shared prefixes", prefixes::ID);
+        println!("{heading}\n{describe}\n\n{table}");
+        let _ = write!(markdown, "\n## {heading}\n\n{describe}.\n\n{table}");
+    }
+
+    if args.only.is_none_or(|id| id == disagg::ID) {
+        let (describe, table) = disagg::compare(args.requests, args.seed);
+        let heading = format!("({}) disaggregated prefill and decode", disagg::ID);
         println!("{heading}\n{describe}\n\n{table}");
         let _ = write!(markdown, "\n## {heading}\n\n{describe}.\n\n{table}");
     }

@@ -181,6 +181,45 @@ impl<K, S, P: Prepare> Balance<K, S, P> {
     }
 }
 
+impl<K, S, P> Balance<K, S, P>
+where
+    K: Clone + fmt::Debug,
+    S: Endpoint + Clone,
+    P: Prepare,
+{
+    /// Picks an endpoint for `request` without sending it there: its key
+    /// and a clone of its service, or `None` while the set has none to
+    /// pick. Endpoints in `tried` are avoided while others remain, and the
+    /// pick is recorded there.
+    ///
+    /// For callers that must know the endpoint before they write the
+    /// request: disaggregated serving names the prefill server in the body
+    /// it sends to both servers of a pair.
+    pub(crate) fn pick_endpoint<Req>(
+        &self,
+        request: &Req,
+        tried: &TriedEndpoints,
+    ) -> Result<Option<(K, S)>, crate::error::Saturated>
+    where
+        P: Pick<Req, S>,
+    {
+        let snapshot = self.shared.current.load();
+        let picked = exclude::pick(&snapshot, &*self.picker, request, Some(tried))?;
+        Ok(picked.map(|i| (snapshot.keys[i].clone(), snapshot.services[i].clone())))
+    }
+
+    /// Resolves when the endpoint set changes next (a future of its own,
+    /// borrowing nothing).
+    pub(crate) fn next_change(&self) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        K: Send + Sync + 'static,
+        S: Send + Sync + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        async move { shared.changed.notified().await }
+    }
+}
+
 impl<K, S, P, Req> Service<Req> for Balance<K, S, P>
 where
     K: fmt::Debug + Send + Sync + 'static,

@@ -101,6 +101,17 @@ pub(crate) fn failure(error: &BoxError) -> Response<ResponseBody> {
                 Some(e.retry_after),
             );
         }
+        if let Some(e) = e.downcast_ref::<super::disagg::PdError>() {
+            let status = if e.timed_out() {
+                StatusCode::GATEWAY_TIMEOUT
+            } else if matches!(e, super::disagg::PdError::NoDecodeServer) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            tracing::warn!(error = %e, "disaggregated request failed");
+            return self::error(status, "server_error", e.code(), &e.to_string(), None);
+        }
         if let Some(e) = e.downcast_ref::<Saturated>() {
             return self::error(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -1,6 +1,7 @@
 //! Builds a [`Router`]: servers, picker, health, retries, load reports,
 //! bodies and flow control.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -14,18 +15,20 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::discover::Change;
 use tower_layer::Layer;
 
+use super::disagg::{Disaggregation, Pd, PdParts, PdProtocol, Role};
 use super::failover::Failover;
 use super::queue::{FlowControl, Queue};
-use super::router::{Admission, Router, Server, Shared, Tasks};
+use super::router::{Admission, Lb, Router, Server, Shared, Tasks};
 use super::served_by::MarkServer;
 use super::{Endpoint, HttpClient, Picker};
 use crate::balance::BalanceLayer;
 use crate::classify::{LateFailures, ServerErrors};
 use crate::endpoint::{Endpoint as _, PrefillConfig, PrefillState, Report, ReportCell, Weighted};
+use crate::health::HealthRegistry;
 use crate::health::{
     ActiveChecks, HealthConfig, HealthDiscover, HttpProbe, InvalidHealthConfig, OutlierDetection,
 };
-use crate::http::source::Source;
+use crate::http::source::{AddrStream, Source};
 use crate::http::{AddRequestInfoLayer, ResponseTimeout, SetAuthority, DEFAULT_MAX_BODY};
 use crate::load::{InFlight, Prefill};
 use crate::pick::llm::{Saturation, Scored};
@@ -83,7 +86,8 @@ impl From<InvalidHealthConfig> for BuildError {
 
 /// Builds a [`Router`]; see [the module docs](super) for an example.
 ///
-/// Defaults: [`Scored::ttft`], passive outlier detection and no active
+/// Defaults: no disaggregation (see [`prefill_server`](Self::prefill_server)),
+/// [`Scored::ttft`], passive outlier detection and no active
 /// probe, one retry within the retry budget, ORCA load reports asked for
 /// in every request, no Prometheus polling, 4 MiB JSON bodies, usage asked
 /// for in every streamed answer, [`FlowControl::new`], other paths passed
@@ -116,6 +120,11 @@ pub struct Builder {
     saturation: Saturation,
     pass_through: bool,
     failovers: u32,
+    /// Disaggregated serving: the prefill pool, bootstrap ports, roles.
+    prefill: Source,
+    bootstrap: HashMap<SocketAddr, u16>,
+    roles: HashMap<SocketAddr, Role>,
+    disaggregation: Option<Disaggregation>,
 }
 
 impl fmt::Debug for Builder {
@@ -129,6 +138,8 @@ impl fmt::Debug for Builder {
             .field("metrics_path", &self.metrics_path)
             .field("max_body", &self.max_body)
             .field("flow", &self.flow)
+            .field("prefill", &self.prefill)
+            .field("disaggregation", &self.disaggregation)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +172,10 @@ impl Default for Builder {
             saturation: Saturation::default(),
             pass_through: true,
             failovers: 1,
+            prefill: Source::None,
+            bootstrap: HashMap::new(),
+            roles: HashMap::new(),
+            disaggregation: None,
         }
     }
 }
@@ -382,6 +397,57 @@ impl Builder {
         self
     }
 
+    /// Adds a server of a [`Role`] in disaggregated serving (see
+    /// [`disaggregation`](Self::disaggregation)): prefill servers form the
+    /// prefill pool, decode servers the decode pool (the router's other
+    /// servers), and servers of role both are in both. `bootstrap_port`
+    /// is a prefill server's SGLang bootstrap port (`null` in the legs
+    /// without it).
+    pub fn server_with_role(mut self, url: &str, role: Role, bootstrap_port: Option<u16>) -> Self {
+        let Some(addr) = address(url) else {
+            self.bad_server.get_or_insert_with(|| url.to_owned());
+            return self;
+        };
+        if matches!(role, Role::Prefill | Role::Both) {
+            self.prefill.push(addr, 1);
+            if let Some(port) = bootstrap_port {
+                self.bootstrap.insert(addr, port);
+            }
+        }
+        if matches!(role, Role::Decode | Role::Both) {
+            self.source.push(addr, 1);
+        }
+        // A server given once as prefill and once as decode takes both.
+        let role = match self.roles.get(&addr) {
+            Some(&given) if given != role => Role::Both,
+            _ => role,
+        };
+        self.roles.insert(addr, role);
+        self
+    }
+
+    /// Adds a prefill server, `http://HOST:PORT`, with its SGLang
+    /// bootstrap port if it has one; turns disaggregated serving on (with
+    /// [`PdProtocol::Sglang`] unless [`disaggregation`](Self::disaggregation)
+    /// says otherwise).
+    pub fn prefill_server(self, url: &str, bootstrap_port: Option<u16>) -> Self {
+        self.server_with_role(url, Role::Prefill, bootstrap_port)
+    }
+
+    /// Adds a decode server, `http://HOST:PORT` (as [`server`](Self::server)
+    /// does, with its role recorded).
+    pub fn decode_server(self, url: &str) -> Self {
+        self.server_with_role(url, Role::Decode, None)
+    }
+
+    /// Disaggregated serving's protocol, decider and attempts; see
+    /// [`Disaggregation`]. It is on when a prefill server is given; with
+    /// this and no prefill server, the build fails.
+    pub fn disaggregation(mut self, settings: Disaggregation) -> Self {
+        self.disaggregation = Some(settings);
+        self
+    }
+
     /// Passes paths other than the OpenAI routes on to a server (on by
     /// default); off, they get 404.
     pub fn pass_through(mut self, pass: bool) -> Self {
@@ -428,20 +494,154 @@ impl Builder {
             .pool_max_idle_per_host(MAX_IDLE_PER_SERVER)
             .build(connector);
 
-        let servers: Arc<Mutex<Vec<Server>>> = Arc::default();
-        let record = Arc::clone(&servers);
-        let server_models = self.server_models;
-        let (timeout, load_reports) = (self.attempt_timeout, self.load_reports);
-        // A configured limit per server is its slots for the TTFT model.
-        let prefill_config = PrefillConfig {
-            slots: self.flow.server_limit.filter(|_| self.flow.enabled),
-            ..PrefillConfig::default()
+        let stack = Stack {
+            client,
+            server_models: self.server_models.into(),
+            timeout: self.attempt_timeout,
+            load_reports: self.load_reports,
+            poller: self.metrics_path.map(|path| {
+                PrometheusPoller::new()
+                    .path(path)
+                    .interval(self.metrics_interval)
+            }),
+            outlier: self.outlier,
+            health_path: self.health_path,
+            health_interval: self.health_interval,
+            health_timeout: self.health_timeout,
+            wait: self.wait,
+            // A configured limit per server is its slots for the TTFT model.
+            prefill: PrefillConfig {
+                slots: self.flow.server_limit.filter(|_| self.flow.enabled),
+                ..PrefillConfig::default()
+            },
         };
-        let poller = self.metrics_path.map(|path| {
-            PrometheusPoller::new()
-                .path(path)
-                .interval(self.metrics_interval)
+        let servers: Arc<Mutex<Vec<Server>>> = Arc::default();
+        let picker = self
+            .picker
+            .unwrap_or_else(|| BoxPick::new(Scored::<_, Endpoint>::ttft()));
+        let (balance, registry) = stack.pool(changes, picker, Arc::clone(&servers))?;
+        let core = RetryLayer::new(self.retry)
+            .body_limit(self.max_body)
+            .layer(balance.clone());
+        let decode_pool = balance.clone();
+
+        let pd = match (self.disaggregation, self.prefill.into_stream()) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(BuildError::Invalid(
+                    "disaggregated serving needs at least one prefill server",
+                ))
+            }
+            (settings, Some(prefill)) => {
+                let settings = settings.unwrap_or(Disaggregation::new(PdProtocol::Sglang));
+                let prefill_servers: Arc<Mutex<Vec<Server>>> = Arc::default();
+                let picker = BoxPick::new(Scored::<_, Endpoint>::ttft());
+                let (pool, health) = stack.pool(prefill, picker, Arc::clone(&prefill_servers))?;
+                Some(Arc::new(Pd::new(PdParts {
+                    prefill: pool,
+                    decode: decode_pool,
+                    direct: core.clone(),
+                    settings,
+                    bootstrap: self.bootstrap,
+                    roles: self.roles,
+                    attempt_timeout: self.attempt_timeout,
+                    wait: self.wait,
+                    servers: prefill_servers,
+                    health,
+                })))
+            }
+        };
+        let mut tasks = Tasks::default();
+        let queue = self.flow.enabled.then(|| {
+            let (limit, saturation) = (self.flow.server_limit, self.saturation);
+            // Under disaggregated serving a request holds a prefill server,
+            // then a decode server: the fleet takes both pools' worth, so
+            // prefills go on while decode slots are full.
+            let prefill_pool = pd.as_ref().map(|pd| pd.prefill.clone());
+            let capacity = move || {
+                let decode =
+                    balance.read_endpoints(|_, services| capacity(services, limit, &saturation));
+                let prefill = prefill_pool.as_ref().map_or(0, |pool| {
+                    pool.read_endpoints(|_, services| capacity(services, limit, &saturation))
+                });
+                decode.saturating_add(prefill)
+            };
+            let queue = Queue::new(self.flow.clone(), Box::new(capacity));
+            let weak = Arc::downgrade(&queue);
+            tasks.0.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(queue) => queue.poke(),
+                        None => return,
+                    }
+                }
+            }));
+            queue
         });
+        let models: Arc<[String]> = self.models.into();
+        let mut info = AddRequestInfoLayer::new()
+            .max_body(self.max_body)
+            .require_json(self.require_json)
+            .ask_for_usage(self.ask_for_usage);
+        if let Some(per_token) = self.time_per_token {
+            info = info.time_per_token(per_token);
+        }
+        let routed = info.layer(Admission {
+            pd: pd.clone(),
+            inner: core.clone(),
+            queue: queue.clone(),
+            models: Arc::clone(&models),
+        });
+        Ok(Router {
+            shared: Arc::new(Shared {
+                routed,
+                core,
+                models,
+                pass_through: self.pass_through,
+                stream_idle: self.stream_idle,
+                failover: Arc::new(Failover::new(self.failovers, self.max_body)),
+                queue,
+                servers,
+                health: registry,
+                pd,
+                _tasks: tasks,
+            }),
+        })
+    }
+}
+
+/// What every server's stack is made of, the same in each pool.
+struct Stack {
+    client: HttpClient,
+    server_models: Arc<[(SocketAddr, String)]>,
+    timeout: Duration,
+    load_reports: bool,
+    poller: Option<PrometheusPoller>,
+    outlier: OutlierDetection,
+    health_path: Option<String>,
+    health_interval: Duration,
+    health_timeout: Duration,
+    wait: Duration,
+    prefill: PrefillConfig,
+}
+
+impl Stack {
+    /// A balancer over the servers `changes` brings, each wrapped in the
+    /// whole stack and recorded in `record`, with health checks.
+    fn pool(
+        &self,
+        changes: AddrStream,
+        picker: Picker,
+        record: Arc<Mutex<Vec<Server>>>,
+    ) -> Result<(Lb, HealthRegistry<SocketAddr>), BuildError> {
+        let client = self.client.clone();
+        let server_models = Arc::clone(&self.server_models);
+        let (timeout, load_reports) = (self.timeout, self.load_reports);
+        let poller = self.poller.clone();
+        let prefill_config = self.prefill;
         let endpoints = changes.map(move |change| {
             change.map(|change| match change {
                 Change::Insert(addr, weight) => {
@@ -497,71 +697,17 @@ impl Builder {
         let mut health = HealthConfig::new()
             .passive(self.outlier)
             .classify(LateFailures(ServerErrors));
-        if let Some(path) = self.health_path {
+        if let Some(path) = &self.health_path {
             health = health.active(
-                ActiveChecks::new(HttpProbe::get(path))
+                ActiveChecks::new(HttpProbe::get(path.clone()))
                     .interval(self.health_interval)
                     .timeout(self.health_timeout),
             );
         }
         let healthy = HealthDiscover::new(endpoints, health)?;
         let registry = healthy.registry();
-        let picker = self
-            .picker
-            .unwrap_or_else(|| BoxPick::new(Scored::<_, Endpoint>::ttft()));
         let balance = BalanceLayer::new(picker).wait(self.wait).spawn(healthy);
-        let core = RetryLayer::new(self.retry)
-            .body_limit(self.max_body)
-            .layer(balance.clone());
-
-        let mut tasks = Tasks::default();
-        let queue = self.flow.enabled.then(|| {
-            let (limit, saturation) = (self.flow.server_limit, self.saturation);
-            let capacity = move || {
-                balance.read_endpoints(|_, services| capacity(services, limit, &saturation))
-            };
-            let queue = Queue::new(self.flow.clone(), Box::new(capacity));
-            let weak = Arc::downgrade(&queue);
-            tasks.0.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(50));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    match weak.upgrade() {
-                        Some(queue) => queue.poke(),
-                        None => return,
-                    }
-                }
-            }));
-            queue
-        });
-        let models: Arc<[String]> = self.models.into();
-        let mut info = AddRequestInfoLayer::new()
-            .max_body(self.max_body)
-            .require_json(self.require_json)
-            .ask_for_usage(self.ask_for_usage);
-        if let Some(per_token) = self.time_per_token {
-            info = info.time_per_token(per_token);
-        }
-        let routed = info.layer(Admission {
-            inner: core.clone(),
-            queue: queue.clone(),
-            models: Arc::clone(&models),
-        });
-        Ok(Router {
-            shared: Arc::new(Shared {
-                routed,
-                core,
-                models,
-                pass_through: self.pass_through,
-                stream_idle: self.stream_idle,
-                failover: Arc::new(Failover::new(self.failovers, self.max_body)),
-                queue,
-                servers,
-                health: registry,
-                _tasks: tasks,
-            }),
-        })
+        Ok((balance, registry))
     }
 }
 

@@ -31,6 +31,8 @@
 //!   ([`Scored::ttft`](crate::pick::llm::Scored::ttft)), retried once on
 //!   another server within the budget. Answers stream through frame by
 //!   frame.
+//!   With a prefill pool ([`Builder::prefill_server`]), each request goes
+//!   to a prefill server and a decode server instead: see [`disagg`].
 //! * `GET /v1/models`: the models given to the builder; without any, asked
 //!   of a server.
 //! * Any other path: passed on to a server ([`Builder::pass_through`]).
@@ -86,6 +88,7 @@
 
 mod answer;
 mod builder;
+pub mod disagg;
 mod failover;
 mod queue;
 mod router;
@@ -107,6 +110,7 @@ use crate::report::Orca;
 use crate::retry::ReplayBody;
 
 pub use self::builder::{BuildError, Builder};
+pub use self::disagg::{Disaggregation, PairCount, PdError, PdProtocol, PdStats, Role};
 pub use self::failover::{FailoverStats, FAILOVER_HEADER};
 pub use self::queue::{
     BandStats, FlowControl, QueueStats, Refused, DEADLINE_HEADER, TENANT_HEADER,

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use super::answer::{self, UnknownModel};
+use super::disagg::{Pd, PdStats, Role};
 use super::failover::{self, Failover, FailoverStats, Managed};
 use super::queue::{Permit, Queue};
 use super::queue::{QueueError, QueueStats, DEADLINE_HEADER, TENANT_HEADER};
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) servers: Arc<Mutex<Vec<Server>>>,
     pub(crate) health: HealthRegistry<SocketAddr>,
+    /// Disaggregated serving's prefill pool, when it is on.
+    pub(crate) pd: Option<Arc<Pd>>,
     /// Ends the queue's timer and the pollers with the last clone.
     pub(crate) _tasks: Tasks,
 }
@@ -102,6 +105,8 @@ pub struct ServerStatus {
     pub addr: SocketAddr,
     /// The model it was configured with, if any.
     pub model: Option<String>,
+    /// Its part in disaggregated serving ([`Role::Both`] without it).
+    pub role: Role,
     /// Whether health lets requests go there.
     pub available: bool,
     /// Its health: state, consecutive failures, ejections so far.
@@ -114,33 +119,33 @@ pub struct ServerStatus {
 }
 
 impl Router {
-    /// Every server in the balancer now, with its report and what the
-    /// router knows of it.
+    /// Every server in the router's pools now (the prefill pool's too,
+    /// under disaggregated serving; a server of role both once), with its
+    /// role, its report and what the router knows of it.
     pub fn servers(&self) -> Vec<ServerStatus> {
-        let servers = self
-            .shared
-            .servers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let health = self.shared.health.snapshot();
-        self.shared.core.get_ref().read_endpoints(|keys, services| {
-            keys.iter()
-                .zip(services)
-                .map(|(addr, service)| ServerStatus {
-                    addr: *addr,
-                    model: servers
-                        .iter()
-                        .find(|s| s.addr == *addr)
-                        .and_then(|s| s.model.clone()),
-                    available: service.is_available(),
-                    health: health.iter().find(|h| h.key() == addr).cloned(),
-                    report: service
-                        .report()
-                        .and_then(|cell| cell.last_at(Instant::now())),
-                    prefill: service.prefill().map(|p| p.stats()),
-                })
-                .collect()
-        })
+        let mut all = status(
+            self.shared.core.get_ref(),
+            &self.shared.servers,
+            &self.shared.health,
+            |addr| match &self.shared.pd {
+                Some(pd) => pd.role_of(addr),
+                None => Role::Both,
+            },
+        );
+        if let Some(pd) = &self.shared.pd {
+            let prefill = status(&pd.prefill, &pd.servers, &pd.health, |addr| {
+                pd.role_of(addr)
+            });
+            // Servers of role both are in both pools: listed once.
+            all.extend(prefill.into_iter().filter(|s| s.role == Role::Prefill));
+        }
+        all
+    }
+
+    /// Disaggregated serving's figures (requests each way, failed legs,
+    /// the pairs chosen); `None` when it is off.
+    pub fn disaggregation(&self) -> Option<PdStats> {
+        self.shared.pd.as_ref().map(|pd| pd.stats())
     }
 
     /// What mid-stream failover has done (see [`Builder::failovers`](super::Builder::failovers)).
@@ -175,6 +180,36 @@ impl Router {
         );
         response
     }
+}
+
+/// Every server of one pool, with its report and what the router knows.
+fn status(
+    pool: &Lb,
+    servers: &Mutex<Vec<Server>>,
+    health: &HealthRegistry<SocketAddr>,
+    role: impl Fn(&SocketAddr) -> Role,
+) -> Vec<ServerStatus> {
+    let servers = servers.lock().unwrap_or_else(|e| e.into_inner());
+    let health = health.snapshot();
+    pool.read_endpoints(|keys, services| {
+        keys.iter()
+            .zip(services)
+            .map(|(addr, service)| ServerStatus {
+                addr: *addr,
+                model: servers
+                    .iter()
+                    .find(|s| s.addr == *addr)
+                    .and_then(|s| s.model.clone()),
+                role: role(addr),
+                available: service.is_available(),
+                health: health.iter().find(|h| h.key() == addr).cloned(),
+                report: service
+                    .report()
+                    .and_then(|cell| cell.last_at(Instant::now())),
+                prefill: service.prefill().map(|p| p.stats()),
+            })
+            .collect()
+    })
 }
 
 impl<B> Service<Request<B>> for Router
@@ -271,6 +306,8 @@ fn idle_limited(response: Response<ResponseBody>, idle: Duration) -> Response<Re
 #[derive(Clone)]
 pub(crate) struct Admission {
     pub(crate) inner: Core,
+    /// Disaggregated serving, which then sends the request on instead.
+    pub(crate) pd: Option<Arc<Pd>>,
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) models: Arc<[String]>,
 }
@@ -299,9 +336,13 @@ impl Service<Request<PromptBody<RequestBody>>> for Admission {
             }
         }
         let priority = info.priority;
-        let inner = self.inner.clone();
+        let (inner, pd) = (self.inner.clone(), self.pd.clone());
         let Some(queue) = self.queue.clone() else {
             return Box::pin(async move {
+                if let Some(pd) = pd {
+                    let response = pd.serve(request).await?;
+                    return Ok(response.map(|b| Held::new(b, None).boxed_unsync()));
+                }
                 let response = inner.oneshot(request).await?;
                 Ok(response.map(|b| Held::new(b, None).boxed_unsync()))
             });
@@ -322,6 +363,10 @@ impl Service<Request<PromptBody<RequestBody>>> for Admission {
                     refused,
                     retry_after: queue.config.retry_after,
                 })?;
+            if let Some(pd) = pd {
+                let response = pd.serve(request).await?;
+                return Ok(response.map(|b| Held::new(b, Some(permit)).boxed_unsync()));
+            }
             let response = inner.oneshot(request).await?;
             Ok(response.map(|b| Held::new(b, Some(permit)).boxed_unsync()))
         })

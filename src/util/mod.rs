@@ -3,7 +3,7 @@
 
 mod discover;
 mod hash;
-mod rng;
+pub(crate) mod rng;
 
 pub(crate) use self::discover::poll_wrapped;
 pub use self::hash::{hash_bytes, hash_value};
