@@ -330,8 +330,36 @@ impl PrefillState {
     /// a batch slot ([`slot_wait`](Self::slot_wait)), at `now`.
     #[inline]
     pub fn predict_ns(&self, uncached_tokens: f64, slot_wait: f64, now: Instant) -> f64 {
-        let [base, per_token] = self.coefficients_at(clock_ms(now));
+        let [base, per_token] = self.coefficients_at(clock_ms(now), None);
         base + per_token * self.tokens_ahead(uncached_tokens) + slot_wait
+    }
+
+    /// Like [`predict_ns`](Self::predict_ns), for a server whose own model
+    /// is not current ([`current_model`](Self::current_model) is `None`):
+    /// never learnt, or not heard from for a while. Its coefficients are
+    /// `reference` (another server's current model) where it has learnt
+    /// nothing, and drift toward it rather than toward the prior.
+    pub(crate) fn predict_ns_toward(
+        &self,
+        uncached_tokens: f64,
+        slot_wait: f64,
+        now: Instant,
+        reference: [f64; INPUTS],
+    ) -> f64 {
+        let [base, per_token] = self.coefficients_at(clock_ms(now), Some(reference));
+        base + per_token * self.tokens_ahead(uncached_tokens) + slot_wait
+    }
+
+    /// The learnt coefficients (ns, ns a token) when they are current:
+    /// learnt from a first token within the last second.
+    pub(crate) fn current_model(&self, now: Instant) -> Option<[f64; INPUTS]> {
+        let s = &*self.shared;
+        let at = s.learnt_at.load(Relaxed);
+        (at != 0 && clock_ms(now) <= at + 1_000).then(|| {
+            s.coefficients
+                .each_ref()
+                .map(|c| f64::from_bits(c.load(Relaxed)))
+        })
     }
 
     /// Prefill tokens a request with `uncached_tokens` waits for: those
@@ -344,18 +372,21 @@ impl PrefillState {
     /// The learnt coefficients, drawn back toward the prior the longer the
     /// server has not been heard from (halfway after 5 s).
     #[inline]
-    fn coefficients_at(&self, now_ms: u64) -> [f64; INPUTS] {
+    fn coefficients_at(&self, now_ms: u64, reference: Option<[f64; INPUTS]>) -> [f64; INPUTS] {
         let s = &*self.shared;
         let learnt = s
             .coefficients
             .each_ref()
             .map(|c| f64::from_bits(c.load(Relaxed)));
         let at = s.learnt_at.load(Relaxed);
-        if at == 0 || now_ms <= at + 1_000 {
+        if at == 0 {
+            return reference.unwrap_or(learnt);
+        }
+        if now_ms <= at + 1_000 {
             return learnt;
         }
         let trust = 5_000.0 / (5_000.0 + (now_ms - at - 1_000) as f64);
-        let prior = s.config.prior.to_ns();
+        let prior = reference.unwrap_or_else(|| s.config.prior.to_ns());
         std::array::from_fn(|i| prior[i] + (learnt[i] - prior[i]) * trust)
     }
 

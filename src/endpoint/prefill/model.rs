@@ -22,8 +22,9 @@ pub(crate) const INPUTS: usize = 2;
 /// `Default`: 10 ms and 100 µs a token) and learns each server's own `base`
 /// and `per_token` from every streamed answer's first token, by recursive
 /// least squares against `P + u` at dispatch. A server not heard from for a
-/// while drifts back to the prior (half of the way in 5 s), so that one bad
-/// spell does not keep it out of rotation for good. Coefficients are never
+/// while drifts back (half of the way in 5 s) toward the best current model
+/// of the servers it is compared with, or the prior when none is current,
+/// so that one bad spell does not keep it out of rotation for good. Coefficients are never
 /// negative and never above 10 s (base) or 10 ms (a token).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TtftModel {

@@ -74,9 +74,13 @@ type Filter<Req, S> = dyn Fn(&Req, &S) -> bool + Send + Sync;
 ///   where `D` is the server's mean answer time (0 when nothing waits); when the report is stale,
 ///   this client's requests waiting there × `D` ÷ its requests in flight;
 /// * the two coefficients ([`TtftModel`](crate::endpoint::TtftModel)):
-///   that server's own, learnt from every streamed answer's first token,
-///   from a prior of 10 ms and 100 µs a token, and drawn back to the prior
-///   when the server has not been heard from for a while.
+///   that server's own, learnt from every streamed answer's first token.
+///   A server whose model is not current (it has taught nothing yet, or
+///   nothing in the last second) is taken to be as good as the best current
+///   model among the eligible servers for this prompt, drifting from its
+///   own toward that (halfway in 5 s): an unknown server is tried, not
+///   left out for being unknown. With no current model anywhere, the prior
+///   (10 ms and 100 µs a token) stands in.
 ///
 /// The least wins. Servers within 5 % plus 1 ms of the least are near-ties
 /// (see [`ttft_margin`](Scored::ttft_margin)); among them the request goes
@@ -656,6 +660,34 @@ mod tests {
             assert_eq!(pick(&fast), Some(1));
             drop(held);
             assert_eq!(pick(&fast), Some(0));
+        }
+
+        /// A server that has taught nothing is taken to be as good as the
+        /// best current one, so it is tried: a prior slower than the fleet
+        /// would keep it out at every calm moment.
+        #[tokio::test(start_paused = true)]
+        async fn a_server_not_yet_learnt_is_as_good_as_the_best_known() {
+            let (known, unknown) = (server(), server());
+            for _ in 0..20 {
+                let mut guard = known.2.reserve(&[], 64);
+                guard.first_token_after(Duration::from_millis(2));
+            }
+            assert!(known.2.model().base < Duration::from_millis(5));
+            let services = [known.0.clone(), unknown.0.clone()];
+            let metas = metas(2);
+            let endpoints = Candidates::new(&metas, &services);
+            let scored: Scored<PromptBlocks, Svc> = Scored::ttft();
+            let picks: Vec<_> = (0..40)
+                .map(|k| {
+                    let request = prompt(&format!("system {k} "), "a question");
+                    scored.pick(&(), &endpoints, &request).unwrap()
+                })
+                .collect();
+            let to_unknown = picks.iter().filter(|&&i| i == 1).count();
+            assert!(
+                (10..=30).contains(&to_unknown),
+                "{to_unknown} of 40 to the server not yet learnt"
+            );
         }
 
         #[tokio::test(start_paused = true)]

@@ -43,12 +43,26 @@ where
         let prior = TtftModel::default().to_ns();
         const PER_QUEUED_NS: f64 = 20e6;
         let mut least = f64::INFINITY;
+        // The best current model among the servers, for this prompt: what a
+        // server that has taught nothing (new, or long unheard) is taken to
+        // be, so that it is tried rather than left out for being unknown.
+        let mut reference: Option<([f64; 2], f64)> = None;
+        let mut unknown = 0usize;
         for raw in eligible.iter_mut() {
             let service = &endpoints.services()[raw.index as usize];
             raw.cost = match service.prefill() {
                 Some(state) => {
                     let block = state.config().block_bytes as u64;
                     let bytes = bytes.max(hashes.len() as u64 * block);
+                    match state.current_model(now) {
+                        Some(model) => {
+                            let alone = model[0] + model[1] * state.tokens(bytes);
+                            if reference.is_none_or(|(_, best)| alone < best) {
+                                reference = Some((model, alone));
+                            }
+                        }
+                        None => unknown += 1,
+                    }
                     state.predict_ns(
                         state.uncached_tokens(hashes, bytes),
                         state.slot_wait(now),
@@ -67,6 +81,29 @@ where
                 }
             };
             least = least.min(raw.cost);
+        }
+        if let (Some((model, _)), true) = (reference, unknown > 0) {
+            for raw in eligible.iter_mut() {
+                let service = &endpoints.services()[raw.index as usize];
+                let Some(state) = service.prefill() else {
+                    continue;
+                };
+                if state.current_model(now).is_some() {
+                    continue;
+                }
+                let block = state.config().block_bytes as u64;
+                let bytes = bytes.max(hashes.len() as u64 * block);
+                raw.cost = state.predict_ns_toward(
+                    state.uncached_tokens(hashes, bytes),
+                    state.slot_wait(now),
+                    now,
+                    model,
+                );
+            }
+            least = eligible
+                .iter()
+                .map(|r| r.cost)
+                .fold(f64::INFINITY, f64::min);
         }
         let bound = least * (1.0 + relative) + absolute.as_nanos() as f64;
         let metas = endpoints.metas();
