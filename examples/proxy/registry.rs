@@ -6,13 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::Request;
-use tower::discover::Discover;
-use tower_lb::discover::{Subset, SubsetMode};
-use tower_lb::endpoint::Weighted;
-use tower_lb::health::{HealthConfig, HealthDiscover};
-use tower_lb::load::InFlightDiscover;
+use tower_lb::health::HealthConfig;
 use tower_lb::pick::Pick;
-use tower_lb::{Balance, BoxError};
+use tower_lb::BoxError;
 
 use crate::gateway::forward::{self, Forward, UpstreamBody};
 use crate::gateway::server::{Endpoint, Lb};
@@ -156,10 +152,17 @@ fn stack<D, P>(
     picker: P,
 ) -> Result<Lb<P>, BoxError>
 where
-    D: Discover<Key = SocketAddr, Service = Weighted<Forward>> + Send + 'static,
+    D: tower::discover::Discover<Key = SocketAddr, Service = tower_lb::endpoint::Weighted<Forward>>
+        + Send
+        + 'static,
     D::Error: Into<BoxError> + Send,
     P: Pick<Request<UpstreamBody>, Endpoint>,
 {
+    use tower_lb::discover::{Subset, SubsetMode};
+    use tower_lb::health::HealthDiscover;
+    use tower_lb::load::InFlightDiscover;
+    use tower_lb::Balance;
+
     Ok(match subset {
         Some(k) => Balance::new(
             HealthDiscover::new(
