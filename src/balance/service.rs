@@ -195,6 +195,7 @@ where
     /// For callers that must know the endpoint before they write the
     /// request: disaggregated serving names the prefill server in the body
     /// it sends to both servers of a pair.
+    #[cfg(feature = "llm")]
     pub(crate) fn pick_endpoint<Req>(
         &self,
         request: &Req,
@@ -210,6 +211,7 @@ where
 
     /// Resolves when the endpoint set changes next (a future of its own,
     /// borrowing nothing).
+    #[cfg(feature = "llm")]
     pub(crate) fn next_change(&self) -> impl std::future::Future<Output = ()> + Send + 'static
     where
         K: Send + Sync + 'static,
