@@ -155,6 +155,33 @@ impl Default for PrefillState {
     }
 }
 
+impl Shared {
+    /// Nothing learnt, nothing sent, no report; `config` already checked.
+    fn empty(config: PrefillConfig) -> Self {
+        let fit = Fit::new(config.prior);
+        Self {
+            index: BlockIndex::new(config.index_blocks),
+            queued_tokens: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            slots: AtomicU32::new(0),
+            answer_ns: AtomicU64::new(0),
+            coefficients: fit.theta().map(|c| AtomicU64::new(c.to_bits())),
+            learnt_at: AtomicU64::new(0),
+            fit: Mutex::new(fit),
+            report: None,
+            sent_tokens: AtomicU64::new(0),
+            expected_cached_tokens: AtomicU64::new(0),
+            measured_prompt_tokens: AtomicU64::new(0),
+            measured_cached_tokens: AtomicU64::new(0),
+            measured_expected_tokens: AtomicU64::new(0),
+            completion_tokens: AtomicU64::new(0),
+            progress_ms: AtomicU64::new(0),
+            config,
+        }
+    }
+}
+
 impl PrefillState {
     /// An empty state with `config`.
     pub fn new(config: PrefillConfig) -> Self {
@@ -167,28 +194,8 @@ impl PrefillState {
             },
             ..config
         };
-        let fit = Fit::new(config.prior);
         Self {
-            shared: Arc::new(Shared {
-                index: BlockIndex::new(config.index_blocks),
-                queued_tokens: AtomicU64::new(0),
-                waiting: AtomicUsize::new(0),
-                in_flight: AtomicUsize::new(0),
-                slots: AtomicU32::new(0),
-                answer_ns: AtomicU64::new(0),
-                coefficients: fit.theta().map(|c| AtomicU64::new(c.to_bits())),
-                learnt_at: AtomicU64::new(0),
-                fit: Mutex::new(fit),
-                report: None,
-                sent_tokens: AtomicU64::new(0),
-                expected_cached_tokens: AtomicU64::new(0),
-                measured_prompt_tokens: AtomicU64::new(0),
-                measured_cached_tokens: AtomicU64::new(0),
-                measured_expected_tokens: AtomicU64::new(0),
-                completion_tokens: AtomicU64::new(0),
-                progress_ms: AtomicU64::new(0),
-                config,
-            }),
+            shared: Arc::new(Shared::empty(config)),
         }
     }
 
@@ -197,28 +204,9 @@ impl PrefillState {
     /// state is shared (clones made earlier keep no report).
     #[must_use]
     pub fn with_report(self, report: ReportCell) -> Self {
-        let shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
-            config: shared.config,
-            index: BlockIndex::new(shared.config.index_blocks),
-            queued_tokens: AtomicU64::new(0),
-            waiting: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            slots: AtomicU32::new(0),
-            answer_ns: AtomicU64::new(0),
-            coefficients: std::array::from_fn(|i| {
-                AtomicU64::new(shared.coefficients[i].load(Relaxed))
-            }),
-            learnt_at: AtomicU64::new(0),
-            fit: Mutex::new(Fit::new(shared.config.prior)),
-            report: None,
-            sent_tokens: AtomicU64::new(0),
-            expected_cached_tokens: AtomicU64::new(0),
-            measured_prompt_tokens: AtomicU64::new(0),
-            measured_cached_tokens: AtomicU64::new(0),
-            measured_expected_tokens: AtomicU64::new(0),
-            completion_tokens: AtomicU64::new(0),
-            progress_ms: AtomicU64::new(0),
-        });
+        // Shared already: a fresh state of the same settings.
+        let shared =
+            Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared::empty(shared.config));
         Self {
             shared: Arc::new(Shared {
                 report: Some(report),

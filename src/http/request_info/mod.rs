@@ -21,6 +21,7 @@ use crate::pick::llm::BlockConfig;
 
 pub use self::error::RequestInfoError;
 pub use self::future::ResponseFuture;
+pub(crate) use self::usage::event_end;
 pub use self::usage::UsageFilter;
 
 /// The body the inner service gets: the bytes read, unchanged, or the

@@ -57,8 +57,9 @@ impl<B> std::fmt::Debug for UsageFilter<B> {
     }
 }
 
-/// The end of the first complete event in `bytes` (past its blank line).
-fn event_end(bytes: &[u8]) -> Option<usize> {
+/// The end of the first complete server-sent event in `bytes` (past its
+/// blank line, `\n\n` or `\r\n\r\n`).
+pub(crate) fn event_end(bytes: &[u8]) -> Option<usize> {
     let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
     let crlf = bytes
         .windows(4)

@@ -13,21 +13,9 @@ use serde_json::json;
 use super::transcript::{Api, Remaining, Transcript};
 use super::{leg_body, Failover, Outcome, Resend};
 use crate::error::BoxError;
+use crate::http::request_info::event_end;
 use crate::llm::router::BoxFuture;
 use crate::llm::ResponseBody;
-
-/// The end of the first complete event in `bytes` (past its blank line).
-fn event_end(bytes: &[u8]) -> Option<usize> {
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
 
 /// An error event in OpenAI's shape.
 fn error_event(message: &str) -> Bytes {
