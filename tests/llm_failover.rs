@@ -582,6 +582,19 @@ async fn the_router_counts_failovers_in_metrics_and_the_flag_turns_them_off() {
     assert_eq!(cut.error().unwrap()["code"], "stream_cut");
     assert_eq!(failovers_in_metrics(off_admin, "not_continued").await, 1.0);
     assert_eq!(failovers_in_metrics(off_admin, "continued").await, 0.0);
+    // /status counts them too.
+    let request = Request::get("/status")
+        .header("host", on_admin.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let body = send(on_admin, request)
+        .await
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    let status: Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+    assert_eq!(status["failover"]["continued"], 1, "{status}");
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ pub(crate) fn json(router: &Router, prefix: &PrefixAffinity) -> String {
                 "queued_prefill_tokens": p.map(|p| p.queued_tokens),
                 "prefix_index_blocks": p.map(|p| p.indexed_blocks),
                 "prompt_tokens_sent": p.map(|p| p.sent_tokens),
+                "completion_tokens": p.map(|p| p.completion_tokens),
                 "expected_reuse": p.map(|p| p.expected_reuse),
                 "measured_reuse": p.and_then(|p| p.measured_reuse),
                 "expected_reuse_of_measured": p.and_then(|p| p.expected_reuse_of_measured),
@@ -52,7 +53,13 @@ pub(crate) fn json(router: &Router, prefix: &PrefixAffinity) -> String {
         })).collect();
         json!({"in_service": q.in_service, "bands": bands})
     });
+    let f = router.failover_stats();
+    let failover = json!({
+        "continued": f.continued, "finished": f.finished, "retried_whole": f.retried_whole,
+        "resent": f.resent, "not_continued": f.not_continued, "exhausted": f.exhausted,
+        "failed": f.failed,
+    });
     json!({"imbalance_gate_open": prefix.gate_tripped(), "backends": servers, "queue": queue,
-        "disaggregation": crate::pd::status(router)})
+        "disaggregation": crate::pd::status(router), "failover": failover})
     .to_string()
 }
