@@ -12,10 +12,25 @@ use serde_json::json;
 
 use super::transcript::{Api, Remaining, Transcript};
 use super::{leg_body, Failover, Outcome, Resend};
+use crate::classify::LateFailure;
 use crate::error::BoxError;
 use crate::http::request_info::event_end;
+use crate::http::BodyIdle;
 use crate::llm::router::BoxFuture;
 use crate::llm::ResponseBody;
+
+/// Whether a leg's error is its stall past the idle limit (which the idle
+/// timer counts against the server already).
+pub(super) fn is_stall(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<BodyIdle>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
 
 /// An error event in OpenAI's shape.
 fn error_event(message: &str) -> Bytes {
@@ -29,6 +44,8 @@ fn error_event(message: &str) -> Bytes {
 pub(crate) struct Splice {
     /// The leg streaming now.
     leg: Option<ResponseBody>,
+    /// Counts a cut of that leg against its server.
+    late: Option<LateFailure>,
     /// A continuation on its way to its answer's head.
     next: Option<BoxFuture<Result<Response<ResponseBody>, BoxError>>>,
     /// Bytes of an event not complete yet.
@@ -48,7 +65,7 @@ impl Splice {
     /// `budget`: the failovers the request had, and has left.
     pub(crate) fn new(
         api: Api,
-        leg: ResponseBody,
+        (leg, late): (ResponseBody, Option<LateFailure>),
         counters: Arc<Failover>,
         resend: Option<Resend>,
         (budget, left): (u32, u32),
@@ -60,6 +77,7 @@ impl Splice {
         };
         Self {
             leg: Some(leg),
+            late,
             next: None,
             pending: BytesMut::new(),
             transcript: Transcript::new(api),
@@ -88,10 +106,13 @@ impl Splice {
         out
     }
 
-    /// The leg ended (`clean`: at its end of stream, else with an error):
-    /// finish, continue on another server, or end with an error event.
-    fn leg_ended(&mut self, clean: bool, why: &str) {
+    /// The leg ended (`clean`: at its end of stream, else with an error;
+    /// `reported`: its server's failure is counted already, a stall past
+    /// the idle limit): finish, continue on another server, or end with an
+    /// error event.
+    fn leg_ended(&mut self, clean: bool, reported: bool, why: &str) {
         self.leg = None;
+        let late = self.late.take();
         if clean && !self.pending.is_empty() {
             // A last event without its blank line.
             let rest = self.pending.split().freeze();
@@ -111,6 +132,10 @@ impl Splice {
             self.push_tail(Bytes::from_static(b"data: [DONE]\n\n"));
             self.ended = true;
             return;
+        }
+        // Cut before its end: its server failed this answer.
+        if let (Some(late), false) = (late, reported) {
+            late.failed();
         }
         self.ended = true;
         let resend = match &self.resend {
@@ -193,7 +218,9 @@ impl Splice {
                         .is_some_and(|v| v.trim_start().starts_with("text/event-stream")) =>
             {
                 let (mut parts, body) = response.into_parts();
-                self.leg = Some(leg_body(&shared, &mut parts.extensions, body));
+                let (leg, late) = leg_body(&shared, &mut parts.extensions, body);
+                self.leg = Some(leg);
+                self.late = late;
                 self.transcript.next_leg();
             }
             Ok(response) => {
@@ -244,8 +271,13 @@ impl Body for Splice {
                             }
                         }
                     }
-                    Some(Err(error)) => this.leg_ended(false, &error.to_string()),
-                    None => this.leg_ended(true, "the server closed the stream before its end"),
+                    Some(Err(error)) => {
+                        let stalled = is_stall(&*error);
+                        this.leg_ended(false, stalled, &error.to_string());
+                    }
+                    None => {
+                        this.leg_ended(true, false, "the server closed the stream before its end")
+                    }
                 }
                 continue;
             }
@@ -288,13 +320,46 @@ mod tests {
     /// What the client reads of `frames` with failover off.
     async fn read(frames: Vec<Result<&[u8], &'static str>>) -> (String, Arc<Failover>) {
         let counters = Arc::new(Failover::new(0, 1024));
-        let splice = Splice::new(api(), leg(frames), Arc::clone(&counters), None, (0, 0));
+        let splice = Splice::new(
+            api(),
+            (leg(frames), None),
+            Arc::clone(&counters),
+            None,
+            (0, 0),
+        );
         let bytes = splice.collect().await.unwrap().to_bytes();
         (String::from_utf8(bytes.to_vec()).unwrap(), counters)
     }
 
     fn api() -> Api {
         Api::Chat
+    }
+
+    /// A leg's server, counting the failures reported against it.
+    #[derive(Default)]
+    struct Server(std::sync::atomic::AtomicUsize);
+
+    impl crate::classify::LateVerdict for Server {
+        fn failed_late(&self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_counts_against_its_server_and_a_whole_answer_does_not() {
+        let failures = |frames: Vec<Result<&'static [u8], &'static str>>| async move {
+            let server = Arc::new(Server::default());
+            let late =
+                LateFailure::new(Arc::clone(&server) as Arc<dyn crate::classify::LateVerdict>);
+            let counters = Arc::new(Failover::new(0, 1024));
+            let splice = Splice::new(api(), (leg(frames), Some(late)), counters, None, (0, 0));
+            let _ = splice.collect().await;
+            server.0.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let first = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" a\"},\"finish_reason\":null}]}\n\n";
+        assert_eq!(failures(vec![Ok(ANSWER.as_bytes())]).await, 0, "whole");
+        assert_eq!(failures(vec![Ok(first)]).await, 1, "closed before its end");
+        assert_eq!(failures(vec![Ok(first), Err("reset")]).await, 1, "reset");
     }
 
     const ANSWER: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" a\"},\"finish_reason\":null}]}\n\n\
@@ -373,7 +438,7 @@ mod tests {
                 frames.push(Err("reset"));
             }
             let counters = Arc::new(Failover::new(0, 1024));
-            let splice = Splice::new(Api::Completions, leg(frames), counters, None, (0, 0));
+            let splice = Splice::new(Api::Completions, (leg(frames), None), counters, None, (0, 0));
             let out = runtime.block_on(splice.collect());
             prop_assert!(out.is_ok());
         }

@@ -228,19 +228,21 @@ async fn routed(
 }
 
 /// A leg's body, ended with an error after the idle timeout without a
-/// frame; the stall counts as its server's failure.
+/// frame (the stall counts as its server's failure), and the way to count
+/// a cut of it against its server.
 pub(crate) fn leg_body(
     shared: &Shared,
     extensions: &mut http::Extensions,
     body: ResponseBody,
-) -> ResponseBody {
+) -> (ResponseBody, Option<LateFailure>) {
     let late = extensions.remove::<LateFailure>();
-    match shared.stream_idle {
+    let body = match shared.stream_idle {
         Some(idle) => IdleTimeoutBody::new(body, idle)
-            .report_to(late)
+            .report_to(late.clone())
             .boxed_unsync(),
         None => body,
-    }
+    };
+    (body, late)
 }
 
 /// Whether `error` is a server's connection failing once the request was
@@ -419,8 +421,14 @@ fn splice(
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let body = leg_body(shared, &mut parts.extensions, body);
-    let splice = Splice::new(api, body, Arc::clone(&shared.failover), resend, budget);
+    let (body, late) = leg_body(shared, &mut parts.extensions, body);
+    let splice = Splice::new(
+        api,
+        (body, late),
+        Arc::clone(&shared.failover),
+        resend,
+        budget,
+    );
     parts.extensions.insert(Managed);
     parts.headers.remove(CONTENT_LENGTH);
     Response::from_parts(parts, splice.boxed_unsync())

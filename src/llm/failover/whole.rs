@@ -30,7 +30,7 @@ pub(super) async fn read(
     let failover = &resend.shared.failover;
     loop {
         let (mut parts, body) = response.into_parts();
-        let mut body = leg_body(&resend.shared, &mut parts.extensions, body);
+        let (mut body, late) = leg_body(&resend.shared, &mut parts.extensions, body);
         let mut read = BytesMut::new();
         let error = loop {
             match body.frame().await {
@@ -56,7 +56,14 @@ pub(super) async fn read(
                         return Ok(Response::from_parts(parts, body));
                     }
                 }
-                Some(Err(error)) => break error,
+                Some(Err(error)) => {
+                    // Broken off: its server failed this answer (a stall
+                    // past the idle limit is counted by the idle timer).
+                    if let (Some(late), false) = (late, super::body::is_stall(&*error)) {
+                        late.failed();
+                    }
+                    break error;
+                }
             }
         };
         if left == 0 {
