@@ -228,33 +228,11 @@ async fn uninterrupted(server: &Process, api: Api, body: &Value) -> Stream {
 }
 
 async fn post_json(addr: SocketAddr, path: &str) -> Value {
-    let request = Request::post(path)
-        .header("host", addr.to_string())
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let body = send(addr, request)
-        .await
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    serde_json::from_slice(&body).unwrap()
+    support::examples::json_of(addr, http::Method::POST, path).await
 }
 
 async fn stats(server: &Process) -> Value {
-    let request = Request::get("/stats")
-        .header("host", server.addr.to_string())
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let body = send(server.addr, request)
-        .await
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    serde_json::from_slice(&body).unwrap()
+    support::examples::json_of(server.addr, http::Method::GET, "/stats").await
 }
 
 #[tokio::test]
@@ -523,18 +501,7 @@ fn router_process(backends: &[&Process], extra: &[&str]) -> (Process, SocketAddr
 }
 
 async fn failovers_in_metrics(admin: SocketAddr, outcome: &str) -> f64 {
-    let request = Request::get("/metrics")
-        .header("host", admin.to_string())
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let body = send(admin, request)
-        .await
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8(body.to_vec()).unwrap();
+    let text = support::examples::text_of(admin, http::Method::GET, "/metrics").await;
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
     scrape
@@ -583,17 +550,7 @@ async fn the_router_counts_failovers_in_metrics_and_the_flag_turns_them_off() {
     assert_eq!(failovers_in_metrics(off_admin, "not_continued").await, 1.0);
     assert_eq!(failovers_in_metrics(off_admin, "continued").await, 0.0);
     // /status counts them too.
-    let request = Request::get("/status")
-        .header("host", on_admin.to_string())
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let body = send(on_admin, request)
-        .await
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
-    let status: Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+    let status = support::examples::json_of(on_admin, http::Method::GET, "/status").await;
     assert_eq!(status["failover"]["continued"], 1, "{status}");
 }
 

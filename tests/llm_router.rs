@@ -392,29 +392,11 @@ async fn the_router_learns_what_servers_reused_and_clients_see_only_what_they_as
 }
 
 async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let request = Request::get(path)
-        .header("host", addr.to_string())
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = send(addr, request).await;
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&body).unwrap()
+    support::examples::json_of(addr, http::Method::GET, path).await
 }
 
 async fn get_text(addr: SocketAddr, path: &str) -> String {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let request = Request::get(path)
-        .header("host", addr.to_string())
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(body.to_vec()).unwrap()
+    support::examples::text_of(addr, http::Method::GET, path).await
 }
 
 #[tokio::test]

@@ -134,3 +134,28 @@ pub async fn send_to(
     tokio::spawn(connection);
     sender.send_request(request).await.unwrap()
 }
+
+/// The whole body of the answer to `method path` (no request body) from
+/// `addr`, as text.
+pub async fn text_of(addr: std::net::SocketAddr, method: http::Method, path: &str) -> String {
+    use http_body_util::BodyExt;
+
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let body = send_to(addr, request).await.into_body().collect().await;
+    String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+/// Like [`text_of`], parsed as JSON.
+pub async fn json_of(
+    addr: std::net::SocketAddr,
+    method: http::Method,
+    path: &str,
+) -> serde_json::Value {
+    let text = text_of(addr, method, path).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+}
