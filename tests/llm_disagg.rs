@@ -494,3 +494,42 @@ async fn disaggregation_without_a_prefill_server_does_not_build() {
         .build();
     assert!(matches!(built, Err(BuildError::NoServers)), "{built:?}");
 }
+
+/// `llm::Builder` with both pools from discovery, as a Kubernetes Service
+/// of prefill pods and one of decode pods would give them: no bootstrap
+/// port is given, and each prefill server's is asked of it as it joins.
+#[tokio::test]
+async fn pools_from_discovery_learn_the_prefill_bootstrap_ports() {
+    use tower::ServiceExt;
+    use tower_lb::discover::StaticList;
+    use tower_lb::llm::{Builder, Disaggregation, PdProtocol, Role};
+
+    let prefill = model_server("prefill", "sglang");
+    let decode = model_server("decode", "sglang");
+    let llm = Builder::new()
+        .discover(StaticList::weighted([(decode.addr, (), 1)]))
+        .prefill_discover(StaticList::weighted([(prefill.addr, (), 1)]))
+        .disaggregation(Disaggregation::new(PdProtocol::Sglang))
+        .wait(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let body = chat(&"Be brief. ".repeat(40), "Name a colour.", false);
+    let request = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let answer = within("a disaggregated answer", llm.clone().oneshot(request))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let text = answer.into_body().collect().await.unwrap().to_bytes();
+    assert!(text_of(std::str::from_utf8(&text).unwrap()).len() > 4);
+    // The decode server found the room at the port the prefill announced.
+    assert_eq!(legs(&prefill).await["prefill_legs"], 1);
+    assert_eq!(legs(&decode).await["decode_legs"], 1);
+    let mut roles: Vec<_> = llm.servers().iter().map(|s| (s.addr, s.role)).collect();
+    roles.sort_by_key(|&(addr, _)| addr);
+    let mut expected = vec![(prefill.addr, Role::Prefill), (decode.addr, Role::Decode)];
+    expected.sort_by_key(|&(addr, _)| addr);
+    assert_eq!(roles, expected);
+}

@@ -138,9 +138,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Disaggregation::new(cli.pd_protocol)
             .direct_below(cli.pd_direct_below)
             .attempts(cli.retries.saturating_add(1)),
-        cli.pd_protocol,
-    )
-    .await;
+    );
     if let Some(scorer) = cli.scorer {
         let mut picker = Scored::new().weights(scorer.weights);
         if scorer.prefix > 0.0 {

@@ -3,14 +3,10 @@
 //! of it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use serde_json::{json, Value};
 use tower_lb::llm::{Builder, Disaggregation, PdProtocol, Role, Router};
-use tower_lb::BoxError;
 
 /// One `--prefill`: its address and SGLang bootstrap port, if given.
 #[derive(Clone, Debug)]
@@ -52,38 +48,27 @@ pub(crate) fn protocol(text: &str) -> Result<PdProtocol, String> {
 
 /// Adds the prefill and decode servers and the settings to `builder`. A
 /// prefill server given without a bootstrap port under SGLang's protocol
-/// is asked for the one it announces (`disaggregation_bootstrap_port` in
-/// `/get_server_info`), within 2 s; one that announces none is used
-/// without (`bootstrap_port: null` in the legs).
-pub(crate) async fn configure(
+/// is asked for the one it announces as it joins (the library's part).
+pub(crate) fn configure(
     mut builder: Builder,
     prefill: &[Prefill],
     decode: &[SocketAddr],
     settings: Disaggregation,
-    protocol: PdProtocol,
 ) -> Builder {
     if prefill.is_empty() && decode.is_empty() {
         return builder;
     }
     for server in prefill {
-        let mut port = server.bootstrap_port;
-        if port.is_none() && protocol == PdProtocol::Sglang {
-            port = announced_port(server.addr).await;
-            match port {
-                Some(port) => {
-                    tracing::info!(server = %server.addr, port, "bootstrap port announced")
-                }
-                None => {
-                    tracing::warn!(server = %server.addr, "no bootstrap port given or announced")
-                }
-            }
-        }
         let role = if decode.contains(&server.addr) {
             Role::Both
         } else {
             Role::Prefill
         };
-        builder = builder.server_with_role(&format!("http://{}", server.addr), role, port);
+        builder = builder.server_with_role(
+            &format!("http://{}", server.addr),
+            role,
+            server.bootstrap_port,
+        );
     }
     for addr in decode {
         if !prefill.iter().any(|p| p.addr == *addr) {
@@ -91,29 +76,6 @@ pub(crate) async fn configure(
         }
     }
     builder.disaggregation(settings)
-}
-
-/// The bootstrap port a server announces in `/get_server_info`.
-async fn announced_port(addr: SocketAddr) -> Option<u16> {
-    let ask = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-        tokio::spawn(connection);
-        let request = http::Request::get("/get_server_info")
-            .header(http::header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())?;
-        let body = sender.send_request(request).await?.into_body();
-        let bytes = body.collect().await?.to_bytes();
-        Ok::<_, BoxError>(serde_json::from_slice::<Value>(&bytes)?)
-    };
-    let info = tokio::time::timeout(Duration::from_secs(2), ask)
-        .await
-        .ok()?
-        .ok()?;
-    info["disaggregation_bootstrap_port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
 }
 
 /// `/status`'s `disaggregation` part: requests each way, failed legs, the

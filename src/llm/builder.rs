@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::discover::Change;
 use tower_layer::Layer;
 
-use super::disagg::{Disaggregation, Pd, PdParts, PdProtocol, Role};
+use super::disagg::{learn_ports, Disaggregation, Pd, PdParts, PdProtocol, Ports, Role};
 use super::failover::Failover;
 use super::queue::{FlowControl, Queue};
 use super::router::{Admission, Lb, Router, Server, Shared, Tasks};
@@ -237,6 +237,23 @@ impl Builder {
         D::Error: Into<crate::BoxError>,
     {
         self.source = Source::Stream(crate::http::source::addresses(discover));
+        self
+    }
+
+    /// The prefill servers of disaggregated serving from any `Discover` of
+    /// addresses: a Kubernetes Service that selects the prefill pods by
+    /// their labels, an etcd prefix of prefill servers, a backends file
+    /// ([`discover`](Self::discover) gives the decode servers the same
+    /// way). Under SGLang's protocol each one's bootstrap port is asked of
+    /// it as it joins (`/get_server_info`). Replaces the prefill servers
+    /// given one by one.
+    pub fn prefill_discover<D>(mut self, discover: D) -> Self
+    where
+        D: tower::discover::Discover<Key = SocketAddr> + Send + 'static,
+        D::Service: crate::endpoint::Endpoint,
+        D::Error: Into<crate::BoxError>,
+    {
+        self.prefill = Source::Stream(crate::http::source::addresses(discover));
         self
     }
 
@@ -534,6 +551,11 @@ impl Builder {
             }
             (settings, Some(prefill)) => {
                 let settings = settings.unwrap_or(Disaggregation::new(PdProtocol::Sglang));
+                let ports: Ports = Arc::new(RwLock::new(self.bootstrap));
+                let prefill = match settings.protocol {
+                    PdProtocol::Sglang => learn_ports(prefill, Arc::clone(&ports)),
+                    PdProtocol::Vllm => prefill,
+                };
                 let prefill_servers: Arc<Mutex<Vec<Server>>> = Arc::default();
                 let picker = BoxPick::new(Scored::<_, Endpoint>::ttft());
                 let (pool, health) = stack.pool(prefill, picker, Arc::clone(&prefill_servers))?;
@@ -542,7 +564,7 @@ impl Builder {
                     decode: decode_pool,
                     direct: core.clone(),
                     settings,
-                    bootstrap: self.bootstrap,
+                    bootstrap: ports,
                     roles: self.roles,
                     attempt_timeout: self.attempt_timeout,
                     wait: self.wait,

@@ -73,15 +73,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::{self, Either as Race};
+use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Either, Full};
 use serde_json::{json, Value};
+use tower::discover::Change;
 use tower::load::Load;
 use tower::ServiceExt;
 
@@ -91,6 +93,7 @@ use crate::balance::TriedEndpoints;
 use crate::endpoint::Endpoint as _;
 use crate::error::{BoxError, NoEndpoints};
 use crate::health::HealthRegistry;
+use crate::http::source::AddrStream;
 use crate::http::PromptBody;
 use crate::pick::llm::PromptBlocks;
 use crate::retry::ReplayBody;
@@ -319,8 +322,8 @@ pub(crate) struct Pd {
     /// The decode pool with the router's retries, for requests sent whole.
     pub(crate) direct: Core,
     pub(crate) settings: Disaggregation,
-    /// Bootstrap ports of the prefill servers given with one.
-    pub(crate) bootstrap: HashMap<SocketAddr, u16>,
+    /// Bootstrap ports of the prefill servers, given or announced.
+    pub(crate) bootstrap: Ports,
     pub(crate) roles: HashMap<SocketAddr, Role>,
     pub(crate) attempt_timeout: Duration,
     pub(crate) wait: Duration,
@@ -338,7 +341,7 @@ pub(crate) struct PdParts {
     pub(crate) decode: Lb,
     pub(crate) direct: Core,
     pub(crate) settings: Disaggregation,
-    pub(crate) bootstrap: HashMap<SocketAddr, u16>,
+    pub(crate) bootstrap: Ports,
     pub(crate) roles: HashMap<SocketAddr, Role>,
     pub(crate) attempt_timeout: Duration,
     pub(crate) wait: Duration,
@@ -421,6 +424,73 @@ where
     }
 }
 
+/// Bootstrap ports of the prefill servers, given or announced; shared with
+/// the task that learns those of servers as they join.
+pub(crate) type Ports = Arc<RwLock<HashMap<SocketAddr, u16>>>;
+
+/// The prefill pool's changes, with each new server's bootstrap port asked
+/// of it before it joins when none was given (SGLang's `/get_server_info`
+/// announces it as `disaggregation_bootstrap_port`): a prefill server found
+/// by discovery (a Kubernetes Service of prefill pods, an etcd prefix)
+/// needs no port on the command line. A server that announces none within
+/// 2 s joins without one (`bootstrap_port: null` in its legs).
+pub(crate) fn learn_ports(changes: AddrStream, ports: Ports) -> AddrStream {
+    Box::pin(changes.then(move |change| {
+        let ports = Arc::clone(&ports);
+        async move {
+            if let Ok(Change::Insert(addr, _)) = &change {
+                let known = ports
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(addr);
+                if !known {
+                    match announced_port(*addr).await {
+                        Some(port) => {
+                            tracing::info!(server = %addr, port, "bootstrap port announced");
+                            ports
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(*addr, port);
+                        }
+                        None => tracing::warn!(
+                            server = %addr,
+                            "no bootstrap port given or announced"
+                        ),
+                    }
+                }
+            }
+            change
+        }
+    }))
+}
+
+/// The bootstrap port a server announces in `/get_server_info`, if it does
+/// within 2 s.
+async fn announced_port(addr: SocketAddr) -> Option<u16> {
+    let ask = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(connection);
+        let request = Request::get("/get_server_info")
+            .header(http::header::HOST, addr.to_string())
+            .body(http_body_util::Empty::<Bytes>::new())?;
+        let answer = sender.send_request(request).await?;
+        let bytes = http_body_util::Limited::new(answer.into_body(), 64 * 1024)
+            .collect()
+            .await?
+            .to_bytes();
+        Ok::<_, BoxError>(serde_json::from_slice::<Value>(&bytes)?)
+    };
+    let info = tokio::time::timeout(Duration::from_secs(2), ask)
+        .await
+        .ok()?
+        .ok()?;
+    info["disaggregation_bootstrap_port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+}
+
 impl Pd {
     pub(crate) fn new(parts: PdParts) -> Self {
         Self {
@@ -440,10 +510,19 @@ impl Pd {
         }
     }
 
-    /// The role a server was given (decode for servers discovered
-    /// otherwise).
+    /// The role a server was given, else what its pools make it: in both,
+    /// both; in the prefill pool alone, prefill; else decode (servers
+    /// found by discovery have only their pool to say).
     pub(crate) fn role_of(&self, addr: &SocketAddr) -> Role {
-        self.roles.get(addr).copied().unwrap_or(Role::Decode)
+        if let Some(&role) = self.roles.get(addr) {
+            return role;
+        }
+        let holds = |pool: &Lb| pool.read_endpoints(|keys, _| keys.contains(addr));
+        match (holds(&self.prefill), holds(&self.decode)) {
+            (true, true) => Role::Both,
+            (true, false) => Role::Prefill,
+            _ => Role::Decode,
+        }
     }
 
     pub(crate) fn stats(&self) -> PdStats {
@@ -726,7 +805,13 @@ impl Pd {
     ) -> Outcome {
         let mut body = json.clone();
         body["bootstrap_host"] = json!(prefill.ip().to_string());
-        body["bootstrap_port"] = json!(self.bootstrap.get(&prefill));
+        let port = self
+            .bootstrap
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&prefill)
+            .copied();
+        body["bootstrap_port"] = json!(port);
         body["bootstrap_room"] = json!(self.rooms.next_u64() & (i64::MAX as u64));
         let body = Bytes::from(body.to_string());
         let prefilled = std::pin::pin!(prefill_service.oneshot(leg_request(parts, body.clone())));
