@@ -435,7 +435,10 @@ pub(crate) type Ports = Arc<RwLock<HashMap<SocketAddr, u16>>>;
 /// needs no port on the command line. A server that announces none within
 /// 2 s joins without one (`bootstrap_port: null` in its legs).
 pub(crate) fn learn_ports(changes: AddrStream, ports: Ports) -> AddrStream {
-    Box::pin(changes.then(move |change| {
+    // Up to 16 servers are asked at once, and the changes still come out in
+    // their order: a fleet joining together waits about one answer (at
+    // most 2 s), not one per server.
+    Box::pin(changes.map(move |change| {
         let ports = Arc::clone(&ports);
         async move {
             if let Ok(Change::Insert(addr, _)) = &change {
@@ -461,7 +464,8 @@ pub(crate) fn learn_ports(changes: AddrStream, ports: Ports) -> AddrStream {
             }
             change
         }
-    }))
+    })
+    .buffered(16))
 }
 
 /// The bootstrap port a server announces in `/get_server_info`, if it does
