@@ -28,6 +28,31 @@ use crate::pick::llm::{BlockConfig, PromptBlocks};
 const ROLE_END: u8 = 0x1f;
 const MESSAGE_END: u8 = 0x1e;
 
+/// The methods of a visitor for the JSON values it takes without reading
+/// them: each kind named (`bool`, `i64`, `u64`, `f64`, `str`, `unit`, and
+/// `seq` and `map`, skipped without being kept) gives `value`.
+macro_rules! otherwise {
+    ($value:expr; $($kind:ident),+) => { $(otherwise!(@$kind $value);)+ };
+    (@bool $value:expr) => { fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> { Ok($value) } };
+    (@i64 $value:expr) => { fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> { Ok($value) } };
+    (@u64 $value:expr) => { fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> { Ok($value) } };
+    (@f64 $value:expr) => { fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> { Ok($value) } };
+    (@str $value:expr) => { fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> { Ok($value) } };
+    (@unit $value:expr) => { fn visit_unit<E>(self) -> Result<Self::Value, E> { Ok($value) } };
+    (@seq $value:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($value)
+        }
+    };
+    (@map $value:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($value)
+        }
+    };
+}
+
 /// What the first pass keeps of a body.
 #[derive(Debug, Default)]
 pub(super) struct Head<'a> {
@@ -186,10 +211,7 @@ impl<'de> Deserialize<'de> for Shape<'de> {
                 }
                 Ok(Shape::Array { len, strings })
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape<'de>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Shape::Other)
-            }
+            otherwise!(Shape::Other; map, f64);
             fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Shape<'de>, E> {
                 Ok(Shape::Str(Cow::Borrowed(text)))
             }
@@ -204,9 +226,6 @@ impl<'de> Deserialize<'de> for Shape<'de> {
             }
             fn visit_i64<E>(self, number: i64) -> Result<Shape<'de>, E> {
                 Ok(u64::try_from(number).map_or(Shape::Other, Shape::Count))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Shape<'de>, E> {
-                Ok(Shape::Other)
             }
             fn visit_unit<E>(self) -> Result<Shape<'de>, E> {
                 Ok(Shape::Null)
@@ -301,22 +320,10 @@ impl<'de> Visitor<'de> for ScalarVisitor {
         Ok(u64::try_from(number).map_or(Scalar::Other, Scalar::Count))
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Scalar::Other)
-    }
+    otherwise!(Scalar::Other; f64, seq, map);
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Scalar::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Other)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Other)
     }
 }
 
@@ -335,28 +342,7 @@ impl<'de> Deserialize<'de> for IsArray {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(IsArray(true))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsArray, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(IsArray(false))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<IsArray, E> {
-                Ok(IsArray(false))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<IsArray, E> {
-                Ok(IsArray(false))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<IsArray, E> {
-                Ok(IsArray(false))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<IsArray, E> {
-                Ok(IsArray(false))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<IsArray, E> {
-                Ok(IsArray(false))
-            }
-            fn visit_unit<E>(self) -> Result<IsArray, E> {
-                Ok(IsArray(false))
-            }
+            otherwise!(IsArray(false); map, bool, i64, u64, f64, str, unit);
         }
         deserializer.deserialize_any(V)
     }
@@ -405,28 +391,7 @@ impl<'de> Deserialize<'de> for Head<'de> {
                 }
                 Ok(head)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Head<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Head::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Head<'de>, E> {
-                Ok(Head::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Head<'de>, E> {
-                Ok(Head::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Head<'de>, E> {
-                Ok(Head::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Head<'de>, E> {
-                Ok(Head::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Head<'de>, E> {
-                Ok(Head::default())
-            }
-            fn visit_unit<E>(self) -> Result<Head<'de>, E> {
-                Ok(Head::default())
-            }
+            otherwise!(Head::default(); seq, bool, i64, u64, f64, str, unit);
         }
         deserializer.deserialize_any(V)
     }
@@ -582,28 +547,7 @@ impl<'de> Deserialize<'de> for Message<'de> {
                 Ok(message)
             }
             // Anything else counts as a message with no role and no text.
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Message<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Message::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Message<'de>, E> {
-                Ok(Message::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Message<'de>, E> {
-                Ok(Message::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Message<'de>, E> {
-                Ok(Message::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Message<'de>, E> {
-                Ok(Message::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Message<'de>, E> {
-                Ok(Message::default())
-            }
-            fn visit_unit<E>(self) -> Result<Message<'de>, E> {
-                Ok(Message::default())
-            }
+            otherwise!(Message::default(); seq, bool, i64, u64, f64, str, unit);
         }
         deserializer.deserialize_any(V)
     }
@@ -634,25 +578,7 @@ impl<'de> Deserialize<'de> for Content<'de> {
             fn visit_str<E>(self, text: &str) -> Result<Content<'de>, E> {
                 Ok(Content(vec![Cow::Owned(text.to_owned())]))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Content<'de>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Content(Vec::new()))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Content<'de>, E> {
-                Ok(Content(Vec::new()))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Content<'de>, E> {
-                Ok(Content(Vec::new()))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Content<'de>, E> {
-                Ok(Content(Vec::new()))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Content<'de>, E> {
-                Ok(Content(Vec::new()))
-            }
-            fn visit_unit<E>(self) -> Result<Content<'de>, E> {
-                Ok(Content(Vec::new()))
-            }
+            otherwise!(Content(Vec::new()); map, bool, i64, u64, f64, unit);
         }
         deserializer.deserialize_any(V)
     }
@@ -680,28 +606,7 @@ impl<'de> Deserialize<'de> for PartText<'de> {
                 }
                 Ok(PartText(text))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PartText<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(PartText(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<PartText<'de>, E> {
-                Ok(PartText(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<PartText<'de>, E> {
-                Ok(PartText(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<PartText<'de>, E> {
-                Ok(PartText(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<PartText<'de>, E> {
-                Ok(PartText(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<PartText<'de>, E> {
-                Ok(PartText(None))
-            }
-            fn visit_unit<E>(self) -> Result<PartText<'de>, E> {
-                Ok(PartText(None))
-            }
+            otherwise!(PartText(None); seq, bool, i64, u64, f64, str, unit);
         }
         deserializer.deserialize_any(V)
     }
@@ -744,30 +649,7 @@ impl<'de> Visitor<'de> for Prompt<'_> {
         Ok(all_strings)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(false)
-    }
+    otherwise!(false; map, bool, i64, u64, f64, unit);
 }
 
 #[cfg(test)]
