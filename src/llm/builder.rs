@@ -579,7 +579,7 @@ impl Builder {
             // Under disaggregated serving a request holds a prefill server,
             // then a decode server: the fleet takes both pools' worth, so
             // prefills go on while decode slots are full.
-            let prefill_pool = pd.as_ref().map(|pd| pd.prefill.clone());
+            let prefill_pool = pd.as_ref().map(|pd| pd.parts.prefill.clone());
             let capacity = move || {
                 let decode =
                     balance.read_endpoints(|_, services| capacity(services, limit, &saturation));

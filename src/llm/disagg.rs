@@ -317,6 +317,15 @@ const MAX_PREFILL_ANSWER: usize = 1 << 20;
 /// The prefill pool beside the router's decode pool, and what choosing a
 /// pair needs.
 pub(crate) struct Pd {
+    /// The pools and settings the builder gave.
+    pub(crate) parts: PdParts,
+    rooms: Rng,
+    turn: AtomicUsize,
+    counts: Counts,
+}
+
+/// What the builder hands [`Pd::new`]: the pools and settings.
+pub(crate) struct PdParts {
     pub(crate) prefill: Lb,
     pub(crate) decode: Lb,
     /// The decode pool with the router's retries, for requests sent whole.
@@ -328,23 +337,6 @@ pub(crate) struct Pd {
     pub(crate) attempt_timeout: Duration,
     pub(crate) wait: Duration,
     /// The prefill pool's servers (their pollers live here).
-    pub(crate) servers: Arc<Mutex<Vec<Server>>>,
-    pub(crate) health: HealthRegistry<SocketAddr>,
-    rooms: Rng,
-    turn: AtomicUsize,
-    counts: Counts,
-}
-
-/// What the builder hands [`Pd::new`].
-pub(crate) struct PdParts {
-    pub(crate) prefill: Lb,
-    pub(crate) decode: Lb,
-    pub(crate) direct: Core,
-    pub(crate) settings: Disaggregation,
-    pub(crate) bootstrap: Ports,
-    pub(crate) roles: HashMap<SocketAddr, Role>,
-    pub(crate) attempt_timeout: Duration,
-    pub(crate) wait: Duration,
     pub(crate) servers: Arc<Mutex<Vec<Server>>>,
     pub(crate) health: HealthRegistry<SocketAddr>,
 }
@@ -363,8 +355,8 @@ struct Counts {
 impl fmt::Debug for Pd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pd")
-            .field("settings", &self.settings)
-            .field("bootstrap", &self.bootstrap)
+            .field("settings", &self.parts.settings)
+            .field("bootstrap", &self.parts.bootstrap)
             .finish_non_exhaustive()
     }
 }
@@ -498,16 +490,7 @@ async fn announced_port(addr: SocketAddr) -> Option<u16> {
 impl Pd {
     pub(crate) fn new(parts: PdParts) -> Self {
         Self {
-            prefill: parts.prefill,
-            decode: parts.decode,
-            direct: parts.direct,
-            settings: parts.settings,
-            bootstrap: parts.bootstrap,
-            roles: parts.roles,
-            attempt_timeout: parts.attempt_timeout,
-            wait: parts.wait,
-            servers: parts.servers,
-            health: parts.health,
+            parts,
             rooms: Rng::from_entropy(),
             turn: AtomicUsize::new(0),
             counts: Counts::default(),
@@ -518,11 +501,11 @@ impl Pd {
     /// both; in the prefill pool alone, prefill; else decode (servers
     /// found by discovery have only their pool to say).
     pub(crate) fn role_of(&self, addr: &SocketAddr) -> Role {
-        if let Some(&role) = self.roles.get(addr) {
+        if let Some(&role) = self.parts.roles.get(addr) {
             return role;
         }
         let holds = |pool: &Lb| pool.read_endpoints(|keys, _| keys.contains(addr));
-        match (holds(&self.prefill), holds(&self.decode)) {
+        match (holds(&self.parts.prefill), holds(&self.parts.decode)) {
             (true, true) => Role::Both,
             (true, false) => Role::Prefill,
             _ => Role::Decode,
@@ -615,21 +598,21 @@ impl Pd {
         &self,
         request: Request<PromptBody<RequestBody>>,
     ) -> Result<Response<ResponseBody>, BoxError> {
-        let response = self.direct.clone().oneshot(request).await?;
+        let response = self.parts.direct.clone().oneshot(request).await?;
         Ok(response.map(|b| b.map_err(boxed).boxed_unsync()))
     }
 
     /// The decider: is the prompt's uncached part on some available decode
     /// server below the threshold?
     fn goes_direct(&self, parts: &http::request::Parts) -> bool {
-        let threshold = f64::from(self.settings.direct_below);
+        let threshold = f64::from(self.parts.settings.direct_below);
         if threshold <= 0.0 {
             return false;
         }
         let Some(blocks) = parts.extensions.get::<PromptBlocks>() else {
             return true;
         };
-        self.decode.read_endpoints(|_, services| {
+        self.parts.decode.read_endpoints(|_, services| {
             services
                 .iter()
                 .filter(|s| s.is_available())
@@ -649,7 +632,7 @@ impl Pd {
         let tried_prefill = TriedEndpoints::new();
         let mut tried_decode: Vec<SocketAddr> = Vec::new();
         let mut last: Option<PdError> = None;
-        let attempts = self.settings.attempts;
+        let attempts = self.parts.settings.attempts;
         for attempt in 1..=attempts {
             let (prefill, prefill_service) = self.pick_prefill(parts, &tried_prefill).await?;
             let (decode, decode_service) = self.wait_decode(&tried_decode).await?;
@@ -669,7 +652,7 @@ impl Pd {
                     }
                 }
             }
-            let outcome = match self.settings.protocol {
+            let outcome = match self.parts.settings.protocol {
                 PdProtocol::Sglang => {
                     self.sglang(parts, json, prefill, prefill_service, decode_service)
                         .await
@@ -724,13 +707,13 @@ impl Pd {
         parts: &http::request::Parts,
         tried: &TriedEndpoints,
     ) -> Result<(SocketAddr, Endpoint), BoxError> {
-        let deadline = tokio::time::Instant::now() + self.wait;
+        let deadline = tokio::time::Instant::now() + self.parts.wait;
         loop {
-            let change = self.prefill.next_change();
+            let change = self.parts.prefill.next_change();
             // The picker reads the request's prompt facts, not its body.
             let picked = {
                 let probe = leg_request(parts, Bytes::new());
-                self.prefill.pick_endpoint(&probe, tried)?
+                self.parts.prefill.pick_endpoint(&probe, tried)?
             };
             if let Some(picked) = picked {
                 return Ok(picked);
@@ -741,8 +724,8 @@ impl Pd {
             let _ = tokio::time::timeout_at(step, change).await;
             if tokio::time::Instant::now() >= deadline {
                 return Err(NoEndpoints {
-                    waited: self.wait,
-                    known: self.prefill.len(),
+                    waited: self.parts.wait,
+                    known: self.parts.prefill.len(),
                 }
                 .into());
             }
@@ -752,9 +735,9 @@ impl Pd {
     /// [`pick_decode`](Self::pick_decode), waiting up to the router's wait
     /// for an available decode server.
     async fn wait_decode(&self, tried: &[SocketAddr]) -> Result<(SocketAddr, Endpoint), PdError> {
-        let deadline = tokio::time::Instant::now() + self.wait;
+        let deadline = tokio::time::Instant::now() + self.parts.wait;
         loop {
-            let change = self.decode.next_change();
+            let change = self.parts.decode.next_change();
             if let Some(picked) = self.pick_decode(tried) {
                 return Ok(picked);
             }
@@ -774,7 +757,7 @@ impl Pd {
     /// round in turn.
     fn pick_decode(&self, tried: &[SocketAddr]) -> Option<(SocketAddr, Endpoint)> {
         let turn = self.turn.fetch_add(1, Relaxed);
-        self.decode.read_endpoints(|keys, services| {
+        self.parts.decode.read_endpoints(|keys, services| {
             let n = keys.len();
             let mut best: Option<(f64, usize)> = None;
             for fresh_only in [true, false] {
@@ -810,6 +793,7 @@ impl Pd {
         let mut body = json.clone();
         body["bootstrap_host"] = json!(prefill.ip().to_string());
         let port = self
+            .parts
             .bootstrap
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -839,7 +823,7 @@ impl Pd {
             (Head::Failed(failed), _) => Outcome::Prefill(failed),
             (Head::Refused(response), _) => Outcome::Answer(response),
             (Head::Ok(prefill_answer), decode_head) => {
-                drain(prefill_answer, self.attempt_timeout);
+                drain(prefill_answer, self.parts.attempt_timeout);
                 match decode_head {
                     Head::Ok(response) | Head::Refused(response) => Outcome::Answer(response),
                     Head::Failed(failed) => Outcome::Decode(failed),
@@ -880,7 +864,7 @@ impl Pd {
             Head::Failed(failed) => return Outcome::Prefill(failed),
         };
         let read = read_limited(answer.into_body(), MAX_PREFILL_ANSWER);
-        let params = match tokio::time::timeout(self.attempt_timeout, read).await {
+        let params = match tokio::time::timeout(self.parts.attempt_timeout, read).await {
             Ok(Ok(body)) => serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|mut v| v.get_mut("kv_transfer_params").map(Value::take))

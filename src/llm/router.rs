@@ -133,9 +133,12 @@ impl Router {
             },
         );
         if let Some(pd) = &self.shared.pd {
-            let prefill = status(&pd.prefill, &pd.servers, &pd.health, |addr| {
-                pd.role_of(addr)
-            });
+            let prefill = status(
+                &pd.parts.prefill,
+                &pd.parts.servers,
+                &pd.parts.health,
+                |addr| pd.role_of(addr),
+            );
             // Servers of role both are in both pools: listed once.
             all.extend(prefill.into_iter().filter(|s| s.role == Role::Prefill));
         }
